@@ -1,0 +1,251 @@
+"""The declarative appraisal policy.
+
+One policy says what evidence teegate accepts: which TCB statuses and advisories, which
+measurements, whether debug is allowed, whether a GPU is required, and which roots of trust
+besides the pinned vendor roots. Empty sets mean "any value"; the defaults are the production
+defaults (UpToDate and SWHardeningNeeded only, no debug, vendor roots only).
+
+Loading is strict: an unknown key or a wrong type stops with a ``ConfigError`` naming the
+field, because a typo in a policy must never silently widen what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from teegate.errors import ConfigError
+
+DEFAULT_TCB_STATUSES = frozenset({"UpToDate", "SWHardeningNeeded"})
+GpuMode = Literal["required", "optional", "forbidden"]
+SNP_TCB_FIELDS = ("bootloader", "tee", "snp", "microcode", "fmc")
+
+
+@dataclass(frozen=True)
+class TcbPolicy:
+    allowed_statuses: frozenset[str] = DEFAULT_TCB_STATUSES
+    rejected_advisories: frozenset[str] = frozenset()
+    # Reject collateral (TCB info, QE identity, CRLs) issued longer ago than this, in seconds.
+    max_collateral_age: int | None = None
+    allow_debug: bool = False
+
+
+@dataclass(frozen=True)
+class TdxPolicy:
+    mrtd: frozenset[str] = frozenset()
+    rtmr0: frozenset[str] = frozenset()
+    rtmr1: frozenset[str] = frozenset()
+    rtmr2: frozenset[str] = frozenset()
+    rtmr3: frozenset[str] = frozenset()
+    mrconfigid: frozenset[str] = frozenset()
+    mrseam: frozenset[str] = frozenset()
+    # SGX enclaves: allowed MRENCLAVE / MRSIGNER values.
+    mrenclave: frozenset[str] = frozenset()
+    mrsigner: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SnpPolicy:
+    measurement: frozenset[str] = frozenset()
+    host_data: frozenset[str] = frozenset()
+    id_key_digest: frozenset[str] = frozenset()
+    # Minimum reported TCB per component: bootloader, tee, snp, microcode, fmc (Turin).
+    min_tcb: Mapping[str, int] = field(default_factory=dict)
+    # Allowed VMPLs; empty means any.
+    vmpl: frozenset[int] = frozenset()
+    min_guest_svn: int = 0
+    # Allowed products ("Milan", "Genoa", "Turin"); empty means any the verifier knows.
+    products: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class DstackPolicy:
+    compose_hashes: frozenset[str] = frozenset()
+    app_ids: frozenset[str] = frozenset()
+    os_image_hashes: frozenset[str] = frozenset()
+    # Require an event log that replays to the quote's RTMRs.
+    require_event_log: bool = False
+
+
+@dataclass(frozen=True)
+class GpuPolicy:
+    mode: GpuMode = "optional"
+    driver_versions: frozenset[str] = frozenset()
+    vbios_versions: frozenset[str] = frozenset()
+    # Require the evidence's measurements to be compared with signed RIMs.
+    require_rim: bool = False
+
+
+@dataclass(frozen=True)
+class BindingPolicy:
+    # A report must bind the caller's fresh nonce; turning this off is for offline audit of
+    # old evidence only.
+    require_nonce: bool = True
+    # Allowed report_data layouts; empty means every layout teegate knows.
+    layouts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RootsPolicy:
+    """Extra roots of trust, as PEM text, trusted *in addition to* the pinned vendor roots.
+
+    Anything here other than a vendor root is a development root: verdicts that rest on one
+    carry a ``*.development_root`` check, and the default policy has none.
+    """
+
+    intel: tuple[str, ...] = ()
+    amd: tuple[str, ...] = ()
+    nvidia: tuple[str, ...] = ()
+    nvidia_rim: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    tcb: TcbPolicy = field(default_factory=TcbPolicy)
+    tdx: TdxPolicy = field(default_factory=TdxPolicy)
+    snp: SnpPolicy = field(default_factory=SnpPolicy)
+    dstack: DstackPolicy = field(default_factory=DstackPolicy)
+    gpu: GpuPolicy = field(default_factory=GpuPolicy)
+    binding: BindingPolicy = field(default_factory=BindingPolicy)
+    roots: RootsPolicy = field(default_factory=RootsPolicy)
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The production policy: vendor roots only, UpToDate/SWHardeningNeeded, no debug."""
+        return cls()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> Policy:
+        policy: Policy = _build(cls, data, "policy", base_dir)
+        return policy
+
+    def with_roots(self, **roots: tuple[str, ...]) -> Policy:
+        return replace(self, roots=replace(self.roots, **roots))
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load a policy from a ``.toml`` or ``.json`` file; root entries may name PEM files
+    relative to the policy file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"policy file {p}: cannot read: {e.strerror or e}") from e
+    try:
+        data: Any = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        kind = p.suffix.lstrip(".") or "TOML"
+        raise ConfigError(f"policy file {p}: not valid {kind}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"policy file {p}: top level must be a table/object")
+    return Policy.from_mapping(data, base_dir=p.parent)
+
+
+_HEX_SETS = {
+    "mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrseam", "mrenclave", "mrsigner",
+    "measurement", "host_data", "id_key_digest", "compose_hashes", "app_ids", "os_image_hashes",
+}
+
+
+def _normalise_hex(value: str, where: str) -> str:
+    v = value.strip().lower().removeprefix("0x")
+    try:
+        bytes.fromhex(v)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not hex") from None
+    return v
+
+
+def _read_root(entry: str, where: str, base_dir: Path | None) -> str:
+    if "-----BEGIN" in entry:
+        return entry
+    p = Path(entry)
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    try:
+        text = p.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read root certificate file {p}: {e}") from e
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"{where}: {p} holds no PEM certificate")
+    return text
+
+
+def _convert(name: str, annotation: str, value: Any, where: str, base_dir: Path | None) -> Any:
+    if annotation.startswith("frozenset[str]"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        if name in _HEX_SETS:
+            return frozenset(_normalise_hex(v, where) for v in value)
+        return frozenset(value)
+    if annotation.startswith("frozenset[int]"):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{where}: expected a list of integers")
+        return frozenset(value)
+    if annotation.startswith("tuple[str"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of PEM texts or file paths")
+        return tuple(_read_root(v, where, base_dir) for v in value)
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    if annotation in ("int", "int | None"):
+        if value is None and annotation.endswith("None"):
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: expected a non-negative integer")
+        return value
+    if annotation.startswith("Mapping[str, int]"):
+        if not isinstance(value, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value.values()
+        ):
+            raise ConfigError(f"{where}: expected a table of non-negative integers")
+        unknown = set(value) - set(SNP_TCB_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown TCB component(s) {sorted(unknown)}; "
+                f"known: {list(SNP_TCB_FIELDS)}"
+            )
+        return dict(value)
+    if annotation == "GpuMode":
+        if value not in ("required", "optional", "forbidden"):
+            raise ConfigError(f"{where}: expected one of required, optional, forbidden")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {annotation}")  # pragma: no cover
+
+
+def _build(cls: Any, data: Mapping[str, Any], where: str, base_dir: Path | None) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table/object")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        f = known[key]
+        sub = f"{where}.{key}"
+        annotation = str(f.type)
+        if annotation.endswith("Policy"):
+            kwargs[key] = _build(_SECTIONS[annotation], value, sub, base_dir)
+        else:
+            kwargs[key] = _convert(key, annotation, value, sub, base_dir)
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type] = {
+    "TcbPolicy": TcbPolicy,
+    "TdxPolicy": TdxPolicy,
+    "SnpPolicy": SnpPolicy,
+    "DstackPolicy": DstackPolicy,
+    "GpuPolicy": GpuPolicy,
+    "BindingPolicy": BindingPolicy,
+    "RootsPolicy": RootsPolicy,
+}

@@ -1,0 +1,22 @@
+"""The ``teegate`` command. Each sub-command lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="teegate",
+    help="Verifiable confidential inference for autonomous AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Sub-commands: one line each; keep the order stable.
+from teegate.cli import verify as _verify  # noqa: E402
+
+_verify.register(app)
+
+
+def main() -> None:
+    app()
