@@ -1,0 +1,25 @@
+"""Where teegate keeps its state when nothing else is configured.
+
+``TEEGATE_HOME`` overrides the default ``~/.teegate``. The database defaults to SQLite there and
+the development PKI (generated per installation, never shipped) to ``dev-pki/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    home = os.environ.get("TEEGATE_HOME")
+    path = Path(home).expanduser() if home else Path.home() / ".teegate"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def default_database_url() -> str:
+    return os.environ.get("TEEGATE_DATABASE_URL") or f"sqlite:///{data_dir() / 'teegate.db'}"
+
+
+def dev_pki_dir() -> Path:
+    return data_dir() / "dev-pki"
