@@ -1,0 +1,281 @@
+"""The node's HTTP app: attestation report, response signatures, OpenAI routes.
+
+Wire-compatible with NEAR AI Cloud / RedPill / private-ml-sdk nodes. The hot path forwards
+raw bytes: request and response bodies are never re-serialised, because the signature covers
+``sha256hex(request bytes):sha256hex(response bytes)`` exactly as sent (docs/node.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+import teegate
+from teegate.errors import TeegateError, UpstreamError
+from teegate.node.engine import JSON_TYPE, Engine, EngineReply, openai_error
+from teegate.node.signatures import SIGNING_ALGOS, signature_text
+from teegate.node.signer import NodeKeys, SignedText
+from teegate.node.sources import Evidence, QuoteSource
+from teegate.node.store import SignatureStore
+
+SIGNATURE_COMMENT = b": teegate-signature "
+ALGO_HEADER = "x-teegate-signing-algo"
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def _error(status: int, message: str, *, type_: str = "invalid_request_error",
+           code: str | None = None, param: str | None = None) -> Response:
+    s, body = openai_error(status, message, type_=type_, code=code, param=param)
+    return Response(body, s, media_type=JSON_TYPE, headers={"x-should-retry": "false"}
+                    if s < 500 else None)
+
+
+def _completion_id(data: bytes) -> str | None:
+    """The ``id`` of a completion or chunk: its first top-level ``"id"`` key."""
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    cid = obj.get("id") if isinstance(obj, dict) else None
+    return cid if isinstance(cid, str) and cid else None
+
+
+def signature_comment(signed: SignedText) -> bytes:
+    """The SSE comment that carries a stream's signature (one line, then a blank line)."""
+    return SIGNATURE_COMMENT + json.dumps(signed.to_json(), separators=(",", ":")).encode() + (
+        b"\n\n")
+
+
+@dataclass
+class NodeState:
+    source: QuoteSource
+    engine: Engine
+    keys: NodeKeys
+    store: SignatureStore
+    gpus: int = 0
+    gpu: Any = None  # teegate.sim.DevGpu when GPUs are simulated
+
+    def sign_both(self, request: bytes, response: bytes) -> dict[str, SignedText]:
+        text = signature_text(request, response)
+        out = {}
+        for algo in SIGNING_ALGOS:
+            signer = self.keys.get(algo)
+            out[algo] = SignedText(text, signer.sign(text), signer.signing_address, algo)
+        return out
+
+
+def _algo(value: str | None) -> str | None:
+    algo = (value or "ecdsa").strip().lower()
+    return algo if algo in SIGNING_ALGOS else None
+
+
+def _parse_nonce(value: str | None) -> bytes | None:
+    if value is None:
+        return secrets.token_bytes(32)
+    text = value.strip().lower().removeprefix("0x")
+    if len(text) != 64:
+        return b""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def build_report(
+    state: NodeState, evidence: Evidence, *, algo: str, nonce: bytes, model: str | None,
+) -> dict[str, Any]:
+    """The JSON body of ``GET /v1/attestation/report``."""
+    signer = state.keys.get(algo)
+    report: dict[str, Any] = {
+        "signing_address": signer.signing_address,
+        "signing_algo": algo,
+        "request_nonce": nonce.hex(),
+    }
+    if evidence.tee == "tdx":
+        report["intel_quote"] = evidence.quote.hex()
+        if evidence.collateral is not None:
+            report["collateral"] = evidence.collateral
+    else:
+        report["snp_report"] = evidence.quote.hex()
+        if evidence.certificates is not None:
+            report["snp_certificates"] = evidence.certificates.decode("ascii")
+    if state.gpus > 0 and state.gpu is not None:
+        report["nvidia_payload"] = state.gpu.nvidia_payload(nonce, state.gpus)
+    report["event_log"] = evidence.event_log
+    info = {
+        **evidence.info,
+        "tee": evidence.tee,
+        "source": evidence.source,
+        "development": evidence.development,
+        "version": f"teegate-node/{teegate.__version__}",
+        "engine": state.engine.name,
+        "gpus": state.gpus,
+    }
+    if model:
+        info["model"] = model
+    report["info"] = info
+    report["all_attestations"] = [dict(report)]
+    return report
+
+
+def create_node_app(
+    source: QuoteSource, engine: Engine, *, keys: NodeKeys | None = None,
+    store: SignatureStore | None = None, gpus: int = 0, gpu: Any = None,
+) -> Starlette:
+    """The node as an ASGI app. ``gpu`` is a ``teegate.sim.DevGpu`` when ``gpus`` > 0."""
+    state = NodeState(source, engine, keys or NodeKeys(), store or SignatureStore(), gpus, gpu)
+
+    async def report(request: Request) -> Response:
+        q = request.query_params
+        algo = _algo(q.get("signing_algo"))
+        if algo is None:
+            return _error(400, "signing_algo must be 'ecdsa' or 'ed25519'", param="signing_algo")
+        nonce = _parse_nonce(q.get("nonce"))
+        if not nonce:
+            return _error(400, "nonce must be 32 bytes as 64 hex digits", param="nonce")
+        want = q.get("signing_address")
+        signer = state.keys.get(algo)
+        if want is not None and want.lower().removeprefix("0x") != (
+            signer.signing_address.lower().removeprefix("0x")
+        ):
+            return _error(404, "this node does not hold that signing_address",
+                          code="signing_address_not_found", param="signing_address")
+        report_data = state.keys.report_data(algo, nonce)
+        try:
+            evidence = await anyio.to_thread.run_sync(state.source.get_evidence, report_data)
+        except TeegateError as e:
+            return _error(503, f"evidence unavailable: {e}", type_="server_error",
+                          code="evidence_unavailable")
+        body = build_report(state, evidence, algo=algo, nonce=nonce, model=q.get("model"))
+        return Response(json.dumps(body).encode(), media_type=JSON_TYPE)
+
+    async def signature(request: Request) -> Response:
+        algo = _algo(request.query_params.get("signing_algo"))
+        if algo is None:
+            return _error(400, "signing_algo must be 'ecdsa' or 'ed25519'", param="signing_algo")
+        signed = state.store.get(request.path_params["chat_id"], algo)
+        if signed is None:
+            return _error(404, "no signature for this id (unknown or expired)",
+                          code="signature_not_found")
+        return Response(json.dumps(signed.to_json()).encode(), media_type=JSON_TYPE)
+
+    async def models(request: Request) -> Response:
+        try:
+            reply = await state.engine.models()
+        except UpstreamError as e:
+            return _error(502, str(e), type_="server_error", code="engine_unavailable")
+        return Response(reply.body or b"", reply.status, media_type=reply.content_type)
+
+    async def chat(request: Request) -> Response:
+        algo = _algo(request.headers.get(ALGO_HEADER))
+        if algo is None:
+            return _error(400, f"{ALGO_HEADER} must be 'ecdsa' or 'ed25519'")
+        body = await request.body()
+        try:
+            reply = await state.engine.chat(body, request.headers)
+        except UpstreamError as e:
+            return _error(502, str(e), type_="server_error", code="engine_unavailable")
+        if reply.stream is not None:
+            return _stream_response(state, body, reply, algo)
+        data = reply.body or b""
+        signed = state.sign_both(body, data)
+        cid = _completion_id(data) if reply.status < 400 else None
+        if cid is not None:
+            state.store.put(cid, signed)
+        mine = signed[algo]
+        headers = {
+            "x-teegate-signature": mine.signature,
+            "x-teegate-signing-address": mine.signing_address,
+            "x-teegate-signing-algo": algo,
+            "x-teegate-text": mine.text,
+        }
+        return Response(data, reply.status, headers=headers, media_type=reply.content_type)
+
+    return Starlette(routes=[
+        Route("/v1/attestation/report", report, methods=["GET"]),
+        Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ])
+
+
+def _stream_response(
+    state: NodeState, request_body: bytes, reply: EngineReply, algo: str
+) -> Response:
+    assert reply.stream is not None
+    signer = state.keys.get(algo)
+    headers: Mapping[str, str] = {
+        "x-teegate-signing-address": signer.signing_address,
+        "x-teegate-signing-algo": algo,
+        "cache-control": "no-cache",
+    }
+    return StreamingResponse(
+        signed_sse(state, request_body, reply.stream, algo), reply.status,
+        headers=dict(headers), media_type=reply.content_type,
+    )
+
+
+def _is_done(event: bytes) -> bool:
+    return event.strip() == b"data: [DONE]"
+
+
+async def signed_sse(
+    state: NodeState, request_body: bytes, upstream: AsyncIterator[bytes], algo: str,
+) -> AsyncIterator[bytes]:
+    """Pass SSE bytes through unchanged, whole events at a time, and put the signature comment
+    just before ``data: [DONE]`` (or at the end when the engine sends no [DONE]). The signed
+    response bytes are every byte sent before the comment."""
+    sent: list[bytes] = []
+    pending = b""
+    cid: str | None = None
+    signed_done = False
+
+    def finish() -> bytes:
+        nonlocal signed_done
+        signed_done = True
+        signed = state.sign_both(request_body, b"".join(sent))
+        if cid is not None:
+            state.store.put(cid, signed)
+        return signature_comment(signed[algo])
+
+    async for chunk in upstream:
+        if signed_done:
+            yield chunk
+            continue
+        pending += chunk
+        out: list[bytes] = []
+        start = 0
+        for m in _EVENT_END.finditer(pending):
+            event = pending[start : m.end()]
+            start = m.end()
+            if _is_done(event):
+                out.append(finish())
+                out.append(event)
+                out.append(pending[start:])
+                start = len(pending)
+                break
+            if cid is None and event.startswith(b"data:"):
+                cid = _completion_id(event[5:].strip())
+            sent.append(event)
+            out.append(event)
+        pending = pending[start:]
+        if out:
+            yield b"".join(out)
+    if not signed_done:
+        tail = pending
+        if tail and _is_done(tail):
+            yield finish() + tail
+        else:
+            if tail:
+                sent.append(tail)
+            yield tail + finish()

@@ -1,0 +1,299 @@
+"""Inference engines behind the node: any OpenAI-compatible server by URL, or a built-in
+deterministic engine for development, tests and benchmarks.
+
+Both answer with raw bytes (``EngineReply``), so the node forwards and signs exactly what the
+engine produced.
+
+Built-in engine rules (documented in docs/node.md): a token is a whitespace-separated word.
+``prompt_tokens`` counts the words of every message's text content; the reply is drawn from a
+fixed vocabulary, seeded by sha256 of the request's messages, with a natural length of 5-24
+words; ``completion_tokens`` = min(natural length, ``max_tokens`` or
+``max_completion_tokens``), and ``finish_reason`` is ``length`` when the limit cut the reply.
+The same messages always give the same text; ids and ``created`` are fresh per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from teegate.errors import UpstreamError
+
+BUILTIN_MODEL = "teegate-builtin"
+_VOCAB = (
+    "attested", "enclave", "quote", "nonce", "signature", "verified", "measurement", "key",
+    "report", "trust", "boundary", "confidential", "hardware", "evidence", "policy", "fresh",
+    "bound", "gateway", "agent", "receipt", "ledger", "budget", "model", "token",
+    "response", "request", "chain", "root", "digest", "log", "audit", "secure",
+)
+JSON_TYPE = "application/json"
+SSE_TYPE = "text/event-stream"
+
+
+@dataclass
+class EngineReply:
+    """An engine's answer: status, content type, and either the whole body or a byte
+    stream (never both)."""
+
+    status: int
+    content_type: str
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: str
+
+    async def chat(self, body: bytes, headers: Mapping[str, str]) -> EngineReply: ...
+    async def models(self) -> EngineReply: ...
+    async def aclose(self) -> None: ...
+
+
+def openai_error(
+    status: int, message: str, *, type_: str = "invalid_request_error",
+    code: str | None = None, param: str | None = None,
+) -> tuple[int, bytes]:
+    """An OpenAI-shaped error body."""
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return status, json.dumps(body).encode()
+
+
+def count_tokens(text: str) -> int:
+    """The built-in engine's tokenizer: whitespace-separated words."""
+    return len(text.split())
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", "")) for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+class _BadRequestError(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class _Plan:
+    model: str
+    words: tuple[str, ...]
+    finish_reason: str
+    prompt_tokens: int
+    stream: bool
+    include_usage: bool
+
+
+def _plan(body: bytes) -> _Plan:
+    try:
+        req = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _BadRequestError("request body is not valid JSON") from None
+    if not isinstance(req, dict):
+        raise _BadRequestError("request body must be a JSON object")
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequestError("'messages' must be a non-empty array", "messages")
+    texts = []
+    for m in messages:
+        if not isinstance(m, dict) or "role" not in m:
+            raise _BadRequestError("each message needs a 'role'", "messages")
+        texts.append(_message_text(m.get("content")))
+    limit = req.get("max_completion_tokens", req.get("max_tokens"))
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise _BadRequestError("'max_tokens' must be a positive integer", "max_tokens")
+    model = req.get("model")
+    if not isinstance(model, str) or not model:
+        raise _BadRequestError("'model' is required", "model")
+    seed = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+    natural = 5 + seed[0] % 20
+    n = natural if limit is None else min(natural, limit)
+    words = tuple(_VOCAB[b % len(_VOCAB)] for b in (seed * 2)[1 : 1 + n])
+    options = req.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return _Plan(
+        model=model, words=words, finish_reason="length" if n < natural else "stop",
+        prompt_tokens=sum(count_tokens(t) for t in texts), stream=req.get("stream") is True,
+        include_usage=include_usage,
+    )
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class BuiltinEngine:
+    """Deterministic in-process engine; see the module docstring for its token rules."""
+
+    name = "builtin"
+
+    def __init__(self, models: tuple[str, ...] = (BUILTIN_MODEL,)) -> None:
+        self.model_ids = models
+        self._created = int(time.time())
+
+    async def models(self) -> EngineReply:
+        data = [
+            {"id": m, "object": "model", "created": self._created, "owned_by": "teegate"}
+            for m in self.model_ids
+        ]
+        return EngineReply(200, JSON_TYPE, _dumps({"object": "list", "data": data}))
+
+    async def aclose(self) -> None:
+        return None
+
+    async def chat(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        try:
+            plan = _plan(body)
+        except _BadRequestError as e:
+            status, err = openai_error(400, str(e), param=e.param)
+            return EngineReply(status, JSON_TYPE, err)
+        cid = "chatcmpl-" + uuid.uuid4().hex
+        created = int(time.time())
+        usage = {
+            "prompt_tokens": plan.prompt_tokens,
+            "completion_tokens": len(plan.words),
+            "total_tokens": plan.prompt_tokens + len(plan.words),
+        }
+        if not plan.stream:
+            return EngineReply(200, JSON_TYPE, _dumps({
+                "id": cid, "object": "chat.completion", "created": created, "model": plan.model,
+                "choices": [{
+                    "index": 0, "message": {"role": "assistant", "content": " ".join(plan.words)},
+                    "logprobs": None, "finish_reason": plan.finish_reason,
+                }],
+                "usage": usage,
+            }))
+        return EngineReply(200, SSE_TYPE, stream=self._stream(plan, cid, created, usage))
+
+    async def _stream(
+        self, plan: _Plan, cid: str, created: int, usage: dict[str, int]
+    ) -> AsyncIterator[bytes]:
+        head = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                "model": plan.model}
+        extra: dict[str, Any] = {"usage": None} if plan.include_usage else {}
+
+        def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+            return b"data: " + _dumps({**head, "choices": choices, **extra, **more}) + b"\n\n"
+
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                      "logprobs": None, "finish_reason": None}])
+        for i, word in enumerate(plan.words):
+            text = word if i == 0 else " " + word
+            yield event([{"index": 0, "delta": {"content": text}, "logprobs": None,
+                          "finish_reason": None}])
+        yield event([{"index": 0, "delta": {}, "logprobs": None,
+                      "finish_reason": plan.finish_reason}])
+        if plan.include_usage:
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"
+
+
+_HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
+               "te", "upgrade", "proxy-authorization", "accept-encoding"}
+
+
+class HttpEngine:
+    """Any OpenAI-compatible server (vLLM, llama.cpp, Ollama): bytes in, bytes out."""
+
+    name = "http"
+
+    def __init__(
+        self, base_url: str, *, api_key: str | None = None, timeout: float = 600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = base_url.rstrip("/")
+        self.base_url = url if url.endswith("/v1") else url + "/v1"
+        self._api_key = api_key
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=transport, headers={"accept-encoding": "identity"},
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    def _headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in incoming.items()
+               if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("x-teegate-")}
+        out["content-type"] = JSON_TYPE
+        if self._api_key:
+            out["authorization"] = f"Bearer {self._api_key}"
+        return out
+
+    async def chat(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        req = self._client.build_request(
+            "POST", "/chat/completions", content=body, headers=self._headers(headers)
+        )
+        try:
+            resp = await self._client.send(req, stream=True)
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"engine {self.base_url}: {e}") from e
+        ctype = resp.headers.get("content-type", JSON_TYPE)
+        if ctype.startswith(SSE_TYPE):
+            return EngineReply(resp.status_code, ctype, stream=self._relay(resp))
+        try:
+            data = await resp.aread()
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"engine {self.base_url}: {e}") from e
+        finally:
+            await resp.aclose()
+        return EngineReply(resp.status_code, ctype, data)
+
+    async def _relay(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"engine {self.base_url}: stream broke: {e}") from e
+        finally:
+            await resp.aclose()
+
+    async def models(self) -> EngineReply:
+        try:
+            resp = await self._client.get("/models", headers=self._headers({}))
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"engine {self.base_url}: {e}") from e
+        return EngineReply(resp.status_code, resp.headers.get("content-type", JSON_TYPE),
+                           resp.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def engine_app(engine: Engine | None = None) -> Any:
+    """The engine alone as an ASGI app (``/v1/chat/completions``, ``/v1/models``): the direct
+    baseline for benchmarks and an upstream for tests of ``HttpEngine``."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    eng: Engine = engine or BuiltinEngine()
+
+    def _out(reply: EngineReply) -> Response:
+        if reply.stream is not None:
+            return StreamingResponse(reply.stream, reply.status, media_type=reply.content_type)
+        return Response(reply.body or b"", reply.status, media_type=reply.content_type)
+
+    async def chat(request: Request) -> Response:
+        return _out(await eng.chat(await request.body(), request.headers))
+
+    async def models(request: Request) -> Response:
+        return _out(await eng.models())
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ])
