@@ -1,0 +1,140 @@
+"""Fetch a node's attestation report with our own fresh nonce and verify it.
+
+Pure checking lives in ``teegate.attest``; this module is the HTTP edge plus the few checks
+that belong to the caller (the algorithm it asked for, the nonce it chose).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from teegate.attest.policy import Policy
+from teegate.attest.verdict import Check, Verdict
+from teegate.client.errors import AttestationRejectedError
+from teegate.errors import EvidenceError, UpstreamError
+from teegate.node.signatures import SIGNING_ALGOS, normalize_signing_address
+
+
+@dataclass(frozen=True)
+class AttestedKey:
+    """A signing key whose binding to verified hardware evidence was just checked."""
+
+    signing_address: str
+    signing_algo: str
+    identity: bytes
+    verdict: Verdict
+
+    def matches(self, signing_address: str, signing_algo: str) -> bool:
+        raw = normalize_signing_address(signing_address, signing_algo)
+        return signing_algo == self.signing_algo and raw is not None and raw == self.identity
+
+
+def api_root(base_url: str) -> str:
+    """``http://host:port`` from ``http://host:port`` or ``http://host:port/v1``."""
+    url = base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _fresh_nonce() -> bytes:
+    try:
+        from teegate.attest.binding import fresh_nonce
+    except ImportError:  # pragma: no cover - the attest helper is always present in releases
+        return secrets.token_bytes(32)
+    return fresh_nonce()
+
+
+def get_report(
+    base_url: str, *, nonce: bytes, signing_algo: str = "ecdsa",
+    client: httpx.Client | None = None, timeout: float = 30.0,
+) -> dict[str, Any]:
+    """GET ``/v1/attestation/report`` with our nonce; the JSON object, or UpstreamError."""
+    url = api_root(base_url) + "/v1/attestation/report"
+    params = {"nonce": nonce.hex(), "signing_algo": signing_algo}
+    try:
+        if client is not None:
+            resp = client.get(url, params=params, timeout=timeout)
+        else:
+            resp = httpx.get(url, params=params, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise UpstreamError(f"attestation report from {url}: {e}") from e
+    if resp.status_code != 200:
+        raise UpstreamError(f"attestation report from {url}: HTTP {resp.status_code}: "
+                            f"{resp.text[:200]}")
+    try:
+        report = json.loads(resp.content)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EvidenceError(f"attestation report from {url} is not JSON: {e}") from e
+    if not isinstance(report, dict):
+        raise EvidenceError(f"attestation report from {url} is not a JSON object")
+    return report
+
+
+def verify_report(
+    report: Mapping[str, Any], *, nonce: bytes, policy: Policy, now: int, signing_algo: str,
+) -> Verdict:
+    """Verify a report we asked for with ``nonce``: the attestation verdict, plus the client's
+    own checks that the report speaks of the algorithm we asked for and that its report_data
+    is exactly (identity padded to 32 bytes) || nonce."""
+    from teegate.attest.report import verify_provider_report
+
+    verdict = verify_provider_report(report, nonce=nonce, policy=policy, now=now)
+    extra: list[Check] = []
+    algo = report.get("signing_algo", "ecdsa")
+    extra.append(Check("client.signing_algo", algo == signing_algo,
+                       f"asked for {signing_algo}, report is for {algo}"))
+    address = report.get("signing_address")
+    identity = (normalize_signing_address(address, signing_algo)
+                if isinstance(address, str) else None)
+    if identity is None:
+        extra.append(Check("client.signing_address", False,
+                           f"signing_address {address!r} is not a valid {signing_algo} identity"))
+    elif verdict.report_data is not None:
+        want = (identity.ljust(32, b"\0") + nonce).hex()
+        ok = verdict.report_data.lower() == want
+        extra.append(Check("client.report_data", ok,
+                           "report_data = signing identity (padded to 32 bytes) || our nonce"
+                           if ok else "report_data does not bind this key and our nonce"))
+    return verdict.with_checks(extra)
+
+
+def attest_node(
+    base_url: str, *, policy: Policy, now: int | None = None, signing_algo: str = "ecdsa",
+    client: httpx.Client | None = None,
+) -> AttestedKey:
+    """Fetch and verify a report; the attested key, or AttestationRejectedError."""
+    if signing_algo not in SIGNING_ALGOS:
+        raise EvidenceError(f"signing_algo must be one of {', '.join(SIGNING_ALGOS)}")
+    nonce = _fresh_nonce()
+    report = get_report(base_url, nonce=nonce, signing_algo=signing_algo, client=client)
+    verdict = verify_report(report, nonce=nonce, policy=policy,
+                            now=int(time.time()) if now is None else now,
+                            signing_algo=signing_algo)
+    if not verdict.accepted:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in verdict.failures) or "no checks ran"
+        raise AttestationRejectedError(f"attestation of {base_url} rejected: {failed}", verdict)
+    address = str(report["signing_address"])
+    identity = normalize_signing_address(address, signing_algo)
+    assert identity is not None  # checked by verify_report
+    return AttestedKey(address, signing_algo, identity, verdict)
+
+
+def fetch_and_verify_report(
+    base_url: str, *, policy: Policy, now: int | None = None, signing_algo: str = "ecdsa",
+) -> Verdict:
+    """Fetch a report with a fresh nonce and return its verdict (accepted or not); raises
+    UpstreamError / EvidenceError when no report could be obtained. Used by
+    ``teegate verify --url``."""
+    if signing_algo not in SIGNING_ALGOS:
+        raise EvidenceError(f"signing_algo must be one of {', '.join(SIGNING_ALGOS)}")
+    nonce = _fresh_nonce()
+    report = get_report(base_url, nonce=nonce, signing_algo=signing_algo)
+    return verify_report(report, nonce=nonce, policy=policy,
+                         now=int(time.time()) if now is None else now,
+                         signing_algo=signing_algo)
