@@ -13,8 +13,10 @@ app = typer.Typer(
 )
 
 # Sub-commands: one line each; keep the order stable.
+from teegate.cli import node as _node  # noqa: E402
 from teegate.cli import verify as _verify  # noqa: E402
 
+_node.register(app)
 _verify.register(app)
 
 

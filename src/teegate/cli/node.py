@@ -1,0 +1,100 @@
+"""``teegate node``: the enclave side, in front of an inference engine.
+
+Serves the attestation report, per-response signatures and the OpenAI routes. ``--tee auto``
+uses configfs-tsm or the dstack socket and refuses to start without either; the development
+TEEs (``dev-tdx``, ``dev-snp``) must be named and print a warning banner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from teegate.errors import TeegateError
+
+_err = Console(stderr=True)
+
+
+def build_node(
+    *, engine: str, tee: str, gpus: int, pki_dir: Path | None = None,
+    configfs_root: Path | None = None, dstack_endpoint: str | None = None,
+    engine_api_key: str | None = None,
+) -> Any:
+    """The node ASGI app for these options; raises ConfigError for impossible combinations."""
+    from teegate.errors import ConfigError
+    from teegate.node import BuiltinEngine, HttpEngine, create_node_app
+    from teegate.node.sources import CONFIGFS_TSM_ROOT, choose_source
+    from teegate.paths import dev_pki_dir
+
+    if gpus < 0:
+        raise ConfigError("--gpus must be 0 or more")
+    source = choose_source(
+        tee, pki_dir=pki_dir, configfs_root=configfs_root or CONFIGFS_TSM_ROOT,
+        dstack_endpoint=dstack_endpoint,
+    )
+    gpu: Any = None
+    if gpus > 0:
+        if not source.development:
+            raise ConfigError("--gpus simulates GPUs and needs a development TEE "
+                              "(--tee dev-tdx or dev-snp); real NVIDIA evidence is not "
+                              "collected by this version")
+        from teegate.sim import DevGpu
+
+        gpu = DevGpu.load_or_create(pki_dir or dev_pki_dir())
+    if engine == "builtin":
+        eng: Any = BuiltinEngine()
+    elif engine.startswith(("http://", "https://")):
+        eng = HttpEngine(engine, api_key=engine_api_key)
+    else:
+        raise ConfigError(f"--engine must be 'builtin' or an http(s) URL, not {engine!r}")
+    return create_node_app(source, eng, gpus=gpus, gpu=gpu), source
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def node(
+        engine: Annotated[str, typer.Option(
+            "--engine", help="'builtin' or the URL of an OpenAI-compatible server.")] = "builtin",
+        tee: Annotated[str, typer.Option(
+            "--tee", help="auto | configfs | dstack | dev-tdx | dev-snp")] = "auto",
+        gpus: Annotated[int, typer.Option(
+            "--gpus", help="Simulated GPUs (development TEEs only).")] = 0,
+        host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port")] = 8000,
+        pki_dir: Annotated[Path | None, typer.Option(
+            "--pki-dir", help="Development PKI directory (default: TEEGATE_HOME/dev-pki).")
+        ] = None,
+        configfs_root: Annotated[Path | None, typer.Option(
+            "--configfs-root", help="configfs-tsm report directory.")] = None,
+        dstack_endpoint: Annotated[str | None, typer.Option(
+            "--dstack-endpoint", help="dstack guest-agent socket path or URL.")] = None,
+        engine_api_key: Annotated[str | None, typer.Option(
+            "--engine-api-key", envvar="TEEGATE_ENGINE_API_KEY",
+            help="Bearer token for the engine.")] = None,
+    ) -> None:
+        """Run the enclave-side node: attestation report, response signatures, OpenAI API."""
+        try:
+            asgi, source = build_node(
+                engine=engine, tee=tee, gpus=gpus, pki_dir=pki_dir,
+                configfs_root=configfs_root, dstack_endpoint=dstack_endpoint,
+                engine_api_key=engine_api_key,
+            )
+        except TeegateError as e:
+            _err.print(f"[red]teegate node:[/] {e}")
+            raise typer.Exit(2) from None
+        if source.development:
+            _err.print(Panel(
+                f"DEVELOPMENT TEE ({source.name}) — NOT CONFIDENTIAL.\n"
+                "Evidence is signed by a locally generated development PKI; only policies that "
+                "name its roots accept it. Never send real data to this node.",
+                title="WARNING", style="bold yellow",
+            ))
+        _err.print(f"teegate node: evidence from {source.name}, engine {engine}, "
+                   f"listening on http://{host}:{port}")
+        import uvicorn
+
+        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
