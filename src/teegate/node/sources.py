@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -277,18 +278,26 @@ class DevTdxSource:
     development = True
 
     def __init__(self, pki_dir: Path) -> None:
-        from teegate.sim import DevTdx
+        from teegate.sim.tdx import DevTdx
 
         self._tdx = DevTdx.load_or_create(pki_dir)
         self._collateral = self._tdx.collateral()
+        self._collateral_at = time.monotonic()
         self.name = "dev-tdx"
+
+    def _current_collateral(self) -> str:
+        # Development collateral is valid for 30 days around its issue time: renew daily.
+        if time.monotonic() - self._collateral_at > 86_400:
+            self._collateral = self._tdx.collateral()
+            self._collateral_at = time.monotonic()
+        return self._collateral
 
     def get_evidence(self, report_data: bytes) -> Evidence:
         _check_report_data(report_data)
         quote = self._tdx.quote(report_data)
         return Evidence(
             tee="tdx", quote=quote, source="dev-tdx", development=True,
-            collateral=self._collateral,
+            collateral=self._current_collateral(),
             info={"tee": "tdx", "source": "dev-tdx", "development": True},
         )
 
@@ -299,7 +308,7 @@ class DevSnpSource:
     development = True
 
     def __init__(self, pki_dir: Path, *, version: int = 3) -> None:
-        from teegate.sim import DevSnp
+        from teegate.sim.snp import DevSnp
 
         self._snp = DevSnp.load_or_create(pki_dir)
         self._chain = self._snp.cert_chain_pem()

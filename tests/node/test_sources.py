@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from teegate.errors import ConfigError, EvidenceError, UpstreamError
+from teegate.node.sources import (
+    ConfigfsTsmSource,
+    DevSnpSource,
+    DevTdxSource,
+    DstackSource,
+    choose_source,
+)
+from teegate.sim.snp import DevSnp
+from teegate.sim.tdx import DevTdx
+from tests.node.fake_tsm import KernelLikeTsm
+from tests.node.serve import serve
+
+TDX_REPORT_DATA = slice(48 + 520, 48 + 584)
+SNP_REPORT_DATA = slice(0x50, 0x90)
+RD = bytes(range(64))
+
+
+def _tsm(tmp_path: Path, dev_pki: Path, tee: str, aux: bytes | None = None) -> KernelLikeTsm:
+    root = tmp_path / "report"
+    root.mkdir()
+    if tee == "tdx":
+        tdx = DevTdx.load_or_create(dev_pki)
+        return KernelLikeTsm(root, "tdx_guest", lambda rd: tdx.quote(rd), aux=aux)
+    snp = DevSnp.load_or_create(dev_pki)
+    return KernelLikeTsm(root, "sev_guest", lambda rd: snp.report(rd), aux=aux)
+
+
+@pytest.mark.parametrize(("tee", "where"), [("tdx", TDX_REPORT_DATA), ("snp", SNP_REPORT_DATA)])
+def test_configfs_report_carries_report_data(
+    tmp_path: Path, dev_pki: Path, tee: str, where: slice
+) -> None:
+    fs = _tsm(tmp_path, dev_pki, tee)
+    src = ConfigfsTsmSource(fs.root, fs=fs)
+    ev = src.get_evidence(RD)
+    assert ev.tee == tee
+    assert ev.quote[where] == RD
+    assert not ev.development
+    assert ev.source == f"configfs-tsm/{fs.provider}"
+    assert list(fs.root.iterdir()) == []  # the report entry was removed
+
+
+def test_configfs_rejects_wrong_report_data_length(tmp_path: Path, dev_pki: Path) -> None:
+    fs = _tsm(tmp_path, dev_pki, "tdx")
+    with pytest.raises(EvidenceError):
+        ConfigfsTsmSource(fs.root, fs=fs).get_evidence(b"short")
+
+
+def test_configfs_detects_a_racing_writer_and_retries(tmp_path: Path, dev_pki: Path) -> None:
+    fs = _tsm(tmp_path, dev_pki, "tdx")
+    fs.races = 1
+    ev = ConfigfsTsmSource(fs.root, fs=fs).get_evidence(RD)
+    # The raced report (over someone else's inblob) was discarded, the retry is ours.
+    assert fs.outblob_reads == 2
+    assert ev.quote[TDX_REPORT_DATA] == RD
+
+
+def test_configfs_gives_up_when_always_raced(tmp_path: Path, dev_pki: Path) -> None:
+    fs = _tsm(tmp_path, dev_pki, "tdx")
+    fs.races = 10
+    with pytest.raises(UpstreamError, match="generation"):
+        ConfigfsTsmSource(fs.root, fs=fs, attempts=3).get_evidence(RD)
+    assert list(fs.root.iterdir()) == []
+
+
+def test_configfs_busy_device(tmp_path: Path, dev_pki: Path) -> None:
+    fs = _tsm(tmp_path, dev_pki, "tdx")
+    fs.busy = 5
+    with pytest.raises(UpstreamError, match="busy"):
+        ConfigfsTsmSource(fs.root, fs=fs, attempts=2).get_evidence(RD)
+
+
+def test_configfs_unknown_provider(tmp_path: Path, dev_pki: Path) -> None:
+    fs = _tsm(tmp_path, dev_pki, "tdx")
+    fs.provider = "arm_cca_guest"
+    with pytest.raises(UpstreamError, match="unsupported provider"):
+        ConfigfsTsmSource(fs.root, fs=fs).get_evidence(RD)
+
+
+def _cert_table(snp: DevSnp) -> bytes:
+    pems = {"63da758d-e664-4564-adc5-f4b93be8accd": snp.vcek_pem,
+            "4ab7b379-bbac-4fe4-a02f-05aef327c782": snp.ask_pem,
+            "c0b406a4-a803-4952-9743-3fb6014cd0ae": snp.ark_pem}
+    ders = {g: x509.load_pem_x509_certificate(p.encode()).public_bytes(Encoding.DER)
+            for g, p in pems.items()}
+    order = ["c0b406a4-a803-4952-9743-3fb6014cd0ae", "63da758d-e664-4564-adc5-f4b93be8accd",
+             "4ab7b379-bbac-4fe4-a02f-05aef327c782"]
+    offset = 24 * (len(order) + 1)
+    table, blobs = b"", b""
+    for g in order:
+        table += uuid.UUID(g).bytes_le + (offset + len(blobs)).to_bytes(4, "little")
+        table += len(ders[g]).to_bytes(4, "little")
+        blobs += ders[g]
+    return table + bytes(24) + blobs
+
+
+def test_configfs_snp_certificates_from_auxblob(tmp_path: Path, dev_pki: Path) -> None:
+    snp = DevSnp.load_or_create(dev_pki)
+    fs = _tsm(tmp_path, dev_pki, "snp", aux=_cert_table(snp))
+    ev = ConfigfsTsmSource(fs.root, fs=fs).get_evidence(RD)
+    assert ev.certificates == snp.cert_chain_pem()  # VCEK, ASK, ARK order
+
+
+def test_configfs_snp_without_auxblob_has_no_certificates(tmp_path: Path, dev_pki: Path) -> None:
+    fs = _tsm(tmp_path, dev_pki, "snp")
+    assert ConfigfsTsmSource(fs.root, fs=fs).get_evidence(RD).certificates is None
+
+
+def test_dev_sources(dev_pki: Path) -> None:
+    tdx = DevTdxSource(dev_pki).get_evidence(RD)
+    assert tdx.development
+    assert tdx.collateral is not None
+    assert tdx.quote[TDX_REPORT_DATA] == RD
+    snp = DevSnpSource(dev_pki).get_evidence(RD)
+    assert snp.development
+    assert snp.certificates is not None
+    assert snp.quote[SNP_REPORT_DATA] == RD
+
+
+def test_auto_prefers_configfs_and_never_picks_development(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DSTACK_SIMULATOR_ENDPOINT", raising=False)
+    monkeypatch.setattr("teegate.node.sources.DSTACK_SOCKETS", ())
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match="--tee dev-tdx"):
+        choose_source("auto", configfs_root=missing)
+    root = tmp_path / "report"
+    root.mkdir()
+    assert isinstance(choose_source("auto", configfs_root=root), ConfigfsTsmSource)
+    with pytest.raises(ConfigError):
+        choose_source("configfs", configfs_root=missing)
+    with pytest.raises(ConfigError):
+        choose_source("sgx")
+
+
+def _fake_agent(dev_pki: Path, seen: list[dict[str, Any]]) -> Starlette:
+    """A dstack guest agent speaking its HTTP RPC (POST /GetQuote, /Info), dev-TDX backed."""
+    tdx = DevTdx.load_or_create(dev_pki)
+    log = [{"imr": 3, "event_type": 134217729, "digest": "", "event": "app-id",
+            "event_payload": "00" * 20}]
+
+    async def get_quote(request: Request) -> JSONResponse:
+        body = await request.json()
+        seen.append(body)
+        rd = bytes.fromhex(body["report_data"])
+        return JSONResponse({"quote": tdx.quote(rd).hex(), "event_log": json.dumps(log),
+                             "report_data": rd.hex(), "vm_config": ""})
+
+    async def info(request: Request) -> JSONResponse:
+        return JSONResponse({"app_id": "ab" * 20, "instance_id": "cd" * 20, "app_cert": "",
+                             "tcb_info": json.dumps({"mrtd": "", "rtmr0": "", "rtmr1": "",
+                                                     "rtmr2": "", "rtmr3": "",
+                                                     "app_compose": "{}", "event_log": [],
+                                                     "mr_aggregated": "", "os_image_hash": "",
+                                                     "compose_hash": "ef" * 32,
+                                                     "device_id": ""}),
+                             "app_name": "demo", "device_id": "", "key_provider_info": "",
+                             "compose_hash": "ef" * 32})
+
+    return Starlette(routes=[Route("/GetQuote", get_quote, methods=["POST"]),
+                             Route("/Info", info, methods=["POST"])])
+
+
+def test_dstack_source_against_a_guest_agent(
+    dev_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+    with serve(_fake_agent(dev_pki, seen)) as url:
+        monkeypatch.setenv("DSTACK_SIMULATOR_ENDPOINT", url)
+        src = choose_source("auto", configfs_root=Path("/nonexistent/tsm"))
+        assert isinstance(src, DstackSource)
+        ev = src.get_evidence(RD)
+    assert seen == [{"report_data": RD.hex()}]  # raw, not hashed
+    assert ev.tee == "tdx"
+    assert ev.quote[TDX_REPORT_DATA] == RD
+    assert json.loads(ev.event_log)[0]["event"] == "app-id"
+    assert ev.info["app_id"] == "ab" * 20
+    assert not ev.development
+
+
+def test_dstack_unreachable_is_upstream_error() -> None:
+    from tests.node.serve import bound_socket
+
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    with pytest.raises(UpstreamError):
+        DstackSource(url, timeout=2).get_evidence(RD)
