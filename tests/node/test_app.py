@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from teegate.errors import UpstreamError
+from teegate.node import (
+    BuiltinEngine,
+    DevSnpSource,
+    DevTdxSource,
+    HttpEngine,
+    NodeKeys,
+    create_node_app,
+    signature_text,
+    verify_response_signature,
+)
+from teegate.node.sources import Evidence
+from tests.node.serve import serve
+from tests.node.upstream import PLAIN, SSE_PIECES, fixed_upstream
+
+NONCE = bytes(range(100, 132))
+TDX_RD = slice(48 + 520, 48 + 584)
+SNP_RD = slice(0x50, 0x90)
+CHAT = {"model": "teegate-builtin", "messages": [{"role": "user", "content": "hi there"}]}
+
+
+@pytest.fixture(scope="module")
+def keys() -> NodeKeys:
+    return NodeKeys()
+
+
+@pytest.fixture(scope="module")
+def tdx_url(dev_pki: Path, keys: NodeKeys) -> Iterator[str]:
+    with serve(create_node_app(DevTdxSource(dev_pki), BuiltinEngine(), keys=keys)) as url:
+        yield url
+
+
+def _report(url: str, **params: str) -> httpx.Response:
+    return httpx.get(url + "/v1/attestation/report", params=params)
+
+
+@pytest.mark.parametrize("algo", ["ecdsa", "ed25519"])
+def test_tdx_report_shape_and_binding(tdx_url: str, keys: NodeKeys, algo: str) -> None:
+    r = _report(tdx_url, nonce=NONCE.hex(), signing_algo=algo, model="teegate-builtin")
+    assert r.status_code == 200
+    rep = r.json()
+    signer = keys.get(algo)
+    assert rep["signing_address"] == signer.signing_address
+    assert rep["signing_algo"] == algo
+    assert rep["request_nonce"] == NONCE.hex()
+    quote = bytes.fromhex(rep["intel_quote"])
+    assert quote[TDX_RD] == signer.identity.ljust(32, b"\0") + NONCE
+    assert json.loads(rep["collateral"])["tcb_info"]
+    assert json.loads(rep["event_log"]) == []
+    assert rep["info"]["development"] is True
+    assert rep["info"]["tee"] == "tdx"
+    assert rep["info"]["model"] == "teegate-builtin"
+    assert "snp_report" not in rep
+    assert "nvidia_payload" not in rep
+    assert rep["all_attestations"][0]["intel_quote"] == rep["intel_quote"]
+
+
+def test_snp_report_shape(dev_pki: Path) -> None:
+    keys = NodeKeys()
+    with serve(create_node_app(DevSnpSource(dev_pki), BuiltinEngine(), keys=keys)) as url:
+        rep = _report(url, nonce=NONCE.hex()).json()
+    assert "intel_quote" not in rep
+    report = bytes.fromhex(rep["snp_report"])
+    assert len(report) == 1184
+    assert report[SNP_RD] == keys.get("ecdsa").identity.ljust(32, b"\0") + NONCE
+    assert rep["snp_certificates"].count("BEGIN CERTIFICATE") == 3
+    assert rep["info"]["tee"] == "snp"
+
+
+@pytest.mark.parametrize(("params", "status"), [
+    ({"nonce": "ab"}, 400),
+    ({"nonce": "zz" * 32}, 400),
+    ({"nonce": "00" * 33}, 400),
+    ({"nonce": "00" * 32, "signing_algo": "rsa"}, 400),
+    ({"nonce": "00" * 32, "signing_address": "0x" + "11" * 20}, 404),
+])
+def test_report_bad_input_is_openai_error(tdx_url: str, params: dict[str, str],
+                                          status: int) -> None:
+    r = _report(tdx_url, **params)
+    assert r.status_code == status
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert r.headers["x-should-retry"] == "false"
+
+
+def test_report_without_nonce_uses_a_fresh_one(tdx_url: str) -> None:
+    a, b = _report(tdx_url).json(), _report(tdx_url).json()
+    assert len(bytes.fromhex(a["request_nonce"])) == 32
+    assert a["request_nonce"] != b["request_nonce"]
+
+
+def test_evidence_failure_is_503() -> None:
+    class Broken:
+        name = "broken"
+        development = False
+
+        def get_evidence(self, report_data: bytes) -> Evidence:
+            raise UpstreamError("configfs-tsm: device busy")
+
+    with serve(create_node_app(Broken(), BuiltinEngine())) as url:
+        r = _report(url, nonce=NONCE.hex())
+    assert r.status_code == 503
+    assert "device busy" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("algo", ["ecdsa", "ed25519"])
+def test_plain_response_signed_in_headers_and_by_id(tdx_url: str, keys: NodeKeys,
+                                                    algo: str) -> None:
+    body = json.dumps(CHAT).encode()
+    r = httpx.post(tdx_url + "/v1/chat/completions", content=body,
+                   headers={"x-teegate-signing-algo": algo})
+    assert r.status_code == 200
+    h = r.headers
+    assert h["x-teegate-signing-address"] == keys.get(algo).signing_address
+    assert h["x-teegate-signing-algo"] == algo
+    assert h["x-teegate-text"] == signature_text(body, r.content)
+    assert verify_response_signature(h["x-teegate-text"], h["x-teegate-signature"],
+                                     h["x-teegate-signing-address"], algo)
+    # One altered response byte breaks the check.
+    altered = r.content.replace(b'"assistant"', b'"assistanT"')
+    assert signature_text(body, altered) != h["x-teegate-text"]
+    # The same signature is served by id, for either algorithm.
+    cid = r.json()["id"]
+    for want in ("ecdsa", "ed25519"):
+        s = httpx.get(f"{tdx_url}/v1/signature/{cid}", params={"signing_algo": want}).json()
+        assert s["text"] == h["x-teegate-text"]
+        assert s["signing_algo"] == want
+        assert s["signing_address"] == keys.get(want).signing_address
+        assert verify_response_signature(s["text"], s["signature"], s["signing_address"], want)
+
+
+def test_unknown_signature_id_is_404(tdx_url: str) -> None:
+    r = httpx.get(tdx_url + "/v1/signature/chatcmpl-nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "signature_not_found"
+
+
+def _split_stream(raw: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    marker = b": teegate-signature "
+    pos = raw.index(marker)
+    end = raw.index(b"\n\n", pos) + 2
+    return raw[:pos], json.loads(raw[pos + len(marker): end - 2]), raw[end:]
+
+
+def test_stream_signature_comment_before_done(tdx_url: str, keys: NodeKeys) -> None:
+    body = json.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    with httpx.stream("POST", tdx_url + "/v1/chat/completions", content=body.encode()) as r:
+        raw = r.read()
+        assert r.headers["x-teegate-signing-address"] == keys.get("ecdsa").signing_address
+    signed, sig, rest = _split_stream(raw)
+    assert rest == b"data: [DONE]\n\n"
+    assert signed.endswith(b"\n\n")
+    assert b'"usage":{"prompt_tokens":2' in signed
+    assert sig["text"] == signature_text(body.encode(), signed)
+    assert verify_response_signature(sig["text"], sig["signature"], sig["signing_address"],
+                                     "ecdsa")
+    cid = json.loads(signed.split(b"\n\n")[0][6:])["id"]
+    by_id = httpx.get(f"{tdx_url}/v1/signature/{cid}").json()
+    assert by_id == sig
+
+
+def test_forwarded_engine_bytes_are_exact_and_signed() -> None:
+    keys = NodeKeys()
+    with serve(fixed_upstream()) as up:
+        node = create_node_app(_NoTee(), HttpEngine(up), keys=keys)
+        with serve(node) as url:
+            plain = httpx.post(url + "/v1/chat/completions", content=b'{"a": 1}')
+            with httpx.stream("POST", url + "/v1/chat/completions",
+                              content=b'{"stream": true}') as r:
+                raw = r.read()
+    assert plain.content == PLAIN
+    assert plain.headers["x-teegate-text"] == signature_text(b'{"a": 1}', PLAIN)
+    signed, sig, rest = _split_stream(raw)
+    upstream = b"".join(SSE_PIECES)
+    assert signed + rest == upstream  # nothing changed but the inserted comment
+    assert rest == b"data: [DONE]\n\n"
+    assert sig["text"] == signature_text(b'{"stream": true}', signed)
+
+
+class _NoTee:
+    name = "none"
+    development = True
+
+    def get_evidence(self, report_data: bytes) -> Evidence:
+        return Evidence(tee="tdx", quote=report_data, source="none", development=True)
+
+
+def test_openai_sdk_works_unchanged(tdx_url: str) -> None:
+    client = openai.OpenAI(base_url=tdx_url + "/v1", api_key="unused", max_retries=0)
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["teegate-builtin"]
+    done = client.chat.completions.create(
+        model="teegate-builtin", messages=[{"role": "user", "content": "hello node"}],
+        max_tokens=4)
+    assert done.usage is not None
+    assert done.usage.completion_tokens == 4
+    assert done.choices[0].finish_reason == "length"
+    stream = client.chat.completions.create(
+        model="teegate-builtin", messages=[{"role": "user", "content": "hello node"}],
+        max_tokens=4, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == done.choices[0].message.content
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == done.usage.total_tokens
+    client.close()
