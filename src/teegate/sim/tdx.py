@@ -305,7 +305,7 @@ class DevTdx:
         for status, svn in TCB_STATUSES.items():
             shown = top_status if status == "UpToDate" else status
             advisories = top_advisories if status == "UpToDate" else DEV_ADVISORIES[status]
-            tdx_components = [{"svn": 0} for _ in range(16)]
+            tdx_components: list[dict[str, object]] = [{"svn": 0} for _ in range(16)]
             tdx_components[0] = {"svn": 2, "category": "OS/VMM", "type": "TDX Module"}
             tdx_components[1] = {"svn": 0, "category": "OS/VMM", "type": "TDX Module"}
             tdx_components[2] = {
