@@ -55,6 +55,7 @@ def test_inclusion_proofs_verify_and_tampering_fails(
     merkle.verify_inclusion(leaf, index, size, proof, root)
     if what == "proof" and not proof:
         what = "root"
+
     def tampered() -> None:
         if what == "proof":
             j = bit % len(proof)
@@ -92,6 +93,7 @@ def test_consistency_proofs_verify_and_tampering_fails(
     merkle.verify_consistency(size1, size2, proof, r1, r2)
     if what == "proof" and not proof:
         what = "root2"
+
     def tampered() -> None:
         if what == "proof":
             j = bit % len(proof)

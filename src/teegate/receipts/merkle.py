@@ -290,9 +290,7 @@ def _check_hashes(proof: Sequence[bytes], what: str) -> None:
             raise LogError(f"{what}: proof hash {i} has {len(h)} bytes, expected {HASH_SIZE}")
 
 
-def root_from_inclusion_proof(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root implied by an inclusion proof; raises LogError if the proof's shape is wrong."""
     if index < 0 or size <= 0 or index >= size:
         raise LogError(f"inclusion proof: index {index} is outside a tree of size {size}")

@@ -1,0 +1,208 @@
+"""``teegate audit``: verify receipts offline, or watch a log for consistency (a monitor).
+
+Exit codes: 0 everything holds, 1 a check failed, 2 malformed input or usage error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from teegate.errors import EvidenceError, LogError, TeegateError
+from teegate.receipts.audit import AuditReport, audit_bundle, check_consistency, decode_hashes
+from teegate.receipts.bundle import parse_bundle
+from teegate.receipts.checkpoint import open_checkpoint
+from teegate.receipts.note import NoteVerifier, parse_vkey
+from teegate.receipts.receipt import public_keys_from_hex
+
+_out = Console()
+_err = Console(stderr=True)
+_STYLE = {"ok": "[green]ok[/green]", "fail": "[red]FAIL[/red]", "skip": "[yellow]skip[/yellow]"}
+
+
+class HttpLogClient:
+    """The log's public routes over HTTP (``--log URL``)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        import httpx
+
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        try:
+            r = self._http.get(path, params=params)
+        except httpx.HTTPError as e:
+            raise LogError(f"log {path}: {e}") from None
+        if r.status_code != 200:
+            raise LogError(f"log {path}: HTTP {r.status_code}: {r.text[:200]}")
+        return r
+
+    def checkpoint(self) -> str:
+        return str(self._get("/v1/log/checkpoint").text)
+
+    def inclusion(self, receipt_id: str, tree_size: int) -> tuple[int, list[bytes]]:
+        body = self._get(
+            "/v1/log/proof/inclusion", {"receipt_id": receipt_id, "tree_size": tree_size}
+        ).json()
+        return int(body["leaf_index"]), decode_hashes(body["hashes"])
+
+    def consistency(self, size1: int, size2: int) -> list[bytes]:
+        body = self._get("/v1/log/proof/consistency", {"from": size1, "to": size2}).json()
+        return decode_hashes(body["hashes"])
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvidenceError(f"{what} {path}: cannot read: {e}") from None
+
+
+def _verifiers(vkeys: list[str]) -> list[NoteVerifier]:
+    out = []
+    for v in vkeys:
+        p = Path(v)
+        text = _read(p, "--log-key").strip() if "+" not in v and p.exists() else v
+        out.append(parse_vkey(text))
+    return out
+
+
+def _print_report(rep: AuditReport) -> None:
+    table = Table(title=f"{rep.source} ({rep.receipt_id or 'unreadable'})", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for c in rep.checks:
+        table.add_row(c.name, _STYLE[c.status], c.detail)
+    _out.print(table)
+    _out.print("[bold green]receipt holds[/]" if rep.ok else "[bold red]receipt FAILED[/]")
+
+
+def _state_path(url: str, state: Path | None) -> Path:
+    if state is not None:
+        return state
+    from teegate.paths import data_dir
+
+    d = data_dir() / "audit-state"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".checkpoint")
+
+
+def _monitor(
+    url: str, verifiers: list[NoteVerifier], state: Path | None, token: str | None, as_json: bool
+) -> int:
+    client = HttpLogClient(url, token)
+    note = client.checkpoint()
+    path = _state_path(url, state)
+    try:
+        new = open_checkpoint(note, verifiers)
+    except LogError as e:
+        _emit_monitor({"log": url, "ok": False, "detail": f"checkpoint rejected: {e}"}, as_json)
+        return 1
+    result: dict[str, Any] = {"log": url, "origin": new.origin, "size": new.size}
+    status, detail = "ok", f"first sight of the log at size {new.size}; remembered"
+    if path.exists():
+        old = open_checkpoint(_read(path, "state file"), verifiers)
+        status, detail = check_consistency(old, new, client)
+        result["previous_size"] = old.size
+    result.update({"ok": status == "ok", "detail": detail})
+    if status == "ok":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(note, encoding="utf-8")
+        tmp.replace(path)
+    _emit_monitor(result, as_json)
+    return 0 if status == "ok" else 1
+
+
+def _emit_monitor(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _out.print_json(json.dumps(result))
+        return
+    style, word = ("green", "OK") if result["ok"] else ("red", "FAIL")
+    where = f"{result.get('origin', result['log'])} size {result.get('size', '?')}"
+    _out.print(f"[{style}]{word}[/] {where}: {result['detail']}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("audit")
+    def audit(
+        inputs: Annotated[
+            list[Path] | None, typer.Argument(help="Receipt bundles or receipt JSON files.")
+        ] = None,
+        log_key: Annotated[
+            list[str] | None,
+            typer.Option("--log-key", help="Trusted log verifier key (vkey text or file)."),
+        ] = None,
+        receipt_key: Annotated[
+            list[str] | None,
+            typer.Option("--receipt-key", help="Trusted receipt Ed25519 public key (hex)."),
+        ] = None,
+        checkpoint: Annotated[
+            Path | None, typer.Option(help="Checkpoint to check inclusion against.")
+        ] = None,
+        since: Annotated[
+            Path | None, typer.Option(help="Older checkpoint that must be a prefix.")
+        ] = None,
+        log: Annotated[str | None, typer.Option("--log", help="Log base URL (monitor).")] = None,
+        state: Annotated[Path | None, typer.Option(help="Monitor state file.")] = None,
+        token: Annotated[str | None, typer.Option(help="Bearer token for --log.")] = None,
+        now: Annotated[int | None, typer.Option(help="Unix time for evidence checks.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Verify receipts (signature, inclusion, checkpoint, consistency, evidence)."""
+        try:
+            verifiers = _verifiers(log_key or [])
+            keys = public_keys_from_hex(receipt_key or [])
+            if not inputs:
+                if log is None:
+                    _err.print("give receipt files, or --log URL to monitor a log")
+                    raise typer.Exit(2)
+                if not verifiers:
+                    _err.print("--log-key is required: a log is only trusted under its key")
+                    raise typer.Exit(2)
+                raise typer.Exit(_monitor(log, verifiers, state, token, as_json))
+            cp_text = _read(checkpoint, "--checkpoint") if checkpoint else None
+            since_text = _read(since, "--since") if since else None
+            client = HttpLogClient(log, token) if log else None
+            at = now if now is not None else int(time.time())
+            reports = []
+            for path in inputs:
+                bundle = parse_bundle(_read(path, "receipt"))
+                reports.append(
+                    audit_bundle(
+                        bundle,
+                        str(path),
+                        log_verifiers=verifiers,
+                        receipt_keys=keys,
+                        checkpoint=cp_text,
+                        since=since_text,
+                        client=client,
+                        now=at,
+                    )
+                )
+        except typer.Exit:
+            raise
+        except (EvidenceError, LogError) as e:
+            _err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        except TeegateError as e:
+            _err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+        if as_json:
+            ok = all(r.ok for r in reports)
+            _out.print_json(json.dumps({"ok": ok, "receipts": [r.to_json() for r in reports]}))
+        else:
+            for r in reports:
+                _print_report(r)
+        raise typer.Exit(0 if all(r.ok for r in reports) else 1)

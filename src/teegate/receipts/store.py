@@ -1,0 +1,418 @@
+"""Persistent Merkle tree storage in SQLite or PostgreSQL (the ledger's database).
+
+Tables (``tlog_*``, schema version in ``tlog_meta``): leaves with the exact entry bytes, every
+complete subtree hash keyed by ``level << 48 | index`` (so any proof is one indexed ``IN``
+query of O(log n) keys), the signed checkpoints, and a one-row log head. Every append and every
+checkpoint runs in one transaction holding the head (``BEGIN IMMEDIATE`` on SQLite,
+``SELECT ... FOR UPDATE`` on PostgreSQL), so several processes can share one log.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from teegate.errors import ConfigError, LogError
+from teegate.receipts import merkle
+from teegate.receipts.merkle import Coord
+
+SCHEMA_VERSION = "1"
+_LEVEL_SHIFT = 48
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def node_key(c: Coord) -> int:
+    return (c[0] << _LEVEL_SHIFT) | c[1]
+
+
+def _key_coord(k: int) -> Coord:
+    return (k >> _LEVEL_SHIFT, k & ((1 << _LEVEL_SHIFT) - 1))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One leaf to append: the receipt id, the agent it belongs to, and the exact bytes."""
+
+    receipt_id: str
+    agent: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created_ms: int
+
+
+class _DB:
+    """The small differences between sqlite3 and psycopg, behind one interface."""
+
+    pg: bool
+    blob: str
+
+    def __init__(self, url: str, schema: str | None) -> None:
+        self.url = url
+        self.schema = schema
+        # One connection writes (inside transactions), another serves reads, so proof and
+        # receipt look-ups never wait behind a batch being written.
+        self._wlock = threading.RLock()
+        self._rlock = threading.Lock()
+        self._tx_owner: int | None = None
+        if url.startswith("sqlite:///"):
+            self.pg, self.blob = False, "BLOB"
+            self._path = url[len("sqlite:///") :]
+            if self._path == ":memory:":
+                raise ConfigError("the log needs a file database (sqlite:///path), not :memory:")
+            Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        elif url.startswith(("postgresql://", "postgres://")):
+            self.pg, self.blob = True, "BYTEA"
+            if schema and not _IDENT.fullmatch(schema):
+                raise ConfigError(f"log schema name {schema!r} is not a plain identifier")
+        else:
+            raise ConfigError(
+                f"log database URL must be sqlite:///... or postgresql://..., got {url!r}"
+            )
+        self._w: Any = self._connect()
+        self._r: Any = self._connect()
+
+    def _connect(self) -> Any:
+        if not self.pg:
+            conn: Any = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+        import psycopg
+
+        try:
+            pconn: Any = psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as e:
+            raise LogError(f"cannot connect to the log database: {e}") from None
+        if self.schema:
+            pconn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            pconn.execute(f'SET search_path TO "{self.schema}"')
+        return pconn
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
+
+    def _in_tx(self) -> bool:
+        return self._tx_owner == threading.get_ident()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._in_tx():
+            cur = self._w.execute(self._sql(sql), params)
+            return list(cur.fetchall()) if cur.description else []
+        with self._rlock:
+            cur = self._r.execute(self._sql(sql), params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if not self._in_tx():
+            raise LogError("internal: executemany outside a transaction")
+        if self.pg:
+            with self._w.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self._w.executemany(sql, rows)
+
+    @contextmanager
+    def transaction(self, lock_head: bool = True) -> Iterator[None]:
+        """One transaction; with ``lock_head`` it holds the log head against other writers."""
+        with self._wlock:
+            self._w.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
+            self._tx_owner = threading.get_ident()
+            try:
+                if lock_head and self.pg:
+                    self._w.execute("SELECT size FROM tlog_head WHERE id = 1 FOR UPDATE")
+                yield
+            except BaseException:
+                self._tx_owner = None
+                self._w.execute("ROLLBACK")
+                raise
+            self._tx_owner = None
+            self._w.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._wlock, self._rlock:
+            self._w.close()
+            self._r.close()
+
+
+class TreeStore:
+    """Append-only leaves + complete-subtree hashes + signed checkpoints."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.db = _DB(url, schema)
+        self._write_lock = threading.Lock()
+        self._create()
+        self._compact: merkle.CompactRange | None = None
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _create(self) -> None:
+        b = self.db.blob
+        ddl = [
+            "CREATE TABLE IF NOT EXISTS tlog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tlog_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
+            "size BIGINT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS tlog_leaf (idx BIGINT PRIMARY KEY, "
+            f"receipt_id TEXT NOT NULL UNIQUE, agent TEXT NOT NULL, data {b} NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS tlog_leaf_agent ON tlog_leaf (agent, idx)",
+            f"CREATE TABLE IF NOT EXISTS tlog_node (id BIGINT PRIMARY KEY, hash {b} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS tlog_checkpoint (size BIGINT PRIMARY KEY, "
+            f"root {b} NOT NULL, note TEXT NOT NULL, created_ms BIGINT NOT NULL)",
+        ]
+        with self.db.transaction(lock_head=False):
+            if self.db.pg:  # concurrent first starts must not race on CREATE TABLE
+                self.db.execute("SELECT pg_advisory_xact_lock(7463201)")
+            for stmt in ddl:
+                self.db.execute(stmt)
+            self.db.execute("INSERT INTO tlog_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING")
+            self.db.execute(
+                "INSERT INTO tlog_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT DO NOTHING",
+                (SCHEMA_VERSION,),
+            )
+        got = self.meta("schema_version")
+        if got != SCHEMA_VERSION:
+            raise LogError(f"log schema version {got!r}; this teegate reads {SCHEMA_VERSION!r}")
+
+    def meta(self, key: str) -> str | None:
+        rows = self.db.execute("SELECT value FROM tlog_meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta_once(self, key: str, value: str) -> str:
+        """Store ``value`` if unset; return what is stored (a log's origin never changes)."""
+        self.db.execute(
+            "INSERT INTO tlog_meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, value)
+        )
+        got = self.meta(key)
+        assert got is not None
+        return got
+
+    # -- reads ------------------------------------------------------------------------
+
+    def size(self) -> int:
+        return int(self.db.execute("SELECT size FROM tlog_head WHERE id = 1")[0][0])
+
+    def nodes(self, coords: Iterable[Coord]) -> dict[Coord, bytes]:
+        keys = [node_key(c) for c in coords]
+        if not keys:
+            return {}
+        if self.db.pg:
+            rows = self.db.execute("SELECT id, hash FROM tlog_node WHERE id = ANY(?)", (keys,))
+        else:
+            marks = ",".join("?" * len(keys))
+            rows = self.db.execute(f"SELECT id, hash FROM tlog_node WHERE id IN ({marks})", keys)  # noqa: S608
+        return {_key_coord(int(k)): bytes(h) for k, h in rows}
+
+    def root(self, size: int) -> bytes:
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        plan = merkle.root_plan(size)
+        got = self.nodes(plan)
+        return merkle.fold([self._need(got, c) for c in plan])
+
+    @staticmethod
+    def _need(got: dict[Coord, bytes], c: Coord) -> bytes:
+        try:
+            return got[c]
+        except KeyError:
+            raise LogError(f"log storage is missing subtree {c}: the tree is damaged") from None
+
+    def _check_size(self, size: int, what: str) -> None:
+        current = self.size()
+        if size > current:
+            raise LogError(f"{what}: tree size {size} is beyond the log's size {current}")
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size, "inclusion proof")
+        plan = merkle.inclusion_plan(index, size)
+        return merkle.assemble(plan, self.nodes(merkle.plan_coords(plan)))
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        self._check_size(size2, "consistency proof")
+        if size1 == size2:
+            return []
+        plan = merkle.consistency_plan(size1, size2)
+        return merkle.assemble(plan, self.nodes(merkle.plan_coords(plan)))
+
+    def leaf_by_id(self, receipt_id: str) -> tuple[int, str, bytes] | None:
+        rows = self.db.execute(
+            "SELECT idx, agent, data FROM tlog_leaf WHERE receipt_id = ?", (receipt_id,)
+        )
+        if not rows:
+            return None
+        idx, agent, data = rows[0]
+        return int(idx), str(agent), bytes(data)
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, str, bytes]]:
+        rows = self.db.execute(
+            "SELECT idx, receipt_id, data FROM tlog_leaf WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
+        )
+        return [(int(i), str(r), bytes(d)) for i, r, d in rows]
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        if self.db.pg:
+            rows = self.db.execute(
+                "SELECT receipt_id FROM tlog_leaf WHERE receipt_id = ANY(?)", (list(ids),)
+            )
+        else:
+            out: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self.db.execute(
+                    f"SELECT receipt_id FROM tlog_leaf WHERE receipt_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+                out.update(str(r[0]) for r in rows)
+            return out
+        return {str(r[0]) for r in rows}
+
+    # -- appends ----------------------------------------------------------------------
+
+    def _compact_for(self, size: int) -> merkle.CompactRange:
+        if self._compact is not None and self._compact.size == size:
+            return self._compact
+        plan = merkle.root_plan(size)
+        got = self.nodes(plan)
+        return merkle.CompactRange(size, [self._need(got, c) for c in plan])
+
+    def append(self, entries: Sequence[Entry]) -> list[int]:
+        """Append in one transaction; entries whose receipt id is already logged are skipped.
+
+        Returns the leaf index of every entry (the existing index for a duplicate).
+        """
+        if not entries:
+            return []
+        with self._write_lock, self.db.transaction():
+            size = self.size()
+            compact = self._compact_for(size)
+            try:
+                ids = [e.receipt_id for e in entries]
+                dupes = self.existing_ids(ids)
+                leaves: list[tuple[int, str, str, bytes]] = []
+                nodes: list[tuple[int, bytes]] = []
+                seen: dict[str, int] = {}
+                indexes: list[int] = []
+                for e in entries:
+                    if e.receipt_id in dupes:
+                        indexes.append(-1)
+                        continue
+                    if e.receipt_id in seen:
+                        indexes.append(seen[e.receipt_id])
+                        continue
+                    idx = compact.size
+                    for level, i, h in compact.append(merkle.leaf_hash(e.data)):
+                        nodes.append(((level << _LEVEL_SHIFT) | i, h))
+                    leaves.append((idx, e.receipt_id, e.agent, e.data))
+                    seen[e.receipt_id] = idx
+                    indexes.append(idx)
+                if leaves:
+                    self.db.executemany(
+                        "INSERT INTO tlog_leaf (idx, receipt_id, agent, data) VALUES (?, ?, ?, ?)",
+                        leaves,
+                    )
+                    self.db.executemany("INSERT INTO tlog_node (id, hash) VALUES (?, ?)", nodes)
+                    self.db.execute("UPDATE tlog_head SET size = ? WHERE id = 1", (compact.size,))
+            except BaseException:
+                self._compact = None  # reload the right edge from storage next time
+                raise
+            self._compact = compact
+        if dupes:
+            for n, e in enumerate(entries):
+                if indexes[n] == -1:
+                    found = self.leaf_by_id(e.receipt_id)
+                    indexes[n] = found[0] if found else -1
+        return indexes
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def last_checkpoint(self) -> StoredCheckpoint | None:
+        rows = self.db.execute(
+            "SELECT size, root, note, created_ms FROM tlog_checkpoint ORDER BY size DESC LIMIT 1"
+        )
+        return self._cp(rows[0]) if rows else None
+
+    def checkpoint_covering(self, size: int) -> StoredCheckpoint | None:
+        """The smallest stored checkpoint whose tree includes ``size`` leaves."""
+        rows = self.db.execute(
+            "SELECT size, root, note, created_ms FROM tlog_checkpoint WHERE size >= ? "
+            "ORDER BY size ASC LIMIT 1",
+            (size,),
+        )
+        return self._cp(rows[0]) if rows else None
+
+    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
+        rows = self.db.execute(
+            "SELECT size, root, note, created_ms FROM tlog_checkpoint WHERE size = ?", (size,)
+        )
+        return self._cp(rows[0]) if rows else None
+
+    def checkpoints(self, limit: int = 1000) -> list[StoredCheckpoint]:
+        rows = self.db.execute(
+            "SELECT size, root, note, created_ms FROM tlog_checkpoint ORDER BY size DESC LIMIT ?",
+            (limit,),
+        )
+        return [self._cp(r) for r in rows]
+
+    @staticmethod
+    def _cp(row: Sequence[Any]) -> StoredCheckpoint:
+        return StoredCheckpoint(int(row[0]), bytes(row[1]), str(row[2]), int(row[3]))
+
+    def insert_checkpoint(self, cp: StoredCheckpoint) -> None:
+        self.db.execute(
+            "INSERT INTO tlog_checkpoint (size, root, note, created_ms) VALUES (?, ?, ?, ?)",
+            (cp.size, cp.root, cp.note, cp.created_ms),
+        )
+
+    # -- integrity --------------------------------------------------------------------
+
+    def roots_from_leaves(
+        self, size: int, marks: Iterable[int], chunk: int = 20_000
+    ) -> dict[int, bytes]:
+        """Rebuild roots from the stored entry bytes at every size in ``marks`` (and ``size``).
+
+        This is the check that notices a rewritten leaf even when its node hashes were left.
+        """
+        want = {m for m in marks if 0 <= m <= size} | {size}
+        out: dict[int, bytes] = {}
+        compact = merkle.CompactRange()
+        if 0 in want:
+            out[0] = merkle.EMPTY_ROOT
+        start = 0
+        while start < size:
+            rows = self.db.execute(
+                "SELECT idx, data FROM tlog_leaf WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, min(size, start + chunk)),
+            )
+            for idx, data in rows:
+                if int(idx) != compact.size:
+                    raise LogError(f"log storage: leaf {compact.size} is missing")
+                compact.append(merkle.leaf_hash(bytes(data)))
+                if compact.size in want:
+                    out[compact.size] = compact.root()
+            if not rows:
+                break
+            start += chunk
+        if compact.size != size:
+            raise LogError(f"log storage: {compact.size} leaves stored, head says {size}")
+        return out
+
+    def close(self) -> None:
+        self.db.close()
