@@ -45,6 +45,8 @@ def build_node(
         from teegate.sim import DevGpu
 
         gpu = DevGpu.load_or_create(pki_dir or dev_pki_dir())
+        if gpus > gpu.count:
+            raise ConfigError(f"--gpus: the development GPU simulates at most {gpu.count}")
     if engine == "builtin":
         eng: Any = BuiltinEngine()
     elif engine.startswith(("http://", "https://")):

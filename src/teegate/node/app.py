@@ -153,10 +153,10 @@ def create_node_app(
         report_data = state.keys.report_data(algo, nonce)
         try:
             evidence = await anyio.to_thread.run_sync(state.source.get_evidence, report_data)
+            body = build_report(state, evidence, algo=algo, nonce=nonce, model=q.get("model"))
         except TeegateError as e:
             return _error(503, f"evidence unavailable: {e}", type_="server_error",
                           code="evidence_unavailable")
-        body = build_report(state, evidence, algo=algo, nonce=nonce, model=q.get("model"))
         return Response(json.dumps(body).encode(), media_type=JSON_TYPE)
 
     async def signature(request: Request) -> Response:
