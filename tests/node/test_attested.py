@@ -72,7 +72,7 @@ def _get(url: str, nonce: bytes, algo: str = "ecdsa") -> dict[str, Any]:
 def test_report_verifies_with_development_policy_only(
     node: tuple[str, str, NodeKeys], dev_policy: Policy, dev_pki: Path, algo: str
 ) -> None:
-    kind, url, keys = node
+    kind, url, _ = node
     nonce = bytes(range(32))
     report = _get(url, nonce, algo)
     # configfs-tsm gives no collateral (a verifier fetches Intel's); for the development PKI
@@ -81,7 +81,7 @@ def test_report_verifies_with_development_policy_only(
     now = int(time.time())
     v = verify_provider_report(report, nonce=nonce, policy=dev_policy, now=now,
                                collateral=collateral)
-    assert v.accepted, [c for c in v.failures]
+    assert v.accepted, v.failures
     assert v.development
     if kind.endswith("+gpu"):
         assert len(json.loads(report["nvidia_payload"])["evidence_list"]) == 2

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from teegate.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_tee(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.delenv("DSTACK_SIMULATOR_ENDPOINT", raising=False)
+    monkeypatch.setattr("teegate.node.sources.DSTACK_SOCKETS", ())
+    monkeypatch.setattr("teegate.node.sources.CONFIGFS_TSM_ROOT", tmp_path / "none")
+    return tmp_path
+
+
+def test_auto_without_a_tee_refuses_to_start(no_tee: Path) -> None:
+    res = runner.invoke(app, ["node", "--configfs-root", str(no_tee / "none")])
+    assert res.exit_code == 2
+    assert "no TEE found" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tee", "sgx"], "--tee must be one of"),
+    (["--tee", "dev-tdx", "--engine", "ftp://x"], "--engine must be"),
+    (["--tee", "dev-tdx", "--gpus", "-1"], "--gpus"),
+    (["--tee", "dev-tdx", "--gpus", "99"], "at most"),
+])
+def test_bad_options_exit_2(args: list[str], message: str, dev_pki: Path) -> None:
+    res = runner.invoke(app, ["node", "--pki-dir", str(dev_pki), *args])
+    assert res.exit_code == 2
+    assert message in res.output
+
+
+def test_gpus_need_a_development_tee(tmp_path: Path) -> None:
+    root = tmp_path / "report"
+    root.mkdir()
+    res = runner.invoke(app, ["node", "--tee", "configfs", "--configfs-root", str(root),
+                              "--gpus", "1"])
+    assert res.exit_code == 2
+    assert "development TEE" in res.output
+
+
+def test_dev_tee_prints_banner_and_serves(dev_pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served: dict[str, Any] = {}
+
+    def fake_run(asgi: Any, **kw: Any) -> None:
+        served.update(kw, app=asgi)
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    res = runner.invoke(app, ["node", "--tee", "dev-snp", "--pki-dir", str(dev_pki),
+                              "--port", "9123", "--gpus", "1"])
+    assert res.exit_code == 0, res.output
+    assert "NOT CONFIDENTIAL" in res.output
+    assert served["port"] == 9123
+    assert served["host"] == "127.0.0.1"
