@@ -1,14 +1,108 @@
-"""Shared fixtures for the receipts tests."""
+"""Shared fixtures for the receipts tests: receipts, keys, and logs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from teegate.receipts import AttestationRef, ProviderSignature, Receipt, ReceiptLog
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tlog"
+PG_URL = os.environ.get("TEEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ORIGIN = "teegate.test/log"
+
+
+def make_receipt(i: int, **over: Any) -> Receipt:
+    fields: dict[str, Any] = {
+        "receipt_id": f"rcpt_{i:06d}",
+        "time_ms": 1_750_000_000_000 + i,
+        "agent": f"agent-{i % 3}",
+        "conversation": f"conv-{i % 5}",
+        "platform": "tee-near",
+        "provider": "near-1",
+        "model": "deepseek-v3",
+        "trust_level": "attested",
+        "trust_required": "attested",
+        "outcome": "success",
+        "request_received_sha256": f"{i:064x}",
+        "request_forwarded_sha256": f"{i:064x}",
+        "response_returned_sha256": f"{i + 1:064x}",
+        "chat_id": f"chatcmpl-{i}",
+        "provider_signature": ProviderSignature(
+            text=f"{i:064x}:{i + 1:064x}",
+            signature="0x" + "ab" * 65,
+            signing_key="0x" + "cd" * 20,
+            algo="ecdsa",
+            verified=True,
+        ),
+        "attestation": AttestationRef(
+            verdict_digest="ee" * 32, evidence_ref="evidence://near-1/1", tee="tdx"
+        ),
+        "usage": {"prompt_tokens": 10 + i, "completion_tokens": 20},
+        "cost": 1234 + i,
+        "currency": "USDC",
+        "transfer_ids": (f"tr-{i}-hold", f"tr-{i}-settle"),
+    }
+    fields.update(over)
+    return Receipt(**fields)
 
 
 @pytest.fixture
 def tlog_data() -> Path:
     return DATA
+
+
+@pytest.fixture
+def log_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Connection parameters for a fresh log database (SQLite file or a unique PG schema)."""
+    if request.param == "sqlite":
+        yield {"url": f"sqlite:///{tmp_path / 'ledger.db'}", "schema": None}
+        return
+    if not _pg_available():
+        pytest.skip("PostgreSQL not reachable at TEEGATE_TEST_PG")
+    import psycopg
+
+    schema = "tlog_test_" + uuid.uuid4().hex[:12]
+    yield {"url": PG_URL, "schema": schema}
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def open_log(db: dict[str, Any], log_key: Ed25519PrivateKey) -> Iterator[Callable[..., ReceiptLog]]:
+    logs: list[ReceiptLog] = []
+
+    def _open(**kw: Any) -> ReceiptLog:
+        args: dict[str, Any] = {"origin": ORIGIN, "key": log_key, "schema": db["schema"]}
+        args.update(kw)
+        log = ReceiptLog(db["url"], **args)
+        logs.append(log)
+        return log
+
+    yield _open
+    for log in logs:
+        try:
+            log.close()
+        except Exception:
+            pass

@@ -159,6 +159,7 @@ class ReceiptLog:
                     )
             if roots[size] != self.store.root(size):
                 raise LogError("stored subtree hashes do not match the stored receipts")
+            self.store.verify_all_nodes(size)
 
     # -- submitting -------------------------------------------------------------------
 
@@ -347,6 +348,9 @@ class ReceiptLog:
         try:
             if self.store.size() and not self._queue:
                 self._checkpoint()
+        except TeegateError as e:  # shutting down anyway: report, do not mask the close
+            self.last_error = f"final checkpoint: {e}"
+            _log.error("receipt log: final checkpoint not signed: %s", e)
         finally:
             self.store.close()
 

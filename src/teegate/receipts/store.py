@@ -414,5 +414,36 @@ class TreeStore:
             raise LogError(f"log storage: {compact.size} leaves stored, head says {size}")
         return out
 
+    def verify_all_nodes(self, size: int, chunk: int = 20_000) -> None:
+        """Recompute every stored subtree hash from the entries, level by level (O(n))."""
+        level, count = 0, size
+        while count:
+            for start in range(0, count, chunk):
+                end = min(count, start + chunk)
+                if level == 0:
+                    rows = self.db.execute(
+                        "SELECT idx, data FROM tlog_leaf WHERE idx >= ? AND idx < ? ORDER BY idx",
+                        (start, end),
+                    )
+                    want = [merkle.leaf_hash(bytes(d)) for _, d in rows]
+                else:
+                    lo, hi = node_key((level - 1, 2 * start)), node_key((level - 1, 2 * end))
+                    rows = self.db.execute(
+                        "SELECT hash FROM tlog_node WHERE id >= ? AND id < ? ORDER BY id", (lo, hi)
+                    )
+                    kids = [bytes(r[0]) for r in rows]
+                    want = [merkle.node_hash(kids[i], kids[i + 1]) for i in range(0, len(kids), 2)]
+                lo, hi = node_key((level, start)), node_key((level, end))
+                rows = self.db.execute(
+                    "SELECT hash FROM tlog_node WHERE id >= ? AND id < ? ORDER BY id", (lo, hi)
+                )
+                have = [bytes(r[0]) for r in rows]
+                if len(want) != end - start or have != want:
+                    raise LogError(
+                        f"stored subtree hashes at level {level} (leaves {start << level}.."
+                        f"{end << level}) do not match the stored receipts: the log was rewritten"
+                    )
+            level, count = level + 1, count // 2
+
     def close(self) -> None:
         self.db.close()
