@@ -14,10 +14,12 @@ app = typer.Typer(
 
 # Sub-commands: one line each; keep the order stable.
 from teegate.cli import audit as _audit  # noqa: E402
+from teegate.cli import collateral as _collateral  # noqa: E402
 from teegate.cli import node as _node  # noqa: E402
 from teegate.cli import verify as _verify  # noqa: E402
 
 _audit.register(app)
+_collateral.register(app)
 _node.register(app)
 _verify.register(app)
 

@@ -1,0 +1,55 @@
+"""The network edge of attestation: Intel PCS/PCCS and AMD KDS clients and a disk cache.
+
+``teegate.attest`` never touches the network; this package fetches what it needs (DCAP
+collateral, VCEKs), bounded in time and retries, and turns every failure into a
+``CollateralError`` that says which URL failed and how.
+"""
+
+from teegate.collateral.amd import (
+    AMD_KDS_URL,
+    default_kds_url,
+    fetch_cert_chain,
+    fetch_crl,
+    fetch_snp_certificates,
+    fetch_snp_certificates_sync,
+    fetch_vcek,
+    fetch_vcek_sync,
+    vcek_path,
+)
+from teegate.collateral.cache import CacheEntry, CollateralCache
+from teegate.collateral.http import RetryPolicy
+from teegate.collateral.intel import (
+    INTEL_PCS_URL,
+    PHALA_PCCS_URL,
+    IntelTarget,
+    collateral_window,
+    default_pccs_url,
+    fetch_intel_collateral,
+    fetch_tdx_collateral,
+    fetch_tdx_collateral_sync,
+    quote_target,
+)
+
+__all__ = [
+    "AMD_KDS_URL",
+    "INTEL_PCS_URL",
+    "PHALA_PCCS_URL",
+    "CacheEntry",
+    "CollateralCache",
+    "IntelTarget",
+    "RetryPolicy",
+    "collateral_window",
+    "default_kds_url",
+    "default_pccs_url",
+    "fetch_cert_chain",
+    "fetch_crl",
+    "fetch_intel_collateral",
+    "fetch_snp_certificates",
+    "fetch_snp_certificates_sync",
+    "fetch_tdx_collateral",
+    "fetch_tdx_collateral_sync",
+    "fetch_vcek",
+    "fetch_vcek_sync",
+    "quote_target",
+    "vcek_path",
+]

@@ -1,0 +1,192 @@
+"""AMD KDS client against a real local HTTP server serving the vector VCEKs and chains."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from teegate.attest.policy import Policy
+from teegate.attest.snp import verify_report
+from teegate.collateral import (
+    CollateralCache,
+    RetryPolicy,
+    fetch_cert_chain,
+    fetch_snp_certificates,
+    fetch_vcek,
+    fetch_vcek_sync,
+    vcek_path,
+)
+from teegate.errors import CollateralError, EvidenceError
+from tests.collateral.vendor_server import DATA, Fault, VendorState, vendor_server
+
+NOW = 1756684800  # inside every vector certificate's validity (tests/data/sev-snp)
+MILAN = (DATA / "sev-snp/trustee/test-report.bin").read_bytes()
+TURIN = (DATA / "sev-snp/project-oak/derived-turin-report.bin").read_bytes()
+GENOA = (DATA / "sev-snp/project-oak/derived-genoa-report.bin").read_bytes()
+FAST = RetryPolicy(attempts=2, backoff=0.01, max_wait=5, timeout=2)
+
+
+@pytest.fixture
+def kds() -> Iterator[tuple[str, VendorState]]:
+    with vendor_server() as s:
+        yield s
+
+
+def test_vcek_paths_per_product() -> None:
+    path, key = vcek_path(TURIN)
+    assert path == ("/vcek/v1/Turin/3b42092f69c656d3?blSPL=1&teeSPL=0&snpSPL=2&ucodeSPL=71"
+                    "&fmcSPL=0")
+    assert key == "amd-vcek/Turin/3b42092f69c656d3/0001000200000047"
+    milan_path, _ = vcek_path(MILAN, product="Milan")
+    assert milan_path.startswith("/vcek/v1/Milan/c38427a30d4c7af9")
+    assert milan_path.endswith("?blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115")
+    with pytest.raises(EvidenceError, match="say which product"):
+        vcek_path(MILAN)
+    with pytest.raises(EvidenceError, match="VLEK"):
+        vcek_path((DATA / "sev-snp/trustee/test-vlek-report.bin").read_bytes())
+
+
+@pytest.mark.parametrize(("report", "product"), [(MILAN, "Milan"), (TURIN, None), (GENOA, None)])
+async def test_fetched_vcek_verifies_the_report(
+    kds: tuple[str, VendorState], report: bytes, product: str | None
+) -> None:
+    url, state = kds
+    der = await fetch_vcek(report, kds_url=url, cache=None, now=NOW, product=product)
+    v = verify_report(report, der, policy=Policy.default(), now=NOW, product=product)
+    assert v.accepted, v.failures
+    assert state.count("/vcek/v1/") == 1
+
+
+async def test_vcek_plus_chain_bundle_verifies(kds: tuple[str, VendorState]) -> None:
+    url, state = kds
+    bundle = await fetch_snp_certificates(MILAN, kds_url=url, now=NOW, product="Milan")
+    assert bundle.count(b"BEGIN CERTIFICATE") == 3
+    assert verify_report(MILAN, bundle, policy=Policy.default(), now=NOW,
+                         product="Milan").accepted
+    assert state.count("/vcek/v1/Milan/cert_chain") == 1
+
+
+async def test_vcek_cache_hit_makes_no_request(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    url, state = kds
+    cache = CollateralCache(tmp_path)
+    first = await fetch_vcek(TURIN, kds_url=url, cache=cache, now=NOW)
+    second = await fetch_vcek(TURIN, kds_url=url, cache=cache, now=NOW + 86400)
+    assert first == second
+    assert state.count("/vcek/") == 1
+    (entry,) = cache.entries()
+    assert entry.expires == 1973696686  # the VCEK's notAfter
+    assert entry.key == "amd-vcek/Turin/3b42092f69c656d3/0001000200000047"
+
+
+async def test_expired_vcek_entry_is_refetched(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    url, state = kds
+    cache = CollateralCache(tmp_path)
+    _, key = vcek_path(TURIN)
+    cache.put(key, b"stale", expires=NOW - 1, now=NOW - 100)
+    der = await fetch_vcek(TURIN, kds_url=url, cache=cache, now=NOW)
+    assert der != b"stale"
+    assert state.count("/vcek/") == 1
+    assert cache.get(key, now=NOW) == der
+
+
+async def test_429_retry_after_then_success(kds: tuple[str, VendorState]) -> None:
+    url, state = kds
+    state.faults["/vcek/v1/Turin/3b42"] = Fault("429", times=1, retry_after="1")
+    t0 = time.monotonic()
+    der = await fetch_vcek(TURIN, kds_url=url, now=NOW, retry=FAST)
+    assert time.monotonic() - t0 >= 1.0
+    assert der.startswith(b"\x30")
+    assert state.count("/vcek/") == 2
+
+
+async def test_persistent_429_gives_up_bounded(kds: tuple[str, VendorState]) -> None:
+    url, state = kds
+    state.faults["/vcek/"] = Fault("429", retry_after="0")
+    with pytest.raises(CollateralError, match=r"AMD KDS VCEK: GET .*/vcek/v1/Turin/.*429"):
+        await fetch_vcek(TURIN, kds_url=url, now=NOW, retry=FAST)
+    assert state.count("/vcek/") == FAST.attempts
+
+
+async def test_garbage_body_is_not_taken_for_a_certificate(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    url, state = kds
+    cache = CollateralCache(tmp_path)
+    state.faults["/vcek/"] = Fault("garbage", times=1)
+    with pytest.raises(CollateralError, match="not a VCEK certificate"):
+        await fetch_vcek(TURIN, kds_url=url, cache=cache, now=NOW, retry=FAST)
+    assert cache.entries() == []
+    # The next call asks again and gets the real certificate.
+    assert await fetch_vcek(TURIN, kds_url=url, cache=cache, now=NOW)
+    assert state.count("/vcek/") == 2
+
+
+async def test_404_for_unknown_chip_is_reported(kds: tuple[str, VendorState]) -> None:
+    url, _ = kds
+    report = bytearray(TURIN)
+    report[0x1A0] ^= 0xFF  # another chip id
+    with pytest.raises(CollateralError, match="HTTP 404"):
+        await fetch_vcek(bytes(report), kds_url=url, now=NOW, retry=FAST)
+
+
+async def test_genuine_vcek_of_another_chip_is_refused(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    url, state = kds
+    cache = CollateralCache(tmp_path)
+    other = (DATA / "sev-snp/project-oak/derived-genoa-vcek.der").read_bytes()
+    state.faults["/vcek/v1/Turin/"] = Fault("body", body=other)
+    with pytest.raises(CollateralError, match="hwID does not match"):
+        await fetch_vcek(TURIN, kds_url=url, cache=cache, now=NOW, retry=FAST)
+    assert cache.entries() == []
+
+
+async def test_unknown_cert_chain_is_a_clear_error(kds: tuple[str, VendorState]) -> None:
+    url, _ = kds
+    with pytest.raises(CollateralError, match=r"cert_chain: GET .*/vcek/v1/Turin/cert_chain .*404"):
+        await fetch_cert_chain("Turin", kds_url=url, now=NOW, retry=FAST)
+
+
+def test_server_down(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CollateralError, match="connection failed"):
+        fetch_vcek_sync(TURIN, kds_url=f"http://127.0.0.1:{port}", cache=CollateralCache(
+            tmp_path), now=NOW, retry=FAST)
+
+
+def test_concurrent_fetchers_share_one_request(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    url, state = kds
+    state.faults["/vcek/"] = Fault("slow", delay=0.3)
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            # Separate cache objects: the lock is on the file system, as between processes.
+            results.append(fetch_vcek_sync(TURIN, kds_url=url, cache=CollateralCache(tmp_path),
+                                           now=NOW))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert len(results) == 4
+    assert len(set(results)) == 1
+    assert state.count("/vcek/") == 1

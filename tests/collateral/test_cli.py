@@ -1,0 +1,96 @@
+"""``teegate collateral fetch|show|prune`` against the local vendor server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dcap_qvl
+import pytest
+from typer.testing import CliRunner
+
+from teegate.attest.policy import Policy
+from teegate.attest.snp import verify_report
+from teegate.cli import app
+from tests.collateral.vendor_server import DATA, VendorState, vendor_server
+
+runner = CliRunner()
+TDX = DATA / "collateral" / "tdx_quote"
+TDX_NOW = 1752919234
+MILAN = DATA / "sev-snp" / "trustee" / "test-report.bin"
+SNP_NOW = 1756684800
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, VendorState]]:
+    with vendor_server() as s:
+        yield s
+
+
+def test_fetch_show_prune_tdx(server: tuple[str, VendorState], tmp_path: Path) -> None:
+    url, state = server
+    cache, out = tmp_path / "cache", tmp_path / "col.json"
+    args = ["collateral", "fetch", str(TDX), "--pccs-url", url, "--cache", str(cache),
+            "--now", str(TDX_NOW - 60), "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert dcap_qvl.verify(TDX.read_bytes(), dcap_qvl.QuoteCollateralV3.from_json(text),
+                           TDX_NOW).status == "UpToDate"
+    # Second fetch: served from the cache, printed to stdout.
+    r = runner.invoke(app, args[:-2])
+    assert r.exit_code == 0
+    assert json.loads(r.stdout) == json.loads(text)
+    assert state.count("/tdx/certification/v4/tcb") == 1
+
+    r = runner.invoke(app, ["collateral", "show", "--cache", str(cache), "--json",
+                            "--now", str(TDX_NOW)])
+    assert r.exit_code == 0
+    (entry,) = json.loads(r.stdout)
+    assert entry["key"] == "intel/tdx/B0C06F000000/platform"
+    assert entry["expired"] is False
+    r = runner.invoke(app, ["collateral", "show", "--cache", str(cache)])
+    assert r.exit_code == 0
+    assert "intel/tdx" in r.stdout
+
+    r = runner.invoke(app, ["collateral", "prune", "--cache", str(cache), "--now", str(TDX_NOW)])
+    assert "0 entries removed" in r.stdout
+    r = runner.invoke(app, ["collateral", "prune", "--cache", str(cache),
+                            "--now", str(TDX_NOW + 2)])
+    assert "removed intel/tdx/B0C06F000000/platform" in r.stdout
+
+
+def test_fetch_snp_gives_certs_that_verify(server: tuple[str, VendorState],
+                                           tmp_path: Path) -> None:
+    url, _ = server
+    out = tmp_path / "certs.pem"
+    r = runner.invoke(app, ["collateral", "fetch", str(MILAN), "--kds-url", url, "--product",
+                            "Milan", "--no-cache", "--now", str(SNP_NOW), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    v = verify_report(MILAN.read_bytes(), out.read_bytes(), policy=Policy.default(),
+                      now=SNP_NOW, product="Milan")
+    assert v.accepted
+
+
+def test_fetch_errors_have_exit_codes(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"hello")
+    r = runner.invoke(app, ["collateral", "fetch", str(garbage), "--no-cache"])
+    assert r.exit_code == 2
+    assert "malformed input" in r.output
+    r = runner.invoke(app, ["collateral", "fetch", str(MILAN), "--no-cache"])
+    assert r.exit_code == 2  # v2 report without --product
+    assert "say which product" in r.output
+
+
+def test_unreachable_server_exits_1(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = runner.invoke(app, ["collateral", "fetch", str(TDX), "--pccs-url",
+                            f"http://127.0.0.1:{port}", "--no-cache", "--now", str(TDX_NOW)])
+    assert r.exit_code == 1
+    assert "collateral fetch failed" in r.output
+    assert f"127.0.0.1:{port}" in r.output

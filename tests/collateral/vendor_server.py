@@ -1,0 +1,204 @@
+"""A real HTTP server on 127.0.0.1 answering like Intel PCCS/PCS and AMD KDS from vector files.
+
+Request and response shapes follow the real endpoints (paths, query parameters, URL-encoded
+PEM issuer-chain headers, DER/hex/JSON bodies), so the real client code runs end to end.
+Behaviour knobs (``faults``) let tests make a path rate-limit, fail, hang or answer garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from teegate.attest.snp import parse_report
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+# (report file, VCEK file, product) that the fake KDS knows.
+SNP = [
+    ("sev-snp/trustee/test-report.bin", "sev-snp/trustee/test-vcek.der", "Milan"),
+    ("sev-snp/project-oak/derived-turin-report.bin", "sev-snp/project-oak/derived-turin-vcek.der",
+     "Turin"),
+    ("sev-snp/project-oak/derived-genoa-report.bin", "sev-snp/project-oak/derived-genoa-vcek.der",
+     "Genoa"),
+]
+CHAINS = {"Milan": "sev-snp/go-sev-guest/ask_ark_milan.pem"}
+INTEL = {"B0C06F000000": "collateral/tdx_quote_collateral.json",
+         "00A067110000": "collateral/sgx_quote_collateral.json"}
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Fault:
+    """Make requests whose path starts with ``prefix`` misbehave ``times`` times."""
+
+    kind: str  # "429", "500", "garbage", "404", "slow", "dup-key", "no-header",
+    # "old-header", "body"
+    times: int = 1_000_000
+    retry_after: str | None = None
+    delay: float = 0.0
+    body: bytes = b""  # for kind "body": answer 200 with these bytes instead
+
+
+@dataclass
+class VendorState:
+    requests: list[str] = field(default_factory=list)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, prefix: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if r.startswith(prefix))
+
+
+def _intel(path: str, query: dict[str, str]) -> Response:
+    hdr = urllib.parse.quote
+    if path.endswith("/pckcrl"):
+        ca = query.get("ca")
+        col = _intel_collateral_for_ca(ca)
+        if col is None or query.get("encoding") != "der":
+            return 404, {}, b""
+        return 200, {"SGX-PCK-CRL-Issuer-Chain": hdr(col["pck_crl_issuer_chain"]),
+                     "Content-Type": "application/pkix-crl"}, bytes.fromhex(col["pck_crl"])
+    if path.endswith("/rootcacrl"):
+        col = _load(INTEL["B0C06F000000"])
+        return 200, {"Content-Type": "text/plain"}, col["root_ca_crl"].encode()
+    if path.endswith("/tcb"):
+        fmspc = query.get("fmspc", "")
+        if fmspc not in INTEL:
+            return 404, {}, b""
+        col = _load(INTEL[fmspc])
+        tee = "tdx" if "/tdx/" in path else "sgx"
+        if (tee == "tdx") != ('"id":"TDX"' in col["tcb_info"]):
+            return 404, {}, b""
+        body = f'{{"tcbInfo":{col["tcb_info"]},"signature":"{col["tcb_info_signature"]}"}}'
+        return 200, {"TCB-Info-Issuer-Chain": hdr(col["tcb_info_issuer_chain"]),
+                     "Content-Type": "application/json"}, body.encode()
+    if path.endswith("/qe/identity"):
+        col = _load(INTEL["B0C06F000000" if "/tdx/" in path else "00A067110000"])
+        body = (f'{{"enclaveIdentity":{col["qe_identity"]},'
+                f'"signature":"{col["qe_identity_signature"]}"}}')
+        return 200, {"SGX-Enclave-Identity-Issuer-Chain": hdr(col["qe_identity_issuer_chain"]),
+                     "Content-Type": "application/json"}, body.encode()
+    return 404, {}, b""
+
+
+def _intel_collateral_for_ca(ca: str | None) -> dict[str, str] | None:
+    # The TDX vector's PCK chain is under the Platform CA, the SGX vector's under the
+    # Processor CA (tests/data/collateral/PROVENANCE.md).
+    name = {"platform": "B0C06F000000", "processor": "00A067110000"}.get(ca or "")
+    return _load(INTEL[name]) if name else None
+
+
+def _load(name: str) -> dict[str, str]:
+    data: dict[str, str] = json.loads((DATA / name).read_text())
+    return data
+
+
+def _kds(path: str, query: dict[str, str]) -> Response:
+    parts = path.strip("/").split("/")  # vcek v1 Product hwid|cert_chain|crl
+    if len(parts) != 4 or parts[0] not in ("vcek", "vlek") or parts[1] != "v1":
+        return 404, {}, b""
+    product, what = parts[2], parts[3]
+    if what == "cert_chain":
+        chain = CHAINS.get(product)
+        if chain is None or parts[0] != "vcek":
+            return 404, {}, b""
+        return 200, {"Content-Type": "application/x-pem-file"}, (DATA / chain).read_bytes()
+    for report_file, vcek_file, prod in SNP:
+        if prod != product:
+            continue
+        r = parse_report((DATA / report_file).read_bytes(), product=prod)
+        t = r.reported_tcb
+        want = {"blSPL": str(t.bootloader), "teeSPL": str(t.tee), "snpSPL": str(t.snp),
+                "ucodeSPL": str(t.microcode)}
+        if prod == "Turin":
+            want["fmcSPL"] = str(t.fmc)
+        if what == r.chip_id_used.hex() and query == want:
+            return 200, {"Content-Type": "application/octet-stream"}, (
+                DATA / vcek_file).read_bytes()
+    return 404, {}, b"Not Found"
+
+
+def _garble(status: int, headers: dict[str, str], body: bytes) -> Response:
+    return 200, headers, b"<html><body>Service temporarily unavailable</body></html>"
+
+
+def make_handler(state: VendorState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            query = dict(urllib.parse.parse_qsl(url.query))
+            with state.lock:
+                state.requests.append(self.path)
+                fault = None
+                for prefix, f in state.faults.items():
+                    if url.path.startswith(prefix) and f.times > 0:
+                        f.times -= 1
+                        fault = f
+                        break
+            route: Callable[[str, dict[str, str]], Response] = (
+                _intel if "/certification/" in url.path else _kds)
+            status, headers, body = route(url.path, query)
+            if fault is not None:
+                if fault.delay:
+                    time.sleep(fault.delay)
+                if fault.kind in ("429", "500", "404"):
+                    status, headers, body = int(fault.kind), {}, b"slow down" if (
+                        fault.kind == "429") else b""
+                    if fault.retry_after is not None:
+                        headers["Retry-After"] = fault.retry_after
+                elif fault.kind == "body":
+                    status, body = 200, fault.body
+                elif fault.kind == "garbage":
+                    status, headers, body = _garble(status, headers, body)
+                elif fault.kind == "no-header":
+                    headers = {k: v for k, v in headers.items() if "Issuer-Chain" not in k}
+                elif fault.kind == "old-header":
+                    headers = {("SGX-" + k if k == "TCB-Info-Issuer-Chain" else k): v
+                               for k, v in headers.items()}
+                elif fault.kind == "dup-key":
+                    body = body[:-1] + b',"tcbInfo":{"id":"TDX","forged":true}}'
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up is part of the tests
+
+
+@contextmanager
+def vendor_server() -> Iterator[tuple[str, VendorState]]:
+    """Start the server on a random loopback port; yield (base URL, state)."""
+    state = VendorState()
+    server = _QuietServer(("127.0.0.1", 0), make_handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
