@@ -8,19 +8,22 @@ from teegate.client.errors import (
 )
 from teegate.client.report import (
     AttestedKey,
+    aattest_node,
     attest_node,
     fetch_and_verify_report,
     get_report,
     verify_report,
 )
-from teegate.client.verified import VerifiedClient
+from teegate.client.verified import AsyncVerifiedClient, VerifiedClient
 
 __all__ = [
+    "AsyncVerifiedClient",
     "AttestationRejectedError",
     "AttestedKey",
     "ClientHaltedError",
     "ResponseSignatureError",
     "VerifiedClient",
+    "aattest_node",
     "attest_node",
     "fetch_and_verify_report",
     "get_report",

@@ -50,20 +50,11 @@ def _fresh_nonce() -> bytes:
     return fresh_nonce()
 
 
-def get_report(
-    base_url: str, *, nonce: bytes, signing_algo: str = "ecdsa",
-    client: httpx.Client | None = None, timeout: float = 30.0,
-) -> dict[str, Any]:
-    """GET ``/v1/attestation/report`` with our nonce; the JSON object, or UpstreamError."""
-    url = api_root(base_url) + "/v1/attestation/report"
-    params = {"nonce": nonce.hex(), "signing_algo": signing_algo}
-    try:
-        if client is not None:
-            resp = client.get(url, params=params, timeout=timeout)
-        else:
-            resp = httpx.get(url, params=params, timeout=timeout)
-    except httpx.HTTPError as e:
-        raise UpstreamError(f"attestation report from {url}: {e}") from e
+def _report_url(base_url: str) -> str:
+    return api_root(base_url) + "/v1/attestation/report"
+
+
+def _parse_report(url: str, resp: httpx.Response) -> dict[str, Any]:
     if resp.status_code != 200:
         raise UpstreamError(f"attestation report from {url}: HTTP {resp.status_code}: "
                             f"{resp.text[:200]}")
@@ -74,6 +65,37 @@ def get_report(
     if not isinstance(report, dict):
         raise EvidenceError(f"attestation report from {url} is not a JSON object")
     return report
+
+
+def get_report(
+    base_url: str, *, nonce: bytes, signing_algo: str = "ecdsa",
+    client: httpx.Client | None = None, timeout: float = 30.0,
+) -> dict[str, Any]:
+    """GET ``/v1/attestation/report`` with our nonce; the JSON object, or UpstreamError."""
+    url = _report_url(base_url)
+    params = {"nonce": nonce.hex(), "signing_algo": signing_algo}
+    try:
+        if client is not None:
+            resp = client.get(url, params=params, timeout=timeout)
+        else:
+            resp = httpx.get(url, params=params, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise UpstreamError(f"attestation report from {url}: {e}") from e
+    return _parse_report(url, resp)
+
+
+async def aget_report(
+    base_url: str, *, nonce: bytes, signing_algo: str = "ecdsa",
+    client: httpx.AsyncClient, timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Async ``get_report``."""
+    url = _report_url(base_url)
+    params = {"nonce": nonce.hex(), "signing_algo": signing_algo}
+    try:
+        resp = await client.get(url, params=params, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise UpstreamError(f"attestation report from {url}: {e}") from e
+    return _parse_report(url, resp)
 
 
 def verify_report(
@@ -104,15 +126,15 @@ def verify_report(
     return verdict.with_checks(extra)
 
 
-def attest_node(
-    base_url: str, *, policy: Policy, now: int | None = None, signing_algo: str = "ecdsa",
-    client: httpx.Client | None = None,
-) -> AttestedKey:
-    """Fetch and verify a report; the attested key, or AttestationRejectedError."""
+def _check_algo(signing_algo: str) -> None:
     if signing_algo not in SIGNING_ALGOS:
         raise EvidenceError(f"signing_algo must be one of {', '.join(SIGNING_ALGOS)}")
-    nonce = _fresh_nonce()
-    report = get_report(base_url, nonce=nonce, signing_algo=signing_algo, client=client)
+
+
+def _accept(
+    base_url: str, report: Mapping[str, Any], *, nonce: bytes, policy: Policy,
+    now: int | None, signing_algo: str,
+) -> AttestedKey:
     verdict = verify_report(report, nonce=nonce, policy=policy,
                             now=int(time.time()) if now is None else now,
                             signing_algo=signing_algo)
@@ -121,8 +143,33 @@ def attest_node(
         raise AttestationRejectedError(f"attestation of {base_url} rejected: {failed}", verdict)
     address = str(report["signing_address"])
     identity = normalize_signing_address(address, signing_algo)
-    assert identity is not None  # checked by verify_report
+    if identity is None:  # verify_report already failed such a report; never trust it here
+        raise AttestationRejectedError(f"attestation of {base_url}: bad signing_address", verdict)
     return AttestedKey(address, signing_algo, identity, verdict)
+
+
+def attest_node(
+    base_url: str, *, policy: Policy, now: int | None = None, signing_algo: str = "ecdsa",
+    client: httpx.Client | None = None,
+) -> AttestedKey:
+    """Fetch and verify a report; the attested key, or AttestationRejectedError."""
+    _check_algo(signing_algo)
+    nonce = _fresh_nonce()
+    report = get_report(base_url, nonce=nonce, signing_algo=signing_algo, client=client)
+    return _accept(base_url, report, nonce=nonce, policy=policy, now=now,
+                   signing_algo=signing_algo)
+
+
+async def aattest_node(
+    base_url: str, *, policy: Policy, client: httpx.AsyncClient, now: int | None = None,
+    signing_algo: str = "ecdsa",
+) -> AttestedKey:
+    """Async ``attest_node``."""
+    _check_algo(signing_algo)
+    nonce = _fresh_nonce()
+    report = await aget_report(base_url, nonce=nonce, signing_algo=signing_algo, client=client)
+    return _accept(base_url, report, nonce=nonce, policy=policy, now=now,
+                   signing_algo=signing_algo)
 
 
 def fetch_and_verify_report(
@@ -131,8 +178,7 @@ def fetch_and_verify_report(
     """Fetch a report with a fresh nonce and return its verdict (accepted or not); raises
     UpstreamError / EvidenceError when no report could be obtained. Used by
     ``teegate verify --url``."""
-    if signing_algo not in SIGNING_ALGOS:
-        raise EvidenceError(f"signing_algo must be one of {', '.join(SIGNING_ALGOS)}")
+    _check_algo(signing_algo)
     nonce = _fresh_nonce()
     report = get_report(base_url, nonce=nonce, signing_algo=signing_algo)
     return verify_report(report, nonce=nonce, policy=policy,

@@ -1,5 +1,5 @@
-"""``VerifiedClient``: the ``openai`` SDK, with attestation before the first call and a
-signature check after every call.
+"""``VerifiedClient`` / ``AsyncVerifiedClient``: the ``openai`` SDK, with attestation before
+the first call and a signature check after every call.
 
 The checks sit in an HTTP transport under the SDK, where the exact request and response bytes
 are visible. Plain responses are checked before the SDK sees them; streams are passed through
@@ -9,9 +9,11 @@ before the SDK sees the end of the stream. After any failure the client refuses 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,70 +23,64 @@ import openai
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Verdict
 from teegate.client.errors import ClientHaltedError, ResponseSignatureError
-from teegate.client.report import AttestedKey, api_root, attest_node
+from teegate.client.report import AttestedKey, aattest_node, api_root, attest_node
 from teegate.errors import TeegateError, UpstreamError
 from teegate.node.signatures import signature_text, verify_response_signature
 
 ALGO_HEADER = "x-teegate-signing-algo"
 _COMMENT = b": teegate-signature "
 _DONE_EVENTS = (b"data: [DONE]\n\n", b"data: [DONE]\r\n\r\n")
+Clock = Callable[[], int]
 
 
-class _Guard:
-    """Shared state: the attested key, and the first failure (after which nothing is sent)."""
+def _completion_id(data: bytes) -> str | None:
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    cid = obj.get("id") if isinstance(obj, dict) else None
+    return cid if isinstance(cid, str) else None
+
+
+def _signature_json(resp: httpx.Response, chat_id: str) -> dict[str, Any]:
+    if resp.status_code != 200:
+        raise ResponseSignatureError(f"signature for {chat_id}: HTTP {resp.status_code}")
+    try:
+        data = resp.json()
+    except ValueError as e:
+        raise ResponseSignatureError(f"signature for {chat_id} is not JSON") from e
+    if not isinstance(data, dict):
+        raise ResponseSignatureError(f"signature for {chat_id} is not a JSON object")
+    return data
+
+
+class _Core:
+    """I/O-free state: the attested key, the first failure, and the signature check."""
 
     def __init__(self, base_url: str, policy: Policy, signing_algo: str,
-                 now: Any, timeout: float) -> None:
+                 now: Clock | None) -> None:
         self.root = api_root(base_url)
         self.policy = policy
         self.algo = signing_algo
         self.now = now
         self.key: AttestedKey | None = None
         self.failure: TeegateError | None = None
-        self._lock = threading.Lock()
-        self._http = httpx.Client(timeout=timeout)
 
     def fail(self, error: TeegateError) -> TeegateError:
         if self.failure is None:
             self.failure = error
         return error
 
-    def ensure_attested(self) -> AttestedKey:
-        with self._lock:
-            if self.failure is not None:
-                raise ClientHaltedError(f"client halted after a failed verification: "
-                                        f"{self.failure}")
-            if self.key is None:
-                try:
-                    self.key = attest_node(
-                        self.root, policy=self.policy, signing_algo=self.algo,
-                        now=self.now() if self.now is not None else None, client=self._http,
-                    )
-                except TeegateError as e:
-                    raise self.fail(e) from None
-            return self.key
-
-    def fetch_signature(self, chat_id: str) -> dict[str, Any]:
-        url = f"{self.root}/v1/signature/{chat_id}"
-        try:
-            resp = self._http.get(url, params={"signing_algo": self.algo})
-        except httpx.HTTPError as e:
-            raise UpstreamError(f"signature for {chat_id}: {e}") from e
-        if resp.status_code != 200:
-            raise ResponseSignatureError(f"signature for {chat_id}: HTTP {resp.status_code}")
-        try:
-            data = resp.json()
-        except ValueError as e:
-            raise ResponseSignatureError(f"signature for {chat_id} is not JSON") from e
-        if not isinstance(data, dict):
-            raise ResponseSignatureError(f"signature for {chat_id} is not a JSON object")
-        return data
+    def refuse_if_halted(self) -> None:
+        if self.failure is not None:
+            raise ClientHaltedError(f"client halted after a failed verification: {self.failure}")
 
     def check(self, request: bytes, response: bytes, sig: Mapping[str, Any]) -> None:
         """Raise ResponseSignatureError unless ``sig`` is the attested key's signature over
         exactly these bytes."""
         key = self.key
-        assert key is not None
+        if key is None:
+            raise ResponseSignatureError("no attested key")
         fields = [sig.get(k) for k in ("text", "signature", "signing_address", "signing_algo")]
         text, signature, address, algo = (f if isinstance(f, str) else "" for f in fields)
         if not (text and signature and address and algo):
@@ -99,78 +95,129 @@ class _Guard:
         if not verify_response_signature(text, signature, address, algo):
             raise ResponseSignatureError("response signature does not verify")
 
+
+def _header_signature(headers: httpx2.Headers) -> dict[str, str] | None:
+    if "x-teegate-signature" not in headers:
+        return None
+    return {
+        "text": headers.get("x-teegate-text", ""),
+        "signature": headers["x-teegate-signature"],
+        "signing_address": headers.get("x-teegate-signing-address", ""),
+        "signing_algo": headers.get("x-teegate-signing-algo", ""),
+    }
+
+
+@dataclass
+class _Found:
+    """What the stream scanner found: the signed bytes and either the inline signature or
+    the completion id to look the signature up by."""
+
+    signed: bytes
+    signature: dict[str, Any] | None = None
+    chat_id: str | None = None
+
+
+class _Scanner:
+    """Watches SSE bytes for the node's signature comment, or for ``[DONE]`` without one."""
+
+    def __init__(self) -> None:
+        self.seen = bytearray()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> _Found | None:
+        if self.done:
+            return None
+        self.seen += chunk
+        seen = bytes(self.seen)
+        pos = seen.find(_COMMENT)
+        while pos != -1 and not (pos == 0 or seen[:pos].endswith((b"\n\n", b"\r\n\r\n"))):
+            pos = seen.find(_COMMENT, pos + 1)
+        if pos != -1:
+            end = seen.find(b"\n", pos)
+            if end == -1:
+                return None  # the comment line is not complete yet
+            try:
+                sig = json.loads(seen[pos + len(_COMMENT) : end])
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ResponseSignatureError("malformed teegate-signature comment") from e
+            if not isinstance(sig, dict):
+                raise ResponseSignatureError("malformed teegate-signature comment")
+            self.done = True
+            return _Found(seen[:pos], signature=sig)
+        for done in _DONE_EVENTS:
+            if seen.endswith(done):
+                body = seen[: -len(done)]
+                first = body.split(b"\n", 1)[0]
+                cid = _completion_id(first[5:].strip()) if first.startswith(b"data:") else None
+                if cid is None:
+                    raise ResponseSignatureError("unsigned stream without a completion id")
+                self.done = True
+                return _Found(body, chat_id=cid)
+        return None
+
+    def finish(self) -> None:
+        if not self.done:
+            raise ResponseSignatureError("stream ended without a verifiable signature")
+
+
+# ------------------------------------------------------------------------------- sync
+
+
+class _Guard(_Core):
+    def __init__(self, base_url: str, policy: Policy, signing_algo: str,
+                 now: Clock | None, timeout: float) -> None:
+        super().__init__(base_url, policy, signing_algo, now)
+        self._lock = threading.Lock()
+        self._http = httpx.Client(timeout=timeout)
+
+    def ensure_attested(self) -> AttestedKey:
+        with self._lock:
+            self.refuse_if_halted()
+            if self.key is None:
+                try:
+                    self.key = attest_node(
+                        self.root, policy=self.policy, signing_algo=self.algo,
+                        now=self.now() if self.now is not None else None, client=self._http)
+                except TeegateError as e:
+                    raise self.fail(e) from None
+            return self.key
+
+    def fetch_signature(self, chat_id: str) -> dict[str, Any]:
+        try:
+            resp = self._http.get(f"{self.root}/v1/signature/{chat_id}",
+                                  params={"signing_algo": self.algo})
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"signature for {chat_id}: {e}") from e
+        return _signature_json(resp, chat_id)
+
+    def settle(self, request: bytes, found: _Found) -> None:
+        sig = found.signature
+        if sig is None:
+            assert found.chat_id is not None
+            sig = self.fetch_signature(found.chat_id)
+        self.check(request, found.signed, sig)
+
     def close(self) -> None:
         self._http.close()
 
 
-def _completion_id(data: bytes) -> str | None:
-    try:
-        obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    cid = obj.get("id") if isinstance(obj, dict) else None
-    return cid if isinstance(cid, str) else None
-
-
 class _VerifiedStream(httpx2.SyncByteStream):
-    """Passes an SSE body through, verifying the signature before the end of the stream."""
-
     def __init__(self, inner: httpx2.SyncByteStream, guard: _Guard, request: bytes) -> None:
         self._inner = inner
         self._guard = guard
         self._request = request
-        self._seen = bytearray()
-        self._verified = False
-
-    def _signature_at(self) -> tuple[int, dict[str, Any]] | None:
-        seen = bytes(self._seen)
-        pos = seen.find(_COMMENT)
-        while pos != -1 and not (pos == 0 or seen[:pos].endswith((b"\n\n", b"\r\n\r\n"))):
-            pos = seen.find(_COMMENT, pos + 1)
-        if pos == -1:
-            return None
-        end = seen.find(b"\n", pos)
-        if end == -1:
-            return None  # comment line not complete yet
-        try:
-            sig = json.loads(seen[pos + len(_COMMENT) : end])
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ResponseSignatureError("malformed teegate-signature comment") from e
-        if not isinstance(sig, dict):
-            raise ResponseSignatureError("malformed teegate-signature comment")
-        return pos, sig
-
-    def _fallback(self) -> bool:
-        """No comment but the stream ended with [DONE]: ask ``/v1/signature/{id}``."""
-        seen = bytes(self._seen)
-        for done in _DONE_EVENTS:
-            if seen.endswith(done):
-                body = seen[: -len(done)]
-                break
-        else:
-            return False
-        first = body.split(b"\n", 1)[0]
-        cid = _completion_id(first[5:].strip()) if first.startswith(b"data:") else None
-        if cid is None:
-            raise ResponseSignatureError("unsigned stream without a completion id")
-        self._guard.check(self._request, body, self._guard.fetch_signature(cid))
-        return True
+        # Kept across iterations: the SDK may iterate again to drain after [DONE].
+        self._scanner = _Scanner()
 
     def __iter__(self) -> Iterator[bytes]:
+        scanner = self._scanner
         try:
             for chunk in self._inner:
-                if not self._verified:
-                    self._seen += chunk
-                    found = self._signature_at()
-                    if found is not None:
-                        pos, sig = found
-                        self._guard.check(self._request, bytes(self._seen[:pos]), sig)
-                        self._verified = True
-                    elif b"[DONE]" in chunk:
-                        self._verified = self._fallback()
+                found = scanner.feed(chunk)
+                if found is not None:
+                    self._guard.settle(self._request, found)
                 yield chunk
-            if not self._verified:
-                raise ResponseSignatureError("stream ended without a verifiable signature")
+            scanner.finish()
         except TeegateError as e:
             raise self._guard.fail(e) from None
 
@@ -192,38 +239,27 @@ class _VerifyingTransport(httpx2.BaseTransport):
         request.headers["accept-encoding"] = "identity"
         response = self._inner.handle_request(request)
         if response.status_code >= 300:
-            return response  # the SDK raises its own error; nothing was served
+            return response  # the SDK raises its own error; no completion was served
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             assert isinstance(response.stream, httpx2.SyncByteStream)
             return httpx2.Response(
                 response.status_code, headers=response.headers,
                 stream=_VerifiedStream(response.stream, self._guard, body),
-                extensions=response.extensions,
-            )
+                extensions=response.extensions)
         data = response.read()
         response.close()
         try:
-            self._check_plain(body, data, response.headers)
+            sig = _header_signature(response.headers)
+            if sig is None:
+                cid = _completion_id(data)
+                if cid is None:
+                    raise ResponseSignatureError("unsigned response without a completion id")
+                sig = self._guard.fetch_signature(cid)
+            self._guard.check(body, data, sig)
         except TeegateError as e:
             raise self._guard.fail(e) from None
         return httpx2.Response(response.status_code, headers=response.headers, content=data,
                                extensions=response.extensions)
-
-    def _check_plain(self, body: bytes, data: bytes, headers: httpx2.Headers) -> None:
-        sig: Mapping[str, Any]
-        if "x-teegate-signature" in headers:
-            sig = {
-                "text": headers.get("x-teegate-text", ""),
-                "signature": headers["x-teegate-signature"],
-                "signing_address": headers.get("x-teegate-signing-address", ""),
-                "signing_algo": headers.get("x-teegate-signing-algo", ""),
-            }
-        else:
-            cid = _completion_id(data)
-            if cid is None:
-                raise ResponseSignatureError("unsigned response without a completion id")
-            sig = self._guard.fetch_signature(cid)
-        self._guard.check(body, data, sig)
 
     def close(self) -> None:
         self._inner.close()
@@ -238,7 +274,7 @@ class VerifiedClient:
 
     def __init__(
         self, base_url: str, *, policy: Policy, api_key: str | None = None,
-        signing_algo: str = "ecdsa", now: Any = None, timeout: float = 600.0,
+        signing_algo: str = "ecdsa", now: Clock | None = None, timeout: float = 600.0,
         max_retries: int = 2,
     ) -> None:
         self._guard = _Guard(base_url, policy, signing_algo, now, min(timeout, 60.0))
@@ -246,8 +282,7 @@ class VerifiedClient:
         self._http = httpx2.Client(transport=transport, timeout=timeout)
         self.openai = openai.OpenAI(
             base_url=self._guard.root + "/v1", api_key=api_key or "teegate-direct",
-            http_client=self._http, max_retries=max_retries,
-        )
+            http_client=self._http, max_retries=max_retries)
 
     def attest(self) -> Verdict:
         """Attest now (otherwise done before the first call); the accepted verdict."""
@@ -283,3 +318,157 @@ class VerifiedClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------ async
+
+
+class _AsyncGuard(_Core):
+    def __init__(self, base_url: str, policy: Policy, signing_algo: str,
+                 now: Clock | None, timeout: float) -> None:
+        super().__init__(base_url, policy, signing_algo, now)
+        self._lock = asyncio.Lock()
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def ensure_attested(self) -> AttestedKey:
+        async with self._lock:
+            self.refuse_if_halted()
+            if self.key is None:
+                try:
+                    self.key = await aattest_node(
+                        self.root, policy=self.policy, signing_algo=self.algo,
+                        now=self.now() if self.now is not None else None, client=self._http)
+                except TeegateError as e:
+                    raise self.fail(e) from None
+            return self.key
+
+    async def fetch_signature(self, chat_id: str) -> dict[str, Any]:
+        try:
+            resp = await self._http.get(f"{self.root}/v1/signature/{chat_id}",
+                                        params={"signing_algo": self.algo})
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"signature for {chat_id}: {e}") from e
+        return _signature_json(resp, chat_id)
+
+    async def settle(self, request: bytes, found: _Found) -> None:
+        sig = found.signature
+        if sig is None:
+            assert found.chat_id is not None
+            sig = await self.fetch_signature(found.chat_id)
+        self.check(request, found.signed, sig)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class _AsyncVerifiedStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, guard: _AsyncGuard,
+                 request: bytes) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._request = request
+        self._scanner = _Scanner()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        scanner = self._scanner
+        try:
+            async for chunk in self._inner:
+                found = scanner.feed(chunk)
+                if found is not None:
+                    await self._guard.settle(self._request, found)
+                yield chunk
+            scanner.finish()
+        except TeegateError as e:
+            raise self._guard.fail(e) from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _AsyncVerifyingTransport(httpx2.AsyncBaseTransport):
+    def __init__(self, inner: httpx2.AsyncBaseTransport, guard: _AsyncGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        await self._guard.ensure_attested()
+        if not request.url.path.endswith("/chat/completions"):
+            return await self._inner.handle_async_request(request)
+        body = await request.aread()
+        request.headers[ALGO_HEADER] = self._guard.algo
+        request.headers["accept-encoding"] = "identity"
+        response = await self._inner.handle_async_request(request)
+        if response.status_code >= 300:
+            return response
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
+            return httpx2.Response(
+                response.status_code, headers=response.headers,
+                stream=_AsyncVerifiedStream(response.stream, self._guard, body),
+                extensions=response.extensions)
+        data = await response.aread()
+        await response.aclose()
+        try:
+            sig = _header_signature(response.headers)
+            if sig is None:
+                cid = _completion_id(data)
+                if cid is None:
+                    raise ResponseSignatureError("unsigned response without a completion id")
+                sig = await self._guard.fetch_signature(cid)
+            self._guard.check(body, data, sig)
+        except TeegateError as e:
+            raise self._guard.fail(e) from None
+        return httpx2.Response(response.status_code, headers=response.headers, content=data,
+                               extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class AsyncVerifiedClient:
+    """Async ``VerifiedClient`` over ``openai.AsyncOpenAI``."""
+
+    def __init__(
+        self, base_url: str, *, policy: Policy, api_key: str | None = None,
+        signing_algo: str = "ecdsa", now: Clock | None = None, timeout: float = 600.0,
+        max_retries: int = 2,
+    ) -> None:
+        self._guard = _AsyncGuard(base_url, policy, signing_algo, now, min(timeout, 60.0))
+        transport = _AsyncVerifyingTransport(httpx2.AsyncHTTPTransport(), self._guard)
+        self._http = httpx2.AsyncClient(transport=transport, timeout=timeout)
+        self.openai = openai.AsyncOpenAI(
+            base_url=self._guard.root + "/v1", api_key=api_key or "teegate-direct",
+            http_client=self._http, max_retries=max_retries)
+
+    async def attest(self) -> Verdict:
+        return (await self._guard.ensure_attested()).verdict
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self._guard.key.verdict if self._guard.key else None
+
+    @property
+    def signing_address(self) -> str | None:
+        return self._guard.key.signing_address if self._guard.key else None
+
+    @property
+    def halted(self) -> TeegateError | None:
+        return self._guard.failure
+
+    @property
+    def chat(self) -> Any:
+        return self.openai.chat
+
+    @property
+    def models(self) -> Any:
+        return self.openai.models
+
+    async def aclose(self) -> None:
+        await self.openai.close()
+        await self._guard.aclose()
+
+    async def __aenter__(self) -> AsyncVerifiedClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
