@@ -10,6 +10,8 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
+from teegate.attest.policy import Policy
+from teegate.attest.tdx import verify_quote
 from teegate.collateral import (
     CollateralCache,
     RetryPolicy,
@@ -51,6 +53,9 @@ async def test_tdx_fetch_verifies_with_dcap_qvl(pccs: tuple[str, VendorState]) -
     assert col == vector  # the exact signed texts survived the round trip
     report = dcap_qvl.verify(TDX_QUOTE, dcap_qvl.QuoteCollateralV3.from_json(text), TDX_NOW)
     assert report.status == "UpToDate"
+    verdict = verify_quote(TDX_QUOTE, text, policy=Policy.default(), now=TDX_NOW)
+    assert verdict.accepted, verdict.failures
+    assert verdict.tcb_status == "UpToDate"
     assert sorted(state.requests) == sorted([
         "/sgx/certification/v4/pckcrl?ca=platform&encoding=der",
         "/tdx/certification/v4/tcb?fmspc=B0C06F000000",

@@ -135,6 +135,7 @@ def _garble(status: int, headers: dict[str, str], body: bytes) -> Response:
 def make_handler(state: VendorState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
