@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -102,7 +103,5 @@ def open_log(db: dict[str, Any], log_key: Ed25519PrivateKey) -> Iterator[Callabl
 
     yield _open
     for log in logs:
-        try:
+        with contextlib.suppress(Exception):
             log.close()
-        except Exception:
-            pass

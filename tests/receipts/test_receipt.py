@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pytest
 import rfc8785
@@ -37,11 +38,13 @@ def test_document_is_aci_v1_with_teegate_extensions() -> None:
     ]
     assert {"teegate.call", "teegate.settlement", "teegate.attestation"} <= set(types)
     up = doc["event_log"][2]
-    assert up["result"] == "verified" and up["session_id"] == "ee" * 32
+    assert up["result"] == "verified"
+    assert up["session_id"] == "ee" * 32
     assert doc["event_log"][0]["body_hash"] == "sha256:" + f"{1:064x}"
     assert doc["workload_keyset_digest"] == "sha256:" + sha256_hex(rfc8785.dumps(s.keyset))
     settle = next(e for e in doc["event_log"] if e["type"] == "teegate.settlement")
-    assert settle["cost"] == 1235 and settle["transfer_ids"] == ["tr-1-hold", "tr-1-settle"]
+    assert settle["cost"] == 1235
+    assert settle["transfer_ids"] == ["tr-1-hold", "tr-1-settle"]
 
 
 def test_signature_is_over_jcs_without_signature_aci_style() -> None:
@@ -100,7 +103,12 @@ def test_wrong_key_and_malformed_documents() -> None:
     doc = s.sign(make_receipt(5)).document
     with pytest.raises(VerificationError, match="key_id"):
         SignedReceipt.from_json(doc).verify([_signer().public_key])
-    for bad in ({"api_version": "aci/2"}, {"v": "teegate-receipt/9"}, {"event_log": []}):
+    bads: list[dict[str, object]] = [
+        {"api_version": "aci/2"},
+        {"v": "teegate-receipt/9"},
+        {"event_log": []},
+    ]
+    for bad in bads:
         d = {**doc, **bad}
         with pytest.raises(EvidenceError):
             SignedReceipt.from_json(d)
@@ -126,10 +134,12 @@ def test_refused_and_standard_receipts() -> None:
     types = [e["type"] for e in doc["event_log"]]
     assert "request.forwarded" not in types
     up = next(e for e in doc["event_log"] if e["type"] == "upstream.verified")
-    assert up["result"] == "failed" and up["required"] is True
+    assert up["result"] == "failed"
+    assert up["required"] is True
     std = s.sign(make_receipt(7, trust_level="standard", trust_required="standard")).document
     up = next(e for e in std["event_log"] if e["type"] == "upstream.verified")
-    assert up["result"] == "failed" and up["required"] is False
+    assert up["result"] == "failed"
+    assert up["required"] is False
 
 
 @pytest.mark.parametrize(
@@ -167,7 +177,7 @@ _json = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(_json)
-def test_fast_canonical_form_equals_rfc8785(obj: object) -> None:
+def test_fast_canonical_form_equals_rfc8785(obj: Any) -> None:
     try:
         want = rfc8785.dumps(obj)
     except Exception:

@@ -3,9 +3,10 @@
 Receipts are private: an agent sees its own, an owner its agents', the operator all; anything
 else answers 404 exactly as for an unknown id (ACI §7.6). Checkpoints and proofs by leaf index
 reveal no receipt content and are public, so monitors can watch the log.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: FastAPI must evaluate the route annotations,
+which name the dependency built inside ``receipts_router``.)
+"""
 
 import base64
 from collections.abc import Callable, Mapping
