@@ -186,6 +186,23 @@ def test_forwarded_engine_bytes_are_exact_and_signed() -> None:
     assert sig["text"] == signature_text(b'{"stream": true}', signed)
 
 
+def test_engine_breaking_mid_stream_gives_a_signed_error_event() -> None:
+    keys = NodeKeys()
+    body = b'{"stream": true, "break": true}'
+    with serve(fixed_upstream()) as up, serve(
+        create_node_app(_NoTee(), HttpEngine(up), keys=keys)
+    ) as url, httpx.stream("POST", url + "/v1/chat/completions", content=body) as r:
+        raw = r.read()
+    signed, sig, rest = _split_stream(raw)
+    assert rest == b""
+    assert signed.startswith(SSE_PIECES[0] + SSE_PIECES[1] + b"\n")
+    err = json.loads(signed.rstrip(b"\n").rsplit(b"\n\n", 1)[1][len(b"data: "):])
+    assert err["error"]["code"] == "engine_stream_broken"
+    assert sig["text"] == signature_text(body, signed)
+    assert verify_response_signature(sig["text"], sig["signature"], sig["signing_address"],
+                                     "ecdsa")
+
+
 class _NoTee:
     name = "none"
     development = True

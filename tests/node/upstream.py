@@ -30,6 +30,13 @@ def fixed_upstream() -> Any:
     async def chat(request: Request) -> Response:
         body = await request.body()
         SEEN.append(body)
+        if b'"break": true' in body:
+            async def broken() -> AsyncIterator[bytes]:
+                yield SSE_PIECES[0] + SSE_PIECES[1] + b"\n"
+                await asyncio.sleep(0.01)
+                raise RuntimeError("engine crashed mid-stream")
+
+            return StreamingResponse(broken(), media_type="text/event-stream")
         if b'"stream": true' in body:
             async def gen() -> AsyncIterator[bytes]:
                 for piece in SSE_PIECES:

@@ -118,35 +118,48 @@ class _Found:
 
 
 class _Scanner:
-    """Watches SSE bytes for the node's signature comment, or for ``[DONE]`` without one."""
+    """Watches SSE bytes for the node's signature comment, or for ``[DONE]`` without one.
+    Linear in the stream length: each byte is searched once."""
 
     def __init__(self) -> None:
         self.seen = bytearray()
         self.done = False
+        self._from = 0  # where the next search for the comment starts
+        self._comment_at = -1
+
+    def _find_comment(self) -> int:
+        seen = self.seen
+        pos = seen.find(_COMMENT, self._from)
+        while pos != -1 and not (
+            pos == 0 or seen.endswith(b"\n\n", 0, pos) or seen.endswith(b"\r\n\r\n", 0, pos)
+        ):
+            pos = seen.find(_COMMENT, pos + 1)
+        if pos == -1:
+            self._from = max(0, len(seen) - len(_COMMENT) - 4)
+        return pos
 
     def feed(self, chunk: bytes) -> _Found | None:
         if self.done:
             return None
         self.seen += chunk
-        seen = bytes(self.seen)
-        pos = seen.find(_COMMENT)
-        while pos != -1 and not (pos == 0 or seen[:pos].endswith((b"\n\n", b"\r\n\r\n"))):
-            pos = seen.find(_COMMENT, pos + 1)
+        if self._comment_at == -1:
+            self._comment_at = self._find_comment()
+        pos = self._comment_at
         if pos != -1:
-            end = seen.find(b"\n", pos)
+            end = self.seen.find(b"\n", pos)
             if end == -1:
                 return None  # the comment line is not complete yet
             try:
-                sig = json.loads(seen[pos + len(_COMMENT) : end])
+                sig = json.loads(bytes(self.seen[pos + len(_COMMENT) : end]))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ResponseSignatureError("malformed teegate-signature comment") from e
             if not isinstance(sig, dict):
                 raise ResponseSignatureError("malformed teegate-signature comment")
             self.done = True
-            return _Found(seen[:pos], signature=sig)
+            return _Found(bytes(self.seen[:pos]), signature=sig)
         for done in _DONE_EVENTS:
-            if seen.endswith(done):
-                body = seen[: -len(done)]
+            if self.seen.endswith(done):
+                body = bytes(self.seen[: -len(done)])
                 first = body.split(b"\n", 1)[0]
                 cid = _completion_id(first[5:].strip()) if first.startswith(b"data:") else None
                 if cid is None:

@@ -7,6 +7,7 @@ raw bytes: request and response bodies are never re-serialised, because the sign
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -66,7 +67,9 @@ class NodeState:
     gpu: Any = None  # teegate.sim.DevGpu when GPUs are simulated
 
     def sign_both(self, request: bytes, response: bytes) -> dict[str, SignedText]:
-        text = signature_text(request, response)
+        return self.sign_text_both(signature_text(request, response))
+
+    def sign_text_both(self, text: str) -> dict[str, SignedText]:
         out = {}
         for algo in SIGNING_ALGOS:
             signer = self.keys.get(algo)
@@ -234,8 +237,10 @@ async def signed_sse(
 ) -> AsyncIterator[bytes]:
     """Pass SSE bytes through unchanged, whole events at a time, and put the signature comment
     just before ``data: [DONE]`` (or at the end when the engine sends no [DONE]). The signed
-    response bytes are every byte sent before the comment."""
-    sent: list[bytes] = []
+    response bytes are every byte sent before the comment. If the engine breaks mid-stream,
+    an OpenAI error event is sent (and signed) instead of a silent cut."""
+    request_hash = hashlib.sha256(request_body).hexdigest()
+    hasher = hashlib.sha256()
     pending = b""
     cid: str | None = None
     signed_done = False
@@ -243,39 +248,47 @@ async def signed_sse(
     def finish() -> bytes:
         nonlocal signed_done
         signed_done = True
-        signed = state.sign_both(request_body, b"".join(sent))
+        signed = state.sign_text_both(request_hash + ":" + hasher.hexdigest())
         if cid is not None:
             state.store.put(cid, signed)
         return signature_comment(signed[algo])
 
-    async for chunk in upstream:
-        if signed_done:
-            yield chunk
-            continue
-        pending += chunk
-        out: list[bytes] = []
-        start = 0
-        for m in _EVENT_END.finditer(pending):
-            event = pending[start : m.end()]
-            start = m.end()
-            if _is_done(event):
-                out.append(finish())
+    try:
+        async for chunk in upstream:
+            if signed_done:
+                yield chunk
+                continue
+            pending += chunk
+            out: list[bytes] = []
+            start = 0
+            for m in _EVENT_END.finditer(pending):
+                event = pending[start : m.end()]
+                start = m.end()
+                if _is_done(event):
+                    out.append(finish())
+                    out.append(event)
+                    out.append(pending[start:])
+                    start = len(pending)
+                    break
+                if cid is None and event.startswith(b"data:"):
+                    cid = _completion_id(event[5:].strip())
+                hasher.update(event)
                 out.append(event)
-                out.append(pending[start:])
-                start = len(pending)
-                break
-            if cid is None and event.startswith(b"data:"):
-                cid = _completion_id(event[5:].strip())
-            sent.append(event)
-            out.append(event)
-        pending = pending[start:]
-        if out:
-            yield b"".join(out)
+            pending = pending[start:]
+            if out:
+                yield b"".join(out)
+    except UpstreamError as e:
+        if signed_done:
+            return
+        _, err = openai_error(502, str(e), type_="server_error", code="engine_stream_broken")
+        broken = (pending + b"\n\n" if pending else b"") + b"data: " + err + b"\n\n"
+        hasher.update(broken)
+        yield broken + finish()
+        return
     if not signed_done:
         tail = pending
         if tail and _is_done(tail):
             yield finish() + tail
         else:
-            if tail:
-                sent.append(tail)
+            hasher.update(tail)
             yield tail + finish()
