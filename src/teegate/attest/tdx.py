@@ -91,7 +91,8 @@ _DCAP_ERRORS: tuple[tuple[str, str, str], ...] = (
      "the platform's TCB (CPU SVN, PCE SVN, TDX module) is older than every level Intel "
      "lists: update the platform's firmware or use collateral that lists it"),
     ("TCB level mismatch", "tcb_level", "the platform's TCB matches no level Intel lists"),
-    ("Revoked", "tcb_status", "Intel lists this platform's TCB as Revoked"),
+    ("CertRevoked", "pck_chain", "a certificate in the PCK chain is revoked by Intel's CRL"),
+    ("TCB status is invalid", "tcb_status", "Intel lists this platform's TCB as Revoked"),
     ("Debug mode is enabled", "debug",
      "the TD or enclave runs in debug mode: its memory is readable by the host"),
     ("SEPT_VE_DISABLE", "td_attributes",
@@ -107,7 +108,6 @@ _DCAP_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("Unsupported DCAP", "header", "the quote version or attestation key type is unsupported"),
     ("Unsupported TEE type", "header", "the quote's TEE type is unsupported"),
     ("must have version", "header", "the quote version does not fit its TEE type"),
-    ("CertRevoked", "pck_chain", "a certificate in the PCK chain is revoked by Intel's CRL"),
     ("CrlExpired", "crl", "a CRL in the collateral has expired: fetch fresh collateral"),
     ("revocation list", "crl", "a CRL in the collateral is unusable or expired"),
     ("CRL", "crl", "a CRL in the collateral is unusable"),
@@ -168,7 +168,8 @@ def _root(chain: Chain, policy: Policy, p: str, checks: CheckList) -> bytes | No
         checks.passed(f"{p}.root", f"PCK chain ends in {chain.root_name} (sha256 {fp[:16]}…)")
         checks.passed(
             f"{p}.development_root",
-            f"rests on a development root named by the policy, not Intel's: {chain.root_name}",
+            f"rests on a development root named by the policy, not Intel's: {chain.root_name} "
+            f"(sha256 {fp[:16]}…)",
         )
         return der
     checks.failed(

@@ -1,0 +1,144 @@
+"""report_data binding: the evidence must name the key that signs responses and our nonce.
+
+Without this check a valid quote proves only that *some* TEE exists, not that the key signing
+the responses lives inside it, nor that the quote is fresh rather than replayed. Layouts
+(REFERENCE §7.2): NEAR AI / RedPill / private-ml-sdk put the signing identity (20-byte
+Ethereum address for ecdsa, 32-byte Ed25519 key) right-padded to 32 bytes, then the raw
+32-byte nonce; hashed variants put sha256(key || nonce) (zero-padded) or sha512(key || nonce).
+The nonce is compared in full, and constant sample nonces are refused (§1, §4.5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from teegate.attest.policy import Policy
+from teegate.attest.verdict import Check
+
+__all__ = [
+    "KNOWN_SAMPLE_NONCES",
+    "LAYOUTS",
+    "NONCE_SIZE",
+    "check_report_data",
+    "fresh_nonce",
+    "identity_bytes",
+    "is_sample_nonce",
+]
+
+NONCE_SIZE = 32
+LAYOUTS = ("padded", "sha256", "sha512")
+# Nonces published in samples, tests and docs: evidence carrying one was not made for us.
+KNOWN_SAMPLE_NONCES: frozenset[bytes] = frozenset(bytes.fromhex(h) for h in (
+    # NVIDIA nvtrust sample scripts (LocalGPUTest.py) and its public H100 sample report.
+    "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb",
+    # NEAR private-ml-sdk e2e README sample attestation.
+    "89d36f654c47ef2bb6ed989c9655ea19548a9057a97ef4e0b7ad54dfcf5e6b00",
+    # nvtrust PPCIe verifier test evidence.
+    "4760e30534a0621357d458b1a7936551b5dc4cd1e69718adf7ed9fb0252a537e",
+    # All zeros, and the 0x11 pattern of dstack's nvattest fixture and NEAR-style samples.
+    "00" * 32,
+    "11" * 32,
+    "ff" * 32,
+))
+
+
+def fresh_nonce() -> bytes:
+    """32 bytes from the OS CSPRNG: one per attestation request, never reused."""
+    return secrets.token_bytes(NONCE_SIZE)
+
+
+def is_sample_nonce(nonce: bytes) -> bool:
+    """A published constant nonce, or one byte repeated (no entropy at all)."""
+    return nonce in KNOWN_SAMPLE_NONCES or (len(nonce) > 0 and nonce == nonce[:1] * len(nonce))
+
+
+def identity_bytes(signing_key: str | bytes, signing_algo: str) -> bytes | None:
+    """The signing identity as bytes: 20-byte address (ecdsa) or 32-byte key (ed25519)."""
+    want = {"ecdsa": 20, "ed25519": 32}.get(signing_algo)
+    if want is None:
+        return None
+    if isinstance(signing_key, str):
+        text = signing_key.strip()
+        text = text[2:] if text[:2] in ("0x", "0X") else text
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            return None
+    else:
+        raw = bytes(signing_key)
+    return raw if len(raw) == want else None
+
+
+def _layouts(policy: Policy) -> tuple[str, ...]:
+    allowed = policy.binding.layouts
+    return tuple(name for name in LAYOUTS if not allowed or name in allowed)
+
+
+def _hashed(name: str, key: bytes, nonce: bytes) -> bytes:
+    if name == "sha256":
+        return hashlib.sha256(key + nonce).digest().ljust(64, b"\0")
+    return hashlib.sha512(key + nonce).digest()
+
+
+def check_report_data(
+    report_data: bytes,
+    *,
+    signing_key: str | bytes,
+    nonce: bytes | None,
+    signing_algo: str,
+    policy: Policy,
+) -> list[Check]:
+    """``binding.key`` and ``binding.nonce`` checks for a 64-byte report_data."""
+    layouts = _layouts(policy)
+    key = identity_bytes(signing_key, signing_algo)
+    if len(report_data) != 64:
+        detail = f"report_data is {len(report_data)} bytes, expected 64"
+        return [Check("binding.key", False, detail), Check("binding.nonce", False, detail)]
+    if key is None:
+        kind = {"ecdsa": "a 20-byte address", "ed25519": "a 32-byte Ed25519 key"}.get(
+            signing_algo)
+        detail = (f"signing key {signing_key!r} is not {kind}" if kind else
+                  f"unknown signing_algo {signing_algo!r} (expected ecdsa or ed25519)")
+        return [Check("binding.key", False, detail),
+                Check("binding.nonce", False, "no key to bind the nonce to")]
+    nonce_problem: str | None = None
+    if nonce is None:
+        if policy.binding.require_nonce:
+            nonce_problem = "no nonce was given: freshness cannot be checked (replay possible)"
+    elif len(nonce) != NONCE_SIZE:
+        nonce_problem = f"nonce is {len(nonce)} bytes; nonces must be {NONCE_SIZE} fresh bytes"
+    elif is_sample_nonce(nonce):
+        nonce_problem = (f"nonce {nonce.hex()[:16]}… is a known constant sample nonce: this "
+                         "evidence was not produced for a fresh request")
+
+    if "padded" in layouts and hmac.compare_digest(report_data[:32], key.ljust(32, b"\0")):
+        key_check = Check("binding.key", True,
+                          f"report_data[0:32] is the {signing_algo} signing identity "
+                          f"{key.hex()} (padded layout)")
+        if nonce_problem is not None:
+            return [key_check, Check("binding.nonce", False, nonce_problem)]
+        if nonce is None:
+            return [key_check, Check("binding.nonce", True,
+                                     "not checked: policy.binding.require_nonce is false")]
+        ok = hmac.compare_digest(report_data[32:], nonce)
+        return [key_check, Check(
+            "binding.nonce", ok,
+            "report_data[32:64] equals our 32-byte nonce" if ok else
+            f"report_data[32:64] is {report_data[32:].hex()[:16]}…, not our nonce "
+            f"{nonce.hex()[:16]}…: the evidence is stale or was made for someone else")]
+    hashed = [name for name in layouts if name != "padded"]
+    if nonce is not None and nonce_problem is None:
+        for name in hashed:
+            if hmac.compare_digest(report_data, _hashed(name, key, nonce)):
+                detail = f"report_data = {name}(signing identity || our nonce)"
+                return [Check("binding.key", True, detail), Check("binding.nonce", True, detail)]
+    tried = ", ".join(layouts) or "none (policy.binding.layouts names no known layout)"
+    key_detail = (f"report_data does not bind the {signing_algo} signing identity "
+                  f"{key.hex()} in any allowed layout ({tried})")
+    if hashed and (nonce is None or nonce_problem is not None):
+        key_detail += "; hashed layouts need a valid nonce to check"
+    return [Check("binding.key", False, key_detail),
+            Check("binding.nonce", False, nonce_problem or
+                  "report_data binds neither our key nor our nonce in any allowed layout")]
