@@ -7,6 +7,7 @@ raw bytes: request and response bodies are never re-serialised, because the sign
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -204,7 +205,14 @@ def create_node_app(
         }
         return Response(data, reply.status, headers=headers, media_type=reply.content_type)
 
-    return Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await state.engine.aclose()
+
+    return Starlette(lifespan=lifespan, routes=[
         Route("/v1/attestation/report", report, methods=["GET"]),
         Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
