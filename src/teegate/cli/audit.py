@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from teegate.errors import EvidenceError, LogError, TeegateError
+from teegate.attest.policy import load_policy
+from teegate.errors import ConfigError, EvidenceError, LogError, TeegateError
 from teegate.receipts.audit import AuditReport, audit_bundle, check_consistency, decode_hashes
 from teegate.receipts.bundle import parse_bundle
 from teegate.receipts.checkpoint import open_checkpoint
@@ -157,7 +157,12 @@ def register(app: typer.Typer) -> None:
         log: Annotated[str | None, typer.Option("--log", help="Log base URL (monitor).")] = None,
         state: Annotated[Path | None, typer.Option(help="Monitor state file.")] = None,
         token: Annotated[str | None, typer.Option(help="Bearer token for --log.")] = None,
-        now: Annotated[int | None, typer.Option(help="Unix time for evidence checks.")] = None,
+        now: Annotated[
+            int | None, typer.Option(help="Unix time for evidence checks (default: the call's).")
+        ] = None,
+        policy: Annotated[
+            Path | None, typer.Option(help="Attestation policy for re-verifying evidence.")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Verify receipts (signature, inclusion, checkpoint, consistency, evidence)."""
@@ -175,7 +180,7 @@ def register(app: typer.Typer) -> None:
             cp_text = _read(checkpoint, "--checkpoint") if checkpoint else None
             since_text = _read(since, "--since") if since else None
             client = HttpLogClient(log, token) if log else None
-            at = now if now is not None else int(time.time())
+            pol = load_policy(policy) if policy is not None else None
             reports = []
             for path in inputs:
                 bundle = parse_bundle(_read(path, "receipt"))
@@ -188,12 +193,13 @@ def register(app: typer.Typer) -> None:
                         checkpoint=cp_text,
                         since=since_text,
                         client=client,
-                        now=at,
+                        now=now,
+                        policy=pol,
                     )
                 )
         except typer.Exit:
             raise
-        except (EvidenceError, LogError) as e:
+        except (EvidenceError, LogError, ConfigError) as e:
             _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
         except TeegateError as e:

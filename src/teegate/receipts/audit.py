@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
-import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from teegate.attest.policy import Policy
 from teegate.errors import TeegateError
 from teegate.receipts import merkle
 from teegate.receipts.bundle import Bundle
@@ -109,7 +109,8 @@ def audit_bundle(
     since: str | None = None,
     client: LogClient | None = None,
     now: int | None = None,
-    evidence_verifier: Callable[[dict[str, Any], int | None], tuple[Status, str]] | None = None,
+    policy: Policy | None = None,
+    evidence_verifier: EvidenceVerifier | None = None,
 ) -> AuditReport:
     rep = AuditReport(source)
     # 1. the receipt itself
@@ -169,7 +170,7 @@ def audit_bundle(
             status, detail = check_consistency(old, cp, client)
             rep.add("checkpoint.consistency", status, detail)
     # 5. attestation evidence the receipt relied on
-    _audit_evidence(rep, receipt, bundle, now, evidence_verifier)
+    _audit_evidence(rep, receipt, bundle, now, policy, evidence_verifier)
     return rep
 
 
@@ -178,7 +179,8 @@ def _audit_evidence(
     receipt: SignedReceipt,
     bundle: Bundle,
     now: int | None,
-    evidence_verifier: Callable[[dict[str, Any], int | None], tuple[Status, str]] | None,
+    policy: Policy | None,
+    evidence_verifier: EvidenceVerifier | None,
 ) -> None:
     att = receipt.event("teegate.attestation")
     if att is None:
@@ -197,12 +199,51 @@ def _audit_evidence(
         return
     if want is not None:
         rep.add("attestation.evidence_digest", "ok", "bundle evidence is what the receipt cites")
-    report = json.loads(ev) if isinstance(ev, str) else ev
-    status, detail = (evidence_verifier or default_evidence_verifier)(report, now)
+    try:
+        report = json.loads(ev) if isinstance(ev, str) else ev
+    except ValueError:
+        rep.add("attestation.evidence", "fail", "bundle evidence is not JSON")
+        return
+    nonce_hex = att.get("nonce")
+    try:
+        nonce = bytes.fromhex(nonce_hex) if isinstance(nonce_hex, str) else None
+    except ValueError:
+        rep.add("attestation.evidence", "fail", "receipt attestation nonce is not hex")
+        return
+    collateral = (bundle.evidence or {}).get("collateral")
+    # Evidence is judged as of the call (its collateral was valid then), unless told otherwise.
+    at = now if now is not None else int(receipt.document["served_at"])
+    verifier = evidence_verifier or default_evidence_verifier
+    status, detail = verifier(
+        report,
+        nonce=nonce,
+        now=at,
+        policy=policy,
+        collateral=collateral if isinstance(collateral, str) else None,
+    )
     rep.add("attestation.evidence", status, detail)
 
 
-def default_evidence_verifier(report: dict[str, Any], now: int | None) -> tuple[Status, str]:
+class EvidenceVerifier(Protocol):
+    def __call__(
+        self,
+        report: dict[str, Any],
+        *,
+        nonce: bytes | None,
+        now: int,
+        policy: Policy | None,
+        collateral: str | None,
+    ) -> tuple[Status, str]: ...
+
+
+def default_evidence_verifier(
+    report: dict[str, Any],
+    *,
+    nonce: bytes | None,
+    now: int,
+    policy: Policy | None,
+    collateral: str | None,
+) -> tuple[Status, str]:
     """Re-verify with ``teegate.attest.report.verify_provider_report`` when it is installed."""
     try:
         attest_report = importlib.import_module("teegate.attest.report")
@@ -211,19 +252,20 @@ def default_evidence_verifier(report: dict[str, Any], now: int | None) -> tuple[
     fn = getattr(attest_report, "verify_provider_report", None)
     if fn is None:
         return "skip", "not available: verify_provider_report is missing"
-    kwargs: dict[str, Any] = {}
-    if now is not None and "now" in inspect.signature(fn).parameters:
-        kwargs["now"] = now
     try:
-        verdict = fn(report, **kwargs)
+        verdict = fn(
+            report,
+            nonce=nonce,
+            policy=policy or Policy.default(),
+            now=now,
+            collateral=collateral,
+        )
     except TeegateError as e:
         return "fail", f"evidence rejected: {e}"
-    except TypeError as e:
-        return "skip", f"not available: verifier call failed ({e})"
-    accepted = bool(getattr(verdict, "accepted", False))
     failed = [c.name for c in getattr(verdict, "checks", ()) if not getattr(c, "ok", True)]
-    if accepted:
-        return "ok", "provider evidence re-verified"
+    if bool(getattr(verdict, "accepted", False)):
+        dev = " (development roots)" if getattr(verdict, "development", False) else ""
+        return "ok", f"provider evidence re-verified{dev}"
     return "fail", "evidence rejected: " + (", ".join(failed) or "not accepted")
 
 

@@ -109,6 +109,7 @@ class AttestationRef:
     tee: str | None = None
     tcb_status: str | None = None
     gpu: bool = False
+    nonce: str | None = None  # hex of the nonce teegate sent for that evidence
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +119,7 @@ class AttestationRef:
             "tee": self.tee,
             "tcb_status": self.tcb_status,
             "gpu": self.gpu,
+            "nonce": self.nonce,
         }
 
 
