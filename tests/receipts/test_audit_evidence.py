@@ -8,7 +8,6 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from .conftest import ORIGIN, make_receipt
 
 
 @pytest.fixture(scope="module")
-def node_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[bytes, bytes, Path]]:
+def node_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes, Path]:
     """(exact report bytes, nonce, dev PKI dir) from a development TDX node over HTTP."""
     pki = tmp_path_factory.mktemp("pki")
     app = create_node_app(DevTdxSource(pki), BuiltinEngine(), keys=NodeKeys())
@@ -50,7 +49,7 @@ def node_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[byte
     server.should_exit = True
     t.join(timeout=10)
     assert r.status_code == 200
-    yield r.content, nonce, pki
+    return r.content, nonce, pki
 
 
 def _bundle(tmp: Path, report: bytes, nonce: bytes, evidence: bytes | None) -> tuple[str, Any]:
