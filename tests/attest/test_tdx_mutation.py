@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from teegate.attest.policy import Policy, TcbPolicy
 from teegate.attest.tdx import parse_quote, verify_quote
@@ -24,6 +26,12 @@ CASES = {
                replace(Policy.default(), tcb=TcbPolicy(
                    allowed_statuses=frozenset({"ConfigurationAndSWHardeningNeeded"})))),
 }
+
+
+def ders(pem: bytes | None) -> list[bytes]:
+    assert pem is not None
+    certs = x509.load_pem_x509_certificates(pem.rstrip(b"\0"))
+    return [c.public_bytes(Encoding.DER) for c in certs]
 
 
 def signed_end(raw: bytes) -> int:
@@ -56,3 +64,23 @@ def test_every_signed_byte(case: str) -> None:
     assert accepted == [], f"mutations at offsets {accepted[:20]} were accepted"
     # Most mutations parse and are caught by a signature check, not by the parser.
     assert malformed < end // 4
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chain_mutations_never_crash(case: str) -> None:
+    """The PEM chain is not signed as bytes (its certificates are); a flip there must still
+    end in a verdict or an EvidenceError, and an accepted verdict needs an unchanged chain."""
+    quote_file, collateral_file, now, policy = CASES[case]
+    raw, collateral = read(quote_file), text(collateral_file)
+    q = parse_quote(raw)
+    start = signed_end(raw)
+    for i in range(start, q.size, 5):
+        mutated = bytearray(raw)
+        mutated[i] ^= 1 << (i % 8)
+        try:
+            v = verify_quote(bytes(mutated), collateral, policy=policy, now=now)
+        except EvidenceError:
+            continue
+        if v.accepted:
+            # Only a flip the PEM/base64 decoding ignores may pass: same certificates.
+            assert ders(parse_quote(bytes(mutated)).pck_chain_pem) == ders(q.pck_chain_pem), i

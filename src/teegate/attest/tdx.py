@@ -266,7 +266,9 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
         return base.with_checks(checks.checks)
     try:
         report = dcap_qvl.verify_with_root_ca(raw, col.qvl, root, now)
-    except (ValueError, RuntimeError, TypeError, OverflowError) as e:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # ValueError, or a Rust panic (pyo3 PanicException)
         name, detail = dcap_error_check(str(e))
         checks.failed(f"{p}.{name}", detail)
         return base.with_checks(checks.checks)

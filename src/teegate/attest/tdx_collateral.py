@@ -89,7 +89,9 @@ def parse_collateral(text: str) -> Collateral:
         raise EvidenceError("collateral must be a JSON object (dcap-qvl QuoteCollateralV3)")
     try:
         qvl = dcap_qvl.QuoteCollateralV3.from_json(text)
-    except (ValueError, TypeError) as e:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # ValueError, or a Rust panic (pyo3 PanicException)
         raise EvidenceError(f"collateral is not dcap-qvl QuoteCollateralV3 JSON: {e}") from None
     try:
         tcb = json.loads(qvl.tcb_info)
@@ -145,19 +147,21 @@ def parse_chain(pem: bytes) -> Chain:
     """The PCK chain's root, issuing CA kind and validity; ``EvidenceError`` if unparsable."""
     try:
         certs = x509.load_pem_x509_certificates(pem.rstrip(b"\0"))
+        root = certs[-1]
+        root_der, root_name = root.public_bytes(Encoding.DER), root.subject.rfc4514_string()
+        issuer = certs[0].issuer.rfc4514_string()
+        lo, hi = _cert_window(pem)
     except ValueError as e:
         raise EvidenceError(f"PCK certificate chain does not parse: {e}") from None
-    root = certs[-1]
-    issuer = certs[0].issuer.rfc4514_string()
     ca = "platform" if "Platform CA" in issuer else "processor" if "Processor CA" in issuer \
         else None
-    lo, hi = _cert_window(pem)
     try:
         fmspc: str | None = bytes(dcap_qvl.parse_pck_extension_from_pem(pem).fmspc).hex()
-    except (ValueError, TypeError):
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException:  # ValueError, or a Rust panic (pyo3 PanicException)
         fmspc = None
-    return Chain(root.public_bytes(Encoding.DER), root.subject.rfc4514_string(), ca, fmspc,
-                 lo, hi)
+    return Chain(root_der, root_name, ca, fmspc, lo, hi)
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,0 +1,137 @@
+"""report_data binding: the layouts in use, full-length nonce compare, sample nonces."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from teegate.attest.binding import (
+    KNOWN_SAMPLE_NONCES,
+    check_report_data,
+    fresh_nonce,
+    is_sample_nonce,
+)
+from teegate.attest.policy import BindingPolicy, Policy
+from teegate.attest.verdict import Check
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "confidential-ai"
+POLICY = Policy.default()
+SYNTHETIC = json.loads((DATA / "synthetic-nearai-style-signature.json").read_text())
+ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+ADDR = bytes.fromhex(ADDRESS[2:])
+ED_KEY = bytes(range(1, 33))
+
+
+def names(checks: list[Check]) -> dict[str, bool]:
+    return {c.name: c.ok for c in checks}
+
+
+def check(rd: bytes, key: str | bytes = ADDRESS, nonce: bytes | None = None,
+          algo: str = "ecdsa", policy: Policy = POLICY) -> dict[str, bool]:
+    return names(check_report_data(rd, signing_key=key, nonce=nonce, signing_algo=algo,
+                                   policy=policy))
+
+
+def test_padded_ecdsa_layout() -> None:
+    nonce = fresh_nonce()
+    rd = ADDR.ljust(32, b"\0") + nonce
+    assert check(rd, nonce=nonce) == {"binding.key": True, "binding.nonce": True}
+    assert check(rd, key=ADDRESS.lower(), nonce=nonce) == {"binding.key": True,
+                                                            "binding.nonce": True}
+    assert check(rd, key=ADDR, nonce=nonce)["binding.nonce"]
+
+
+def test_padded_ed25519_layout() -> None:
+    nonce = fresh_nonce()
+    rd = ED_KEY + nonce
+    assert check(rd, key=ED_KEY.hex(), nonce=nonce, algo="ed25519") == {
+        "binding.key": True, "binding.nonce": True}
+    # The same bytes do not pass as an ecdsa address.
+    assert check(rd, key=ED_KEY.hex(), nonce=nonce)["binding.key"] is False
+
+
+@pytest.mark.parametrize("algo", ["sha256", "sha512"])
+def test_hashed_layouts(algo: str) -> None:
+    nonce = fresh_nonce()
+    digest = hashlib.new(algo, ADDR + nonce).digest().ljust(64, b"\0")
+    assert check(digest, nonce=nonce) == {"binding.key": True, "binding.nonce": True}
+    assert check(digest, nonce=fresh_nonce()) == {"binding.key": False, "binding.nonce": False}
+    only_padded = replace(POLICY, binding=BindingPolicy(layouts=frozenset({"padded"})))
+    assert check(digest, nonce=nonce, policy=only_padded)["binding.key"] is False
+
+
+def test_wrong_nonce_and_prefix_only_nonce() -> None:
+    nonce = fresh_nonce()
+    rd = ADDR.ljust(32, b"\0") + nonce
+    assert check(rd, nonce=fresh_nonce()) == {"binding.key": True, "binding.nonce": False}
+    # Same first 16 bytes (a prefix-only compare would pass), different tail.
+    prefix = nonce[:16] + bytes(b ^ 0xFF for b in nonce[16:])
+    assert check(rd, nonce=prefix)["binding.nonce"] is False
+    last_bit = nonce[:31] + bytes([nonce[31] ^ 1])
+    assert check(rd, nonce=last_bit)["binding.nonce"] is False
+    assert check(rd, nonce=nonce[:16])["binding.nonce"] is False
+
+
+def test_wrong_key() -> None:
+    nonce = fresh_nonce()
+    rd = ADDR.ljust(32, b"\0") + nonce
+    other = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    assert check(rd, key=other, nonce=nonce) == {"binding.key": False, "binding.nonce": False}
+    # The address must be followed by zero padding, not merely start the field.
+    dirty = ADDR + b"\x01" + bytes(11) + nonce
+    assert check(dirty, nonce=nonce)["binding.key"] is False
+    assert check(rd, key="0x1234", nonce=nonce)["binding.key"] is False
+    assert check(rd, key="not hex", nonce=nonce)["binding.key"] is False
+    assert check(rd, nonce=nonce, algo="rsa")["binding.key"] is False
+
+
+@pytest.mark.parametrize("sample", sorted(KNOWN_SAMPLE_NONCES))
+def test_sample_nonces_rejected(sample: bytes) -> None:
+    rd = ADDR.ljust(32, b"\0") + sample
+    assert check(rd, nonce=sample) == {"binding.key": True, "binding.nonce": False}
+
+
+def test_sample_nonce_list() -> None:
+    assert bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb") \
+        in KNOWN_SAMPLE_NONCES
+    assert is_sample_nonce(b"\x42" * 32)
+    assert not is_sample_nonce(fresh_nonce())
+    assert fresh_nonce() != fresh_nonce() and len(fresh_nonce()) == 32
+
+
+def test_missing_nonce() -> None:
+    nonce = fresh_nonce()
+    rd = ADDR.ljust(32, b"\0") + nonce
+    assert check(rd, nonce=None) == {"binding.key": True, "binding.nonce": False}
+    audit = replace(POLICY, binding=BindingPolicy(require_nonce=False))
+    checks = check_report_data(rd, signing_key=ADDRESS, nonce=None, signing_algo="ecdsa",
+                               policy=audit)
+    assert names(checks) == {"binding.key": True, "binding.nonce": True}
+    assert "not checked" in checks[1].detail
+
+
+def test_report_data_must_be_64_bytes() -> None:
+    nonce = fresh_nonce()
+    assert check((ADDR.ljust(32, b"\0") + nonce)[:63], nonce=nonce) == {
+        "binding.key": False, "binding.nonce": False}
+
+
+def test_synthetic_nearai_vector() -> None:
+    """The synthetic NEAR-style vector: its report_data is exactly our padded layout, its
+    signature recovers to the bound address, and its constant 0x11… nonce is refused."""
+    rd = bytes.fromhex(SYNTHETIC["attestation_report_data"]["report_data_hex"])
+    nonce = bytes.fromhex(SYNTHETIC["attestation_report_data"]["request_nonce_hex"])
+    assert rd == bytes.fromhex(SYNTHETIC["signing_address"][2:]).ljust(32, b"\0") + nonce
+    recovered = Account.recover_message(encode_defunct(text=SYNTHETIC["text"]),
+                                        signature=SYNTHETIC["signature"])
+    assert recovered == SYNTHETIC["signing_address"]
+    result = check(rd, key=SYNTHETIC["signing_address"], nonce=nonce)
+    assert result == {"binding.key": True, "binding.nonce": False}
+    assert check(rd, key=SYNTHETIC["signing_address"],
+                 nonce=fresh_nonce()) == {"binding.key": True, "binding.nonce": False}

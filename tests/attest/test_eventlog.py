@@ -1,0 +1,212 @@
+"""dstack event logs: RTMR replay against real quotes, compose hash and MRCONFIGID checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teegate.attest.eventlog import (
+    RUNTIME_EVENT_TYPE,
+    Event,
+    check_event_log,
+    dstack_identity,
+    parse_event_log,
+    replay_rtmrs,
+    runtime_digest,
+)
+from teegate.attest.policy import DstackPolicy, Policy
+from teegate.attest.tdx import load_quote, parse_quote, quote_measurements
+from teegate.errors import EvidenceError
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+POLICY = Policy.default()
+
+
+def load_json(name: str) -> Any:
+    return json.loads((DATA / name).read_text())
+
+
+# (quote source, event log source): every pair replays RTMR0-3 exactly (PROVENANCE.md).
+def _pairs() -> dict[str, tuple[bytes, str | list[Any]]]:
+    out: dict[str, tuple[bytes, str | list[Any]]] = {}
+    for name in ("tdx/dstack/verifier_fixtures_quote-report.json",
+                 "tdx/dstack/verifier_fixtures_tdx-lite-getquote.json",
+                 "confidential-ai/dstack-tdx-attestation-report.json"):
+        d = load_json(name)
+        out[name] = (load_quote(d["quote"]), d["event_log"])
+    out["confidential-ai/dstack-simulator"] = (
+        load_quote((DATA / "confidential-ai/dstack-simulator-quote.hex").read_bytes()),
+        load_json("confidential-ai/dstack-simulator-eventlog.json"),
+    )
+    return out
+
+
+PAIRS = _pairs()
+COMPOSE = (DATA / "confidential-ai/dstack-app-compose.json").read_bytes()
+
+
+def measured(name: str) -> tuple[dict[str, str], list[Event]]:
+    quote, log = PAIRS[name]
+    return quote_measurements(parse_quote(quote)), parse_event_log(log)
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_replay_matches_quote(name: str) -> None:
+    quote, log = PAIRS[name]
+    td = parse_quote(quote).td_report
+    assert td is not None
+    assert replay_rtmrs(parse_event_log(log)) == td.rtmrs
+    checks, identity = check_event_log(quote_measurements(parse_quote(quote)),
+                                       parse_event_log(log), policy=POLICY, app_compose=None)
+    assert all(c.ok for c in checks), checks
+    assert [c.name for c in checks][:4] == [f"eventlog.rtmr{i}" for i in range(4)]
+    assert len(identity["compose_hash"]) == 64
+    assert identity["app_id"] == identity["compose_hash"][:40]
+
+
+def test_stripped_runtime_digests_are_recomputed() -> None:
+    """The dstack-0.6.0 lite log has empty runtime digests; payloads are what counts."""
+    _, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    runtime = [e for e in events if e.is_runtime]
+    assert runtime and all(e.digest == b"" for e in runtime)
+
+
+def test_given_digest_is_not_trusted() -> None:
+    """A runtime event whose payload was changed but digest kept no longer replays."""
+    m, events = measured("tdx/dstack/verifier_fixtures_quote-report.json")
+    i = next(i for i, e in enumerate(events) if e.event == "compose-hash")
+    assert events[i].digest == runtime_digest(events[i])
+    forged = list(events)
+    forged[i] = replace(events[i], payload=bytes(32))
+    checks, _ = check_event_log(m, forged, policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["eventlog.rtmr3"]
+
+
+def test_reordered_or_dropped_events_fail() -> None:
+    m, events = measured("confidential-ai/dstack-tdx-attestation-report.json")
+    boot = [i for i, e in enumerate(events) if e.imr == 1]
+    swapped = list(events)
+    swapped[boot[0]], swapped[boot[1]] = swapped[boot[1]], swapped[boot[0]]
+    checks, _ = check_event_log(m, swapped, policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["eventlog.rtmr1"]
+    checks, _ = check_event_log(m, events[:-1], policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["eventlog.rtmr3"]
+
+
+def test_confidential_ai_compose_binding() -> None:
+    """Older dstack: MRCONFIGID is zero, the RTMR3 compose-hash event binds the compose."""
+    m, events = measured("confidential-ai/dstack-tdx-attestation-report.json")
+    assert m["mrconfigid"] == "00" * 48
+    checks, identity = check_event_log(m, events, policy=POLICY, app_compose=COMPOSE)
+    by_name = {c.name: c for c in checks}
+    assert identity["compose_hash"] == hashlib.sha256(COMPOSE).hexdigest()
+    assert identity["compose_hash"].startswith("06768e6d") and \
+        identity["compose_hash"].endswith("653aff")
+    assert by_name["dstack.compose_hash"].ok
+    assert by_name["dstack.mrconfigid"].ok and "zero" in by_name["dstack.mrconfigid"].detail
+    # Any other compose document is refused.
+    checks, _ = check_event_log(m, events, policy=POLICY, app_compose=COMPOSE + b" ")
+    assert [c.name for c in checks if not c.ok] == ["dstack.compose_hash"]
+
+
+def test_mrconfigid_carries_compose_hash() -> None:
+    """Newer dstack: MRCONFIGID = 0x01 || compose hash (lite fixture, 01 86b0e55f…)."""
+    m, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    assert m["mrconfigid"].startswith("0186b0e55f")
+    checks, identity = check_event_log(m, events, policy=POLICY, app_compose=None)
+    mc = next(c for c in checks if c.name == "dstack.mrconfigid")
+    assert mc.ok and identity["compose_hash"] in mc.detail
+    # The event and the register must agree.
+    bad = dict(m, mrconfigid="01" + "00" * 32 + "00" * 15)
+    checks, _ = check_event_log(bad, events, policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["dstack.mrconfigid"]
+    other = dict(m, mrconfigid="02" + m["mrconfigid"][2:])
+    checks, _ = check_event_log(other, events, policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["dstack.mrconfigid"]
+
+
+def test_policy_allow_lists() -> None:
+    m, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    _, identity = check_event_log(m, events, policy=POLICY, app_compose=None)
+    good = replace(POLICY, dstack=DstackPolicy(
+        compose_hashes=frozenset({identity["compose_hash"]}),
+        app_ids=frozenset({identity["app_id"]}),
+        os_image_hashes=frozenset({identity["os_image_hash"]}),
+    ))
+    checks, _ = check_event_log(m, events, policy=good, app_compose=None)
+    assert all(c.ok for c in checks)
+    assert {"dstack.compose_hash", "dstack.app_id", "dstack.os_image_hash"} <= {
+        c.name for c in checks}
+    for field in ("compose_hashes", "app_ids", "os_image_hashes"):
+        bad = replace(POLICY, dstack=replace(good.dstack, **{field: frozenset({"ab" * 32})}))
+        checks, _ = check_event_log(m, events, policy=bad, app_compose=None)
+        assert len([c for c in checks if not c.ok]) == 1, field
+
+
+def test_no_event_log() -> None:
+    m, _ = measured("tdx/dstack/verifier_fixtures_quote-report.json")
+    checks, identity = check_event_log(m, [], policy=POLICY, app_compose=None)
+    assert (checks, identity) == ([], {})
+    need = replace(POLICY, dstack=DstackPolicy(require_event_log=True,
+                                               compose_hashes=frozenset({"ab" * 32})))
+    checks, _ = check_event_log(m, [], policy=need, app_compose=None)
+    assert sorted(c.name for c in checks if not c.ok) == [
+        "dstack.compose_hash", "dstack.mrconfigid", "eventlog.present"]
+
+
+def test_identity_stops_at_system_ready() -> None:
+    """App events after system-ready cannot redefine the identity; repeats before it fail."""
+    _, events = measured("tdx/dstack/verifier_fixtures_quote-report.json")
+    assert events[-1].event == "LIUM_MINER_HOTKEY"
+    late = Event(3, RUNTIME_EVENT_TYPE, b"", "compose-hash", bytes(32))
+    identity, problems = dstack_identity([*events, late])
+    assert identity["compose_hash"] != "00" * 32 and problems == []
+    ready = next(i for i, e in enumerate(events) if e.event == "system-ready")
+    identity, problems = dstack_identity([*events[:ready], late, *events[ready:]])
+    assert problems and "compose-hash" in problems[0]
+
+
+def test_runtime_digest_v1_formula() -> None:
+    ev = Event(3, RUNTIME_EVENT_TYPE, b"", "app-id", bytes.fromhex("aa" * 20))
+    expected = hashlib.sha384(
+        (0x08000001).to_bytes(4, "little") + b":app-id:" + bytes.fromhex("aa" * 20)).digest()
+    assert runtime_digest(ev) == expected
+    v2 = replace(ev, version=2)
+    jcs = b'{"name":"app-id","payload":"' + b"aa" * 20 + b'","type":134217729}'
+    assert runtime_digest(v2) == hashlib.sha384(jcs).digest()
+
+
+def test_v2_preimage_must_match() -> None:
+    m, events = measured("tdx/dstack/verifier_fixtures_quote-report.json")
+    ev = Event(3, RUNTIME_EVENT_TYPE, b"", "x", b"\x01", version=2, preimage="{}")
+    checks, _ = check_event_log(m, [*events, ev], policy=POLICY, app_compose=None)
+    assert "eventlog.preimage" in [c.name for c in checks if not c.ok]
+
+
+@pytest.mark.parametrize(("log", "message"), [
+    ("not json", "not JSON"),
+    ('{"a": 1}', "JSON array"),
+    ([1], "not an object"),
+    ([{"imr": 4, "event_type": 1, "digest": "00"}], "imr"),
+    ([{"imr": 0, "event_type": -1, "digest": "00"}], "event_type"),
+    ([{"imr": 0, "event_type": 1, "digest": "zz"}], "not hex"),
+    ([{"imr": 0, "event_type": 1, "digest": "00" * 49}], "at most 48"),
+    ([{"imr": 0, "event_type": 1, "digest": ""}], "no digest"),
+    ([{"imr": 3, "event_type": RUNTIME_EVENT_TYPE, "event": 1}], "name"),
+    ([{"imr": 3, "event_type": RUNTIME_EVENT_TYPE, "version": 9}], "version"),
+])
+def test_malformed_logs(log: str | list[Any], message: str) -> None:
+    with pytest.raises(EvidenceError, match=message):
+        parse_event_log(log)
+
+
+def test_double_encoded_log_and_list_form() -> None:
+    _, log = PAIRS["tdx/dstack/verifier_fixtures_quote-report.json"]
+    assert isinstance(log, str)
+    assert parse_event_log(json.dumps(log)) == parse_event_log(log) == parse_event_log(
+        json.loads(log))
