@@ -202,3 +202,8 @@ def test_dstack_unreachable_is_upstream_error() -> None:
     sock.close()
     with pytest.raises(UpstreamError):
         DstackSource(url, timeout=2).get_evidence(RD)
+
+
+def test_dstack_missing_socket_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        DstackSource(str(tmp_path / "no.sock"))

@@ -242,7 +242,10 @@ class DstackSource:
         if self.endpoint is None:
             raise ConfigError("dstack: no guest-agent socket found (looked in "
                               + ", ".join(DSTACK_SOCKETS) + ")")
-        self._client = DstackClient(self.endpoint, timeout=timeout)
+        try:
+            self._client = DstackClient(self.endpoint, timeout=timeout)
+        except Exception as e:  # the SDK raises plain errors for a missing socket path
+            raise ConfigError(f"dstack: cannot use endpoint {self.endpoint}: {e}") from e
         self.name = "dstack"
         self._info: dict[str, Any] | None = None
 
