@@ -7,6 +7,8 @@ Behaviour knobs (``faults``) let tests make a path rate-limit, fail, hang or ans
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import time
@@ -30,6 +32,11 @@ SNP = [
      "Genoa"),
 ]
 CHAINS = {"Milan": "sev-snp/go-sev-guest/ask_ark_milan.pem"}
+RIMS = {
+    "NV_GPU_DRIVER_GH100_545.00": "collateral/nvidia/Driver_RIM_test_no_gpu.swidtag",
+    "NV_GPU_VBIOS_1010_0200_882_96005E0001":
+        "collateral/nvidia/1010_0200_882_96005E0001_PROD.swidtag",
+}
 INTEL = {"B0C06F000000": "collateral/tdx_quote_collateral.json",
          "00A067110000": "collateral/sgx_quote_collateral.json"}
 
@@ -52,6 +59,8 @@ class Fault:
 class VendorState:
     requests: list[str] = field(default_factory=list)
     faults: dict[str, Fault] = field(default_factory=dict)
+    # POST /ocsp: DER OCSP request -> DER OCSP response (set by OCSP tests).
+    ocsp: Callable[[bytes], bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, prefix: str) -> int:
@@ -128,6 +137,16 @@ def _kds(path: str, query: dict[str, str]) -> Response:
     return 404, {}, b"Not Found"
 
 
+def _rim(path: str, query: dict[str, str]) -> Response:
+    rim_id = path.rsplit("/", 1)[-1]
+    if rim_id not in RIMS:
+        return 404, {}, b'{"error": "RIM not found"}'
+    xml = (DATA / RIMS[rim_id]).read_bytes()
+    body = {"id": rim_id, "rim": base64.b64encode(xml).decode(), "rim_format": "SWID",
+            "sha256": hashlib.sha256(xml).hexdigest()}
+    return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
 def _garble(status: int, headers: dict[str, str], body: bytes) -> Response:
     return 200, headers, b"<html><body>Service temporarily unavailable</body></html>"
 
@@ -152,8 +171,31 @@ def make_handler(state: VendorState) -> type[BaseHTTPRequestHandler]:
                         fault = f
                         break
             route: Callable[[str, dict[str, str]], Response] = (
-                _intel if "/certification/" in url.path else _kds)
+                _intel if "/certification/" in url.path else
+                _rim if url.path.startswith("/v1/rim/") else _kds)
             status, headers, body = route(url.path, query)
+            self._answer(status, headers, body, fault)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            data = self.rfile.read(length)
+            with state.lock:
+                state.requests.append("POST " + self.path)
+                fault = None
+                for prefix, f in state.faults.items():
+                    if self.path.startswith(prefix) and f.times > 0:
+                        f.times -= 1
+                        fault = f
+                        break
+            if self.path.startswith("/ocsp") and state.ocsp is not None:
+                status, headers, body = 200, {"Content-Type": "application/ocsp-response"}, (
+                    state.ocsp(data))
+            else:
+                status, headers, body = 404, {}, b""
+            self._answer(status, headers, body, fault)
+
+        def _answer(self, status: int, headers: dict[str, str], body: bytes,
+                    fault: Fault | None) -> None:
             if fault is not None:
                 if fault.delay:
                     time.sleep(fault.delay)

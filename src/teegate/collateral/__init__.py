@@ -1,4 +1,5 @@
-"""The network edge of attestation: Intel PCS/PCCS and AMD KDS clients and a disk cache.
+"""The network edge of attestation: Intel PCS/PCCS, AMD KDS and NVIDIA RIM/OCSP clients and a
+disk cache.
 
 ``teegate.attest`` never touches the network; this package fetches what it needs (DCAP
 collateral, VCEKs), bounded in time and retries, and turns every failure into a
@@ -29,14 +30,24 @@ from teegate.collateral.intel import (
     fetch_tdx_collateral_sync,
     quote_target,
 )
+from teegate.collateral.nvidia import (
+    NVIDIA_OCSP_URL,
+    NVIDIA_RIM_URL,
+    OcspStatus,
+    fetch_ocsp_status,
+    fetch_rim,
+)
 
 __all__ = [
     "AMD_KDS_URL",
     "INTEL_PCS_URL",
+    "NVIDIA_OCSP_URL",
+    "NVIDIA_RIM_URL",
     "PHALA_PCCS_URL",
     "CacheEntry",
     "CollateralCache",
     "IntelTarget",
+    "OcspStatus",
     "RetryPolicy",
     "collateral_window",
     "default_kds_url",
@@ -44,6 +55,8 @@ __all__ = [
     "fetch_cert_chain",
     "fetch_crl",
     "fetch_intel_collateral",
+    "fetch_ocsp_status",
+    "fetch_rim",
     "fetch_snp_certificates",
     "fetch_snp_certificates_sync",
     "fetch_tdx_collateral",

@@ -65,13 +65,23 @@ async def get(
     client: httpx.AsyncClient, url: str, *, what: str, retry: RetryPolicy = DEFAULT_RETRY,
     params: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """GET ``url``; retry transport errors, 5xx and 429 (honouring Retry-After) a bounded
+    """GET ``url``; see ``request``."""
+    return await request(client, "GET", url, what=what, retry=retry, params=params)
+
+
+async def request(
+    client: httpx.AsyncClient, method: str, url: str, *, what: str,
+    retry: RetryPolicy = DEFAULT_RETRY, params: dict[str, str] | None = None,
+    content: bytes | None = None, headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Send a request; retry transport errors, 5xx and 429 (honouring Retry-After) a bounded
     number of times; return only a 200 response."""
     last = ""
     for attempt in range(1, retry.attempts + 1):
         wait = retry.backoff * (2 ** (attempt - 1))
         try:
-            resp = await client.get(url, params=params, timeout=retry.timeout)
+            resp = await client.request(method, url, params=params, content=content,
+                                        headers=headers, timeout=retry.timeout)
         except httpx.TimeoutException:
             last = f"timed out after {retry.timeout:g} s"
         except httpx.TransportError as e:
@@ -82,16 +92,18 @@ async def get(
             body = resp.text[:200].strip() if resp.content else ""
             last = f"HTTP {resp.status_code}" + (f": {body}" if body else "")
             if resp.status_code not in _RETRY_STATUSES:
-                raise CollateralError(f"{what}: GET {resp.request.url} failed: {last}")
+                raise CollateralError(f"{what}: {method} {resp.request.url} failed: {last}")
             ra = retry_after_seconds(resp.headers.get("Retry-After"))
             if ra is not None:
                 if ra > retry.max_wait:
                     raise CollateralError(
-                        f"{what}: GET {resp.request.url} rate-limited ({last}); server asks to "
-                        f"retry after {ra:.0f} s, more than the {retry.max_wait:.0f} s allowed"
+                        f"{what}: {method} {resp.request.url} rate-limited ({last}); server "
+                        f"asks to retry after {ra:.0f} s, more than the {retry.max_wait:.0f} s "
+                        "allowed"
                     )
                 wait = max(wait, ra)
         if attempt < retry.attempts:
             await asyncio.sleep(wait)
     shown = httpx.URL(url, params=params) if params else url
-    raise CollateralError(f"{what}: GET {shown} failed after {retry.attempts} attempt(s): {last}")
+    raise CollateralError(
+        f"{what}: {method} {shown} failed after {retry.attempts} attempt(s): {last}")
