@@ -223,3 +223,94 @@ def test_two_writers_share_one_log(open_log: OpenLog) -> None:
     ]
     _check_pairwise_consistent(a, cps)
     _check_all_included(b, [f"rcpt_{i:06d}" for i in (0, 55, 1000, 1099)], b.checkpoint())
+
+
+def test_backlog_limit_fails_closed(open_log: OpenLog) -> None:
+    log = open_log(background=False, max_queue=3)
+    for i in range(3):
+        log.submit(make_receipt(i))
+    with pytest.raises(LogError, match="backlog"):
+        log.submit(make_receipt(3))
+    log.flush()
+    assert log.size() == 3
+    log.submit(make_receipt(3))
+
+
+def test_key_file_and_receipt_ids(tmp_path: Any) -> None:
+    from teegate.receipts import load_or_create_log_key, new_receipt_id
+
+    path = tmp_path / "keys" / "log.pem"
+    k1 = load_or_create_log_key(path)
+    k2 = load_or_create_log_key(path)
+    assert k1.private_bytes_raw() == k2.private_bytes_raw()
+    assert path.stat().st_mode & 0o777 == 0o600
+    ids = {new_receipt_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("rcpt_") for i in ids)
+
+
+def test_every_stored_proof_up_to_80_leaves(open_log: OpenLog) -> None:
+    """Exhaustive: every inclusion and consistency proof the stored tree gives verifies and
+    equals the RFC 6962 recursion over all leaves."""
+    log = open_log(checkpoint_interval=0)
+    log.append_many([make_receipt(i) for i in range(80)])
+    leaves = [merkle.leaf_hash(data) for _, _, data in log.store.leaves(0, 80)]
+    roots = [merkle.root_from_leaf_hashes(leaves[:n]) for n in range(81)]
+    for size in range(1, 81):
+        assert log.store.root(size) == roots[size]
+        for index in range(size):
+            proof = log.inclusion_proof(index, size)
+            assert proof == merkle.inclusion_proof_from_leaves(index, leaves[:size])
+            merkle.verify_inclusion(leaves[index], index, size, proof, roots[size])
+        for size1 in range(1, size + 1):
+            proof = log.consistency_proof(size1, size)
+            if size1 < size:
+                assert proof == merkle.consistency_proof_from_leaves(size1, leaves[:size])
+            merkle.verify_consistency(size1, size, proof, roots[size1], roots[size])
+    with pytest.raises(LogError):
+        log.inclusion_proof(0, 81)
+
+
+def _writer(url: str, schema: str | None, key: bytes, start: int, n: int) -> int:
+    log = ReceiptLog(
+        url,
+        origin=ORIGIN,
+        key=Ed25519PrivateKey.from_private_bytes(key),
+        schema=schema,
+        checkpoint_interval=0,
+        verify_on_open="fast",
+    )
+    try:
+        for j in range(0, n, 10):
+            log.append_many([make_receipt(start + j + k) for k in range(10)])
+            log.checkpoint()
+        return log.size()
+    finally:
+        log.close()
+
+
+def test_two_processes_share_one_log(
+    open_log: OpenLog, db: dict[str, Any], log_key: Ed25519PrivateKey
+) -> None:
+    import multiprocessing
+
+    first = open_log(checkpoint_interval=0)  # creates the tables
+    raw = log_key.private_bytes_raw()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        runs = [
+            pool.apply_async(_writer, (db["url"], db["schema"], raw, start, 60))
+            for start in (0, 5000)
+        ]
+        for r in runs:
+            r.get(timeout=120)
+    assert first.size() == 120
+    size = first.size()
+    assert first.store.roots_from_leaves(size, [])[size] == first.store.root(size)
+    first.store.verify_all_nodes(size)
+    cps = [
+        SignedCheckpoint(open_checkpoint(s.note, [first.verifier]), s.note)
+        for s in first.store.checkpoints()
+    ]
+    assert len(cps) >= 2
+    _check_pairwise_consistent(first, cps)

@@ -16,6 +16,7 @@ from teegate.receipts.checkpoint import (
     parse_checkpoint_body,
     sign_checkpoint,
 )
+from teegate.receipts.keys import load_or_create_log_key, new_receipt_id
 from teegate.receipts.log import LoggedReceipt, ReceiptLog, ReceiptProof, SignedCheckpoint
 from teegate.receipts.merkle import (
     leaf_hash,
@@ -63,7 +64,9 @@ __all__ = [
     "audit_bundle",
     "check_consistency",
     "leaf_hash",
+    "load_or_create_log_key",
     "make_bundle",
+    "new_receipt_id",
     "node_hash",
     "open_checkpoint",
     "parse_bundle",

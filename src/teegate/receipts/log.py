@@ -76,6 +76,7 @@ class ReceiptLog:
         checkpoint_interval: float = 1.0,
         flush_interval: float = 0.005,
         max_batch: int = 5000,
+        max_queue: int = 1_000_000,
         verify_on_open: Literal["full", "fast"] = "full",
         background: bool = True,
         clock: Callable[[], float] = time.time,
@@ -87,6 +88,7 @@ class ReceiptLog:
         self.checkpoint_interval = checkpoint_interval
         self.flush_interval = flush_interval
         self.max_batch = max_batch
+        self.max_queue = max_queue
         self._clock = clock
         self.store = TreeStore(url, schema=schema)
         self._queue: deque[Receipt | SignedReceipt] = deque()
@@ -169,6 +171,11 @@ class ReceiptLog:
         with self._cond:
             if self._stop:
                 raise LogError("receipt log is closed")
+            if len(self._queue) >= self.max_queue:
+                raise LogError(
+                    f"receipt log backlog is full ({len(self._queue)} receipts not yet written: "
+                    f"{self.last_error or 'database too slow'})"
+                )
             self._queue.append(receipt)
             self._pending[rid] = receipt
             self._submitted += 1
