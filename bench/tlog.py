@@ -86,6 +86,41 @@ def bench_appends(tmp: Path, n: int) -> None:
     print(f"  baseline: one transaction per append: {m / t_one:9.0f} appends/s ({m} appends)")
 
 
+def bench_request_path(tmp: Path, n: int) -> None:
+    """What a request pays: ``submit()`` (queue only) vs a synchronous sign + append."""
+    from teegate.receipts import ReceiptLog
+
+    key = Ed25519PrivateKey.generate()
+    receipts = [receipt(i) for i in range(n)]
+    log = ReceiptLog(f"sqlite:///{tmp / 'submit.db'}", origin="bench/log", key=key)
+    lat = []
+    t0 = time.perf_counter()
+    for r in receipts:
+        t = time.perf_counter()
+        log.submit(r)
+        lat.append(time.perf_counter() - t)
+    log.flush(timeout=120)
+    t_all = time.perf_counter() - t0
+    log.close()
+    lat.sort()
+    print(f"\nrequest path, {n} receipts through ReceiptLog (signed + appended in background):")
+    print(f"  submit() p50 {lat[n // 2] * 1e6:7.1f} us, p99 {lat[int(n * 0.99)] * 1e6:7.1f} us")
+    print(f"  background throughput incl. signing: {n / t_all:10.0f} receipts/s")
+    m = min(n, 2000)
+    log = ReceiptLog(f"sqlite:///{tmp / 'sync.db'}", origin="bench/log", key=key, background=False)
+    lat = []
+    for r in receipts[:m]:
+        t = time.perf_counter()
+        log.append_many([r])
+        lat.append(time.perf_counter() - t)
+    log.close()
+    lat.sort()
+    print(
+        f"  baseline: synchronous sign + append per call p50 {lat[m // 2] * 1e6:7.1f} us, "
+        f"p99 {lat[int(m * 0.99)] * 1e6:7.1f} us"
+    )
+
+
 def bench_proofs(tmp: Path, leaves: int) -> None:
     store = TreeStore(f"sqlite:///{tmp / 'big.db'}")
     payload = os.urandom(900)
@@ -148,6 +183,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         bench_appends(Path(d), args.receipts)
+        bench_request_path(Path(d), min(args.receipts, 20_000))
         bench_proofs(Path(d), args.leaves)
 
 
