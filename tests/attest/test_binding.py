@@ -102,7 +102,8 @@ def test_sample_nonce_list() -> None:
         in KNOWN_SAMPLE_NONCES
     assert is_sample_nonce(b"\x42" * 32)
     assert not is_sample_nonce(fresh_nonce())
-    assert fresh_nonce() != fresh_nonce() and len(fresh_nonce()) == 32
+    assert fresh_nonce() != fresh_nonce()
+    assert len(fresh_nonce()) == 32
 
 
 def test_missing_nonce() -> None:

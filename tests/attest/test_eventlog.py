@@ -73,7 +73,8 @@ def test_stripped_runtime_digests_are_recomputed() -> None:
     """The dstack-0.6.0 lite log has empty runtime digests; payloads are what counts."""
     _, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
     runtime = [e for e in events if e.is_runtime]
-    assert runtime and all(e.digest == b"" for e in runtime)
+    assert runtime
+    assert all(e.digest == b"" for e in runtime)
 
 
 def test_given_digest_is_not_trusted() -> None:
@@ -105,10 +106,11 @@ def test_confidential_ai_compose_binding() -> None:
     checks, identity = check_event_log(m, events, policy=POLICY, app_compose=COMPOSE)
     by_name = {c.name: c for c in checks}
     assert identity["compose_hash"] == hashlib.sha256(COMPOSE).hexdigest()
-    assert identity["compose_hash"].startswith("06768e6d") and \
-        identity["compose_hash"].endswith("653aff")
+    assert identity["compose_hash"].startswith("06768e6d")
+    assert identity["compose_hash"].endswith("653aff")
     assert by_name["dstack.compose_hash"].ok
-    assert by_name["dstack.mrconfigid"].ok and "zero" in by_name["dstack.mrconfigid"].detail
+    assert by_name["dstack.mrconfigid"].ok
+    assert "zero" in by_name["dstack.mrconfigid"].detail
     # Any other compose document is refused.
     checks, _ = check_event_log(m, events, policy=POLICY, app_compose=COMPOSE + b" ")
     assert [c.name for c in checks if not c.ok] == ["dstack.compose_hash"]
@@ -120,7 +122,8 @@ def test_mrconfigid_carries_compose_hash() -> None:
     assert m["mrconfigid"].startswith("0186b0e55f")
     checks, identity = check_event_log(m, events, policy=POLICY, app_compose=None)
     mc = next(c for c in checks if c.name == "dstack.mrconfigid")
-    assert mc.ok and identity["compose_hash"] in mc.detail
+    assert mc.ok
+    assert identity["compose_hash"] in mc.detail
     # The event and the register must agree.
     bad = dict(m, mrconfigid="01" + "00" * 32 + "00" * 15)
     checks, _ = check_event_log(bad, events, policy=POLICY, app_compose=None)
@@ -143,7 +146,8 @@ def test_policy_allow_lists() -> None:
     assert {"dstack.compose_hash", "dstack.app_id", "dstack.os_image_hash"} <= {
         c.name for c in checks}
     for field in ("compose_hashes", "app_ids", "os_image_hashes"):
-        bad = replace(POLICY, dstack=replace(good.dstack, **{field: frozenset({"ab" * 32})}))
+        change: dict[str, Any] = {field: frozenset({"ab" * 32})}
+        bad = replace(POLICY, dstack=replace(good.dstack, **change))
         checks, _ = check_event_log(m, events, policy=bad, app_compose=None)
         assert len([c for c in checks if not c.ok]) == 1, field
 
@@ -165,10 +169,12 @@ def test_identity_stops_at_system_ready() -> None:
     assert events[-1].event == "LIUM_MINER_HOTKEY"
     late = Event(3, RUNTIME_EVENT_TYPE, b"", "compose-hash", bytes(32))
     identity, problems = dstack_identity([*events, late])
-    assert identity["compose_hash"] != "00" * 32 and problems == []
+    assert identity["compose_hash"] != "00" * 32
+    assert problems == []
     ready = next(i for i, e in enumerate(events) if e.event == "system-ready")
     identity, problems = dstack_identity([*events[:ready], late, *events[ready:]])
-    assert problems and "compose-hash" in problems[0]
+    assert problems
+    assert "compose-hash" in problems[0]
 
 
 def test_runtime_digest_v1_formula() -> None:

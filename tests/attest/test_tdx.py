@@ -88,11 +88,13 @@ def test_accepted_vectors(
     assert not v.development
     # The documented now is the last second of the collateral window.
     assert v.not_after == now + 1
-    assert v.not_before is not None and v.not_before < now
+    assert v.not_before is not None
+    assert v.not_before < now
     for name in ("tdx.root", "tdx.quote_signature", "tdx.qe_report_signature", "tdx.pck_chain",
                  "tdx.tcb_info", "tdx.qe_identity", "tdx.tcb_status", "tdx.debug"):
         check = v.check(name)
-        assert check is not None and check.ok, name
+        assert check is not None, name
+        assert check.ok, name
     q = parse_quote(load_quote(read(quote)))
     assert q.td_report is not None
     assert v.measurements["mrtd"] == q.td_report.mrtd.hex()
@@ -139,7 +141,8 @@ def test_rejected_vectors(quote: str, collateral: str, now: int, check: str, mes
 def test_sgx_quote_fields_and_identity() -> None:
     v = verify_quote(read("dcap-qvl/sgx_quote"), text("dcap-qvl/sgx_quote_collateral.json"),
                      policy=allow("ConfigurationAndSWHardeningNeeded"), now=1752919277)
-    assert v.accepted and v.tee == "sgx"
+    assert v.accepted
+    assert v.tee == "sgx"
     assert v.identity == {"fmspc": "00a067110000", "ca": "processor"}
     q = parse_quote(read("dcap-qvl/sgx_quote"))
     assert q.sgx_report is not None
@@ -156,7 +159,9 @@ def test_measurement_policy() -> None:
                      rtmr0=frozenset({q.td_report.rtmr0.hex()}),
                      mrconfigid=frozenset({"00" * 48}))
     v = verify_quote(quote, collateral, policy=replace(POLICY, tdx=good), now=now)
-    assert v.accepted and v.check("tdx.mrtd") is not None and v.check("tdx.rtmr0") is not None
+    assert v.accepted
+    assert v.check("tdx.mrtd") is not None
+    assert v.check("tdx.rtmr0") is not None
     bad = replace(good, rtmr2=frozenset({"ab" * 48}))
     v = verify_quote(quote, collateral, policy=replace(POLICY, tdx=bad), now=now)
     assert [c.name for c in v.failures] == ["tdx.rtmr2"]
@@ -188,7 +193,9 @@ def test_pinned_root_is_intels_and_dcap_qvls() -> None:
     assert hashlib.sha256(der).hexdigest() == INTEL_ROOT_SHA256
     assert der == read("zkdcap/Intel_SGX_Provisioning_Certification_RootCA.cer")
     quote = read("dcap-qvl/tdx_quote")
-    chain = x509.load_pem_x509_certificates(parse_quote(quote).pck_chain_pem.rstrip(b"\0"))
+    pem = parse_quote(quote).pck_chain_pem
+    assert pem is not None
+    chain = x509.load_pem_x509_certificates(pem.rstrip(b"\0"))
     assert chain[-1].public_bytes(Encoding.DER) == der
     col = dcap_qvl.QuoteCollateralV3.from_json(text("dcap-qvl/tdx_quote_collateral.json"))
     ours = dcap_qvl.verify_with_root_ca(quote, col, der, 1752919234)
@@ -231,13 +238,17 @@ def test_development_root_needs_the_policy(dev: DevTdx) -> None:
     assert "neither Intel's" in v.failures[0].detail
     dev_policy = POLICY.with_roots(intel=(dev.root_pem,))
     v = verify_quote(quote, collateral, policy=dev_policy, now=now)
-    assert v.accepted and v.development
+    assert v.accepted
+    assert v.development
     mark = v.check("tdx.development_root")
-    assert mark is not None and mark.ok and "not Intel's" in mark.detail
+    assert mark is not None
+    assert mark.ok
+    assert "not Intel's" in mark.detail
     # Real quotes still verify against Intel's root under a policy with a development root.
     real = verify_quote(read("dcap-qvl/tdx_quote"), text("dcap-qvl/tdx_quote_collateral.json"),
                         policy=dev_policy, now=1752919234)
-    assert real.accepted and not real.development
+    assert real.accepted
+    assert not real.development
 
 
 def test_development_quote_rejections(dev: DevTdx) -> None:
@@ -262,7 +273,8 @@ def test_verdict_json_round_trip() -> None:
     v = verify_quote(read("dcap-qvl/tdx_quote"), text("dcap-qvl/tdx_quote_collateral.json"),
                      policy=POLICY, now=1752919234)
     body = v.to_json()
-    assert body["accepted"] is True and body["tee"] == "tdx"
+    assert body["accepted"] is True
+    assert body["tee"] == "tdx"
     assert all(value == value.lower() for value in body["measurements"].values())
 
 

@@ -6,6 +6,7 @@ Any other exception escaping is a bug (hypothesis reports it as a failure).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from typing import Any
@@ -42,10 +43,8 @@ def _verify(data: bytes, collateral: str = COLLATERAL) -> bool | None:
 @given(st.binary(max_size=6000))
 def test_random_bytes(data: bytes) -> None:
     for fn in (load_quote, parse_quote):
-        try:
+        with contextlib.suppress(EvidenceError):
             fn(data)
-        except EvidenceError:
-            pass
     assert _verify(data) in (None, False)
 
 
@@ -83,7 +82,8 @@ def test_sgx_byte_replaced(offset: int, value: int) -> None:
 @given(st.text(max_size=300))
 def test_garbage_collateral(collateral: str) -> None:
     v = verify_quote(QUOTE, collateral, policy=POLICY, now=NOW)
-    assert not v.accepted and v.failures[0].name == "tdx.collateral"
+    assert not v.accepted
+    assert v.failures[0].name == "tdx.collateral"
 
 
 JSON = st.recursive(

@@ -11,11 +11,13 @@ from teegate.attest.tdx import load_quote, parse_quote
 from teegate.errors import EvidenceError
 from tests.attest.test_tdx import DATA, read
 
-QUOTES = sorted(
-    str(p.relative_to(DATA)) for p in DATA.rglob("*")
-    if p.is_file() and p.suffix in ("", ".bin", ".dat", ".hex", ".txt")
-    and p.name != "PROVENANCE.md"
-) + ["../confidential-ai/dstack-simulator-quote.hex"]
+QUOTES = [
+    *sorted(
+        str(p.relative_to(DATA)) for p in DATA.rglob("*")
+        if p.is_file() and p.suffix in ("", ".bin", ".dat", ".hex", ".txt")
+    ),
+    "../confidential-ai/dstack-simulator-quote.hex",
+]
 TD_FIELDS = {
     "tee_tcb_svn": "tee_tcb_svn", "mrseam": "mr_seam", "mrsignerseam": "mr_signer_seam",
     "seam_attributes": "seam_attributes", "td_attributes": "td_attributes", "xfam": "xfam",
@@ -48,7 +50,8 @@ def test_fields_match_dcap_qvl(name: str) -> None:
             assert ours.td_report.tee_tcb_svn2 == bytes(report.tee_tcb_svn2)
             assert ours.td_report.mrservicetd == bytes(report.mr_service_td)
         else:
-            assert ours.td_report.tee_tcb_svn2 is None and ours.td_report.mrservicetd is None
+            assert ours.td_report.tee_tcb_svn2 is None
+            assert ours.td_report.mrservicetd is None
     else:
         assert ours.sgx_report is not None
         for mine, attr in (("cpu_svn", "cpu_svn"), ("attributes", "attributes"),
@@ -66,14 +69,16 @@ def test_fields_match_dcap_qvl(name: str) -> None:
 def test_v5_td15_layout() -> None:
     q = parse_quote(read("dcap-qvl/tdx_quote_outdated"))
     assert (q.header.version, q.body_type, q.signed_size) == (5, 3, 702)
-    assert q.td_report is not None and q.td_report.mrservicetd == bytes(48)
+    assert q.td_report is not None
+    assert q.td_report.mrservicetd == bytes(48)
     assert len(q.td_report.tee_tcb_svn2 or b"") == 16
 
 
 def test_v4_and_sgx_layout() -> None:
     v4 = parse_quote(read("dcap-qvl/tdx_quote"))
     assert (v4.tee, v4.signed_size, v4.size, v4.body_type) == ("tdx", 632, 4936, 2)
-    assert not v4.debug and v4.td_report is not None
+    assert not v4.debug
+    assert v4.td_report is not None
     assert v4.td_report.td_attributes.hex() == "0000001000000000"
     sgx = parse_quote(read("dcap-qvl/sgx_quote"))
     assert (sgx.tee, sgx.signed_size, sgx.size) == ("sgx", 432, 4600)

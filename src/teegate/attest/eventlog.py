@@ -123,7 +123,7 @@ def parse_event_log(data: str | bytes | list[Any]) -> list[Event]:
 
 def v2_preimage(event: Event) -> str:
     """The JCS text a V2 runtime event's digest is computed over."""
-    body = {"name": event.event, "payload": event.payload.hex(), "type": event.event_type}
+    body: Any = {"name": event.event, "payload": event.payload.hex(), "type": event.event_type}
     return rfc8785.dumps(body).decode()
 
 
@@ -207,13 +207,13 @@ def check_event_log(
         identity: dict[str, str] = {}
     else:
         replayed = replay_rtmrs(events)
-        for i, value in enumerate(replayed):
+        for i, reg in enumerate(replayed):
             quoted = _register(measurements, f"rtmr{i}")
-            ok = quoted == value
+            ok = quoted == reg
             checks.append(Check(
                 f"eventlog.rtmr{i}", ok,
-                f"event log replays to RTMR{i} {value.hex()[:16]}… as quoted" if ok else
-                f"event log replays to {value.hex()[:16]}… but the quote has RTMR{i} "
+                f"event log replays to RTMR{i} {reg.hex()[:16]}… as quoted" if ok else
+                f"event log replays to {reg.hex()[:16]}… but the quote has RTMR{i} "
                 f"{quoted.hex()[:16] if quoted else 'none'}…: the log does not describe this TD",
             ))
         bad_pre = [ev.event for ev in events

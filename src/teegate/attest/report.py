@@ -10,9 +10,10 @@ the GPU evidence satisfies the policy's GPU mode.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from teegate.attest.binding import check_report_data, identity_bytes
 from teegate.attest.eventlog import check_event_log, parse_event_log
@@ -111,11 +112,12 @@ def _event_checks(
 
 
 def _gpu_appraiser() -> GpuAppraiser | None:
+    """``teegate.attest.gpu.appraise_gpus``, imported lazily (it pulls in the GPU stack)."""
     try:
-        from teegate.attest.gpu import appraise_gpus
+        module = importlib.import_module("teegate.attest.gpu")
     except ImportError:
         return None
-    return appraise_gpus
+    return cast(GpuAppraiser, module.appraise_gpus)
 
 
 def _gpu_checks(

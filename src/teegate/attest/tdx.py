@@ -199,7 +199,8 @@ def _policy_checks(
         ok = age <= policy.tcb.max_collateral_age
         checks.add(f"{p}.collateral_age", ok,
                    f"collateral issued {age} s before now (limit "
-                   f"{policy.tcb.max_collateral_age} s)" + ("" if ok else ": fetch fresh collateral"))
+                   f"{policy.tcb.max_collateral_age} s)"
+                   + ("" if ok else ": fetch fresh collateral"))
     debug = quote.debug
     checks.add(f"{p}.debug", not debug,
                "debug mode is off" if not debug else "debug mode is on: memory is readable")

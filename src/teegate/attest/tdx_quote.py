@@ -256,7 +256,8 @@ def _td_report(body: bytes) -> TdReport:
     )]
     v15 = len(body) == TD_REPORT15_SIZE
     return TdReport(
-        *f,
+        f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13],
+        f[14],
         tee_tcb_svn2=body[584:600] if v15 else None,
         mrservicetd=body[600:648] if v15 else None,
     )
