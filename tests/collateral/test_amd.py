@@ -190,3 +190,33 @@ def test_concurrent_fetchers_share_one_request(
     assert len(results) == 4
     assert len(set(results)) == 1
     assert state.count("/vcek/") == 1
+
+
+async def test_crl_fetch_is_cached_until_next_update(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from teegate.collateral import fetch_crl
+
+    url, state = kds
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ARK-Milan")])
+    start = dt.datetime.fromtimestamp(NOW - 3600, dt.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(start)
+           .next_update(start + dt.timedelta(days=7)).sign(key, hashes.SHA384()))
+    state.faults["/vcek/v1/Milan/crl"] = Fault("body", body=crl.public_bytes(Encoding.DER))
+    cache = CollateralCache(tmp_path)
+    got = await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW)
+    assert got == crl.public_bytes(Encoding.DER)
+    assert await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW + 86400) == got
+    assert state.count("/vcek/v1/Milan/crl") == 1
+    assert cache.entries()[0].expires == NOW - 3600 + 7 * 86400
+    state.faults["/vcek/v1/Genoa/crl"] = Fault("garbage")
+    with pytest.raises(CollateralError, match="not a DER CRL"):
+        await fetch_crl("Genoa", kds_url=url, cache=cache, now=NOW, retry=FAST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import dcap_qvl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from teegate.attest.policy import Policy
 from teegate.attest.tdx import verify_quote
@@ -20,6 +23,7 @@ from teegate.collateral import (
     fetch_tdx_collateral_sync,
     quote_target,
 )
+from teegate.collateral.intel import _signed_body, top_level_members
 from teegate.errors import CollateralError, EvidenceError
 from tests.collateral.vendor_server import DATA, Fault, VendorState, vendor_server
 
@@ -179,3 +183,38 @@ async def test_slow_server_times_out(pccs: tuple[str, VendorState]) -> None:
     with pytest.raises(CollateralError, match="timed out"):
         await fetch_tdx_collateral(TDX_QUOTE, pccs_url=url, now=TDX_NOW,
                                    retry=RetryPolicy(attempts=1, timeout=0.3))
+
+
+async def test_root_crl_from_explicit_url(pccs: tuple[str, VendorState]) -> None:
+    url, _state = pccs
+    text = await fetch_tdx_collateral(TDX_QUOTE, pccs_url=url, now=TDX_NOW,
+                                      root_crl_url=url + "/sgx/certification/v4/rootcacrl")
+    assert json.loads(text)["root_ca_crl"].startswith("30")
+
+
+def test_intel_pcs_root_crl_comes_from_the_root_distribution_point() -> None:
+    from teegate.collateral.intel import _root_crl_dp
+
+    chain = json.loads((DATA / "collateral" / "tdx_quote_collateral.json").read_text())[
+        "tcb_info_issuer_chain"]
+    assert _root_crl_dp(chain) == (
+        "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_garbage_bodies_only_raise_collateral_error(text: str) -> None:
+    with contextlib.suppress(CollateralError):
+        top_level_members(text, what="test")
+    with contextlib.suppress(CollateralError):
+        _signed_body(text, "tcbInfo", "test")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["tcbInfo", "signature", "x"]),
+                       st.one_of(st.integers(), st.text(max_size=5), st.just({"a": 1})),
+                       max_size=3))
+def test_members_keep_exact_text(obj: dict[str, object]) -> None:
+    text = " { " + " , ".join(f'"{k}" :  {json.dumps(v)}' for k, v in obj.items()) + " } "
+    members = top_level_members(text, what="test")
+    assert {k: json.loads(v) for k, v in members.items()} == obj
