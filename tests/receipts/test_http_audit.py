@@ -185,3 +185,35 @@ def test_audit_usage_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.json"
     junk.write_text("{nope")
     assert _cli("audit", str(junk), "--log-key", "a+00000000+AAAA").exit_code == 2
+
+
+def test_aci_route_and_body_hashes(served: tuple[str, ReceiptLog], tmp_path: Path) -> None:
+    import hashlib
+
+    url, log = served
+    req, resp = b'{"model":"m","messages":[]}', b'{"id":"chatcmpl-1","choices":[]}'
+    log.submit(
+        make_receipt(
+            1,
+            request_received_sha256=hashlib.sha256(req).hexdigest(),
+            response_returned_sha256=hashlib.sha256(resp).hexdigest(),
+        )
+    )
+    with httpx.Client(base_url=url, headers=_auth("agent", "agent-1")) as c:
+        doc = c.get("/v1/aci/receipts/rcpt_000001")
+        assert doc.status_code == 200
+        assert doc.headers["x-aci-version"] == "aci/1"
+        assert doc.json()["api_version"] == "aci/1"
+        assert c.get("/v1/aci/receipts/rcpt_000001", headers=_auth("agent", "x")).status_code == 404
+        bundle = tmp_path / "b.json"
+        bundle.write_text(c.get("/v1/receipts/rcpt_000001/bundle").text)
+    (tmp_path / "req").write_bytes(req)
+    (tmp_path / "resp").write_bytes(resp)
+    (tmp_path / "other").write_bytes(resp + b" ")
+    base = ["audit", str(bundle), "--log-key", log.vkey, "--request", str(tmp_path / "req")]
+    assert _cli(*base, "--response", str(tmp_path / "resp")).exit_code == 0
+    res = _cli(*base, "--response", str(tmp_path / "other"), "--json")
+    assert res.exit_code == 1
+    checks = {c["name"]: c["status"] for c in json.loads(res.output)["receipts"][0]["checks"]}
+    assert checks["receipt.response_hash"] == "fail"
+    assert checks["receipt.request_hash"] == "ok"

@@ -68,6 +68,13 @@ def _read(path: Path, what: str) -> str:
         raise EvidenceError(f"{what} {path}: cannot read: {e}") from None
 
 
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise EvidenceError(f"{what} {path}: cannot read: {e}") from None
+
+
 def _verifiers(vkeys: list[str]) -> list[NoteVerifier]:
     out = []
     for v in vkeys:
@@ -160,6 +167,12 @@ def register(app: typer.Typer) -> None:
         now: Annotated[
             int | None, typer.Option(help="Unix time for evidence checks (default: the call's).")
         ] = None,
+        request: Annotated[
+            Path | None, typer.Option(help="Request body you sent (checks its hash).")
+        ] = None,
+        response: Annotated[
+            Path | None, typer.Option(help="Response body you received (checks its hash).")
+        ] = None,
         policy: Annotated[
             Path | None, typer.Option(help="Attestation policy for re-verifying evidence.")
         ] = None,
@@ -181,6 +194,8 @@ def register(app: typer.Typer) -> None:
             since_text = _read(since, "--since") if since else None
             client = HttpLogClient(log, token) if log else None
             pol = load_policy(policy) if policy is not None else None
+            req = _read_bytes(request, "--request") if request else None
+            resp = _read_bytes(response, "--response") if response else None
             reports = []
             for path in inputs:
                 bundle = parse_bundle(_read(path, "receipt"))
@@ -195,6 +210,8 @@ def register(app: typer.Typer) -> None:
                         client=client,
                         now=now,
                         policy=pol,
+                        request_bytes=req,
+                        response_bytes=resp,
                     )
                 )
         except typer.Exit:

@@ -21,7 +21,7 @@ from teegate.receipts import merkle
 from teegate.receipts.bundle import Bundle
 from teegate.receipts.checkpoint import Checkpoint, open_checkpoint
 from teegate.receipts.note import NoteVerifier
-from teegate.receipts.receipt import SignedReceipt, jcs
+from teegate.receipts.receipt import SignedReceipt, body_hashes, jcs
 
 Status = Literal["ok", "fail", "skip"]
 
@@ -111,6 +111,8 @@ def audit_bundle(
     now: int | None = None,
     policy: Policy | None = None,
     evidence_verifier: EvidenceVerifier | None = None,
+    request_bytes: bytes | None = None,
+    response_bytes: bytes | None = None,
 ) -> AuditReport:
     rep = AuditReport(source)
     # 1. the receipt itself
@@ -127,6 +129,21 @@ def audit_bundle(
         rep.add("receipt.signature", "ok", f"Ed25519 by {receipt.document['key_id']}")
     except TeegateError as e:
         rep.add("receipt.signature", "fail", str(e))
+    # 1b. the bytes the auditor holds (ACI §9.3 steps 3-4)
+    observed = body_hashes(receipt)
+    for name, data, event in (
+        ("receipt.request_hash", request_bytes, "request.received"),
+        ("receipt.response_hash", response_bytes, "response.returned"),
+    ):
+        if data is None:
+            continue
+        got = hashlib.sha256(data).hexdigest()
+        if observed.get(event) == got:
+            rep.add(name, "ok", f"{event} matches the bytes given")
+        else:
+            rep.add(
+                name, "fail", f"{event} is {observed.get(event)}, the bytes given hash to {got}"
+            )
     # 2. the checkpoint we judge inclusion against
     if not log_verifiers:
         rep.add("checkpoint.signature", "fail", "no log key given (--log-key VKEY)")

@@ -108,6 +108,14 @@ def receipts_router(
             return _not_found()
         return receipt_view(log, p)
 
+    @router.get("/v1/aci/receipts/{receipt_id}")
+    def get_aci_receipt(receipt_id: str, who: Annotated[Any, dep]) -> Any:
+        """ACI §7.1: the bare receipt document, for aci/1 verifiers."""
+        got = _readable(receipt_id, who)
+        if got is None:
+            return _not_found()
+        return JSONResponse(got.receipt.document, headers={"x-aci-version": "aci/1"})
+
     @router.get("/v1/receipts/{receipt_id}/bundle")
     def get_bundle(receipt_id: str, who: Annotated[Any, dep]) -> Any:
         if _readable(receipt_id, who) is None:
