@@ -181,8 +181,8 @@ def _root(chain: Chain, policy: Policy, p: str, checks: CheckList) -> bytes | No
 
 
 def _policy_checks(
-    quote: Quote, status: str, advisories: tuple[str, ...], col: Collateral, policy: Policy,
-    now: int, p: str, checks: CheckList,
+    quote: Quote, measured: Mapping[str, str], status: str, advisories: tuple[str, ...],
+    col: Collateral, policy: Policy, now: int, p: str, checks: CheckList,
 ) -> None:
     allowed = policy.tcb.allowed_statuses
     checks.add(f"{p}.tcb_status", status in allowed,
@@ -211,7 +211,6 @@ def _policy_checks(
                 "rtmr3": t.rtmr3, "mrconfigid": t.mrconfigid, "mrseam": t.mrseam}
     else:
         regs = {"mrenclave": policy.tdx.mrenclave, "mrsigner": policy.tdx.mrsigner}
-    measured = quote_measurements(quote)
     for name, allowed_values in regs.items():
         if not allowed_values:
             continue
@@ -234,13 +233,19 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
     checks = CheckList()
     measurements = quote_measurements(quote)
     identity: dict[str, str] = {}
-    base = Verdict(tee=p, checks=(), measurements=measurements,
-                   report_data=quote.report_data.hex())
+    lo: int | None = None
+    hi: int | None = None
+
+    def verdict(status: str | None = None, advisories: tuple[str, ...] = ()) -> Verdict:
+        return Verdict(tee=p, checks=checks.checks, tcb_status=status, advisory_ids=advisories,
+                       measurements=measurements, identity=identity,
+                       report_data=measurements["report_data"], not_before=lo, not_after=hi)
+
     try:
         col = parse_collateral(collateral)
     except EvidenceError as e:
         checks.failed(f"{p}.collateral", f"{e}: give Intel collateral for this quote")
-        return base.with_checks(checks.checks)
+        return verdict()
     chain_pem = col.pck_chain_pem or quote.pck_chain_pem
     if chain_pem is None:
         cert_type = quote.signature_data.certification.cert_type
@@ -249,22 +254,20 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
             f"the quote carries certification data type {cert_type} (no PCK chain) and the "
             "collateral has no pck_certificate_chain",
         )
-        return base.with_checks(checks.checks)
+        return verdict()
     try:
         chain = parse_chain(chain_pem)
     except EvidenceError as e:
         checks.failed(f"{p}.pck_chain", str(e))
-        return base.with_checks(checks.checks)
+        return verdict()
     lo, hi = window((col.not_before, col.not_after), (chain.not_before, chain.not_after))
     if chain.fmspc:
         identity["fmspc"] = chain.fmspc
     if chain.ca:
         identity["ca"] = chain.ca
-    base = Verdict(tee=p, checks=(), measurements=measurements, identity=identity,
-                   report_data=quote.report_data.hex(), not_before=lo, not_after=hi)
     root = _root(chain, policy, p, checks)
     if root is None:
-        return base.with_checks(checks.checks)
+        return verdict()
     try:
         report = dcap_qvl.verify_with_root_ca(raw, col.qvl, root, now)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
@@ -272,7 +275,7 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
     except BaseException as e:  # ValueError, or a Rust panic (pyo3 PanicException)
         name, detail = dcap_error_check(str(e))
         checks.failed(f"{p}.{name}", detail)
-        return base.with_checks(checks.checks)
+        return verdict()
     status = str(report.status)
     advisories = tuple(str(a) for a in report.advisory_ids)
     for name, detail in (
@@ -287,6 +290,6 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
         checks.passed(f"{p}.{name}", detail)
     if quote.td_report is not None:
         checks.passed(f"{p}.td_attributes",
-                      f"TD attributes {quote.td_report.td_attributes.hex()} are acceptable")
-    _policy_checks(quote, status, advisories, col, policy, now, p, checks)
-    return base.with_checks(checks.checks, tcb_status=status, advisory_ids=advisories)
+                      f"TD attributes {measurements['td_attributes']} are acceptable")
+    _policy_checks(quote, measurements, status, advisories, col, policy, now, p, checks)
+    return verdict(status, advisories)
