@@ -67,7 +67,7 @@ async def test_vcek_plus_chain_bundle_verifies(kds: tuple[str, VendorState]) -> 
     assert bundle.count(b"BEGIN CERTIFICATE") == 3
     assert verify_report(MILAN, bundle, policy=Policy.default(), now=NOW,
                          product="Milan").accepted
-    assert state.count("/vcek/v1/Milan/cert_chain") == 1
+    assert state.count("/vcek/v1/Milan/cert_chain") == 0  # ASK/ARK are the pinned copies
 
 
 async def test_vcek_cache_hit_makes_no_request(
@@ -220,3 +220,19 @@ async def test_crl_fetch_is_cached_until_next_update(
     state.faults["/vcek/v1/Genoa/crl"] = Fault("garbage")
     with pytest.raises(CollateralError, match="not a DER CRL"):
         await fetch_crl("Genoa", kds_url=url, cache=cache, now=NOW, retry=FAST)
+
+
+async def test_cert_chain_fetch_matches_pinned_roots_and_is_cached(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    from teegate.attest.snp import load_certificates
+    from teegate.attest.snp_certs import pinned_roots
+
+    url, state = kds
+    cache = CollateralCache(tmp_path)
+    pem = await fetch_cert_chain("Milan", kds_url=url, cache=cache, now=NOW)
+    certs = load_certificates(pem)
+    assert certs.ask == pinned_roots()["Milan"].ask
+    assert certs.ark == pinned_roots()["Milan"].ark
+    assert await fetch_cert_chain("Milan", kds_url=url, cache=cache, now=NOW) == pem
+    assert state.count("/vcek/v1/Milan/cert_chain") == 1

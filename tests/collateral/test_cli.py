@@ -94,3 +94,23 @@ def test_unreachable_server_exits_1(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "collateral fetch failed" in r.output
     assert f"127.0.0.1:{port}" in r.output
+
+
+def test_verify_online_fetches_the_vcek_from_the_configured_kds(
+    server: tuple[str, VendorState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, state = server
+    monkeypatch.setenv("TEEGATE_KDS_URL", url)
+    report = tmp_path / "report.bin"
+    report.write_bytes((DATA / "sev-snp/project-oak/derived-turin-report.bin").read_bytes())
+    args = ["verify", "--json", "--online", "--cache", str(tmp_path / "cache"),
+            "--now", str(SNP_NOW), str(report)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert '"accepted": true' in r.stdout
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0
+    assert state.count("/vcek/v1/Turin/3b42092f69c656d3") == 1  # second run: cache hit
+    r = runner.invoke(app, ["verify", "--json", "--now", str(SNP_NOW), str(report)])
+    assert r.exit_code == 1
+    assert "VCEK not supplied" in r.stdout

@@ -15,7 +15,13 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from teegate.attest.snp_certs import AmdCert, key_extensions, load_certificates, load_der
+from teegate.attest.snp_certs import (
+    AmdCert,
+    key_extensions,
+    load_certificates,
+    load_der,
+    pinned_roots,
+)
 from teegate.attest.snp_report import SnpReport, load_report, parse_report
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get
@@ -190,14 +196,17 @@ async def fetch_snp_certificates(
     product: str | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
 ) -> bytes:
-    """VCEK (PEM) followed by its product's ASK+ARK: ready for ``verify_report``/``--certs``."""
+    """VCEK (PEM) followed by its product's ASK and ARK: ready for ``verify_report``/``--certs``.
+
+    Only the VCEK comes from KDS; ASK and ARK are teegate's pinned copies (the verifier trusts
+    nothing else), which spares one rate-limited request per fetch.
+    """
     r = _report(report, product)
     der = await fetch_vcek(r, kds_url=kds_url, cache=cache, client=client, now=now, retry=retry)
     assert r.product is not None  # vcek_path refused reports without one
-    chain = await fetch_cert_chain(r.product, kds_url=kds_url, cache=cache, client=client,
-                                   now=now, retry=retry)
-    pem = load_der(der).cert.public_bytes(Encoding.PEM)
-    return pem + chain
+    roots = pinned_roots()[r.product]
+    return b"".join(c.cert.public_bytes(Encoding.PEM) for c in (load_der(der), roots.ask,
+                                                                  roots.ark))
 
 
 def fetch_vcek_sync(
