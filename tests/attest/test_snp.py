@@ -284,3 +284,12 @@ def test_turin_vcek_without_report_chains_to_pinned_turin_roots() -> None:
     assert amd_signed(vcek, roots.ask)
     assert amd_signed(roots.ask, roots.ark)
     assert not amd_signed(vcek, pinned_roots()["Milan"].ask)
+
+
+def test_product_given_must_agree_with_cpuid() -> None:
+    turin = read("project-oak/derived-turin-report.bin")
+    assert parse_report(turin, product="Turin").product == "Turin"
+    with pytest.raises(EvidenceError, match="CPUID says Turin"):
+        parse_report(turin, product="Milan")
+    # v2 reports carry no CPUID: the caller's product is taken as given.
+    assert parse_report(read("trustee/test-report.bin"), product="Genoa").product == "Genoa"

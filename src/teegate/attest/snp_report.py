@@ -244,6 +244,8 @@ def parse_report(raw: bytes, *, product: str | None = None) -> SnpReport:
     detected = product_from_cpuid(fam, mod) if version >= 3 else None
     if version >= 3 and detected is None and product is None:
         raise EvidenceError(f"SEV-SNP report CPUID family {fam:#x} model {mod:#x} is unknown")
+    if product is not None and detected is not None and product != detected:
+        raise EvidenceError(f"SEV-SNP report CPUID says {detected}, not {product}")
     prod = product or detected
 
     def tcb(off: int) -> TcbVersion:
