@@ -293,3 +293,18 @@ def test_product_given_must_agree_with_cpuid() -> None:
         parse_report(turin, product="Milan")
     # v2 reports carry no CPUID: the caller's product is taken as given.
     assert parse_report(read("trustee/test-report.bin"), product="Genoa").product == "Genoa"
+
+
+def test_serial_zero_vcek_loads_without_leaking_a_warning() -> None:
+    import warnings
+
+    from teegate.attest.snp_certs import load_der
+
+    load_der.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cert = load_der(read("trustee/test-vlek.der"))
+        v = verify_report(read("trustee/test-vlek-report.bin"), cert.der, policy=DEFAULT,
+                          now=NOW)
+    assert v.accepted
+    assert cert.der[13:16] == b"\x02\x01\x00"  # serial INTEGER 0, as AMD issues it

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from teegate.errors import EvidenceError
@@ -126,8 +127,10 @@ def load_der(der: bytes) -> AmdCert:
     """Parse one DER certificate (cached by its bytes)."""
     try:
         with warnings.catch_warnings():
-            # AMD VCEK/VLEK certificates have serial 0, which cryptography >= 45 warns about.
-            warnings.simplefilter("ignore")
+            # AMD VCEK/VLEK certificates have serial 0, which cryptography >= 45 warns about
+            # (REFERENCE 3.3); silence exactly that warning, nothing else.
+            warnings.filterwarnings("ignore", message=".*serial number.*",
+                                    category=CryptographyDeprecationWarning)
             cert = x509.load_der_x509_certificate(der)
             cn = _cn(cert.subject)
             self_signed = cert.subject == cert.issuer
