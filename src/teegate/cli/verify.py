@@ -1,12 +1,291 @@
-"""``teegate verify``: offline verdicts on evidence files."""
+"""``teegate verify``: offline (or ``--online``) verdicts on attestation evidence.
+
+The evidence type is detected from the bytes, so operators can point it at whatever a
+provider handed them. Exit codes: 0 every input accepted, 1 any rejected, 2 malformed input
+or usage error.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from teegate.attest.detect import EvidenceKind, detect
+from teegate.attest.policy import Policy, load_policy
+from teegate.attest.verdict import Check, Verdict
+from teegate.errors import EvidenceError, TeegateError
+
+_err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    policy: Policy
+    now: int
+    nonce: bytes | None
+    collateral: str | None
+    certs: bytes | None
+    event_log: str | None
+    app_compose: bytes | None
+    online: bool
+    cache: Path | None
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise EvidenceError(f"{what} {path}: cannot read: {e.strerror or e}") from e
+
+
+def _parse_nonce(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    t = text.strip().lower().removeprefix("0x")
+    try:
+        raw = bytes.fromhex(t)
+    except ValueError:
+        raise EvidenceError(f"--nonce: {text!r} is not hex") from None
+    if len(raw) != 32:
+        raise EvidenceError(f"--nonce: expected 32 bytes (64 hex digits), got {len(raw)} bytes")
+    return raw
+
+
+def _find_beside(path: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        candidate = path.parent / name
+        if candidate.is_file():
+            return candidate
+    stem = path.with_suffix("")
+    for suffix in (".certs.pem", ".pem", ".chain.pem"):
+        candidate = stem.with_name(stem.name + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def verify_one(path: Path, inputs: _Inputs) -> Verdict:
+    """Detect what ``path`` holds and verify it; raises EvidenceError for malformed input."""
+    data = _read(path, "evidence")
+    kind, raw = detect(data)
+    if kind is EvidenceKind.TDX_QUOTE or kind is EvidenceKind.SGX_QUOTE:
+        return _verify_quote(raw, inputs)
+    if kind is EvidenceKind.SNP_REPORT:
+        certs = inputs.certs
+        if certs is None:
+            beside = _find_beside(path, ("certs.pem", "vcek.pem", "cert_chain.pem"))
+            certs = _read(beside, "certificates") if beside else None
+        if certs is None and inputs.online:
+            certs = _fetch_snp_certs(raw, inputs)
+        from teegate.attest.snp import verify_report
+
+        return verify_report(raw, certs, policy=inputs.policy, now=inputs.now)
+    if kind is EvidenceKind.GPU_EVIDENCE:
+        if inputs.certs is None:
+            raise EvidenceError("GPU evidence needs its certificate chain: give --certs FILE")
+        from teegate.attest.gpu import verify_gpu_evidence
+
+        return verify_gpu_evidence(
+            raw, inputs.certs, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now
+        )
+    if kind is EvidenceKind.NVIDIA_PAYLOAD:
+        from teegate.attest.gpu import appraise_gpus
+
+        checks, gpus = appraise_gpus(
+            raw.decode(), nonce=inputs.nonce, policy=inputs.policy, now=inputs.now
+        )
+        return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus)
+    return _verify_report(raw, inputs)
+
+
+def _verify_quote(raw: bytes, inputs: _Inputs) -> Verdict:
+    from teegate.attest.tdx import verify_quote
+
+    collateral = inputs.collateral
+    if collateral is None and inputs.online:
+        collateral = _fetch_tdx_collateral(raw, inputs)
+    if collateral is None:
+        tee = "sgx" if raw[4:8] == b"\x00\x00\x00\x00" else "tdx"
+        return Verdict(
+            tee=tee,
+            checks=(
+                Check(
+                    f"{tee}.collateral",
+                    False,
+                    "no collateral: give --collateral FILE (dcap-qvl JSON) or --online",
+                ),
+            ),
+        )
+    return verify_quote(raw, collateral, policy=inputs.policy, now=inputs.now)
+
+
+def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
+    from teegate.attest.report import verify_provider_report
+
+    try:
+        report: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EvidenceError(f"provider report is not valid JSON: {e}") from e
+    if not isinstance(report, dict):
+        raise EvidenceError("provider report must be a JSON object")
+    if inputs.event_log is not None:
+        report = {**report, "event_log": inputs.event_log}
+    collateral = inputs.collateral
+    if collateral is None and inputs.online and isinstance(report.get("intel_quote"), str):
+        from teegate.attest.tdx import load_quote
+
+        collateral = _fetch_tdx_collateral(load_quote(report["intel_quote"].encode()), inputs)
+    return verify_provider_report(
+        report,
+        nonce=inputs.nonce,
+        policy=inputs.policy,
+        now=inputs.now,
+        collateral=collateral,
+        app_compose=inputs.app_compose,
+    )
+
+
+def _fetch_tdx_collateral(raw: bytes, inputs: _Inputs) -> str:
+    from teegate import collateral as coll
+
+    return coll.fetch_tdx_collateral_sync(raw, cache_dir=inputs.cache, now=inputs.now)
+
+
+def _fetch_snp_certs(raw: bytes, inputs: _Inputs) -> bytes:
+    from teegate import collateral as coll
+
+    return coll.fetch_snp_certificates_sync(raw, cache_dir=inputs.cache, now=inputs.now)
+
+
+def _verdict_table(title: str, verdict: Verdict) -> Table:
+    status = "[green]ACCEPTED[/]" if verdict.accepted else "[red]REJECTED[/]"
+    dev = " [yellow](development root)[/]" if verdict.development else ""
+    table = Table(title=f"{title}: {verdict.tee} {status}{dev}", title_justify="left")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+
+    def rows(v: Verdict) -> None:
+        for c in v.checks:
+            table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        for comp in v.components:
+            rows(comp)
+
+    rows(verdict)
+    return table
+
+
+def _summary(verdict: Verdict) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    if verdict.tcb_status:
+        adv = ", ".join(verdict.advisory_ids) or "none"
+        grid.add_row("TCB status", f"{verdict.tcb_status} (advisories: {adv})")
+    if verdict.bound_key:
+        grid.add_row("bound key", verdict.bound_key)
+    if verdict.nonce:
+        grid.add_row("nonce", verdict.nonce)
+    for name, value in {**verdict.measurements, **verdict.identity}.items():
+        grid.add_row(name, value)
+    if verdict.not_after is not None:
+        grid.add_row(
+            "valid until", time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(verdict.not_after))
+        )
+    return grid
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def verify() -> None:
-        """Verify attestation evidence offline (being built)."""
-        raise typer.Exit(2)
+    def verify(
+        evidence: Annotated[
+            list[Path] | None,
+            typer.Argument(help="Quote, SNP report, GPU evidence or provider report JSON."),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        policy_file: Annotated[
+            Path | None, typer.Option("--policy", help="Policy file (TOML or JSON).")
+        ] = None,
+        now: Annotated[
+            int | None, typer.Option("--now", help="Verify as of this UNIX time.")
+        ] = None,
+        collateral_file: Annotated[
+            Path | None, typer.Option("--collateral", help="Intel collateral (dcap-qvl JSON).")
+        ] = None,
+        nonce: Annotated[
+            str | None, typer.Option("--nonce", help="The 32-byte nonce you asked with (hex).")
+        ] = None,
+        event_log: Annotated[
+            Path | None, typer.Option("--event-log", help="dstack event log (JSON).")
+        ] = None,
+        app_compose: Annotated[
+            Path | None, typer.Option("--app-compose", help="dstack app-compose file.")
+        ] = None,
+        certs: Annotated[
+            Path | None,
+            typer.Option("--certs", help="Certificate chain (SNP: VCEK/ASK/ARK; GPU: device)."),
+        ] = None,
+        url: Annotated[
+            str | None,
+            typer.Option("--url", help="Fetch a fresh report from a node with our own nonce."),
+        ] = None,
+        online: Annotated[
+            bool, typer.Option("--online", help="Fetch missing collateral from Intel/AMD.")
+        ] = False,
+        cache: Annotated[
+            Path | None, typer.Option("--cache", help="Collateral cache directory.")
+        ] = None,
+    ) -> None:
+        """Verify attestation evidence and print every check with its reason."""
+        try:
+            policy = load_policy(policy_file) if policy_file else Policy.default()
+            inputs = _Inputs(
+                policy=policy,
+                now=now if now is not None else int(time.time()),
+                nonce=_parse_nonce(nonce),
+                collateral=_read(collateral_file, "collateral").decode()
+                if collateral_file
+                else None,
+                certs=_read(certs, "certificates") if certs else None,
+                event_log=_read(event_log, "event log").decode() if event_log else None,
+                app_compose=_read(app_compose, "app-compose") if app_compose else None,
+                online=online,
+                cache=cache,
+            )
+            results: list[tuple[str, Verdict]] = []
+            if url is not None:
+                from teegate.client import fetch_and_verify_report
+
+                results.append((url, fetch_and_verify_report(url, policy=policy, now=now)))
+            for path in evidence or []:
+                results.append((str(path), verify_one(path, inputs)))
+            if not results:
+                _err.print("[red]error:[/] give at least one EVIDENCE file or --url")
+                raise typer.Exit(2)
+        except TeegateError as e:
+            if as_json:
+                typer.echo(json.dumps({"accepted": False, "error": str(e)}))
+            else:
+                _err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        _print(results, as_json)
+        raise typer.Exit(0 if all(v.accepted for _, v in results) else 1)
+
+
+def _print(results: list[tuple[str, Verdict]], as_json: bool) -> None:
+    if as_json:
+        out = [{"source": src, **v.to_json()} for src, v in results]
+        typer.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        return
+    console = Console()
+    for src, verdict in results:
+        console.print(_verdict_table(src, verdict))
+        console.print(_summary(verdict), highlight=False)
+        console.print()

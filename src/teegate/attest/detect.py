@@ -1,0 +1,82 @@
+"""Tell what kind of evidence a blob of bytes is, so the CLI needs no ``--type`` flag.
+
+Detection only routes; it proves nothing. Each verifier parses strictly afterwards.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import string
+import struct
+from typing import Any
+
+from teegate.errors import EvidenceError
+
+SNP_REPORT_SIZE = 0x4A0
+_HEXDIGITS = frozenset(string.hexdigits.encode())
+_WHITESPACE = frozenset(b" \t\r\n")
+
+
+class EvidenceKind(enum.Enum):
+    TDX_QUOTE = "tdx"
+    SGX_QUOTE = "sgx"
+    SNP_REPORT = "sev-snp"
+    GPU_EVIDENCE = "nvidia-gpu"
+    NVIDIA_PAYLOAD = "nvidia-payload"
+    PROVIDER_REPORT = "provider-report"
+
+
+def _unhex(data: bytes) -> bytes | None:
+    text = bytes(b for b in data if b not in _WHITESPACE)
+    if text[:2] in (b"0x", b"0X"):
+        text = text[2:]
+    if not text or len(text) % 2 or not all(b in _HEXDIGITS for b in text):
+        return None
+    return bytes.fromhex(text.decode())
+
+
+def _kind_of_binary(raw: bytes) -> EvidenceKind | None:
+    if len(raw) >= 48:
+        version, key_type, tee_type = struct.unpack_from("<HHI", raw, 0)
+        if version in (4, 5) and tee_type == 0x81 and key_type in (2, 3):
+            return EvidenceKind.TDX_QUOTE
+        if version == 3 and tee_type == 0 and key_type in (2, 3):
+            return EvidenceKind.SGX_QUOTE
+    if len(raw) >= 2 and raw[0] in (0x10, 0x11, 0x12) and raw[1] == 0xE0:
+        return EvidenceKind.GPU_EVIDENCE
+    if len(raw) >= SNP_REPORT_SIZE and struct.unpack_from("<I", raw, 0)[0] in (2, 3, 4, 5):
+        return EvidenceKind.SNP_REPORT
+    return None
+
+
+def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
+    """Return the evidence kind and its raw bytes (hex decoded; JSON left as text)."""
+    stripped = data.strip()
+    if stripped.startswith(b"{"):
+        try:
+            obj: Any = json.loads(stripped)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EvidenceError(f"input looks like JSON but does not parse: {e}") from e
+        if not isinstance(obj, dict):
+            raise EvidenceError("JSON evidence must be an object")
+        if "evidence_list" in obj and "intel_quote" not in obj:
+            return EvidenceKind.NVIDIA_PAYLOAD, stripped
+        if any(k in obj for k in ("intel_quote", "snp_report", "quote", "nvidia_payload")):
+            return EvidenceKind.PROVIDER_REPORT, stripped
+        if "tcb_info" in obj or "qe_identity" in obj:
+            raise EvidenceError("this is collateral, not evidence: pass it with --collateral")
+        raise EvidenceError(
+            "JSON object is not a provider attestation report (no intel_quote, snp_report "
+            "or nvidia_payload field) nor an nvidia_payload (no evidence_list)"
+        )
+    for candidate in (_unhex(data), data):
+        if candidate is None:
+            continue
+        kind = _kind_of_binary(candidate)
+        if kind is not None:
+            return kind, candidate
+    raise EvidenceError(
+        f"unrecognised evidence ({len(data)} bytes): not a TDX/SGX quote, SEV-SNP report, "
+        "NVIDIA SPDM evidence or provider report JSON, in binary or hex"
+    )

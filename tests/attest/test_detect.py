@@ -1,0 +1,57 @@
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from teegate.attest.detect import SNP_REPORT_SIZE, EvidenceKind, detect
+from teegate.errors import EvidenceError
+
+
+def _quote_header(version: int, tee_type: int) -> bytes:
+    return struct.pack("<HHI", version, 2, tee_type) + bytes(40)
+
+
+@pytest.mark.parametrize(
+    ("blob", "kind"),
+    [
+        (_quote_header(4, 0x81) + bytes(600), EvidenceKind.TDX_QUOTE),
+        (_quote_header(5, 0x81) + bytes(600), EvidenceKind.TDX_QUOTE),
+        (_quote_header(3, 0) + bytes(600), EvidenceKind.SGX_QUOTE),
+        (struct.pack("<I", 3) + bytes(SNP_REPORT_SIZE - 4), EvidenceKind.SNP_REPORT),
+        (bytes([0x11, 0xE0]) + bytes(100), EvidenceKind.GPU_EVIDENCE),
+    ],
+)
+def test_binary_and_hex_are_detected(blob: bytes, kind: EvidenceKind) -> None:
+    assert detect(blob) == (kind, blob)
+    assert detect(blob.hex().encode() + b"\n") == (kind, blob)
+    assert detect(b"0x" + blob.hex().upper().encode()) == (kind, blob)
+
+
+def test_json_kinds() -> None:
+    assert detect(b'{"intel_quote": "00", "signing_address": "0x"}')[0] is (
+        EvidenceKind.PROVIDER_REPORT
+    )
+    assert detect(b' {"nonce": "aa", "evidence_list": []}')[0] is EvidenceKind.NVIDIA_PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b'{"tcb_info": "x"}', "collateral"),
+        (b"{not json", "does not parse"),
+        (b'{"hello": 1}', "not a provider attestation report"),
+        (b"hello world", "unrecognised evidence"),
+        (b"", "unrecognised evidence"),
+    ],
+)
+def test_unrecognised_input_is_a_clear_evidence_error(blob: bytes, message: str) -> None:
+    with pytest.raises(EvidenceError, match=message):
+        detect(blob)
+
+
+@given(st.binary(max_size=2048))
+def test_random_bytes_only_raise_evidence_error(blob: bytes) -> None:
+    with contextlib.suppress(EvidenceError):
+        detect(blob)
