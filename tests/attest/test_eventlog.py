@@ -85,6 +85,10 @@ def test_given_digest_is_not_trusted() -> None:
     forged = list(events)
     forged[i] = replace(events[i], payload=bytes(32))
     checks, _ = check_event_log(m, forged, policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["eventlog.rtmr3", "eventlog.digest"]
+    # Without the stale digest the recomputed one decides alone.
+    forged[i] = replace(events[i], payload=bytes(32), digest=b"")
+    checks, _ = check_event_log(m, forged, policy=POLICY, app_compose=None)
     assert [c.name for c in checks if not c.ok] == ["eventlog.rtmr3"]
 
 
@@ -216,3 +220,40 @@ def test_double_encoded_log_and_list_form() -> None:
     assert isinstance(log, str)
     assert parse_event_log(json.dumps(log)) == parse_event_log(log) == parse_event_log(
         json.loads(log))
+
+
+def _relabel(ev: Event) -> Event:
+    """The same RTMR3 extension, presented as a non-runtime event with a given digest."""
+    return replace(ev, event_type=1, digest=runtime_digest(ev))
+
+
+def test_relabelled_runtime_events_cannot_hide_identity() -> None:
+    """Review R3: an imr-3 event with another event_type keeps its given digest, so the same
+    RTMR3 replays; relabelling the real compose-hash and system-ready events must not let an
+    app event emitted after system-ready become the TD's compose hash."""
+    _, events = measured("tdx/dstack/verifier_fixtures_quote-report.json")
+    claimed = hashlib.sha256(b"the compose of a trusted app").digest()
+    late = Event(3, RUNTIME_EVENT_TYPE, b"", "compose-hash", claimed)
+    honest = [*events, late]  # what the TD really measured: the app emitted this later
+    regs = replay_rtmrs(honest)
+    m = {f"rtmr{i}": r.hex() for i, r in enumerate(regs)} | {"mrconfigid": "00" * 48}
+    policy = replace(POLICY, dstack=DstackPolicy(compose_hashes=frozenset({claimed.hex()})))
+    checks, _ = check_event_log(m, honest, policy=policy, app_compose=None)
+    assert "dstack.compose_hash" in [c.name for c in checks if not c.ok]
+    forged = [_relabel(e) if e.event in ("compose-hash", "system-ready") else e
+              for e in honest[:-1]] + [late]
+    assert replay_rtmrs(forged) == regs
+    checks, identity = check_event_log(m, forged, policy=policy, app_compose=None)
+    failed = [c.name for c in checks if not c.ok]
+    assert "eventlog.event_type" in failed, (failed, identity)
+
+
+def test_given_runtime_digest_must_match_payload() -> None:
+    """A runtime event whose stated digest is not the digest of its payload is a forged or
+    corrupted log, even when the recomputed digests replay."""
+    m, events = measured("tdx/dstack/verifier_fixtures_quote-report.json")
+    i = next(i for i, e in enumerate(events) if e.event == "app-id")
+    forged = list(events)
+    forged[i] = replace(events[i], digest=bytes(48))
+    checks, _ = check_event_log(m, forged, policy=POLICY, app_compose=None)
+    assert [c.name for c in checks if not c.ok] == ["eventlog.digest"]

@@ -216,6 +216,24 @@ def check_event_log(
                 f"event log replays to {reg.hex()[:16]}… but the quote has RTMR{i} "
                 f"{quoted.hex()[:16] if quoted else 'none'}…: the log does not describe this TD",
             ))
+        # RTMR3 is extended only by dstack runtime events. Another event_type there would keep
+        # its given digest (not recomputed) and hide from the identity scan, so an attacker
+        # could relabel the real compose-hash / system-ready events and promote an app event.
+        foreign = [f"#{i} {ev.event!r} (type {ev.event_type:#x})" for i, ev in enumerate(events)
+                   if ev.imr == 3 and ev.event_type != RUNTIME_EVENT_TYPE]
+        if foreign:
+            checks.append(Check(
+                "eventlog.event_type", False,
+                f"RTMR3 events must be dstack runtime events (type {RUNTIME_EVENT_TYPE:#x}); "
+                f"the log has {', '.join(foreign[:3])}" + (" …" if len(foreign) > 3 else "")
+                + ": the log is not one dstack wrote"))
+        wrong = [f"#{i} {ev.event!r}" for i, ev in enumerate(events)
+                 if ev.is_runtime and ev.digest and ev.digest != runtime_digest(ev)]
+        if wrong:
+            checks.append(Check(
+                "eventlog.digest", False,
+                f"runtime event digest does not match its name and payload: {', '.join(wrong[:3])}"
+                + (" …" if len(wrong) > 3 else "") + ": the log was altered"))
         bad_pre = [ev.event for ev in events
                    if ev.is_runtime and ev.version == 2 and ev.preimage is not None
                    and ev.preimage not in (v2_preimage(ev), v2_preimage(ev).encode().hex())]
