@@ -1,12 +1,366 @@
-"""NVIDIA GPU attestation: SPDM evidence, device chains, RIMs (work in progress)."""
+"""NVIDIA Hopper GPU attestation: SPDM evidence + device chain (+ RIMs) -> Verdict.
+
+Pure: evidence, chain, RIMs, policy and ``now`` are parameters. One verdict per GPU (``tee``
+"nvidia-gpu"); ``appraise_gpus`` applies the policy's GPU mode to a provider's
+``nvidia_payload`` and checks that every GPU answered the caller's nonce, which is the same
+nonce the CPU quote binds in its report_data (REFERENCE §4.5, §7.2).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from teegate.attest.binding import NONCE_SIZE, is_sample_nonce
+from teegate.attest.gpu_chain import (
+    DEVICE_ROOT_FILE,
+    development_roots,
+    load_pem_chain,
+    p384_key,
+    pinned_root,
+    verify_chain,
+)
+from teegate.attest.gpu_rim import Rim, compare, parse_rim, select_rims, verify_rim
+from teegate.attest.gpu_spdm import SpdmEvidence, parse_spdm_evidence
 from teegate.attest.policy import Policy
-from teegate.attest.verdict import Check, Verdict
+from teegate.attest.verdict import Check, CheckList, Verdict, window
+from teegate.errors import EvidenceError
+
+__all__ = [
+    "NvidiaPayload",
+    "Rim",
+    "SpdmEvidence",
+    "appraise_gpus",
+    "decode_evidence",
+    "parse_nvidia_payload",
+    "parse_rim",
+    "parse_spdm_evidence",
+    "verify_gpu_evidence",
+    "verify_rim",
+]
+
+TEE = "nvidia-gpu"
+TCB_INFO_OID = x509.ObjectIdentifier("2.23.133.5.4.1")
+NVIDIA_SAN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.412.274.1")
+_SHA384_OID_DER = bytes.fromhex("0609608648016503040202")
+MAX_GPUS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEvidence:
+    """One GPU's entry of an ``nvidia_payload``: raw SPDM bytes and its PEM chain."""
+
+    evidence: bytes
+    certificate: bytes
+
+
+@dataclass(frozen=True)
+class NvidiaPayload:
+    nonce: bytes | None
+    arch: str | None
+    gpus: tuple[GpuEvidence, ...]
+
+
+def decode_evidence(text: str | bytes) -> bytes:
+    """Evidence as providers publish it: base64 of the SPDM bytes, or base64 of their ASCII
+    hex (NEAR's e2e sample), or plain hex. Returns the SPDM bytes."""
+    if isinstance(text, bytes):
+        if text[:2] == b"\x11\xe0":
+            return text
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise EvidenceError("GPU evidence is neither SPDM bytes nor ASCII text") from e
+    s = "".join(text.split())
+    if s[:4].lower() == "11e0" and len(s) % 2 == 0:
+        try:
+            return bytes.fromhex(s)
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise EvidenceError("GPU evidence is neither base64 nor hex") from e
+    if raw[:4].lower() == b"11e0":
+        try:
+            return bytes.fromhex(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise EvidenceError("GPU evidence: base64 of hex text that is not hex") from e
+    return raw
+
+
+def _decode_certificate(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise EvidenceError(f"{where}: 'certificate' must be a string")
+    if "-----BEGIN" in value:
+        return value.encode("ascii", "replace")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise EvidenceError(f"{where}: 'certificate' is neither PEM nor base64(PEM)") from e
+
+
+def _hex_nonce(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise EvidenceError(f"{where} must be a hex string")
+    try:
+        return bytes.fromhex(value.strip().lower().removeprefix("0x"))
+    except ValueError as e:
+        raise EvidenceError(f"{where} is not hex") from e
+
+
+def parse_nvidia_payload(payload: str | bytes | Mapping[str, Any] | Sequence[Any]) -> NvidiaPayload:
+    """Parse a provider ``nvidia_payload``: a JSON string or object ``{nonce, arch,
+    evidence_list: [{evidence, certificate}, …]}`` (the NRAS request body). nvtrust's PPCIe
+    list of ``{evidence, certificate, nonce, …}`` objects is accepted too; its per-GPU nonces
+    must agree."""
+    data: Any = payload
+    if isinstance(payload, (str, bytes)):
+        try:
+            data = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EvidenceError(f"nvidia_payload is not valid JSON: {e}") from e
+    nonce: bytes | None = None
+    arch: str | None = None
+    if isinstance(data, Mapping):
+        items = data.get("evidence_list")
+        if "nonce" in data and data["nonce"] is not None:
+            nonce = _hex_nonce(data["nonce"], "nvidia_payload 'nonce'")
+        arch = data.get("arch") if isinstance(data.get("arch"), str) else None
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise EvidenceError("nvidia_payload must be a JSON object with an evidence_list")
+    if not isinstance(items, list) or not items:
+        raise EvidenceError("nvidia_payload: 'evidence_list' must be a non-empty list")
+    if len(items) > MAX_GPUS:
+        raise EvidenceError(f"nvidia_payload: more than {MAX_GPUS} GPUs")
+    gpus = []
+    for i, item in enumerate(items):
+        where = f"nvidia_payload evidence_list[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("evidence"), str):
+            raise EvidenceError(f"{where}: expected {{'evidence': str, 'certificate': str}}")
+        if not isinstance(data, Mapping):
+            item_nonce = _hex_nonce(item.get("nonce"), f"{where} 'nonce'")
+            if nonce is not None and item_nonce != nonce:
+                raise EvidenceError(f"{where}: its nonce differs from the other GPUs'")
+            nonce = item_nonce
+            if arch is None and isinstance(item.get("arch"), str):
+                arch = item["arch"]
+        gpus.append(GpuEvidence(decode_evidence(item["evidence"]),
+                                _decode_certificate(item.get("certificate"), where)))
+    return NvidiaPayload(nonce, arch, tuple(gpus))
+
+
+# --- one GPU ------------------------------------------------------------------------------
+
+
+def _fwid_of(cert: x509.Certificate) -> bytes | None:
+    """The SHA-384 FWID in the leaf's TCG DICE TcbInfo extension (2.23.133.5.4.1)."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(TCB_INFO_OID).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    if not isinstance(ext, x509.UnrecognizedExtension):
+        return None
+    der = ext.value
+    # An FWID is SEQUENCE { OID sha384, OCTET STRING (48) }: its DER is fixed, so find it.
+    marker = _SHA384_OID_DER + b"\x04\x30"
+    at = der.find(marker)
+    if at < 2 or der.find(marker, at + 1) != -1 or der[at - 2:at] != b"\x30\x3d":
+        return None
+    value = der[at + len(marker):at + len(marker) + 48]
+    return value if len(value) == 48 else None
+
+
+def _device_id(cert: x509.Certificate) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    for name in san.get_values_for_type(x509.OtherName):
+        if name.type_id == NVIDIA_SAN_OID and len(name.value) > 2 and name.value[0] == 0x0C:
+            return name.value[2:].decode("utf-8", "replace")
+    return None
+
+
+def _subject_serial(cert: x509.Certificate) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return (value if isinstance(value, str) else value.decode("ascii", "replace")).lower()
+
+
+def _spdm_signature_ok(key: ec.EllipticCurvePublicKey, signed: bytes, signature: bytes) -> bool:
+    r, s = int.from_bytes(signature[:48], "big"), int.from_bytes(signature[48:], "big")
+    if r <= 0 or s <= 0:
+        return False
+    try:
+        key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _nonce_check(cl: CheckList, name: str, ev: SpdmEvidence, nonce: bytes | None,
+                 policy: Policy) -> None:
+    got = ev.request_nonce
+    if nonce is None:
+        if policy.binding.require_nonce:
+            cl.failed(name, "no nonce was given: the GPU evidence's freshness cannot be checked")
+        else:
+            cl.passed(name, f"not checked (no nonce given, offline audit); evidence nonce "
+                            f"{got.hex()}")
+        return
+    if len(nonce) != NONCE_SIZE or not hmac.compare_digest(got, nonce):
+        cl.failed(name, f"the SPDM request nonce {got.hex()} is not the nonce we sent "
+                        f"{nonce.hex()}")
+    elif is_sample_nonce(nonce) and policy.binding.require_nonce:
+        cl.failed(name, f"nonce {nonce.hex()[:16]}… is a known constant sample nonce: this "
+                        "evidence was not produced for a fresh request")
+    else:
+        sample = " (a published sample nonce; accepted for offline audit only)" if (
+            is_sample_nonce(nonce)) else ""
+        cl.passed(name, f"the SPDM request nonce equals our nonce {nonce.hex()}{sample}")
+
+
+def _version_check(cl: CheckList, name: str, what: str, value: str | None,
+                   allowed: frozenset[str]) -> None:
+    if value is None:
+        cl.failed(name, f"the evidence's opaque data carries no {what}")
+    elif not allowed:
+        cl.passed(name, f"{what} {value} (policy allows any)")
+    elif value.lower() in {a.lower() for a in allowed}:
+        cl.passed(name, f"{what} {value} is allowed by the policy")
+    else:
+        cl.failed(name, f"{what} {value} is not in the policy's allowed {sorted(allowed)}")
+
+
+def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | Rim],
+                policy: Policy, now: int) -> tuple[int | None, int | None]:
+    parsed = [r if isinstance(r, Rim) else parse_rim(r) for r in rims]
+    chosen = select_rims(parsed, driver=ev.driver_version, vbios=ev.vbios_version)
+    bounds: list[tuple[int | None, int | None]] = []
+    for kind in ("driver", "vbios"):
+        rim = chosen.get(kind)
+        if rim is None:
+            continue
+        result = verify_rim(rim, policy=policy, now=now)
+        cl.add(f"{p}.{kind}_rim", result.ok, result.detail)
+        if result.chain is not None and result.chain.ok:
+            bounds.append((result.chain.not_before, result.chain.not_after))
+            if result.chain.development:
+                cl.passed(f"{p}.{kind}_rim.development_root",
+                          f"the {kind} RIM rests on a development RIM root from the policy")
+    missing = [k for k in ("driver", "vbios") if k not in chosen]
+    runtime = {b.index: b.value for b in ev.blocks}
+    if chosen:
+        ok, detail = compare(runtime, chosen)
+        if ok and missing:
+            detail += f"; no {' or '.join(missing)} RIM was supplied, so those were not compared"
+            ok = not policy.gpu.require_rim
+        cl.add(f"{p}.measurements", ok, detail)
+    else:
+        note = (f"{len(ev.blocks)} measurements were NOT compared with reference values: no "
+                f"RIM for driver {ev.driver_version} / VBIOS {ev.vbios_version} was supplied")
+        if policy.gpu.require_rim:
+            cl.failed(f"{p}.measurements", note + " and the policy requires RIM comparison")
+        else:
+            cl.passed(f"{p}.measurements", note)
+    return window(*bounds) if bounds else (None, None)
+
+
+def verify_gpu_evidence(
+    evidence: bytes,
+    cert_chain: bytes,
+    *,
+    nonce: bytes | None,
+    policy: Policy,
+    now: int,
+    index: int = 0,
+    rims: Sequence[bytes | Rim] = (),
+) -> Verdict:
+    """Verify one GPU's SPDM evidence and device chain; ``rims`` are candidate driver/VBIOS
+    RIM XML documents (those matching the evidence's versions are used).
+
+    Malformed evidence, chain or RIMs raise ``EvidenceError``; every judgement is a check
+    named ``gpu.<index>.…``.
+    """
+    p = f"gpu.{index}"
+    ev = parse_spdm_evidence(decode_evidence(evidence))
+    certs = load_pem_chain(bytes(cert_chain))
+    cl = CheckList()
+    dev = development_roots(policy.roots.nvidia) if policy.roots.nvidia else ()
+    chain = verify_chain(certs, pinned=pinned_root(DEVICE_ROOT_FILE), development=dev,
+                         now=now, what="device chain")
+    cl.add(f"{p}.chain", chain.ok, chain.detail)
+    if chain.ok:
+        if chain.development:
+            cl.passed(f"{p}.development_root",
+                      "the device chain ends at a development root from the policy")
+        cl.add(f"{p}.cert_validity", chain.validity_ok, chain.validity_detail)
+    leaf = certs[0]
+    key = p384_key(leaf)
+    if key is None:
+        cl.failed(f"{p}.signature", "the leaf certificate has no ECDSA P-384 key")
+    elif _spdm_signature_ok(key, ev.signed, ev.signature):
+        cl.passed(f"{p}.signature", f"SPDM measurements signed by the leaf over "
+                                    f"{len(ev.signed)} bytes (request || response)")
+    else:
+        cl.failed(f"{p}.signature", "the SPDM signature does not verify with the leaf key")
+    cert_fwid = _fwid_of(leaf)
+    if ev.fwid is None or cert_fwid is None:
+        cl.failed(f"{p}.fwid", "the evidence or the leaf certificate carries no FWID")
+    else:
+        cl.add(f"{p}.fwid", hmac.compare_digest(ev.fwid, cert_fwid),
+               "the evidence FWID equals the leaf certificate's" if ev.fwid == cert_fwid else
+               "the evidence FWID differs from the leaf certificate's TcbInfo FWID")
+    _nonce_check(cl, f"{p}.nonce", ev, nonce, policy)
+    rim_window = _rim_checks(cl, p, ev, rims, policy, now)
+    _version_check(cl, f"{p}.driver_version", "driver version", ev.driver_version,
+                   policy.gpu.driver_versions)
+    _version_check(cl, f"{p}.vbios_version", "VBIOS version", ev.vbios_version,
+                   policy.gpu.vbios_versions)
+    measurements: dict[str, str] = {f"block_{b.index:02d}": b.value.hex() for b in ev.blocks}
+    for k, v in (("driver_version", ev.driver_version), ("vbios_version", ev.vbios_version)):
+        if v is not None:
+            measurements[k] = v
+    identity = {
+        "gpu_index": str(index),
+        "leaf_serial": format(leaf.serial_number, "x"),
+        "subject_serial": _subject_serial(leaf),
+        "device_id": _device_id(leaf),
+        "fwid": ev.fwid.hex() if ev.fwid is not None else None,
+        "project": ev.project,
+        "project_sku": ev.project_sku,
+        "chip_sku": ev.chip_sku,
+        "responder_nonce": ev.responder_nonce.hex(),
+    }
+    not_before, not_after = window((chain.not_before, chain.not_after), rim_window)
+    return Verdict(
+        tee=TEE,
+        checks=cl.checks,
+        measurements=measurements,
+        identity={k: v for k, v in identity.items() if v is not None},
+        nonce=ev.request_nonce.hex(),
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+# --- a provider's nvidia_payload ----------------------------------------------------------
 
 
 def appraise_gpus(
@@ -15,9 +369,45 @@ def appraise_gpus(
     nonce: bytes | None,
     policy: Policy,
     now: int,
+    rims: Sequence[bytes | Rim] = (),
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
-    """Appraise a provider's ``nvidia_payload`` under ``policy.gpu`` (stub: fails closed)."""
-    del nonce, now
-    if nvidia_payload is None and policy.gpu.mode != "required":
+    """Apply ``policy.gpu.mode`` to a provider's ``nvidia_payload`` and verify every GPU.
+
+    Returns top-level checks (``gpu.required`` / ``gpu.forbidden``, ``gpu.present``,
+    ``gpu.nonce_binding``) and one verdict per GPU. ``nonce`` is the caller's nonce, the one
+    the CPU quote's report_data carries, so GPU and CPU evidence answer the same request.
+    """
+    mode = policy.gpu.mode
+    if nvidia_payload is None or nvidia_payload == "":
+        if mode == "required":
+            return [Check("gpu.required", False,
+                          "the policy requires GPU evidence but the report has none")], ()
         return [], ()
-    return [Check("gpu.evidence", False, "GPU verification not implemented yet")], ()
+    if mode == "forbidden":
+        return [Check("gpu.forbidden", False,
+                      "the report carries GPU evidence but the policy forbids GPUs")], ()
+    payload = parse_nvidia_payload(nvidia_payload)
+    checks = [Check("gpu.present", True,
+                    f"{len(payload.gpus)} GPU(s), arch {payload.arch or 'unknown'}")]
+    if payload.nonce is None:
+        checks.append(Check("gpu.nonce_binding", False, "the nvidia_payload names no nonce"))
+    elif nonce is None:
+        checks.append(Check(
+            "gpu.nonce_binding", not policy.binding.require_nonce,
+            "no caller nonce: the GPU evidence cannot be bound to the CPU quote"))
+    else:
+        bound = hmac.compare_digest(payload.nonce, nonce)
+        checks.append(Check(
+            "gpu.nonce_binding", bound,
+            "the GPU payload answers the nonce the CPU quote binds" if bound else
+            f"the GPU payload's nonce {payload.nonce.hex()} is not ours ({nonce.hex()})"))
+    parsed_rims = [r if isinstance(r, Rim) else parse_rim(r) for r in rims]
+    # Each GPU's SPDM nonce must be the caller's; without one (offline audit, where
+    # gpu.nonce_binding has already decided) at least the payload's own.
+    gpu_nonce = nonce if nonce is not None else payload.nonce
+    verdicts = tuple(
+        verify_gpu_evidence(g.evidence, g.certificate, nonce=gpu_nonce, policy=policy,
+                            now=now, index=i, rims=parsed_rims)
+        for i, g in enumerate(payload.gpus)
+    )
+    return checks, verdicts
