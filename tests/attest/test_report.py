@@ -241,3 +241,24 @@ def test_malformed_reports(report: dict[str, Any], message: str, no_gpu_module: 
 def test_not_an_object() -> None:
     with pytest.raises(EvidenceError):
         verify_provider_report([], nonce=None, policy=Policy.default(), now=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")
+def test_dstack_pins_reject_non_tdx_evidence(no_gpu_module: None) -> None:
+    """Review R3: a policy pinning dstack compose hashes was silently skipped for SEV-SNP
+    evidence, so any SNP guest passed it."""
+    snp = DATA / "sev-snp" / "trustee"
+    vcek = x509.load_der_x509_certificate((snp / "test-vcek.der").read_bytes())
+    r = {"snp_report": (snp / "test-report.bin").read_bytes().hex(),
+         "snp_certificates": vcek.public_bytes(Encoding.PEM).decode(),
+         "signing_address": ADDRESS}
+    audit = replace(Policy.default(), binding=replace(Policy.default().binding,
+                                                      require_nonce=False))
+    base = failing(verify_provider_report(r, nonce=None, policy=audit, now=1756684800))
+    for field in ("compose_hashes", "app_ids", "os_image_hashes"):
+        pinned = replace(audit, dstack=replace(audit.dstack, **{field: frozenset({"ab" * 32})}))
+        v = verify_provider_report(r, nonce=None, policy=pinned, now=1756684800)
+        assert sorted(failing(v)) == sorted([*base, "dstack.identity"])
+        check = v.check("dstack.identity")
+        assert check is not None
+        assert field in check.detail

@@ -1,6 +1,7 @@
 """`teegate verify` as an operator runs it: real vectors, exit codes, readable and JSON output."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,94 @@ def test_garbage_evidence_exits_2(tmp_path: Path) -> None:
     code, out = _run(str(f))
     assert code == 2
     assert "unrecognised evidence" in out
+
+
+# ------------------------------------------------ review R3: options a bare quote must honour
+DSTACK = DATA / "tdx" / "dstack"
+FIXTURE_QUOTE = DSTACK / "verifier_fixtures_quote-report.quote.bin"
+FIXTURE_ARGS = ["--collateral", str(TDX / "tdx_quote_outdated_collateral.json"),
+                "--now", "1774003274"]
+
+
+def _fixture_log(tmp_path: Path, name: str = "verifier_fixtures_quote-report.json") -> Path:
+    log = json.loads((DSTACK / name).read_text())["event_log"]
+    f = tmp_path / "events.json"
+    f.write_text(log if isinstance(log, str) else json.dumps(log))
+    return f
+
+
+def _failed(out: str) -> list[str]:
+    return [c["name"] for c in json.loads(out)["checks"] if not c["ok"]]
+
+
+def test_bare_quote_with_its_event_log_is_accepted(tmp_path: Path) -> None:
+    code, out = _run("--json", *FIXTURE_ARGS, "--event-log", str(_fixture_log(tmp_path)),
+                     str(FIXTURE_QUOTE))
+    assert code == 0, out
+    doc = json.loads(out)
+    assert {"eventlog.rtmr0", "eventlog.rtmr3"} <= {c["name"] for c in doc["checks"]}
+    assert doc["identity"]["key_provider"].startswith('{"name":"local-sgx"')
+
+
+def test_bare_quote_with_a_foreign_event_log_is_rejected(tmp_path: Path) -> None:
+    """--event-log was silently ignored for a bare quote: a log that is not the TD's passed."""
+    other = tmp_path / "other.json"
+    report = json.loads((DATA / "confidential-ai/dstack-tdx-attestation-report.json").read_text())
+    other.write_text(json.dumps(report["event_log"]))
+    code, out = _run("--json", *FIXTURE_ARGS, "--event-log", str(other), str(FIXTURE_QUOTE))
+    assert code == 1, out
+    assert _failed(out) == [f"eventlog.rtmr{i}" for i in range(4)]
+
+
+def test_bare_quote_with_the_wrong_app_compose_is_rejected(tmp_path: Path) -> None:
+    compose = tmp_path / "compose.json"
+    compose.write_text('{"not": "the compose this TD runs"}')
+    code, out = _run("--json", *FIXTURE_ARGS, "--event-log", str(_fixture_log(tmp_path)),
+                     "--app-compose", str(compose), str(FIXTURE_QUOTE))
+    assert code == 1, out
+    assert _failed(out) == ["dstack.compose_hash"]
+
+
+def test_bare_quote_with_a_nonce_it_does_not_carry_is_rejected() -> None:
+    """--nonce was silently ignored for a bare quote: a stale quote passed as fresh."""
+    nonce = "5a" * 16 + "a5" * 16
+    code, out = _run("--json", *FIXTURE_ARGS, "--nonce", nonce, str(FIXTURE_QUOTE))
+    assert code == 1, out
+    assert _failed(out) == ["binding.nonce"]
+
+
+def test_bare_quote_carrying_the_nonce_is_accepted(tmp_path: Path) -> None:
+    from teegate.attest.binding import fresh_nonce
+    from teegate.sim.tdx import DevTdx
+
+    dev = DevTdx.load_or_create(tmp_path)
+    nonce = fresh_nonce()
+    quote = tmp_path / "q.bin"
+    quote.write_bytes(dev.quote(bytes(32) + nonce))
+    col = tmp_path / "col.json"
+    now = str(int(time.time()))
+    col.write_text(dev.collateral(now=int(now)))
+    pol = tmp_path / "dev.toml"
+    pol.write_text(f"[roots]\nintel = ['''{dev.root_pem}''']\n")
+    args = ["--json", "--collateral", str(col), "--now", now, "--policy", str(pol)]
+    code, out = _run(*args, "--nonce", nonce.hex(), str(quote))
+    assert code == 0, out
+    assert json.loads(out)["nonce"] == nonce.hex()
+    code, out = _run(*args, "--nonce", fresh_nonce().hex(), str(quote))
+    assert code == 1
+    assert _failed(out) == ["binding.nonce"]
+
+
+@pytest.mark.parametrize(("policy", "failed"), [
+    ('[dstack]\ncompose_hashes = ["' + "ab" * 32 + '"]\n', ["dstack.compose_hash"]),
+    ('[dstack]\napp_ids = ["' + "ab" * 20 + '"]\n', ["dstack.app_id"]),
+    ("[dstack]\nrequire_event_log = true\n", ["eventlog.present"]),
+    ('[gpu]\nmode = "required"\n', ["gpu.evidence"]),
+])
+def test_bare_quote_honours_the_whole_policy(tmp_path: Path, policy: str,
+                                             failed: list[str]) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text(policy)
+    code, out = _run("--json", *FIXTURE_ARGS, "--policy", str(f), str(FIXTURE_QUOTE))
+    assert code == 1, out
+    assert _failed(out)[: len(failed)] == failed

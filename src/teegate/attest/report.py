@@ -10,19 +10,25 @@ the GPU evidence satisfies the policy's GPU mode.
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from teegate.attest.binding import check_report_data, identity_bytes
-from teegate.attest.eventlog import check_event_log, parse_event_log
+from teegate.attest.binding import (
+    NONCE_SIZE,
+    check_report_data,
+    identity_bytes,
+    is_sample_nonce,
+)
+from teegate.attest.eventlog import Event, check_event_log, parse_event_log
 from teegate.attest.policy import Policy
 from teegate.attest.tdx import load_quote, parse_quote, quote_measurements, verify_quote
 from teegate.attest.verdict import Check, Verdict
 from teegate.errors import EvidenceError
 
-__all__ = ["verify_provider_report"]
+__all__ = ["verify_provider_report", "verify_quote_evidence"]
 
 GpuAppraiser = Callable[..., tuple[list[Check], tuple[Verdict, ...]]]
 
@@ -61,6 +67,21 @@ def _tcb_info(report: Mapping[str, Any]) -> Mapping[str, Any]:
     return tcb if isinstance(tcb, Mapping) else {}
 
 
+def _quote_verdict(raw: bytes, collateral: str | None, policy: Policy, now: int) -> Verdict:
+    """The quote's own verdict, or one failing ``<tee>.collateral`` check without collateral."""
+    if collateral is None:
+        quote = parse_quote(raw)
+        return Verdict(
+            tee=quote.tee,
+            checks=(Check(f"{quote.tee}.collateral", False,
+                          "no Intel collateral for this quote: give dcap-qvl collateral JSON "
+                          "(teegate verify --collateral FILE, or --online to fetch it)"),),
+            measurements=quote_measurements(quote),
+            report_data=quote.report_data.hex(),
+        )
+    return verify_quote(raw, collateral, policy=policy, now=now)
+
+
 def _cpu_verdict(
     report: Mapping[str, Any], policy: Policy, now: int, collateral: str | None,
 ) -> Verdict:
@@ -78,37 +99,49 @@ def _cpu_verdict(
     if quote_hex is None:
         raise EvidenceError("report has no CPU evidence (intel_quote, quote or snp_report)")
     raw = load_quote(quote_hex)
+    # A collateral field in the report is untrusted input like the rest of the report; it is
+    # safe to use because dcap-qvl verifies every part of it to the pinned (or policy) root.
     text = collateral if collateral is not None else _collateral_text(report.get("collateral"))
-    if text is None:
-        quote = parse_quote(raw)
-        return Verdict(
-            tee=quote.tee,
-            checks=(Check(f"{quote.tee}.collateral", False,
-                          "no Intel collateral for this quote: give dcap-qvl collateral JSON "
-                          "(or fetch it online)"),),
-            measurements=quote_measurements(quote),
-            report_data=quote.report_data.hex(),
-        )
-    return verify_quote(raw, text, policy=policy, now=now)
+    return _quote_verdict(raw, text, policy, now)
+
+
+def _dstack_checks(
+    cpu: Verdict, events: list[Event], policy: Policy, app_compose: bytes | None,
+) -> tuple[list[Check], dict[str, str]]:
+    """Event-log replay and the dstack policy for ``cpu``; non-TDX evidence carries no dstack
+    measurements, so a policy that pins any fails rather than being skipped."""
+    if cpu.tee != "tdx":
+        checks: list[Check] = []
+        d = policy.dstack
+        if d.require_event_log:
+            checks.append(Check("eventlog.present", False,
+                                f"the policy requires a dstack event log; {cpu.tee} has none"))
+        pinned = [name for name, values in (("compose_hashes", d.compose_hashes),
+                                            ("app_ids", d.app_ids),
+                                            ("os_image_hashes", d.os_image_hashes)) if values]
+        if pinned:
+            checks.append(Check(
+                "dstack.identity", False,
+                f"the policy pins dstack {', '.join(pinned)}, which only a TDX quote with its "
+                f"event log can show; this is {cpu.tee} evidence"))
+        return checks, {}
+    return check_event_log(cpu.measurements, events, policy=policy, app_compose=app_compose)
 
 
 def _event_checks(
     report: Mapping[str, Any], cpu: Verdict, policy: Policy, app_compose: bytes | None,
 ) -> tuple[list[Check], dict[str, str]]:
-    if cpu.tee != "tdx":
-        if policy.dstack.require_event_log:
-            return [Check("eventlog.present", False,
-                          f"the policy requires a dstack event log; {cpu.tee} has none")], {}
-        return [], {}
     raw_log = report.get("event_log")
     if raw_log is not None and not isinstance(raw_log, (str, list)):
         raise EvidenceError("report field 'event_log' must be a JSON string or a list")
-    events = parse_event_log(raw_log) if raw_log not in (None, "", []) else []
+    events = parse_event_log(raw_log) if cpu.tee == "tdx" and raw_log not in (None, "", []) \
+        else []
     if app_compose is None:
+        # Untrusted like the rest of the report: only compared with the measured compose hash.
         doc = _tcb_info(report).get("app_compose")
         if isinstance(doc, str):
             app_compose = doc.encode("utf-8")
-    return check_event_log(cpu.measurements, events, policy=policy, app_compose=app_compose)
+    return _dstack_checks(cpu, events, policy, app_compose)
 
 
 def _gpu_appraiser() -> GpuAppraiser | None:
@@ -195,3 +228,57 @@ def verify_provider_report(
         not_after=cpu.not_after,
         components=cpu.components + gpus,
     )
+
+
+def _bare_nonce_check(report_data: str | None, nonce: bytes) -> Check:
+    """Without a signing key only the nonce half of the padded layout can be checked."""
+    rd = bytes.fromhex(report_data) if report_data else b""
+    if len(nonce) != NONCE_SIZE:
+        return Check("binding.nonce", False,
+                     f"nonce is {len(nonce)} bytes; nonces must be {NONCE_SIZE} fresh bytes")
+    if is_sample_nonce(nonce):
+        return Check("binding.nonce", False,
+                     f"nonce {nonce.hex()[:16]}… is a known constant sample nonce: this "
+                     "evidence was not produced for a fresh request")
+    if len(rd) == 64 and hmac.compare_digest(rd[32:], nonce):
+        return Check("binding.nonce", True, "report_data[32:64] equals our 32-byte nonce")
+    return Check(
+        "binding.nonce", False,
+        f"report_data[32:64] is {rd[32:].hex()[:16]}…, not our nonce {nonce.hex()[:16]}…: the "
+        "quote is stale or was made for someone else (a quote that hashes key and nonce "
+        "together can only be checked with its key: verify the provider report)")
+
+
+def verify_quote_evidence(
+    raw: bytes | str,
+    collateral: str | None,
+    *,
+    policy: Policy,
+    now: int,
+    nonce: bytes | None = None,
+    event_log: str | bytes | list[Any] | None = None,
+    app_compose: bytes | None = None,
+) -> Verdict:
+    """A bare TDX/SGX quote appraised under the whole policy, not only its quote checks.
+
+    Adds to ``verify_quote``: event-log replay and the dstack policy (compose hash, app ID,
+    OS image, ``require_event_log``), ``app_compose`` against the measured compose hash, the
+    caller's ``nonce`` in report_data[32:64] when one is given, and a failing ``gpu.evidence``
+    when the policy requires a GPU (a quote carries none). A bare quote names no signing key,
+    so the verdict has no ``bound_key``; without ``nonce`` it says nothing about freshness.
+    """
+    cpu = _quote_verdict(load_quote(raw), collateral, policy, now)
+    events = parse_event_log(event_log) if cpu.tee == "tdx" and event_log not in (
+        None, "", b"", []) else []
+    checks, dstack = _dstack_checks(cpu, events, policy, app_compose)
+    if event_log not in (None, "", b"", []) and cpu.tee != "tdx":
+        checks.append(Check("eventlog.tee", False,
+                            f"a dstack event log replays TDX RTMRs; {cpu.tee} evidence has none"))
+    if nonce is not None:
+        checks.append(_bare_nonce_check(cpu.report_data, nonce))
+    if policy.gpu.mode == "required":
+        checks.append(Check("gpu.evidence", False,
+                            "the policy requires GPU evidence and a bare quote carries none: "
+                            "verify the provider report with its nvidia_payload"))
+    return cpu.with_checks(checks, identity={**cpu.identity, **dstack},
+                           nonce=nonce.hex() if nonce is not None else None)

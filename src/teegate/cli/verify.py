@@ -19,7 +19,7 @@ from rich.table import Table
 
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
-from teegate.attest.verdict import Check, Verdict
+from teegate.attest.verdict import Verdict
 from teegate.errors import EvidenceError, TeegateError
 
 _err = Console(stderr=True)
@@ -106,24 +106,20 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
 
 
 def _verify_quote(raw: bytes, inputs: _Inputs) -> Verdict:
-    from teegate.attest.tdx import verify_quote
+    from teegate.attest.report import verify_quote_evidence
 
     collateral = inputs.collateral
     if collateral is None and inputs.online:
         collateral = _fetch_tdx_collateral(raw, inputs)
-    if collateral is None:
-        tee = "sgx" if raw[4:8] == b"\x00\x00\x00\x00" else "tdx"
-        return Verdict(
-            tee=tee,
-            checks=(
-                Check(
-                    f"{tee}.collateral",
-                    False,
-                    "no collateral: give --collateral FILE (dcap-qvl JSON) or --online",
-                ),
-            ),
-        )
-    return verify_quote(raw, collateral, policy=inputs.policy, now=inputs.now)
+    return verify_quote_evidence(
+        raw,
+        collateral,
+        policy=inputs.policy,
+        now=inputs.now,
+        nonce=inputs.nonce,
+        event_log=inputs.event_log,
+        app_compose=inputs.app_compose,
+    )
 
 
 def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
