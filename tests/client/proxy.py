@@ -17,7 +17,10 @@ class Proxy:
         self.upstream = upstream
         self.tamper = False  # alter chat response bytes
         self.strip_signatures = False  # drop x-teegate-* headers and the stream comment
+        # SSE bytes to slip in after the node's signature comment, before ``data: [DONE]``.
+        self.inject_after_signature: bytes | None = None
         self.chat_requests = 0
+        self.requests = 0  # every request, any route
         self.app = Starlette(routes=[Route("/{path:path}", self.handle,
                                            methods=["GET", "POST"])])
 
@@ -29,8 +32,17 @@ class Proxy:
                 return data.replace(word, word.upper(), 1)
         return data.replace(b'"assistant"', b'"ASSISTANT"', 1)
 
+    @staticmethod
+    def _inject(chunk: bytes, extra: bytes) -> bytes:
+        at = chunk.find(b": teegate-signature ")
+        if at == -1:
+            return chunk
+        end = chunk.index(b"\n\n", at) + 2
+        return chunk[:end] + extra + chunk[end:]
+
     async def handle(self, request: Request) -> Response:
         path = request.url.path
+        self.requests += 1
         if path.endswith("/chat/completions"):
             self.chat_requests += 1
         body = await request.body()
@@ -53,6 +65,8 @@ class Proxy:
                     async for chunk in resp.aiter_bytes():
                         if chat and self.tamper:
                             chunk = self._alter(chunk)
+                        if chat and self.inject_after_signature is not None:
+                            chunk = self._inject(chunk, self.inject_after_signature)
                         if chat and self.strip_signatures and b": teegate-signature" in chunk:
                             lines = chunk.split(b"\n\n")
                             chunk = b"\n\n".join(

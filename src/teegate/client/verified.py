@@ -30,6 +30,7 @@ from teegate.node.signatures import signature_text, verify_response_signature
 ALGO_HEADER = "x-teegate-signing-algo"
 _COMMENT = b": teegate-signature "
 _DONE_EVENTS = (b"data: [DONE]\n\n", b"data: [DONE]\r\n\r\n")
+_DONE_LINE = b"data: [DONE]"
 Clock = Callable[[], int]
 
 
@@ -107,6 +108,22 @@ def _header_signature(headers: httpx2.Headers) -> dict[str, str] | None:
     }
 
 
+def _is_chat(request: httpx2.Request) -> bool:
+    return request.method == "POST" and request.url.path.endswith("/chat/completions")
+
+
+def _refuse_unverifiable(request: httpx2.Request) -> None:
+    """Only chat completions carry the node's signature; model listings are harmless
+    metadata. Anything else (completions, embeddings, responses, ...) would come back
+    unverified, so it is not sent at all."""
+    path = request.url.path
+    if request.method == "GET" and (path.endswith("/models") or "/models/" in path):
+        return
+    raise ResponseSignatureError(
+        f"{request.method} {path} is not verified by the teegate client: only "
+        "chat.completions and models are supported, so the request was not sent")
+
+
 @dataclass
 class _Found:
     """What the stream scanner found: the signed bytes and either the inline signature or
@@ -119,13 +136,21 @@ class _Found:
 
 class _Scanner:
     """Watches SSE bytes for the node's signature comment, or for ``[DONE]`` without one.
-    Linear in the stream length: each byte is searched once."""
+    Linear in the stream length: each byte is searched once.
+
+    The node puts its signature comment just before ``data: [DONE]``. Whatever follows the
+    comment is not covered by it, so only blank lines and then ``data: [DONE]`` may follow:
+    any other event would reach the SDK unsigned. After ``[DONE]`` the SDK reads no more
+    events, so later bytes are ignored.
+    """
 
     def __init__(self) -> None:
         self.seen = bytearray()
-        self.done = False
+        self.done = False  # the signed part is known (and handed out once)
+        self._closed = False  # [DONE] seen after the signature: nothing more to check
         self._from = 0  # where the next search for the comment starts
         self._comment_at = -1
+        self._tail_at = -1  # first byte after the comment line
 
     def _find_comment(self) -> int:
         seen = self.seen
@@ -138,10 +163,29 @@ class _Scanner:
             self._from = max(0, len(seen) - len(_COMMENT) - 4)
         return pos
 
+    def _check_tail(self, *, final: bool) -> None:
+        """Refuse anything but blank lines and ``data: [DONE]`` after the comment line."""
+        if self._closed or self._tail_at == -1:
+            return
+        rest = bytes(self.seen[self._tail_at :]).lstrip(b"\r\n")
+        if not rest:
+            return
+        if len(rest) > len(_DONE_LINE):
+            if rest.startswith(_DONE_LINE) and rest[len(_DONE_LINE)] in b"\r\n":
+                self._closed = True
+                return
+        elif _DONE_LINE.startswith(rest) and not final:
+            return  # ``data: [DONE]`` still arriving
+        raise ResponseSignatureError(
+            "unsigned data after the signature comment (only data: [DONE] may follow it)")
+
     def feed(self, chunk: bytes) -> _Found | None:
-        if self.done:
+        if self._closed:
             return None
         self.seen += chunk
+        if self.done:
+            self._check_tail(final=False)
+            return None
         if self._comment_at == -1:
             self._comment_at = self._find_comment()
         pos = self._comment_at
@@ -156,6 +200,8 @@ class _Scanner:
             if not isinstance(sig, dict):
                 raise ResponseSignatureError("malformed teegate-signature comment")
             self.done = True
+            self._tail_at = end + 1
+            self._check_tail(final=False)
             return _Found(bytes(self.seen[:pos]), signature=sig)
         for done in _DONE_EVENTS:
             if self.seen.endswith(done):
@@ -164,13 +210,14 @@ class _Scanner:
                 cid = _completion_id(first[5:].strip()) if first.startswith(b"data:") else None
                 if cid is None:
                     raise ResponseSignatureError("unsigned stream without a completion id")
-                self.done = True
+                self.done = self._closed = True
                 return _Found(body, chat_id=cid)
         return None
 
     def finish(self) -> None:
         if not self.done:
             raise ResponseSignatureError("stream ended without a verifiable signature")
+        self._check_tail(final=True)
 
 
 # ------------------------------------------------------------------------------- sync
@@ -244,9 +291,11 @@ class _VerifyingTransport(httpx2.BaseTransport):
         self._guard = guard
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        self._guard.ensure_attested()
-        if not request.url.path.endswith("/chat/completions"):
+        if not _is_chat(request):
+            _refuse_unverifiable(request)
+            self._guard.ensure_attested()
             return self._inner.handle_request(request)
+        self._guard.ensure_attested()
         body = request.read()
         request.headers[ALGO_HEADER] = self._guard.algo
         request.headers["accept-encoding"] = "identity"
@@ -404,9 +453,11 @@ class _AsyncVerifyingTransport(httpx2.AsyncBaseTransport):
         self._guard = guard
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        await self._guard.ensure_attested()
-        if not request.url.path.endswith("/chat/completions"):
+        if not _is_chat(request):
+            _refuse_unverifiable(request)
+            await self._guard.ensure_attested()
             return await self._inner.handle_async_request(request)
+        await self._guard.ensure_attested()
         body = await request.aread()
         request.headers[ALGO_HEADER] = self._guard.algo
         request.headers["accept-encoding"] = "identity"
