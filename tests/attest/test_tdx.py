@@ -282,3 +282,114 @@ def test_malformed_quote_is_evidence_error() -> None:
     with pytest.raises(EvidenceError):
         verify_quote(b"\x04\x00" + bytes(100), text("dcap-qvl/tdx_quote_collateral.json"),
                      policy=POLICY, now=1752919234)
+
+
+# ------------------------------------------------------------------ review R3 (fail-open hunt)
+
+
+def _resign(dev: DevTdx, signed: bytes) -> bytes:
+    """A development quote whose header+body were edited, signed again by the dev QE."""
+    from teegate.sim.tdx import _rs
+
+    return signed + dev._signature_data(_rs(dev._keys.attestation, signed, 32))
+
+
+def _with_td_attributes(dev: DevTdx, attributes: int) -> bytes:
+    signed = bytearray(dev.quote(b"x")[: 48 + 584])
+    signed[48 + 120 : 48 + 128] = attributes.to_bytes(8, "little")
+    return _resign(dev, bytes(signed))
+
+
+def _v5(dev: DevTdx, mrservicetd: bytes) -> bytes:
+    """A v5 quote with a TD report 1.5 body (TEE_TCB_SVN2 = TEE_TCB_SVN)."""
+    signed = dev.quote(b"x")[: 48 + 584]
+    body = signed[48:]
+    header = (5).to_bytes(2, "little") + signed[2:48]
+    return _resign(dev, header + (3).to_bytes(2, "little") + (648).to_bytes(4, "little")
+                   + body + body[:16] + mrservicetd)
+
+
+def test_td_attributes_and_mrservicetd(dev: DevTdx) -> None:
+    now = int(time.time())
+    policy = POLICY.with_roots(intel=(dev.root_pem,))
+    col = dev.collateral(now=now)
+
+    def failures(quote: bytes, pol: Policy = policy) -> list[str]:
+        return [c.name for c in verify_quote(quote, col, policy=pol, now=now).failures]
+
+    sept = 1 << 28
+    assert failures(_with_td_attributes(dev, sept)) == []
+    assert failures(_with_td_attributes(dev, 0)) == ["tdx.td_attributes"]
+    assert failures(_with_td_attributes(dev, sept | 1 << 29)) == ["tdx.td_attributes"]
+    # allow_debug is for SEV-SNP; a debug TD is refused whatever the policy says.
+    lax = replace(policy, tcb=replace(policy.tcb, allow_debug=True))
+    assert failures(_with_td_attributes(dev, sept | 1), lax) == ["tdx.debug"]
+    ok = verify_quote(_v5(dev, bytes(48)), col, policy=policy, now=now)
+    assert ok.accepted, ok.failures
+    assert ok.measurements["mrservicetd"] == "00" * 48
+    assert failures(_v5(dev, b"\x01" + bytes(47))) == ["tdx.td_attributes"]
+
+
+def test_td_attributes_checked_by_teegate_too(dev: DevTdx, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """If a dcap-qvl release stopped enforcing TD attributes (cf. dcap-qvl #125 for TCB
+    statuses), teegate's own checks still refuse the TD."""
+    now = int(time.time())
+    policy = POLICY.with_roots(intel=(dev.root_pem,))
+    col = dev.collateral(now=now)
+    genuine = verify_quote(dev.quote(b"x"), col, policy=policy, now=now)
+    assert genuine.accepted
+
+    class Lenient:
+        status = "UpToDate"
+        advisory_ids: tuple[str, ...] = ()
+
+    monkeypatch.setattr(dcap_qvl, "verify_with_root_ca", lambda *a: Lenient())
+    cases = {
+        "no SEPT_VE_DISABLE": (_with_td_attributes(dev, 0), "tdx.td_attributes"),
+        "debug": (_with_td_attributes(dev, 1 << 28 | 1), "tdx.debug"),
+        "service TD": (_v5(dev, b"\x01" + bytes(47)), "tdx.td_attributes"),
+    }
+    for label, (quote, check) in cases.items():
+        v = verify_quote(quote, col, policy=policy, now=now)
+        assert check in [c.name for c in v.failures], label
+
+
+def test_measurements_pinned_for_another_tee_reject_this_one() -> None:
+    """A policy that pins only SGX enclaves (or only SEV-SNP / only TDX measurements) must not
+    accept a quote of another kind with whatever it measured."""
+    from teegate.attest.policy import SnpPolicy
+
+    tdx_args = (read("dcap-qvl/tdx_quote"), text("dcap-qvl/tdx_quote_collateral.json"))
+    sgx_args = (read("dcap-qvl/sgx_quote"), text("dcap-qvl/sgx_quote_collateral.json"))
+    sgx_ok = allow("ConfigurationAndSWHardeningNeeded")
+    q = parse_quote(tdx_args[0])
+    assert q.td_report is not None
+    mrtd = q.td_report.mrtd.hex()
+    only_sgx = replace(POLICY, tdx=TdxPolicy(mrenclave=frozenset({"00" * 32})))
+    v = verify_quote(*tdx_args, policy=only_sgx, now=1752919234)
+    assert [c.name for c in v.failures] == ["tdx.measurements"]
+    only_snp = replace(POLICY, snp=SnpPolicy(measurement=frozenset({"00" * 48})))
+    v = verify_quote(*tdx_args, policy=only_snp, now=1752919234)
+    assert [c.name for c in v.failures] == ["tdx.measurements"]
+    only_tdx = replace(sgx_ok, tdx=TdxPolicy(mrtd=frozenset({mrtd})))
+    v = verify_quote(*sgx_args, policy=only_tdx, now=1752919277)
+    assert [c.name for c in v.failures] == ["sgx.measurements"]
+    # A policy that pins both kinds checks each quote against its own kind's values.
+    both = replace(POLICY, tdx=TdxPolicy(mrtd=frozenset({mrtd}),
+                                         mrenclave=frozenset({"00" * 32})))
+    assert verify_quote(*tdx_args, policy=both, now=1752919234).accepted
+
+
+def test_collateral_age_counts_the_pck_crl() -> None:
+    """max_collateral_age also bounds the PCK CRL (revocation data), which in this vector is
+    928 s older than the TCB info."""
+    quote, collateral, now = read("dcap-qvl/tdx_quote"), text(
+        "dcap-qvl/tdx_quote_collateral.json"), 1752919234
+    tcb_issue = 1750328163  # 2025-06-19T10:16:03Z, the older of TCB info and QE identity
+    limit = replace(POLICY, tcb=replace(POLICY.tcb, max_collateral_age=now - tcb_issue))
+    v = verify_quote(quote, collateral, policy=limit, now=now)
+    assert [c.name for c in v.failures] == ["tdx.collateral_age"]
+    assert "PCK CRL" in v.failures[0].detail
+    wider = replace(POLICY, tcb=replace(POLICY.tcb, max_collateral_age=now - tcb_issue + 928))
+    assert verify_quote(quote, collateral, policy=wider, now=now).accepted

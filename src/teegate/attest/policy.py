@@ -29,8 +29,10 @@ SNP_TCB_FIELDS = ("bootloader", "tee", "snp", "microcode", "fmc")
 class TcbPolicy:
     allowed_statuses: frozenset[str] = DEFAULT_TCB_STATUSES
     rejected_advisories: frozenset[str] = frozenset()
-    # Reject collateral (TCB info, QE identity, CRLs) issued longer ago than this, in seconds.
+    # Reject collateral issued longer ago than this, in seconds: Intel TCB info, QE identity
+    # and PCK CRL (the root CA CRL is reissued about yearly and is not counted). TDX/SGX only.
     max_collateral_age: int | None = None
+    # SEV-SNP only: debug TDs and debug SGX enclaves are always refused.
     allow_debug: bool = False
 
 
@@ -125,6 +127,23 @@ class Policy:
 
     def with_roots(self, **roots: tuple[str, ...]) -> Policy:
         return replace(self, roots=replace(self.roots, **roots))
+
+    def pinned_tees(self) -> frozenset[str]:
+        """TEE kinds (``tdx``, ``sgx``, ``sev-snp``) whose measurements this policy pins.
+
+        Verifiers refuse evidence of a kind outside a non-empty result: a policy that pins only
+        SGX enclaves must not accept a TD with whatever it measured. dstack pins count as TDX.
+        """
+        t, d, n = self.tdx, self.dstack, self.snp
+        kinds = set()
+        if (t.mrtd or t.rtmr0 or t.rtmr1 or t.rtmr2 or t.rtmr3 or t.mrconfigid or t.mrseam
+                or d.compose_hashes or d.app_ids or d.os_image_hashes):
+            kinds.add("tdx")
+        if t.mrenclave or t.mrsigner:
+            kinds.add("sgx")
+        if n.measurement or n.host_data or n.id_key_digest:
+            kinds.add("sev-snp")
+        return frozenset(kinds)
 
 
 def load_policy(path: str | Path) -> Policy:

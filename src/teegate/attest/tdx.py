@@ -26,6 +26,7 @@ from teegate.attest.tdx_collateral import (
     policy_roots,
 )
 from teegate.attest.tdx_quote import (
+    TD_ATTR_SEPT_VE_DISABLE,
     CertificationData,
     Quote,
     QuoteHeader,
@@ -194,16 +195,25 @@ def _policy_checks(
                f"rejected advisories apply: {', '.join(bad)}" if bad else
                f"no rejected advisory applies ({', '.join(advisories) or 'none listed'})")
     if policy.tcb.max_collateral_age is not None:
-        oldest = min(col.tcb_issue, col.qe_issue)
-        age = now - oldest
+        issued = {"TCB info": col.tcb_issue, "QE identity": col.qe_issue}
+        if col.pck_crl_issue is not None:
+            issued["PCK CRL"] = col.pck_crl_issue
+        oldest = min(issued, key=lambda k: issued[k])
+        age = now - issued[oldest]
         ok = age <= policy.tcb.max_collateral_age
         checks.add(f"{p}.collateral_age", ok,
-                   f"collateral issued {age} s before now (limit "
+                   f"oldest collateral part ({oldest}) issued {age} s before now (limit "
                    f"{policy.tcb.max_collateral_age} s)"
                    + ("" if ok else ": fetch fresh collateral"))
+    # Debug is refused whatever the policy says (policy.tcb.allow_debug is for SEV-SNP).
     debug = quote.debug
     checks.add(f"{p}.debug", not debug,
                "debug mode is off" if not debug else "debug mode is on: memory is readable")
+    pinned = policy.pinned_tees()
+    if pinned and quote.tee not in pinned:
+        checks.failed(f"{p}.measurements",
+                      f"the policy pins {', '.join(sorted(pinned))} measurements only, so it "
+                      f"accepts no {quote.tee} evidence")
     regs: Mapping[str, frozenset[str]]
     if quote.td_report is not None:
         t = policy.tdx
@@ -219,6 +229,19 @@ def _policy_checks(
         checks.add(f"{p}.{name}", ok, f"{name.upper()} {value[:24]}… is " + (
             "one the policy allows" if ok else
             f"not among the {len(allowed_values)} value(s) the policy allows"))
+
+
+def _td_attribute_check(td: TdReport, p: str, checks: CheckList) -> None:
+    """teegate's own TD-attribute rules, beside dcap-qvl's, so a lenient dcap-qvl release
+    cannot turn them off: SEPT_VE_DISABLE set, no service TD bound (TD report 1.5)."""
+    problems = []
+    if not td.attributes & TD_ATTR_SEPT_VE_DISABLE:
+        problems.append("SEPT_VE_DISABLE is not set: the TD can be attacked through #VE")
+    if td.mrservicetd is not None and any(td.mrservicetd):
+        problems.append("MRSERVICETD is not zero: a service TD is bound to this TD")
+    checks.add(f"{p}.td_attributes", not problems, "; ".join(problems) if problems else
+               f"TD attributes {td.td_attributes.hex()} are acceptable (SEPT_VE_DISABLE set"
+               + (", no service TD)" if td.mrservicetd is not None else ")"))
 
 
 def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Verdict:
@@ -289,7 +312,6 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
     ):
         checks.passed(f"{p}.{name}", detail)
     if quote.td_report is not None:
-        checks.passed(f"{p}.td_attributes",
-                      f"TD attributes {measurements['td_attributes']} are acceptable")
+        _td_attribute_check(quote.td_report, p, checks)
     _policy_checks(quote, measurements, status, advisories, col, policy, now, p, checks)
     return verdict(status, advisories)

@@ -47,6 +47,8 @@ class Collateral:
     not_before: int | None
     not_after: int | None
     pck_chain_pem: bytes | None
+    # thisUpdate of the PCK CRL: how old the revocation data is.
+    pck_crl_issue: int | None = None
 
 
 def _ts(value: Any, where: str) -> int:
@@ -108,11 +110,12 @@ def parse_collateral(text: str) -> Collateral:
     if pck_chain is not None and not isinstance(pck_chain, str):
         raise EvidenceError("collateral pck_certificate_chain must be PEM text")
     try:
+        pck_crl = _crl_window(bytes(qvl.pck_crl))
         lo, hi = window(
             (tcb_issue, tcb_next),
             (qe_issue, qe_next),
             _crl_window(bytes(qvl.root_ca_crl)),
-            _crl_window(bytes(qvl.pck_crl)),
+            pck_crl,
             _cert_window(qvl.pck_crl_issuer_chain),
             _cert_window(qvl.tcb_info_issuer_chain),
             _cert_window(qvl.qe_identity_issuer_chain),
@@ -129,6 +132,7 @@ def parse_collateral(text: str) -> Collateral:
         not_before=lo,
         not_after=hi,
         pck_chain_pem=pck_chain.encode() if pck_chain else None,
+        pck_crl_issue=pck_crl[0],
     )
 
 
