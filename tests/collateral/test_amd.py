@@ -6,11 +6,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from teegate.attest.policy import Policy
 from teegate.attest.snp import verify_report
+from teegate.attest.snp_certs import AmdCert, load_der
 from teegate.collateral import (
     CollateralCache,
     RetryPolicy,
@@ -192,34 +194,107 @@ def test_concurrent_fetchers_share_one_request(
     assert state.count("/vcek/") == 1
 
 
-async def test_crl_fetch_is_cached_until_next_update(
-    kds: tuple[str, VendorState], tmp_path: Path
-) -> None:
+def _test_ark(cn: str = "ARK-Milan") -> tuple[Any, AmdCert]:
+    """A small RSA stand-in for an ARK (the real ARK's key is AMD's), as an AmdCert."""
     import datetime as dt
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+    start = dt.datetime.fromtimestamp(NOW - 86400, dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=3650))
+            .sign(key, hashes.SHA384(), rsa_padding=_pss()))
+    return key, load_der(cert.public_bytes(Encoding.DER))
+
+
+def _pss() -> Any:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+
+
+def _crl(key: Any, cn: str = "ARK-Milan", *, pss: bool = True) -> bytes:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+    start = dt.datetime.fromtimestamp(NOW - 3600, dt.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(start)
+           .next_update(start + dt.timedelta(days=7))
+           .sign(key, hashes.SHA384(), rsa_padding=_pss() if pss else None))
+    return crl.public_bytes(Encoding.DER)
+
+
+async def test_crl_fetch_is_cached_until_next_update(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
     from teegate.collateral import fetch_crl
 
     url, state = kds
-    key = ec.generate_private_key(ec.SECP384R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ARK-Milan")])
-    start = dt.datetime.fromtimestamp(NOW - 3600, dt.UTC)
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(start)
-           .next_update(start + dt.timedelta(days=7)).sign(key, hashes.SHA384()))
-    state.faults["/vcek/v1/Milan/crl"] = Fault("body", body=crl.public_bytes(Encoding.DER))
+    key, ark = _test_ark()
+    body = _crl(key)
+    state.faults["/vcek/v1/Milan/crl"] = Fault("body", body=body)
     cache = CollateralCache(tmp_path)
-    got = await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW)
-    assert got == crl.public_bytes(Encoding.DER)
-    assert await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW + 86400) == got
+    got = await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW, issuer=ark)
+    assert got == body
+    assert await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW + 86400,
+                           issuer=ark) == got
     assert state.count("/vcek/v1/Milan/crl") == 1
     assert cache.entries()[0].expires == NOW - 3600 + 7 * 86400
     state.faults["/vcek/v1/Genoa/crl"] = Fault("garbage")
     with pytest.raises(CollateralError, match="not a DER CRL"):
-        await fetch_crl("Genoa", kds_url=url, cache=cache, now=NOW, retry=FAST)
+        await fetch_crl("Genoa", kds_url=url, cache=cache, now=NOW, retry=FAST, issuer=ark)
+
+
+async def test_crl_not_signed_by_the_ark_is_refused(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    """A CRL is a list of what must no longer be trusted: an unsigned or foreign one (an
+    empty list, a far nextUpdate) would hide a revocation, so it is never returned or cached."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from teegate.collateral import fetch_crl
+
+    url, state = kds
+    cache = CollateralCache(tmp_path)
+    forged = _crl(ec.generate_private_key(ec.SECP384R1()), pss=False)
+    state.faults["/vcek/v1/Milan/crl"] = Fault("body", body=forged)
+    # Default issuer: teegate's pinned AMD ARK for the product.
+    with pytest.raises(CollateralError, match="not signed by"):
+        await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW)
+    key, ark = _test_ark()
+    other_key, _ = _test_ark()
+    for body in (forged, _crl(other_key), _crl(key, pss=False), _crl(key, "ARK-Genoa")):
+        state.faults["/vcek/v1/Milan/crl"] = Fault("body", body=body)
+        with pytest.raises(CollateralError, match="not signed by"):
+            await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW, issuer=ark)
+    assert cache.entries() == []
+
+
+async def test_poisoned_cached_crl_is_not_served(
+    kds: tuple[str, VendorState], tmp_path: Path
+) -> None:
+    from teegate.collateral import fetch_crl
+
+    url, state = kds
+    key, ark = _test_ark()
+    good = _crl(key)
+    state.faults["/vcek/v1/Milan/crl"] = Fault("body", body=good)
+    cache = CollateralCache(tmp_path)
+    other_key, _ = _test_ark()
+    cache.put("amd-crl/vcek/Milan", _crl(other_key), expires=NOW + 10**6, now=NOW)
+    assert await fetch_crl("Milan", kds_url=url, cache=cache, now=NOW, issuer=ark) == good
+    assert state.count("/vcek/v1/Milan/crl") == 1
 
 
 async def test_cert_chain_fetch_matches_pinned_roots_and_is_cached(

@@ -13,7 +13,11 @@ import time
 
 import httpx
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from teegate.attest.snp_certs import (
     AmdCert,
@@ -28,6 +32,7 @@ from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get
 from teegate.errors import CollateralError, EvidenceError
 
 AMD_KDS_URL = "https://kdsintf.amd.com"
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 PRODUCTS = ("Milan", "Genoa", "Turin")
 
 
@@ -154,6 +159,39 @@ async def fetch_cert_chain(
     return body
 
 
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: AmdCert) -> bool:
+    """AMD signs its CRLs with the ARK, RSA-PSS SHA-384 (go-sev-guest ``verifyCRL``); a
+    development issuer with an EC key signs with ECDSA."""
+    if crl.issuer != issuer.cert.subject:
+        return False
+    key = issuer.cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
+            return False
+        try:
+            key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
+        except InvalidSignature:
+            return False
+        return True
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return crl.is_signature_valid(key)
+    return False
+
+
+def _checked_crl(body: bytes, issuer: AmdCert, url: str, now: int) -> int:
+    """Parse and verify a CRL; its nextUpdate (which must be in the future)."""
+    try:
+        crl = x509.load_der_x509_crl(body)
+    except ValueError as e:
+        raise CollateralError(f"AMD KDS {url}: body is not a DER CRL: {e}") from e
+    if not _crl_signed_by(crl, issuer):
+        raise CollateralError(f"AMD KDS {url}: CRL is not signed by {issuer.describe()}")
+    nxt = crl.next_update_utc
+    if nxt is None or int(nxt.timestamp()) <= now:
+        raise CollateralError(f"AMD KDS {url}: CRL has no nextUpdate in the future")
+    return int(nxt.timestamp())
+
+
 async def fetch_crl(
     product: str,
     *,
@@ -163,26 +201,31 @@ async def fetch_crl(
     client: httpx.AsyncClient | None = None,
     now: int | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
+    issuer: AmdCert | None = None,
 ) -> bytes:
-    """DER CRL of a product's ASK (``vcek``) or ASVK (``vlek``), cached until nextUpdate."""
+    """DER CRL of a product's ASK (``vcek``) or ASVK (``vlek``), cached until nextUpdate.
+
+    The CRL must be signed by ``issuer`` (default: teegate's pinned ARK for ``product``);
+    a cached copy is checked again before it is served, so a planted file is never used.
+    """
     if product not in PRODUCTS or kind not in ("vcek", "vlek"):
         raise EvidenceError(f"unknown product/kind {product}/{kind}")
     t = int(time.time()) if now is None else now
+    ark = issuer or pinned_roots()[product].ark
     key = f"amd-crl/{kind}/{product}"
     url = f"{kds_url.rstrip('/')}/{kind}/v1/{product}/crl"
     if cache is not None and (hit := cache.get(key, now=t)) is not None:
-        return hit
+        try:
+            _checked_crl(hit, ark, f"cache {key}", t)
+        except CollateralError:
+            pass  # not ours or no longer usable: fetch a fresh one, which replaces it
+        else:
+            return hit
     async with client_or(client, retry) as c:
         body = (await get(c, url, what="AMD KDS CRL", retry=retry)).content
-    try:
-        crl = x509.load_der_x509_crl(body)
-    except ValueError as e:
-        raise CollateralError(f"AMD KDS {url}: body is not a DER CRL: {e}") from e
-    nxt = crl.next_update_utc
-    if nxt is None or int(nxt.timestamp()) <= t:
-        raise CollateralError(f"AMD KDS {url}: CRL has no nextUpdate in the future")
+    next_update = _checked_crl(body, ark, url, t)
     if cache is not None:
-        cache.put(key, body, expires=int(nxt.timestamp()), now=t)
+        cache.put(key, body, expires=next_update, now=t)
     return body
 
 
