@@ -1,0 +1,775 @@
+"""The gateway's ASGI app.
+
+``POST /v1/chat/completions`` is served by a raw ASGI handler in front of the FastAPI app (no
+request/response models on the hot path: the body is parsed once with ``json.loads`` to read
+model, stream and max_tokens and forwarded as the original bytes unless the gateway must
+change it). Everything else (models, providers, admin, health, metrics, and the wallet and
+receipt routers) is a FastAPI app behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio.to_thread
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from teegate.errors import TeegateError, UpstreamError
+from teegate.gateway.attestation import AttestationManager, Attested, ProviderRuntime
+from teegate.gateway.auth import Agent, KeyCache, Principal, bearer
+from teegate.gateway.calls import Accounting, CallRecord, Receipts
+from teegate.gateway.config import GatewayConfig, Price
+from teegate.gateway.errors import JSON_CT, GatewayRefusal, error_body
+from teegate.gateway.metrics import Metrics
+from teegate.gateway.store import GatewayStore
+from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.node.signatures import signature_text
+from teegate.providers.adapter import OpenAIAdapter
+from teegate.routing.health import Health
+from teegate.routing.select import Candidate, plan_route
+from teegate.routing.trust import TrustLevel, parse_trust
+
+log = logging.getLogger("teegate.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CHAT_PATH = "/v1/chat/completions"
+TRUST_HEADER = b"x-teegate-trust"
+CONVERSATION_HEADER = b"x-teegate-conversation"
+_SIG_HEADERS = ("x-teegate-signature", "x-teegate-signing-address", "x-teegate-signing-algo",
+                "x-teegate-text")
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Disconnected(Exception):  # noqa: N818 - an outcome
+    pass
+
+
+class Gateway:
+    """State shared by all requests of one gateway process."""
+
+    def __init__(
+        self, config: GatewayConfig, store: GatewayStore, *, clock: Callable[[], float] = time.time,
+        accounting: Accounting | None = None, receipts: Receipts | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.metrics = Metrics()
+        self.accounting = accounting
+        self.receipts = receipts
+        self.keys = KeyCache(store, config.admin_key)
+        self.providers: list[ProviderRuntime] = []
+        for pc in config.providers:
+            adapter = OpenAIAdapter(pc.id, pc.platform, pc.base_url, api_key=pc.api_key,
+                                    timeout=pc.timeout)
+            self.providers.append(ProviderRuntime(
+                pc, adapter, Health(config.allowed_fails, config.cooldown_s)))
+        self.by_id = {p.id: p for p in self.providers}
+        self.by_model: dict[str, list[ProviderRuntime]] = {}
+        for p in self.providers:
+            for m in p.config.models:
+                self.by_model.setdefault(m, []).append(p)
+        self.manager = AttestationManager(self.providers, store, self.metrics,
+                                          quarantine_s=config.quarantine_s,
+                                          poll_s=config.state_poll_s, clock=clock)
+        self.started = False
+        self._poll: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def startup(self) -> None:
+        def ensure_agents() -> None:
+            for a in self.config.agents:
+                self.store.ensure_agent(a.id, trust=a.trust.label, min_trust=a.min_trust.label,
+                                        owner=a.owner)
+
+        await anyio.to_thread.run_sync(ensure_agents)
+        await anyio.to_thread.run_sync(self.keys.reload)
+        await self.manager.start()
+        self._poll = asyncio.create_task(self._reload_keys())
+        self.started = True
+        for p in self.providers:
+            log.info("provider %s (%s): %s, trust level %s%s", p.id, p.config.platform.name,
+                     p.status, p.level(self.clock()).label,
+                     " [DEVELOPMENT]" if p.config.development else "")
+
+    async def shutdown(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll
+        await self.manager.stop()
+        for p in self.providers:
+            await p.adapter.aclose()
+
+    async def _reload_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.state_poll_s)
+            try:
+                await anyio.to_thread.run_sync(self.keys.reload)
+            except Exception:
+                log.exception("cannot reload agent keys")
+
+    # ------------------------------------------------------------------ helpers
+
+    async def authenticate(self, authorization: str | None) -> Agent:
+        key = bearer(authorization)
+        if key is None:
+            raise GatewayRefusal(401, "missing API key: send 'Authorization: Bearer <key>'",
+                                 code="invalid_api_key")
+        agent = self.keys.cached(key)
+        if agent is None:
+            agent = await anyio.to_thread.run_sync(self.keys.lookup, key)
+        if agent is None or agent.kind != "agent":
+            raise GatewayRefusal(401, "invalid API key", code="invalid_api_key")
+        return agent
+
+    def candidates(self, model: str, now: float) -> list[Candidate]:
+        out = []
+        for p in self.by_model.get(model, ()):
+            price = p.config.prices.get(model, Price())
+            out.append(Candidate(p.id, frozenset(p.config.models), p.level(now), p.blocked(now),
+                                 p.health.cooldown_until, price.input + price.output,
+                                 p.health.latency_ms, p.health.failures))
+        return out
+
+    def _temporary(self, provider_id: str, now: float) -> bool:
+        """Whether a refused provider may qualify again soon: blocked for now, or attestable
+        but without a current verdict (pending, expired, re-attesting)."""
+        p = self.by_id[provider_id]
+        return p.blocked(now) is not None or (p.attestable and p.current(now) is None)
+
+    def worst_case(self, providers: list[ProviderRuntime], model: str, prompt_bound: int,
+                   max_tokens: int) -> int:
+        return max((p.config.prices.get(model, Price()).cost(prompt_bound, max_tokens)
+                    for p in providers), default=0)
+
+    # ------------------------------------------------------------------ chat
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        hdrs: dict[bytes, bytes] = {}
+        for k, v in scope["headers"]:
+            if k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER):
+                hdrs[k] = v
+        record: CallRecord | None = None
+        try:
+            auth = hdrs.get(b"authorization")
+            agent = await self.authenticate(auth.decode("latin-1") if auth else None)
+            body = await self._read_body(receive, hdrs.get(b"content-length"))
+            record = await self._serve(agent, body, hdrs, send, t0)
+        except GatewayRefusal as r:
+            if record is None:
+                self.metrics.requests.labels("", "refused").inc()
+            await _send_error(send, r)
+        except _Disconnected:
+            return
+
+    async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
+        limit = self.config.max_body_bytes
+        if content_length is not None:
+            try:
+                n = int(content_length)
+            except ValueError:
+                raise GatewayRefusal(400, "bad Content-Length", code="invalid_request"
+                                     ) from None
+            if n > limit:
+                raise GatewayRefusal(413, f"request body of {n} bytes exceeds the limit of "
+                                     f"{limit} bytes", code="request_too_large")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            part = message.get("body", b"")
+            size += len(part)
+            if size > limit:
+                raise GatewayRefusal(413, f"request body exceeds the limit of {limit} bytes",
+                                     code="request_too_large")
+            chunks.append(part)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _parse(self, body: bytes, trust_header: bytes | None, agent: Agent
+               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool]:
+        """(request, model, stream, required level, bytes to forward, usage injected)."""
+        try:
+            req = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise GatewayRefusal(400, "request body is not valid JSON", code="invalid_json"
+                                 ) from None
+        if not isinstance(req, dict):
+            raise GatewayRefusal(400, "request body must be a JSON object", code="invalid_json")
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayRefusal(400, "'model' is required and must be a string",
+                                 code="invalid_request", param="model")
+        if not isinstance(req.get("messages"), list):
+            raise GatewayRefusal(400, "'messages' is required and must be an array",
+                                 code="invalid_request", param="messages")
+        stream = req.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            raise GatewayRefusal(400, "'stream' must be a boolean", code="invalid_request",
+                                 param="stream")
+        changed = False
+        asked: TrustLevel | None = None
+        if "@" in model and model not in self.by_model:
+            base, _, suffix = model.rpartition("@")
+            try:
+                asked = parse_trust(suffix)
+            except TeegateError:
+                asked = None
+            if asked is not None:
+                model, changed = base, True
+                req["model"] = base
+        if trust_header is not None:
+            try:
+                from_header = parse_trust(trust_header.decode("latin-1"))
+            except TeegateError as e:
+                raise GatewayRefusal(400, f"X-Teegate-Trust: {e}", code="invalid_trust_level",
+                                     param="x-teegate-trust") from None
+            if asked is not None and asked != from_header:
+                raise GatewayRefusal(400, "X-Teegate-Trust and the model suffix name different "
+                                     "trust levels", code="invalid_trust_level", param="model")
+            asked = from_header
+        required = max(asked if asked is not None else agent.trust, agent.min_trust)
+        inject = False
+        if stream:
+            opts = req.get("stream_options")
+            if opts is None or (isinstance(opts, dict) and not opts.get("include_usage")):
+                req["stream_options"] = {**(opts or {}), "include_usage": True}
+                inject = changed = True
+        forward = json.dumps(req, separators=(",", ":")).encode() if changed else body
+        return req, model, bool(stream), required, forward, inject
+
+    async def _serve(self, agent: Agent, body: bytes, hdrs: dict[bytes, bytes], send: Send,
+                     t0: float) -> CallRecord:
+        req, model, stream, required, forward, inject = self._parse(
+            body, hdrs.get(TRUST_HEADER), agent)
+        conv = hdrs.get(CONVERSATION_HEADER)
+        record = CallRecord(agent.id, model, required.label, time.time(), _sha(body),
+                            conversation=conv.decode("latin-1") if conv else None, stream=stream)
+        unchanged = forward is body
+        record.forwarded_sha256 = None if unchanged else _sha(forward)
+        try:
+            return await self._serve_record(record, req, model, stream, required, forward,
+                                            inject, unchanged, send)
+        finally:
+            self._finish(record, t0)
+
+    async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
+                            stream: bool, required: TrustLevel, forward: bytes, inject: bool,
+                            unchanged: bool, send: Send) -> CallRecord:
+        if model not in self.by_model:
+            record.outcome, record.status = "refused", 404
+            raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
+                                 "serves it", code="model_not_found", param="model")
+        now = self.clock()
+        plan = plan_route(self.candidates(model, now), model, required, now=time.monotonic(),
+                          prefer=self.config.prefer)
+        if not plan.eligible:
+            record.outcome = "refused"
+            temporary = any(self._temporary(r.provider_id, now) for r in plan.refused)
+            status, code = (503, "no_provider_available") if temporary else (
+                403, "trust_level_unmet")
+            record.status = status
+            record.error = plan.explain()
+            raise GatewayRefusal(status, f"no provider can serve {model!r} at trust level "
+                                 f"{required.label}: {plan.explain()}", code=code, param="model",
+                                 extra={"considered": [{"provider": r.provider_id,
+                                                        "reason": r.reason}
+                                                       for r in plan.refused]})
+        providers = [self.by_id[c.provider_id] for c in plan.eligible]
+        if self.accounting is not None:
+            max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
+            if not isinstance(max_tokens, int) or max_tokens <= 0:
+                max_tokens = self.config.default_max_tokens
+            worst = self.worst_case(providers, model, len(forward), max_tokens)
+            try:
+                record.hold_id = await anyio.to_thread.run_sync(
+                    self.accounting.hold, record, worst)
+            except GatewayRefusal:
+                record.outcome, record.status = "refused", 402
+                raise
+        upstream: httpx.Response | None = None
+        chosen: ProviderRuntime | None = None
+        attested: Attested | None = None
+        errors: list[str] = []
+        for p in providers:
+            now = self.clock()
+            level = p.level(now)
+            if level < required or p.blocked(now):  # state changed since planning
+                errors.append(f"{p.id}: no longer eligible")
+                continue
+            attested = p.current(now)
+            record.attempts.append(p.id)
+            t_up = time.perf_counter()
+            try:
+                resp = await p.adapter.chat(forward)
+            except UpstreamError as e:
+                p.health.failure(time.monotonic())
+                self.metrics.failovers.labels(p.id, "connect").inc()
+                errors.append(str(e))
+                continue
+            if resp.status_code in _RETRYABLE:
+                await resp.aclose()
+                p.health.failure(time.monotonic())
+                self.metrics.failovers.labels(p.id, str(resp.status_code)).inc()
+                errors.append(f"{p.id}: HTTP {resp.status_code}")
+                continue
+            elapsed = time.perf_counter() - t_up
+            self.metrics.upstream_latency.labels(p.id).observe(elapsed)
+            p.health.success(elapsed * 1000)
+            upstream, chosen = resp, p
+            record.served_trust = level.label
+            break
+        if upstream is None or chosen is None:
+            record.outcome, record.status = "failed", 502
+            record.error = "; ".join(errors)
+            raise GatewayRefusal(502, "every eligible provider failed: " + "; ".join(errors),
+                                 code="upstream_unavailable")
+        record.provider, record.platform = chosen.id, chosen.config.platform.name
+        record.verdict_digest = attested.digest if attested is not None else None
+        record.status = upstream.status_code
+        headers = self._response_headers(chosen, attested, record, upstream)
+        if stream and upstream.status_code == 200 and upstream.headers.get(
+                "content-type", "").startswith("text/event-stream"):
+            await self._relay_stream(chosen, attested, record, upstream, forward, inject,
+                                     unchanged, headers, send)
+        else:
+            await self._relay_plain(chosen, attested, record, upstream, forward, headers, send)
+        return record
+
+    def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
+                          upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
+        ct = upstream.headers.get("content-type", "application/json")
+        h = [(b"content-type", ct.encode("latin-1")),
+             (b"x-teegate-provider", p.id.encode()),
+             (b"x-teegate-platform", p.config.platform.name.encode()),
+             (b"x-teegate-trust", (record.served_trust or "").encode()),
+             (b"x-teegate-verdict", (a.digest if a is not None else "none").encode())]
+        if a is not None and a.development:
+            h.append((b"x-teegate-development", b"true"))
+        if self.receipts is not None:
+            record.receipt_id = self.receipts.new_id()
+            h.append((b"x-teegate-receipt", record.receipt_id.encode()))
+        return h
+
+    async def _relay_plain(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
+                           upstream: httpx.Response, forward: bytes,
+                           headers: list[tuple[bytes, bytes]], send: Send) -> None:
+        try:
+            data = await upstream.aread()
+        except httpx.HTTPError as e:
+            record.outcome, record.status, record.error = "failed", 502, str(e)
+            raise GatewayRefusal(502, f"{p.id}: response broken: {e}",
+                                 code="upstream_error") from None
+        finally:
+            await upstream.aclose()
+        record.response_sha256 = _sha(data)
+        mode = p.config.platform.signatures
+        if a is not None and mode == "inline":
+            sig = upstream.headers.get("x-teegate-signature")
+            why: str | None
+            if sig is None:
+                why = "the response carries no signature"
+                self.manager.signature_failed(p, why)
+            else:
+                why = self.manager.check_signature(
+                    p, a, text=upstream.headers.get("x-teegate-text", ""), signature=sig,
+                    address=upstream.headers.get("x-teegate-signing-address", ""),
+                    algo=upstream.headers.get("x-teegate-signing-algo", ""),
+                    expected_text=signature_text(forward, data))
+            if why is not None:
+                record.outcome, record.status = "failed", 502
+                record.signature_check = f"failed: {why}"
+                raise GatewayRefusal(502, f"{p.id}: response signature check failed: {why}; "
+                                     "the response was withheld", code="response_signature_invalid")
+            record.signature_check = "verified"
+            record.signature = {k: upstream.headers.get(k, "") for k in _SIG_HEADERS}
+            if record.forwarded_sha256 is None:  # client's bytes unchanged: it may check too
+                headers += [(k.encode(), v.encode()) for k, v in record.signature.items()]
+        if upstream.status_code < 400:
+            with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+                obj = json.loads(data)
+                usage = obj.get("usage")
+                record.usage = usage if isinstance(usage, dict) else None
+                if a is not None and mode == "endpoint" and isinstance(obj.get("id"), str):
+                    record.signature_check = "pending"
+                    record.chat_id = obj["id"]
+            record.outcome = "success"
+        else:
+            record.outcome = "failed"
+        headers.append((b"content-length", str(len(data)).encode()))
+        await send({"type": "http.response.start", "status": upstream.status_code,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _relay_stream(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
+                            upstream: httpx.Response, forward: bytes, inject: bool,
+                            unchanged: bool, headers: list[tuple[bytes, bytes]],
+                            send: Send) -> None:
+        inline = a is not None and p.config.platform.signatures == "inline"
+
+        def check(sig: dict[str, Any], expected: str) -> str | None:
+            assert a is not None
+            record.signature = {k: str(sig.get(k, "")) for k in
+                                ("text", "signature", "signing_address", "signing_algo")}
+            return self.manager.check_signature(
+                p, a, text=str(sig.get("text", "")), signature=str(sig.get("signature", "")),
+                address=str(sig.get("signing_address", "")),
+                algo=str(sig.get("signing_algo", "")), expected_text=expected)
+
+        relay = SseRelay(_sha(forward), check if inline else None, require_signature=inline,
+                         strip_usage=inject, pass_comment=unchanged)
+        headers.append((b"cache-control", b"no-cache"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    out = relay.feed(chunk)
+                    if out:
+                        await send({"type": "http.response.body", "body": out,
+                                    "more_body": True})
+                tail = relay.finish()
+                if tail:
+                    await send({"type": "http.response.body", "body": tail, "more_body": True})
+                record.outcome = "success"
+                record.signature_check = "verified" if relay.verified else None
+            except StreamFailure as e:
+                if e.code == "response_signature_missing" and inline and not relay.signed:
+                    self.manager.signature_failed(p, str(e))
+                record.outcome, record.error = "failed", str(e)
+                record.signature_check = f"failed: {e}"
+                err = GatewayRefusal(502, f"{p.id}: {e}; the end of the stream was withheld",
+                                     code=e.code)
+                await send({"type": "http.response.body", "body": err.sse_event(),
+                            "more_body": True})
+            except httpx.HTTPError as e:
+                record.outcome, record.error = "failed", f"stream broken: {e}"
+                err = GatewayRefusal(502, f"{p.id}: stream broken: {e}", code="upstream_error")
+                await send({"type": "http.response.body", "body": err.sse_event(),
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away (uvicorn raises ClientDisconnected)
+            record.outcome = "disconnected"
+        finally:
+            await upstream.aclose()
+            record.usage = relay.usage
+            record.response_sha256 = relay.hasher.hexdigest()
+            record.content_events = relay.content_events
+            if a is not None and p.config.platform.signatures == "endpoint" and relay.chat_id:
+                record.signature_check = "pending"
+                record.chat_id = relay.chat_id
+
+    # ------------------------------------------------------------------ end of a call
+
+    def _finish(self, record: CallRecord, t0: float) -> None:
+        self.metrics.requests.labels(record.provider or "", record.outcome).inc()
+        self.metrics.latency.labels("true" if record.stream else "false").observe(
+            time.perf_counter() - t0)
+        if record.outcome == "pending":
+            record.outcome = "failed"
+        if self.accounting is None and self.receipts is None and record.signature_check != (
+                "pending"):
+            return
+        self.manager.spawn(self._account(record))
+
+    async def _account(self, record: CallRecord) -> None:
+        p = self.by_id.get(record.provider or "")
+        if record.signature_check == "pending" and p is not None:
+            await self._endpoint_signature(p, record)
+        if self.accounting is not None and record.hold_id is not None:
+            try:
+                await anyio.to_thread.run_sync(self._settle, record)
+            except Exception:
+                log.exception("ledger: cannot settle hold %s", record.hold_id)
+        if self.receipts is not None:
+            try:
+                self.receipts.submit(record, record.receipt_id or self.receipts.new_id())
+            except Exception:
+                log.exception("receipts: cannot submit receipt")
+
+    def _settle(self, record: CallRecord) -> None:
+        assert self.accounting is not None
+        if record.outcome in ("refused",) or (record.outcome == "failed" and not record.usage
+                                              and record.provider is None):
+            self.accounting.void(record)
+            return
+        amount = self.call_cost(record)
+        if amount is None:
+            self.accounting.void(record)
+            return
+        record.cost = amount
+        record.transfer_ids = self.accounting.settle(record, amount)
+
+    def call_cost(self, record: CallRecord) -> int | None:
+        """What the call cost: from usage when the provider reported it; None to void."""
+        p = self.by_id.get(record.provider or "")
+        if p is None:
+            return None
+        price = p.config.prices.get(record.model, Price())
+        usage = record.usage
+        if usage:
+            return price.cost(int(usage.get("prompt_tokens") or 0),
+                              int(usage.get("completion_tokens") or 0))
+        if record.outcome == "failed" and record.status >= 400 and not record.stream:
+            return None  # an error answer produced nothing billable
+        return -1  # unknown: the accounting adapter charges the hold's worst case
+
+    async def _endpoint_signature(self, p: ProviderRuntime, record: CallRecord) -> None:
+        """NEAR AI / RedPill: fetch ``/v1/signature/{id}`` just after delivery and check it;
+        a failure quarantines the provider."""
+        a = p.current(self.clock()) or p.attested
+        chat_id = record.chat_id
+        if a is None or not chat_id:
+            record.signature_check = "skipped: no attested key"
+            return
+        try:
+            sig = await p.adapter.fetch_signature(chat_id, model=record.model)
+        except TeegateError as e:
+            record.signature_check = f"failed: {e}"
+            self.manager.signature_failed(p, f"signature for {chat_id} unavailable: {e}")
+            return
+        record.signature = {k: str(sig.get(k, "")) for k in
+                            ("text", "signature", "signing_address", "signing_algo")}
+        text = str(sig.get("text", ""))
+        req_hash, _, _ = text.partition(":")
+        expected = f"{record.forwarded_sha256 or record.request_sha256}:{record.response_sha256}"
+        why = self.manager.check_signature(
+            p, a, text=text, signature=str(sig.get("signature", "")),
+            address=str(sig.get("signing_address", "")), algo=str(sig.get("signing_algo", "")),
+            expected_text=expected)
+        record.signature_check = "verified" if why is None else f"failed: {why}"
+        del req_hash
+
+
+async def _send_error(send: Send, r: GatewayRefusal) -> None:
+    body = r.body()
+    await send({"type": "http.response.start", "status": r.status, "headers": [
+        JSON_CT, (b"content-length", str(len(body)).encode()),
+        (b"x-should-retry", b"true" if r.retry else b"false")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------- the ASGI app
+
+
+class GatewayApp:
+    """ASGI entry point: chat completions on the lean path, everything else via FastAPI."""
+
+    def __init__(self, gateway: Gateway, api: FastAPI) -> None:
+        self.gateway = gateway
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            await self.gateway.chat(scope, receive, send)
+            return
+        await self.api(scope, receive, send)
+
+
+def _json_error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse(json.loads(error_body(status, message, code=code)), status_code=status,
+                        headers={"x-should-retry": "false"})
+
+
+def provider_view(p: ProviderRuntime, now: float) -> dict[str, Any]:
+    a = p.current(now)
+    blocked = p.blocked(now)
+    development = p.config.development or (a is not None and a.development)
+    return {
+        "id": p.id,
+        "platform": p.config.platform.name,
+        "base_url": p.config.base_url,
+        "models": list(p.config.models),
+        "trust_level": p.level(now).label,
+        "claimed_trust_level": p.config.platform.claimed.label,
+        "attestation": {
+            "status": "quarantined" if p.quarantined_until > now else p.status,
+            "detail": blocked or p.detail,
+            "verdict": a.digest if a is not None else None,
+            "expires_at": int(a.expires_at) if a is not None else None,
+            "signing_address": a.signing_address if a is not None else None,
+            "unproven": a is None,
+        },
+        "development": development,
+        "label": "DEVELOPMENT (simulated TEE, not confidential)" if development else None,
+        "cooldown": p.health.cooling(time.monotonic()),
+    }
+
+
+def create_app(
+    config: GatewayConfig, *, store: GatewayStore | None = None,
+    clock: Callable[[], float] = time.time, accounting: Accounting | None = None,
+    receipts: Receipts | None = None,
+    extra_routers: Callable[[FastAPI, Gateway], None] | None = None,
+) -> GatewayApp:
+    """The gateway as an ASGI app (lifespan starts attestation and background tasks)."""
+    store = store or GatewayStore(config.database_url)
+    gw = Gateway(config, store, clock=clock, accounting=accounting, receipts=receipts)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.startup()
+        try:
+            yield
+        finally:
+            await gw.shutdown()
+
+    api = FastAPI(title="teegate", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    api.state.gateway = gw
+
+    async def principal(request: Request) -> Principal:
+        key = bearer(request.headers.get("authorization"))
+        if key is not None and gw.keys.is_admin(key):
+            return Principal("operator", "operator", frozenset())
+        if key is not None:
+            agent = gw.keys.cached(key) or await anyio.to_thread.run_sync(gw.keys.lookup, key)
+            if agent is not None:
+                return gw.keys.principal(agent)
+        from fastapi import HTTPException
+
+        raise HTTPException(401, detail="invalid API key")
+
+    api.state.principal = principal
+
+    @api.exception_handler(401)
+    async def _unauth(request: Request, exc: Exception) -> JSONResponse:
+        return _json_error(401, "invalid API key", "invalid_api_key")
+
+    @api.exception_handler(404)
+    async def _missing(request: Request, exc: Exception) -> JSONResponse:
+        detail = getattr(exc, "detail", None)
+        return _json_error(404, str(detail) if detail and detail != "Not Found" else
+                           f"no route {request.url.path}", "not_found")
+
+    @api.get("/v1/models")
+    async def models(request: Request) -> Response:
+        await principal(request)
+        now = gw.clock()
+        data = []
+        for model, providers in gw.by_model.items():
+            ok = [p for p in providers if not p.blocked(now)]
+            best = max((p.level(now) for p in ok), default=None)
+            data.append({
+                "id": model, "object": "model", "created": 0, "owned_by": "teegate",
+                "providers": [{"id": p.id, "platform": p.config.platform.name,
+                               "trust_level": p.level(now).label,
+                               "attestation": provider_view(p, now)["attestation"]["status"],
+                               "development": provider_view(p, now)["development"]}
+                              for p in providers],
+                "trust_level": best.label if best is not None else None,
+                "development": any(provider_view(p, now)["development"] for p in providers),
+            })
+        return JSONResponse({"object": "list", "data": data})
+
+    @api.get("/v1/providers")
+    async def providers() -> Response:
+        now = gw.clock()
+        return JSONResponse({"object": "list",
+                             "data": [provider_view(p, now) for p in gw.providers]})
+
+    @api.get("/v1/providers/{provider_id}/attestation")
+    async def attestation(provider_id: str) -> Response:
+        p = gw.by_id.get(provider_id)
+        if p is None:
+            return _json_error(404, f"no provider {provider_id!r}", "provider_not_found")
+        now = gw.clock()
+        view = provider_view(p, now)
+        verdict = p.last_verdict
+        view["verdict"] = verdict.to_json() if verdict is not None else None
+        view["verdict_digest"] = verdict.digest() if verdict is not None else None
+        return JSONResponse(view)
+
+    @api.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @api.get("/readyz")
+    async def readyz() -> Response:
+        now = gw.clock()
+        serving = [p.id for p in gw.providers if not p.blocked(now)]
+        ready = gw.started and bool(serving)
+        return JSONResponse({"ready": ready, "serving": serving}, status_code=200 if ready
+                            else 503)
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        for p in gw.providers:
+            gw.metrics.provider_cooled_down.labels(p.id).set(
+                1 if p.health.cooling(time.monotonic()) else 0)
+        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def _admin(request: Request) -> None:
+        from fastapi import HTTPException
+
+        if not gw.keys.is_admin(bearer(request.headers.get("authorization"))):
+            raise HTTPException(401, detail="admin key required")
+
+    @api.post("/admin/agents")
+    async def create_agent(request: Request) -> Response:
+        _admin(request)
+        try:
+            body = json.loads(await request.body() or b"{}")
+            agent_id = body["id"]
+            trust = parse_trust(str(body.get("trust", "standard")))
+            floor = parse_trust(str(body.get("min_trust", "standard")))
+            kind = str(body.get("kind", "agent"))
+            key = await anyio.to_thread.run_sync(lambda: gw.store.create_key(
+                str(agent_id), trust=max(trust, floor).label, min_trust=floor.label,
+                owner=body.get("owner"), kind=kind))
+        except (ValueError, KeyError, TypeError, TeegateError) as e:
+            return JSONResponse(json.loads(error_body(400, f"bad agent: {e}",
+                                                      code="invalid_request")), 400)
+        await anyio.to_thread.run_sync(gw.keys.reload)
+        return JSONResponse({"id": agent_id, "api_key": key, "kind": kind}, status_code=201)
+
+    @api.delete("/admin/agents/{agent_id}")
+    async def revoke_agent(agent_id: str, request: Request) -> Response:
+        _admin(request)
+        ok = await anyio.to_thread.run_sync(gw.store.revoke, agent_id)
+        gw.keys.forget(agent_id)
+        if not ok:
+            return _json_error(404, f"no agent {agent_id!r}", "agent_not_found")
+        return JSONResponse({"id": agent_id, "revoked": True})
+
+    @api.get("/admin/agents")
+    async def list_agents(request: Request) -> Response:
+        _admin(request)
+        rows = await anyio.to_thread.run_sync(gw.store.agents)
+        return JSONResponse({"data": [r.to_json() for r in rows]})
+
+    @api.post("/admin/providers/{provider_id}/reattest")
+    async def reattest(provider_id: str, request: Request) -> Response:
+        _admin(request)
+        p = gw.by_id.get(provider_id)
+        if p is None:
+            return _json_error(404, f"no provider {provider_id!r}", "provider_not_found")
+        gw.manager.lift(p)
+        await gw.manager.refresh(p)
+        return JSONResponse(provider_view(p, gw.clock()))
+
+    if extra_routers is not None:
+        extra_routers(api, gw)
+    return GatewayApp(gw, api)

@@ -1,0 +1,317 @@
+"""The attestation manager: one verdict per attested provider, obtained with a fresh nonce,
+cached until it expires, refreshed in the background before expiry, and dropped at once when a
+response signature fails, the signing key changes or a refresh is rejected.
+
+Attestation never runs on the request path: requests read ``ProviderRuntime.level(now)``,
+a few attribute reads. Quarantines are written to the shared store so that every gateway
+process sharing the database drops the provider too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+
+from teegate.attest.binding import fresh_nonce
+from teegate.attest.verdict import Verdict
+from teegate.errors import TeegateError
+from teegate.gateway.config import ProviderConfig
+from teegate.gateway.metrics import Metrics
+from teegate.gateway.store import GatewayStore, ProviderState
+from teegate.node.signatures import normalize_signing_address, verify_response_signature
+from teegate.providers.adapter import OpenAIAdapter
+from teegate.routing.health import Health
+from teegate.routing.trust import TrustLevel
+
+log = logging.getLogger("teegate.gateway")
+Clock = Callable[[], float]
+
+
+@dataclass
+class Attested:
+    """An accepted verdict and the key it binds."""
+
+    verdict: Verdict
+    digest: str
+    signing_address: str
+    signing_algo: str
+    identity: bytes
+    level: TrustLevel
+    expires_at: float  # wall-clock seconds
+    development: bool
+
+
+@dataclass
+class ProviderRuntime:
+    """Everything the gateway knows about one provider at run time."""
+
+    config: ProviderConfig
+    adapter: OpenAIAdapter
+    health: Health
+    attested: Attested | None = None
+    status: str = "pending"  # pending, attested, unproven, unreachable, rejected, quarantined
+    detail: str = "no attestation yet"
+    last_verdict: Verdict | None = None  # the latest verdict, accepted or not
+    quarantined_until: float = 0.0
+    refreshes: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def attestable(self) -> bool:
+        return self.config.platform.evidence != "none"
+
+    def blocked(self, now: float) -> str | None:
+        """Why the provider may not serve at all right now, or None."""
+        if self.quarantined_until > now:
+            return f"quarantined for {int(self.quarantined_until - now)} s: {self.detail}"
+        if self.status == "rejected":
+            return f"attestation rejected: {self.detail}"
+        return None
+
+    def current(self, now: float) -> Attested | None:
+        a = self.attested
+        return a if a is not None and a.expires_at > now else None
+
+    def level(self, now: float) -> TrustLevel:
+        """The trust level this provider can serve at ``now`` (ignoring blocks)."""
+        a = self.current(now)
+        level = a.level if a is not None else self.config.platform.claimed
+        cap = self.config.trust_cap
+        return min(level, cap) if cap is not None else level
+
+    def drop(self, status: str, detail: str) -> None:
+        self.attested = None
+        self.status = status
+        self.detail = detail
+
+
+def _gpu_backed(verdict: Verdict) -> bool:
+    return bool(verdict.components) and all(c.accepted for c in verdict.components)
+
+
+class AttestationManager:
+    """Background attestation of every provider whose platform offers evidence."""
+
+    def __init__(self, providers: list[ProviderRuntime], store: GatewayStore, metrics: Metrics,
+                 *, quarantine_s: int, poll_s: float = 1.0, clock: Clock = time.time) -> None:
+        self.providers = providers
+        self.store = store
+        self.metrics = metrics
+        self.quarantine_s = quarantine_s
+        self.poll_s = poll_s
+        self.clock = clock
+        self._tasks: list[asyncio.Task[None]] = []
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self, *, wait: float = 10.0) -> None:
+        """Attest every provider once (up to ``wait`` seconds in total), then keep them fresh
+        in the background."""
+        first = [asyncio.create_task(self.refresh(p)) for p in self.providers if p.attestable]
+        if first:
+            await asyncio.wait(first, timeout=wait)
+        for p in self.providers:
+            if p.attestable:
+                self._tasks.append(asyncio.create_task(self._keep_fresh(p)))
+        self._tasks.append(asyncio.create_task(self._poll_shared()))
+
+    async def stop(self) -> None:
+        for t in [*self._tasks, *self._bg]:
+            t.cancel()
+        for t in [*self._tasks, *self._bg]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ------------------------------------------------------------------ refresh
+
+    async def refresh(self, p: ProviderRuntime) -> None:
+        """Fetch a report with a fresh nonce and verify it. The old verdict keeps serving
+        until this finishes; a rejection drops it at once."""
+        if p.quarantined_until > self.clock():
+            return
+        nonce = fresh_nonce()
+        try:
+            report = await p.adapter.fetch_report(nonce, model=p.config.models[0])
+        except TeegateError as e:
+            self.metrics.refreshes.labels(p.id, "unreachable").inc()
+            if p.config.platform.evidence == "probe":
+                p.status, p.detail = "unproven", f"no attestation report ({e})"
+            elif p.current(self.clock()) is None:
+                p.status, p.detail = "unreachable", str(e)
+            self._publish_level(p)
+            return
+        now = self.clock()
+        try:
+            verdict = await anyio.to_thread.run_sync(self._verify, p, report, nonce, int(now))
+        except TeegateError as e:
+            self._reject(p, f"malformed report: {e}", "evidence.malformed")
+            return
+        p.last_verdict = verdict
+        p.refreshes += 1
+        if not verdict.accepted:
+            first = verdict.failures[0] if verdict.failures else None
+            why = "; ".join(f"{c.name}: {c.detail}" for c in verdict.failures[:3]) or "no checks"
+            self._reject(p, why, first.name if first else "none")
+            return
+        algo = str(report.get("signing_algo", p.adapter.signing_algo))
+        address = str(report.get("signing_address", ""))
+        identity = normalize_signing_address(address, algo)
+        if identity is None or algo != p.adapter.signing_algo:
+            self._reject(p, f"report names no usable {p.adapter.signing_algo} signing key",
+                         "client.signing_address")
+            return
+        previous = p.attested
+        not_after = verdict.not_after if verdict.not_after is not None else now + 86400
+        expires = min(float(not_after), now + p.config.attestation_ttl)
+        level = TrustLevel.ATTESTED_GPU if _gpu_backed(verdict) else TrustLevel.ATTESTED
+        digest = verdict.digest()
+        p.attested = Attested(verdict, digest, address, algo, identity, level, expires,
+                              verdict.development)
+        p.status, p.detail = "attested", ("DEVELOPMENT TEE (simulated; not confidential)"
+                                          if verdict.development else "verified")
+        if previous is not None and previous.identity != identity:
+            log.warning("provider %s: signing key changed %s -> %s (re-attested)", p.id,
+                        previous.signing_address, address)
+        self.metrics.refreshes.labels(p.id, "accepted").inc()
+        self._publish_level(p)
+        await self._store_state(p, verdict, int(not_after))
+
+    def _verify(self, p: ProviderRuntime, report: dict[str, Any], nonce: bytes,
+                now: int) -> Verdict:
+        from teegate.client.report import verify_report
+
+        assert p.config.policy is not None
+        return verify_report(report, nonce=nonce, policy=p.config.policy, now=now,
+                             signing_algo=p.adapter.signing_algo)
+
+    def _reject(self, p: ProviderRuntime, why: str, check: str) -> None:
+        log.error("provider %s: attestation rejected: %s", p.id, why)
+        self.metrics.refreshes.labels(p.id, "rejected").inc()
+        self.metrics.attestation_failures.labels(p.id, check).inc()
+        p.drop("rejected", why)
+        self.quarantine(p, f"attestation rejected: {why}")
+
+    async def _keep_fresh(self, p: ProviderRuntime) -> None:
+        backoff = 1.0
+        while True:
+            now = self.clock()
+            a = p.current(now)
+            if p.quarantined_until > now:
+                delay = p.quarantined_until - now
+            elif a is not None:
+                backoff = 1.0
+                delay = max(0.5, 0.8 * (a.expires_at - now))
+            else:
+                delay = backoff
+                backoff = min(backoff * 2, 30.0)
+            p.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(p.wake.wait(), timeout=delay)
+            try:
+                await self.refresh(p)
+            except Exception:  # keep the loop alive; the provider stays unattested
+                log.exception("provider %s: attestation refresh crashed", p.id)
+
+    # ------------------------------------------------------------------ drop / quarantine
+
+    def signature_failed(self, p: ProviderRuntime, why: str) -> None:
+        """A response signature did not verify: drop the verdict, quarantine everywhere."""
+        log.error("provider %s: response signature failed: %s", p.id, why)
+        self.metrics.signature_failures.labels(p.id).inc()
+        p.drop("quarantined", f"response signature failed: {why}")
+        self.quarantine(p, f"response signature failed: {why}")
+
+    def key_changed(self, p: ProviderRuntime, address: str) -> None:
+        """Responses come signed by a key the verdict does not bind: drop it, re-attest now."""
+        log.warning("provider %s: responses signed by unattested key %s; re-attesting", p.id,
+                    address)
+        p.drop("pending", f"signing key changed to {address}; re-attesting")
+        self._publish_level(p)
+        p.wake.set()
+
+    def quarantine(self, p: ProviderRuntime, reason: str) -> None:
+        until = self.clock() + self.quarantine_s
+        p.quarantined_until = until
+        p.detail = reason
+        self._publish_level(p)
+        bound = p.last_verdict.bound_key if p.last_verdict is not None else None
+        self.spawn(anyio.to_thread.run_sync(
+            lambda: self.store.quarantine(p.id, until=int(until), reason=reason,
+                                          bound_key=bound)))
+
+    def lift(self, p: ProviderRuntime) -> None:
+        """Operator action / tests: end a local quarantine and re-attest now."""
+        p.quarantined_until = 0.0
+        p.status = "pending"
+        p.wake.set()
+
+    async def _store_state(self, p: ProviderRuntime, verdict: Verdict, not_after: int) -> None:
+        state = ProviderState(p.id, p.status, p.detail, verdict.digest(), verdict.bound_key,
+                              not_after, 0, self.clock())
+        try:
+            await anyio.to_thread.run_sync(self.store.put_state, state)
+        except Exception:
+            log.exception("provider %s: cannot record attestation state", p.id)
+
+    async def _poll_shared(self) -> None:
+        """Adopt quarantines written by other gateway processes."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.sync_shared()
+            except Exception:
+                log.exception("cannot read shared provider state")
+
+    async def sync_shared(self) -> None:
+        states = await anyio.to_thread.run_sync(self.store.states)
+        now = self.clock()
+        for p in self.providers:
+            s = states.get(p.id)
+            if s is None or s.quarantined_until <= now or s.quarantined_until <= (
+                    p.quarantined_until):
+                continue
+            log.error("provider %s: quarantined by another gateway process: %s", p.id, s.detail)
+            p.drop("quarantined", s.detail)
+            p.quarantined_until = float(s.quarantined_until)
+            self._publish_level(p)
+
+    def _publish_level(self, p: ProviderRuntime) -> None:
+        now = self.clock()
+        value = -1 if p.blocked(now) else int(p.level(now))
+        self.metrics.provider_level.labels(p.id).set(value)
+
+    # ------------------------------------------------------------------ response signatures
+
+    def check_signature(self, p: ProviderRuntime, a: Attested, *, text: str, signature: str,
+                        address: str, algo: str, expected_text: str) -> str | None:
+        """None when the signature over ``expected_text`` verifies by the attested key;
+        otherwise the reason (and the verdict is dropped / the provider quarantined)."""
+        if algo != a.signing_algo or normalize_signing_address(address, algo) != a.identity:
+            self.key_changed(p, address)
+            return f"signed by {address} ({algo}), not the attested key {a.signing_address}"
+        if text != expected_text:
+            why = "signed text does not match the exact request and response bytes"
+            self.signature_failed(p, why)
+            return why
+        if not verify_response_signature(text, signature, address, algo):
+            why = "signature does not verify"
+            self.signature_failed(p, why)
+            return why
+        return None

@@ -1,0 +1,55 @@
+"""The record of one chat call, handed to accounting (ledger) and receipts when it ends, and
+the interfaces those parts plug in through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class CallRecord:
+    """What happened in one call; filled in as the call proceeds."""
+
+    agent: str
+    model: str
+    required_trust: str
+    started: float
+    request_sha256: str
+    forwarded_sha256: str | None = None
+    conversation: str | None = None
+    provider: str | None = None
+    platform: str | None = None
+    served_trust: str | None = None
+    verdict_digest: str | None = None
+    stream: bool = False
+    status: int = 0
+    outcome: str = "pending"  # success, failed, refused, voided, disconnected
+    error: str | None = None
+    response_sha256: str | None = None
+    usage: dict[str, Any] | None = None
+    signature: dict[str, str] | None = None
+    signature_check: str | None = None  # "verified", "failed: ...", "pending", None
+    attempts: list[str] = field(default_factory=list)
+    hold_id: str | None = None
+    cost: int | None = None
+    transfer_ids: list[str] = field(default_factory=list)
+    receipt_id: str | None = None
+    chat_id: str | None = None  # the provider's completion id
+    content_events: int = 0  # stream events with content (an estimate when usage is missing)
+
+
+class Accounting(Protocol):
+    """The ledger as the gateway uses it (teegate.ledger adapter): place a hold before
+    forwarding, settle or void it on every exit path. Blocking methods (run in a thread)."""
+
+    def hold(self, record: CallRecord, worst_case: int) -> str: ...
+    def settle(self, record: CallRecord, amount: int) -> list[str]: ...
+    def void(self, record: CallRecord) -> None: ...
+
+
+class Receipts(Protocol):
+    """The receipt log as the gateway uses it: non-blocking submit, returns the receipt id."""
+
+    def new_id(self) -> str: ...
+    def submit(self, record: CallRecord, receipt_id: str) -> None: ...

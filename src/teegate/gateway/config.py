@@ -1,0 +1,324 @@
+"""``teegate.toml``: one file for the gateway, its providers and agents; secrets come from
+environment variables named in the file (``api_key_env``, ``admin_key_env``).
+
+Every problem raises ConfigError naming the field (``providers[1].platform: ...``), so a bad
+file stops start-up with a message an operator can act on."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from teegate import paths
+from teegate.attest.policy import Policy, load_policy
+from teegate.errors import ConfigError, TeegateError
+from teegate.providers.registry import Platform, get_platform
+from teegate.routing.trust import TrustLevel, parse_trust
+
+
+@dataclass(frozen=True)
+class Price:
+    """Integer price in the smallest currency unit per 1,000,000 tokens."""
+
+    input: int = 0
+    output: int = 0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+        total = prompt_tokens * self.input + completion_tokens * self.output
+        return -(-total // 1_000_000)  # ceil: never undercharge by rounding
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    id: str
+    platform: Platform
+    base_url: str
+    models: tuple[str, ...]
+    api_key: str | None = None
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    policy: Policy | None = None  # None for providers without evidence
+    development: bool = False  # the policy trusts this installation's development roots
+    trust_cap: TrustLevel | None = None  # never serve above this level (operator choice)
+    attestation_ttl: int = 600
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    id: str
+    trust: TrustLevel = TrustLevel.STANDARD
+    min_trust: TrustLevel = TrustLevel.STANDARD
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    providers: tuple[ProviderConfig, ...]
+    agents: tuple[AgentConfig, ...] = ()
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    database_url: str = ""
+    data_dir: Path = field(default_factory=Path)
+    admin_key: str | None = None
+    default_trust: TrustLevel = TrustLevel.STANDARD
+    prefer: str = "price"
+    max_body_bytes: int = 4 * 1024 * 1024
+    quarantine_s: int = 300
+    cooldown_s: float = 30.0
+    allowed_fails: int = 3
+    state_poll_s: float = 1.0
+    default_max_tokens: int = 4096
+    currency: str = "USD"
+    embedded: bool = False  # the no-config embedded default (development node)
+
+    def provider(self, provider_id: str) -> ProviderConfig | None:
+        for p in self.providers:
+            if p.id == provider_id:
+                return p
+        return None
+
+
+def _want(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: expected {name}, got {type(value).__name__}")
+    return value
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ConfigError(f"{where}.{extra[0]}: unknown field "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _secret(env_name: Any, where: str, *, required: bool) -> str | None:
+    name = _want(env_name, str, where)
+    value = os.environ.get(name)
+    if not value and required:
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return value or None
+
+
+def _prices(data: Any, models: tuple[str, ...], where: str) -> dict[str, Price]:
+    out: dict[str, Price] = {}
+    for model, spec in _want(data, dict, where).items():
+        w = f"{where}.{model}"
+        if model not in models:
+            raise ConfigError(f"{w}: model is not in this provider's models")
+        _want(spec, dict, w)
+        _only(spec, {"input", "output"}, w)
+        p_in = _want(spec.get("input", 0), int, w + ".input")
+        p_out = _want(spec.get("output", 0), int, w + ".output")
+        if p_in < 0 or p_out < 0:
+            raise ConfigError(f"{w}: prices must be >= 0")
+        out[model] = Price(p_in, p_out)
+    return out
+
+
+def _policy(raw: Mapping[str, Any], where: str, base_dir: Path, development: bool) -> Policy:
+    try:
+        if "policy" in raw:
+            path = Path(_want(raw["policy"], str, where + ".policy"))
+            policy = load_policy(path if path.is_absolute() else base_dir / path)
+        elif "policy_inline" in raw:
+            policy = Policy.from_mapping(_want(raw["policy_inline"], dict,
+                                               where + ".policy_inline"), base_dir=base_dir)
+        else:
+            policy = Policy.default()
+        if development:
+            from teegate.sim import development_policy
+
+            policy = development_policy(base=policy)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.policy: {e}") from e
+    except TeegateError as e:
+        raise ConfigError(f"{where}.policy: {e}") from e
+    return policy
+
+
+_PROVIDER_FIELDS = {"id", "platform", "base_url", "models", "api_key_env", "prices", "policy",
+                    "policy_inline", "development", "trust_cap", "attestation_ttl", "timeout"}
+
+
+def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig:
+    where = f"providers[{i}]"
+    _want(raw, dict, where)
+    _only(raw, _PROVIDER_FIELDS, where)
+    if "id" not in raw:
+        raise ConfigError(f"{where}.id: missing")
+    pid = _want(raw["id"], str, where + ".id")
+    if not pid or "/" in pid or pid in ids:
+        raise ConfigError(f"{where}.id: {pid!r} is empty, contains '/', or is a duplicate")
+    if "platform" not in raw:
+        raise ConfigError(f"{where}.platform: missing")
+    platform = get_platform(_want(raw["platform"], str, where + ".platform"),
+                            field=where + ".platform")
+    base_url = raw.get("base_url", platform.default_base_url)
+    if base_url is None:
+        raise ConfigError(f"{where}.base_url: missing (platform {platform.name} has no default)")
+    base_url = _want(base_url, str, where + ".base_url")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+    models_raw = _want(raw.get("models", []), list, where + ".models")
+    if not models_raw:
+        raise ConfigError(f"{where}.models: list at least one model")
+    models = tuple(_want(m, str, f"{where}.models[{j}]") for j, m in enumerate(models_raw))
+    api_key = (_secret(raw["api_key_env"], where + ".api_key_env", required=True)
+               if "api_key_env" in raw else None)
+    development = bool(_want(raw.get("development", False), bool, where + ".development"))
+    policy = (_policy(raw, where, base_dir, development)
+              if platform.evidence != "none" else None)
+    cap = raw.get("trust_cap")
+    ttl = _want(raw.get("attestation_ttl", 600), int, where + ".attestation_ttl")
+    if ttl < 5:
+        raise ConfigError(f"{where}.attestation_ttl: at least 5 seconds")
+    timeout = float(_want(raw.get("timeout", 600.0), (int, float), where + ".timeout"))
+    return ProviderConfig(
+        id=pid, platform=platform, base_url=base_url, models=models, api_key=api_key,
+        prices=_prices(raw.get("prices", {}), models, where + ".prices"), policy=policy,
+        development=development,
+        trust_cap=parse_trust(_want(cap, str, where + ".trust_cap"), field=where + ".trust_cap")
+        if cap is not None else None,
+        attestation_ttl=ttl, timeout=timeout,
+    )
+
+
+def _agent(raw: Any, i: int) -> AgentConfig:
+    where = f"agents[{i}]"
+    _want(raw, dict, where)
+    _only(raw, {"id", "trust", "min_trust", "owner"}, where)
+    if "id" not in raw:
+        raise ConfigError(f"{where}.id: missing")
+    trust = parse_trust(_want(raw.get("trust", "standard"), str, where + ".trust"),
+                        field=where + ".trust")
+    floor = parse_trust(_want(raw.get("min_trust", "standard"), str, where + ".min_trust"),
+                        field=where + ".min_trust")
+    owner = raw.get("owner")
+    return AgentConfig(_want(raw["id"], str, where + ".id"), max(trust, floor), floor,
+                       _want(owner, str, where + ".owner") if owner is not None else None)
+
+
+_GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "default_trust",
+                   "prefer", "max_body_bytes", "quarantine_seconds", "cooldown_seconds",
+                   "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency"}
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
+    """Build a GatewayConfig from parsed TOML; ConfigError naming the field otherwise."""
+    base = base_dir or Path.cwd()
+    _only(data, {"gateway", "providers", "agents"}, "config")
+    gw = _want(data.get("gateway", {}), dict, "gateway")
+    _only(gw, _GATEWAY_FIELDS, "gateway")
+    listen = _want(gw.get("listen", "127.0.0.1:8080"), str, "gateway.listen")
+    host, _, port_s = listen.rpartition(":")
+    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ConfigError(f"gateway.listen: {listen!r} is not host:port")
+    data_dir = Path(_want(gw["data_dir"], str, "gateway.data_dir")).expanduser() if (
+        "data_dir" in gw) else paths.data_dir()
+    db = _want(gw.get("database_url", paths.default_database_url()), str, "gateway.database_url")
+    if not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("gateway.database_url: use sqlite:///PATH or postgresql://...")
+    admin = (_secret(gw["admin_key_env"], "gateway.admin_key_env", required=False)
+             if "admin_key_env" in gw else None)
+    prefer = _want(gw.get("prefer", "price"), str, "gateway.prefer")
+    if prefer not in ("price", "latency"):
+        raise ConfigError("gateway.prefer: 'price' or 'latency'")
+    ids: set[str] = set()
+    providers = []
+    for i, raw in enumerate(_want(data.get("providers", []), list, "providers")):
+        p = _provider(raw, i, base, ids)
+        ids.add(p.id)
+        providers.append(p)
+    if not providers:
+        raise ConfigError("providers: configure at least one [[providers]] entry")
+    agents = tuple(_agent(a, i) for i, a in enumerate(_want(data.get("agents", []), list,
+                                                            "agents")))
+
+    def num(name: str, default: Any, kind: type | tuple[type, ...] = int) -> Any:
+        value = _want(gw.get(name, default), kind, f"gateway.{name}")
+        if value <= 0:
+            raise ConfigError(f"gateway.{name}: must be > 0")
+        return value
+
+    return GatewayConfig(
+        providers=tuple(providers), agents=agents, listen_host=host, listen_port=int(port_s),
+        database_url=db, data_dir=data_dir, admin_key=admin,
+        default_trust=parse_trust(_want(gw.get("default_trust", "standard"), str,
+                                        "gateway.default_trust"), field="gateway.default_trust"),
+        prefer=prefer, max_body_bytes=num("max_body_bytes", 4 * 1024 * 1024),
+        quarantine_s=num("quarantine_seconds", 300),
+        cooldown_s=float(num("cooldown_seconds", 30, (int, float))),
+        allowed_fails=num("allowed_fails", 3),
+        state_poll_s=float(num("state_poll_seconds", 1.0, (int, float))),
+        default_max_tokens=num("default_max_tokens", 4096),
+        currency=_want(gw.get("currency", "USD"), str, "gateway.currency"),
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate ``teegate.toml``."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such configuration file (create one with `teegate init`)"
+                          ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return parse_config(data, base_dir=p.parent.resolve())
+
+
+STARTER = '''\
+# teegate.toml: the gateway, its providers and agents. Secrets never go in this file:
+# name the environment variable that holds them (api_key_env, admin_key_env).
+
+[gateway]
+listen = "127.0.0.1:8080"
+# database_url = "postgresql://teegate@db/teegate"  # default: SQLite in the data directory
+# data_dir = "~/.teegate"
+admin_key_env = "TEEGATE_ADMIN_KEY"   # protects /admin/*; unset = admin API disabled
+default_trust = "standard"            # standard < tee < attested < attested+gpu
+prefer = "price"                      # among eligible providers: "price" or "latency"
+# max_body_bytes = 4194304
+# quarantine_seconds = 300            # after a failed response signature or rejected evidence
+# cooldown_seconds = 30               # after allowed_fails consecutive upstream failures
+# allowed_fails = 3
+
+# A teegate node (or any private-ml-sdk style node): attested by its report API, every
+# response signature checked. `development = true` trusts this installation's development
+# roots (simulated TEEs): never in production.
+[[providers]]
+id = "node-1"
+platform = "tee-node"
+base_url = "http://127.0.0.1:8001/v1"
+models = ["teegate-builtin"]
+development = true
+# policy = "policy.toml"              # see docs/attest.md; default: the production policy
+# attestation_ttl = 600               # re-attest at least this often (seconds)
+[providers.prices.teegate-builtin]
+input = 100                           # smallest currency unit per 1,000,000 tokens
+output = 300
+
+# A hosted OpenAI-compatible provider (trust level "standard").
+# [[providers]]
+# id = "openai"
+# platform = "open-ai"                # open-ai, x, mistral, deepseek, libert-ai, ollama,
+#                                     # tee-libert-ai, tee-near-ai, tee-phala, tee-node
+# api_key_env = "OPENAI_API_KEY"
+# models = ["gpt-4o-mini"]
+
+# Agents: default trust level and a floor no request can go below. Keys are created with
+# `teegate agents create ID` (stored hashed).
+# [[agents]]
+# id = "research-bot"
+# trust = "attested"
+# min_trust = "tee"
+# owner = "alice"
+'''

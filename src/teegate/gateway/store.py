@@ -1,0 +1,198 @@
+"""The gateway's own shared state in the database: agents (API keys stored as sha256) and
+per-provider attestation status and quarantine, so several ``teegate serve`` processes behind
+one load balancer agree on which keys are valid and which providers are quarantined.
+
+Plain SQL over ``sqlite3`` or psycopg 3 (sync, autocommit), serialised by a lock; the hot
+path never touches it (the app keeps in-memory copies refreshed by a background poll)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from teegate.errors import ConfigError, TeegateError
+
+KEY_PREFIX = "tgk_"
+
+
+def hash_key(key: str) -> str:
+    """sha256 hex of an API key: keys are 256-bit random, so no slow hash is needed."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    id: str
+    key_hash: str | None
+    trust: str
+    min_trust: str
+    owner: str | None
+    created_at: int
+    revoked_at: int | None
+    kind: str = "agent"  # "agent" or "owner" (an owner's key reads its agents' wallets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "trust": self.trust,
+                "min_trust": self.min_trust,
+                "owner": self.owner, "created_at": self.created_at,
+                "revoked": self.revoked_at is not None, "has_key": self.key_hash is not None}
+
+
+@dataclass(frozen=True)
+class ProviderState:
+    provider_id: str
+    status: str  # "attested", "rejected", "unreachable", "unproven", "quarantined"
+    detail: str
+    verdict_digest: str | None
+    bound_key: str | None
+    not_after: int | None
+    quarantined_until: int
+    updated_at: float
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS tg_agents (
+        id TEXT PRIMARY KEY, key_hash TEXT UNIQUE, trust TEXT NOT NULL,
+        min_trust TEXT NOT NULL, owner TEXT, created_at BIGINT NOT NULL, revoked_at BIGINT,
+        kind TEXT NOT NULL DEFAULT 'agent')""",
+    """CREATE TABLE IF NOT EXISTS tg_provider_state (
+        provider_id TEXT PRIMARY KEY, status TEXT NOT NULL, detail TEXT NOT NULL,
+        verdict_digest TEXT, bound_key TEXT, not_after BIGINT,
+        quarantined_until BIGINT NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL)""",
+)
+
+
+class GatewayStore:
+    """Agents and provider state over SQLite (``sqlite:///path``) or PostgreSQL."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._pg = url.startswith(("postgresql://", "postgres://"))
+        try:
+            if self._pg:
+                import psycopg
+
+                opts = f"-c search_path={schema}" if schema else None
+                self._conn: Any = psycopg.connect(url, autocommit=True, options=opts) if opts \
+                    else psycopg.connect(url, autocommit=True)
+                if schema:
+                    self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            elif url.startswith("sqlite:///"):
+                path = url[len("sqlite:///"):]
+                if path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(path, check_same_thread=False,
+                                             isolation_level=None, timeout=30)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            else:
+                raise ConfigError(f"database_url: unsupported {url!r}")
+            for stmt in _SCHEMA:
+                self._conn.execute(stmt)
+        except ConfigError:
+            raise
+        except Exception as e:  # driver errors: report as configuration
+            raise ConfigError(f"database_url: cannot open {url!r}: {e}") from e
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pg else sql
+
+    def _exec(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cur = self._conn.execute(self._q(sql), tuple(args))
+            try:
+                rows = cur.fetchall()
+            except Exception:  # no result set (psycopg raises ProgrammingError)
+                rows = []
+            return [tuple(r) for r in rows]
+
+    # ------------------------------------------------------------------ agents
+
+    def ensure_agent(self, agent_id: str, *, trust: str, min_trust: str,
+                     owner: str | None) -> None:
+        """Create the agent without a key, or update its settings (configuration wins)."""
+        now = int(time.time())
+        self._exec(
+            "INSERT INTO tg_agents (id, key_hash, trust, min_trust, owner, created_at) "
+            "VALUES (?, NULL, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET trust = excluded.trust, "
+            "min_trust = excluded.min_trust, owner = excluded.owner",
+            (agent_id, trust, min_trust, owner, now))
+
+    def create_key(self, agent_id: str, *, trust: str = "standard", min_trust: str = "standard",
+                   owner: str | None = None, kind: str = "agent") -> str:
+        """A new API key for ``agent_id`` (created if needed; replaces an older key and clears
+        a revocation). The key is returned once and only its hash is stored."""
+        if kind not in ("agent", "owner"):
+            raise TeegateError("kind must be 'agent' or 'owner'")
+        if not agent_id or len(agent_id) > 128:
+            raise TeegateError("agent id must be 1-128 characters")
+        key = new_key()
+        now = int(time.time())
+        self._exec(
+            "INSERT INTO tg_agents (id, key_hash, trust, min_trust, owner, created_at, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "key_hash = excluded.key_hash, revoked_at = NULL",
+            (agent_id, hash_key(key), trust, min_trust, owner, now, kind))
+        return key
+
+    def revoke(self, agent_id: str) -> bool:
+        rows = self._exec("UPDATE tg_agents SET revoked_at = ?, key_hash = NULL WHERE id = ? "
+                          "RETURNING id", (int(time.time()), agent_id))
+        return bool(rows)
+
+    def agents(self) -> list[AgentRow]:
+        return [AgentRow(*r) for r in self._exec(
+            "SELECT id, key_hash, trust, min_trust, owner, created_at, revoked_at, kind "
+            "FROM tg_agents ORDER BY id")]
+
+    def agent_by_key(self, key: str) -> AgentRow | None:
+        h = hash_key(key)
+        rows = self._exec("SELECT id, key_hash, trust, min_trust, owner, created_at, "
+                          "revoked_at, kind FROM tg_agents WHERE key_hash = ?", (h,))
+        if not rows:
+            return None
+        row = AgentRow(*rows[0])
+        ok = row.key_hash is not None and hmac.compare_digest(row.key_hash, h)
+        return row if ok and row.revoked_at is None else None
+
+    # ------------------------------------------------------------------ provider state
+
+    def put_state(self, state: ProviderState) -> None:
+        """Record a provider's attestation status; an existing quarantine is kept."""
+        self._exec(
+            "INSERT INTO tg_provider_state (provider_id, status, detail, verdict_digest, "
+            "bound_key, not_after, quarantined_until, updated_at) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (provider_id) DO UPDATE SET status = excluded.status, "
+            "detail = excluded.detail, verdict_digest = excluded.verdict_digest, "
+            "bound_key = excluded.bound_key, not_after = excluded.not_after, "
+            "quarantined_until = CASE WHEN excluded.quarantined_until > "
+            "tg_provider_state.quarantined_until THEN excluded.quarantined_until "
+            "ELSE tg_provider_state.quarantined_until END, updated_at = excluded.updated_at",
+            (state.provider_id, state.status, state.detail, state.verdict_digest,
+             state.bound_key, state.not_after, state.quarantined_until, state.updated_at))
+
+    def quarantine(self, provider_id: str, *, until: int, reason: str,
+                   bound_key: str | None) -> None:
+        self.put_state(ProviderState(provider_id, "quarantined", reason, None, bound_key, None,
+                                     until, time.time()))
+
+    def states(self) -> dict[str, ProviderState]:
+        return {r[0]: ProviderState(*r) for r in self._exec(
+            "SELECT provider_id, status, detail, verdict_digest, bound_key, not_after, "
+            "quarantined_until, updated_at FROM tg_provider_state")}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,135 @@
+"""SSE relay between a provider and the client: pass events through as they arrive, hash
+every byte the provider signed, check a teegate node's signature comment before ``[DONE]`` is
+forwarded, capture (and, when the gateway asked for it, strip) the usage chunk.
+
+Pure bookkeeping over bytes: ``feed`` takes provider bytes and returns bytes for the client;
+the caller does the I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+SIGNATURE_COMMENT = b": teegate-signature "
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+DONE = b"data: [DONE]"
+
+# (signature json) -> None when it verifies over the hashed bytes, else the reason
+SignatureCheck = Callable[[dict[str, Any], str], "str | None"]
+
+
+class StreamFailure(Exception):  # noqa: N818 - a stream outcome
+    """The stream must end with an error event instead of ``[DONE]``."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class SseRelay:
+    """State of one relayed stream.
+
+    ``require_signature``: the provider is an attested teegate node; ``[DONE]`` is forwarded
+    only after its signature comment verified. ``strip_usage``: the gateway added
+    ``include_usage``, so the usage chunk is captured but not forwarded. ``pass_comment``:
+    forward the node's signature comment (only when the client's request bytes were forwarded
+    unchanged, so the client can check it itself)."""
+
+    request_hash: str
+    check: SignatureCheck | None
+    require_signature: bool
+    strip_usage: bool
+    pass_comment: bool = False
+    hasher: Any = field(default_factory=hashlib.sha256)
+    pending: bytes = b""
+    signed: bool = False
+    verified: bool = False
+    done: bool = False
+    usage: dict[str, Any] | None = None
+    chat_id: str | None = None
+    content_events: int = 0
+    response_bytes: int = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Provider bytes in, client bytes out. Raises StreamFailure on a bad signature or a
+        ``[DONE]`` without the required signature."""
+        self.pending += chunk
+        out: list[bytes] = []
+        start = 0
+        pending = self.pending
+        for m in _EVENT_END.finditer(pending):
+            event = pending[start:m.end()]
+            start = m.end()
+            out_event = self._event(event)
+            if out_event:
+                out.append(out_event)
+        self.pending = pending[start:]
+        return b"".join(out)
+
+    def _event(self, event: bytes) -> bytes | None:
+        if event.startswith(SIGNATURE_COMMENT):
+            self._signature(event)
+            return event if self.pass_comment else None
+        if event.startswith(DONE) and event.strip() == DONE:
+            if self.require_signature and not self.verified:
+                raise StreamFailure("the provider's stream ended without a valid response "
+                                    "signature", "response_signature_missing")
+            self.done = True
+            return event
+        if not self.signed:
+            self.hasher.update(event)
+        self.response_bytes += len(event)
+        if event.startswith(b"data:"):
+            return self._data(event)
+        return event
+
+    def _data(self, event: bytes) -> bytes | None:
+        if self.chat_id is None or b'"usage"' in event:
+            try:
+                obj = json.loads(event[5:])
+            except (ValueError, UnicodeDecodeError):
+                return event
+            if not isinstance(obj, dict):
+                return event
+            if self.chat_id is None and isinstance(obj.get("id"), str):
+                self.chat_id = obj["id"]
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                self.usage = usage
+                if self.strip_usage and not obj.get("choices"):
+                    return None
+        if b'"content"' in event:
+            self.content_events += 1
+        return event
+
+    def _signature(self, event: bytes) -> None:
+        self.signed = True
+        try:
+            sig = json.loads(event[len(SIGNATURE_COMMENT):])
+        except (ValueError, UnicodeDecodeError):
+            sig = None
+        if not isinstance(sig, dict):
+            raise StreamFailure("the provider's signature comment is malformed",
+                                "response_signature_invalid")
+        if self.check is None:
+            return
+        why = self.check(sig, self.request_hash + ":" + self.hasher.hexdigest())
+        if why is not None:
+            raise StreamFailure(f"response signature check failed: {why}",
+                                "response_signature_invalid")
+        self.verified = True
+
+    def finish(self) -> bytes:
+        """End of the provider's stream: flush a trailing partial event; fail when a
+        required signature never came."""
+        tail, self.pending = self.pending, b""
+        out = self._event(tail) if tail.strip() else None
+        if self.require_signature and not self.verified:
+            raise StreamFailure("the provider's stream ended without a valid response "
+                                "signature", "response_signature_missing")
+        return out or b""

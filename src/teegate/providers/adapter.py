@@ -1,0 +1,99 @@
+"""Provider adapters: how to call an OpenAI-compatible provider, how to fetch its evidence and
+its response signatures. One pooled ``httpx.AsyncClient`` per provider; bodies are forwarded
+and returned as bytes, never re-serialised."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from teegate.errors import EvidenceError, UpstreamError
+from teegate.providers.registry import Platform
+
+JSON_TYPE = "application/json"
+
+
+def _api_root(base_url: str) -> str:
+    url = base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+class OpenAIAdapter:
+    """An OpenAI-compatible provider at ``base_url`` (``.../v1``).
+
+    The gateway is the only retry loop: the adapter never retries."""
+
+    def __init__(
+        self, provider_id: str, platform: Platform, base_url: str, *, api_key: str | None = None,
+        timeout: float = 600.0, connect_timeout: float = 5.0, max_connections: int = 512,
+        signing_algo: str = "ecdsa",
+    ) -> None:
+        self.provider_id = provider_id
+        self.platform = platform
+        self.base_url = base_url.rstrip("/")
+        self.root = _api_root(self.base_url)
+        self.signing_algo = signing_algo
+        headers = {"content-type": JSON_TYPE, "accept-encoding": "identity"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        if platform.signatures == "inline":
+            headers["x-teegate-signing-algo"] = signing_algo
+        self._headers = headers
+        self._chat_url = self.base_url + "/chat/completions"
+        self.client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+            follow_redirects=False,
+        )
+
+    async def chat(self, body: bytes) -> httpx.Response:
+        """POST the exact ``body``; the response with its body not yet read (stream it or
+        ``aread`` it). Connection failures become UpstreamError."""
+        request = self.client.build_request("POST", self._chat_url, content=body)
+        try:
+            return await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"{self.provider_id}: {type(e).__name__}: {e}") from e
+
+    async def _get_json(self, url: str, params: Mapping[str, str], what: str,
+                        timeout: float) -> dict[str, Any]:
+        try:
+            resp = await self.client.get(url, params=params, timeout=timeout)
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"{self.provider_id}: {what}: {type(e).__name__}: {e}") from e
+        if resp.status_code != 200:
+            raise UpstreamError(f"{self.provider_id}: {what}: HTTP {resp.status_code}: "
+                                f"{resp.text[:200]}")
+        try:
+            data = json.loads(resp.content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EvidenceError(f"{self.provider_id}: {what} is not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise EvidenceError(f"{self.provider_id}: {what} is not a JSON object")
+        return data
+
+    async def fetch_report(self, nonce: bytes, *, model: str | None = None,
+                           timeout: float = 30.0) -> dict[str, Any]:
+        """``GET /v1/attestation/report`` with our nonce (REFERENCE §7.1)."""
+        params = {"nonce": nonce.hex(), "signing_algo": self.signing_algo}
+        if model:
+            params["model"] = model
+        return await self._get_json(self.root + "/v1/attestation/report", params,
+                                    "attestation report", timeout)
+
+    async def fetch_signature(self, chat_id: str, *, model: str | None = None,
+                              timeout: float = 30.0) -> dict[str, Any]:
+        """``GET /v1/signature/{chat_id}`` (REFERENCE §7.3)."""
+        params = {"signing_algo": self.signing_algo}
+        if model:
+            params["model"] = model
+        return await self._get_json(self.root + "/v1/signature/" + chat_id, params,
+                                    "response signature", timeout)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,85 @@
+"""Fixtures: development nodes, a plain hosted-style upstream and gateways on loopback."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teegate.gateway import GatewayStore, create_app, parse_config
+from teegate.node import BuiltinEngine, engine_app
+from tests.gateway.loopback import Server, dev_node, serving
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dev-pki")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _home(tmp_path_factory: pytest.TempPathFactory, dev_pki: Path) -> Iterator[None]:
+    """Development policies read the PKI from TEEGATE_HOME/dev-pki: point it at ours."""
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("home")
+    (home / "dev-pki").symlink_to(dev_pki)
+    mp.setenv("TEEGATE_HOME", str(home))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def plain_upstream() -> Iterator[Server]:
+    with serving(engine_app(BuiltinEngine(("gpt-plain", "shared-model")))) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def node_a(dev_pki: Path) -> Iterator[Server]:
+    with serving(dev_node(dev_pki, ("teegate-builtin", "shared-model"))) as s:
+        yield s
+
+
+class Gw:
+    """A running gateway and an agent key for it."""
+
+    def __init__(self, server: Server, app: Any, key: str, store: GatewayStore) -> None:
+        self.server = server
+        self.app = app
+        self.gateway = app.gateway
+        self.key = key
+        self.store = store
+        self.url = server.url + "/v1"
+
+    def provider(self, pid: str) -> Any:
+        return self.gateway.by_id[pid]
+
+
+GatewayFactory = Callable[..., Gw]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    running: list[Server] = []
+
+    def make(providers: list[dict[str, Any]], *, agent_trust: str = "standard",
+             gateway: dict[str, Any] | None = None, db: str | None = None,
+             **kwargs: Any) -> Gw:
+        url = db or f"sqlite:///{tmp_path / ('gw-' + uuid.uuid4().hex[:8] + '.db')}"
+        cfg = parse_config({
+            "gateway": {"database_url": url, "state_poll_seconds": 0.2,
+                        "admin_key_env": "TG_TEST_ADMIN", **(gateway or {})},
+            "providers": providers,
+        })
+        store = kwargs.pop("store", None) or GatewayStore(url)
+        key = store.create_key("agent-1", trust=agent_trust)
+        app = create_app(cfg, store=store, **kwargs)
+        server = Server(app, lifespan="on")
+        running.append(server)
+        return Gw(server, app, key, store)
+
+    yield make
+    for s in running:
+        s.stop()

@@ -1,0 +1,127 @@
+"""Real HTTP on loopback for gateway tests: ASGI apps under uvicorn in background threads,
+a development node factory, and proxies that tamper with a node's answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from teegate.node import BuiltinEngine, DevTdxSource, NodeKeys, create_node_app
+
+
+class Server:
+    """uvicorn serving ``app`` on 127.0.0.1 in a thread; ``stop`` kills it (connections drop)."""
+
+    def __init__(self, app: Any, *, lifespan: str = "off", port: int = 0) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", lifespan=lifespan, access_log=False,
+            timeout_graceful_shutdown=1, http="httptools", loop="asyncio"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@contextmanager
+def serving(app: Any, *, lifespan: str = "off") -> Iterator[Server]:
+    s = Server(app, lifespan=lifespan)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def dev_node(pki: Path, models: tuple[str, ...], keys: NodeKeys | None = None) -> Any:
+    return create_node_app(DevTdxSource(pki), BuiltinEngine(models), keys=keys or NodeKeys())
+
+
+@dataclass
+class Tamper:
+    """Switches of a tampering proxy."""
+
+    alter_response: bool = False  # change one byte of every chat answer (keep the signature)
+    corrupt_report: bool = False  # flip a byte inside the attestation quote
+    fail_status: int | None = None  # answer chat calls with this status instead
+    seen: list[str] = field(default_factory=list)
+
+
+def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
+    """A man in the middle between the gateway and a node."""
+    client = httpx.AsyncClient(base_url=target, timeout=30)
+
+    async def report(request: Request) -> Response:
+        r = await client.get("/v1/attestation/report", params=dict(request.query_params))
+        body = r.content
+        if tamper.corrupt_report:
+            import json
+
+            obj = json.loads(body)
+            q = obj["intel_quote"]
+            i = len(q) // 2
+            obj["intel_quote"] = q[:i] + ("0" if q[i] != "0" else "1") + q[i + 1:]
+            body = json.dumps(obj).encode()
+        return Response(body, r.status_code, media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        tamper.seen.append("chat")
+        if tamper.fail_status is not None:
+            return Response(b'{"error":{"message":"down","type":"server_error","param":null,'
+                            b'"code":null}}', tamper.fail_status, media_type="application/json")
+        body = await request.body()
+        headers = {k: v for k, v in request.headers.items()
+                   if k in ("content-type", "x-teegate-signing-algo")}
+        req = client.build_request("POST", "/v1/chat/completions", content=body,
+                                   headers=headers)
+        r = await client.send(req, stream=True)
+        out_headers = {k: v for k, v in r.headers.items() if k.startswith("x-teegate")}
+
+        def alter(chunk: bytes) -> bytes:
+            return chunk.replace(b'"content":"', b'"content":"!') if (
+                tamper.alter_response) else chunk
+
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            async def gen() -> Any:
+                async for chunk in r.aiter_raw():
+                    yield alter(chunk)
+                await r.aclose()
+
+            return StreamingResponse(gen(), r.status_code, headers=out_headers,
+                                     media_type="text/event-stream")
+        data = alter(await r.aread())
+        await r.aclose()
+        return Response(data, r.status_code, headers=out_headers,
+                        media_type="application/json")
+
+    return Starlette(routes=[
+        Route("/v1/attestation/report", report, methods=["GET"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+    ])
