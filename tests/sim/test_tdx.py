@@ -4,6 +4,7 @@ import hashlib
 import json
 import struct
 import time
+from pathlib import Path
 
 import dcap_qvl
 import pytest
@@ -118,7 +119,7 @@ def test_dev_quote_does_not_verify_under_intel_root(dev_tdx: DevTdx) -> None:
         dcap_qvl.verify(dev_tdx.quote(NONCE_RD), col, NOW)
 
 
-def test_other_installation_root_rejects(dev_tdx: DevTdx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_other_installation_root_rejects(dev_tdx: DevTdx, tmp_path: Path) -> None:
     other = DevTdx.load_or_create(tmp_path)
     assert other.root_pem != dev_tdx.root_pem
     col = dcap_qvl.QuoteCollateralV3.from_json(dev_tdx.collateral(now=NOW))
