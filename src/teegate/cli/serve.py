@@ -1,0 +1,156 @@
+"""``teegate serve``, ``teegate init`` and ``teegate agents create|revoke|list``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from teegate.errors import TeegateError
+
+if TYPE_CHECKING:
+    from teegate.gateway.store import GatewayStore
+
+_CONFIG_HELP = "teegate.toml (default: ./teegate.toml if present, else the embedded default)"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _config_path(config: Path | None) -> Path | None:
+    if config is not None:
+        return config
+    here = Path("teegate.toml")
+    return here if here.exists() else None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        config: Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)] = None,
+        host: Annotated[str | None, typer.Option(help="listen address (overrides config)")
+                        ] = None,
+        port: Annotated[int | None, typer.Option(help="listen port (overrides config)")] = None,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    ) -> None:
+        """Run the OpenAI-compatible gateway with enclave routing."""
+        import uvicorn
+
+        from teegate.gateway import GatewayStore, create_app, load_config
+        from teegate.gateway import embedded as emb
+
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per upstream call
+        path = _config_path(config)
+        node = None
+        try:
+            if path is None:
+                node = emb.start_dev_node()
+                logging.getLogger("teegate.gateway").warning(
+                    "DEVELOPMENT: no teegate.toml; embedded default with a simulated TDX node "
+                    "at %s (not confidential)", node.url)
+                cfg = emb.embedded_config(node.url, host=host or "127.0.0.1", port=port or 8080)
+            else:
+                cfg = load_config(path)
+            store = GatewayStore(cfg.database_url)
+            listen_host = host or cfg.listen_host
+            listen_port = port or cfg.listen_port
+            if node is not None:
+                key = emb.default_agent_key(store, cfg.data_dir)
+                typer.echo(emb.banner(f"http://{listen_host}:{listen_port}", key,
+                                      key_path=cfg.data_dir / emb.KEY_FILE))
+            app = create_app(cfg, store=store)
+        except TeegateError as e:
+            if node is not None:
+                node.stop()
+            raise _fail(str(e)) from None
+        try:
+            uvicorn.run(app, host=listen_host, port=listen_port, http="httptools",
+                        loop="uvloop", access_log=False, log_level=log_level.lower(),
+                        timeout_graceful_shutdown=5)
+        finally:
+            if node is not None:
+                node.stop()
+
+    @app.command()
+    def init(
+        path: Annotated[Path, typer.Argument(help="where to write")] = Path("teegate.toml"),
+        force: Annotated[bool, typer.Option("--force", help="overwrite")] = False,
+    ) -> None:
+        """Write a commented starter teegate.toml."""
+        from teegate.gateway import STARTER
+
+        if path.exists() and not force:
+            raise _fail(f"{path} exists (use --force to overwrite)")
+        path.write_text(STARTER, encoding="utf-8")
+        typer.echo(f"wrote {path}")
+
+    agents = typer.Typer(help="Agents and their API keys (stored hashed).",
+                         no_args_is_help=True)
+    app.add_typer(agents, name="agents")
+
+    def _store(config: Path | None) -> GatewayStore:
+        from teegate import paths
+        from teegate.gateway import GatewayStore, load_config
+
+        path = _config_path(config)
+        url = load_config(path).database_url if path else paths.default_database_url()
+        return GatewayStore(url)
+
+    @agents.command("create")
+    def create(
+        agent_id: Annotated[str, typer.Argument(help="agent id")],
+        trust: Annotated[str, typer.Option(help="default trust level")] = "standard",
+        min_trust: Annotated[str, typer.Option(help="floor no request can go below")
+                             ] = "standard",
+        owner: Annotated[str | None, typer.Option(help="owner id")] = None,
+        kind: Annotated[str, typer.Option(help="agent or owner")] = "agent",
+        config: Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)] = None,
+    ) -> None:
+        """Create an agent (or a new key for it) and print the key once."""
+        from teegate.routing import parse_trust
+
+        try:
+            floor = parse_trust(min_trust, field="--min-trust")
+            level = max(parse_trust(trust, field="--trust"), floor)
+            store = _store(config)
+            key = store.create_key(agent_id, trust=level.label, min_trust=floor.label,
+                                   owner=owner, kind=kind)
+        except TeegateError as e:
+            raise _fail(str(e)) from None
+        typer.echo(json.dumps({"id": agent_id, "kind": kind, "trust": level.label,
+                               "api_key": key}))
+
+    @agents.command("revoke")
+    def revoke(
+        agent_id: Annotated[str, typer.Argument(help="agent id")],
+        config: Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)] = None,
+    ) -> None:
+        """Revoke an agent's key (other gateway processes follow within their poll interval)."""
+        try:
+            store = _store(config)
+            ok = store.revoke(agent_id)
+        except TeegateError as e:
+            raise _fail(str(e)) from None
+        if not ok:
+            raise _fail(f"no agent {agent_id!r}", 1)
+        typer.echo(f"revoked {agent_id}")
+
+    @agents.command("list")
+    def list_(
+        config: Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)] = None,
+    ) -> None:
+        """List agents (never their keys)."""
+        try:
+            store = _store(config)
+            rows = store.agents()
+        except TeegateError as e:
+            raise _fail(str(e)) from None
+        for r in rows:
+            typer.echo(json.dumps(r.to_json()))
