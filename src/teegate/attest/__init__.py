@@ -6,6 +6,17 @@ are parameters.
 
 from teegate.attest.binding import KNOWN_SAMPLE_NONCES, check_report_data, fresh_nonce
 from teegate.attest.eventlog import Event, check_event_log, parse_event_log, replay_rtmrs
+from teegate.attest.gpu import (
+    NvidiaPayload,
+    Rim,
+    SpdmEvidence,
+    appraise_gpus,
+    parse_nvidia_payload,
+    parse_rim,
+    parse_spdm_evidence,
+    verify_gpu_evidence,
+    verify_rim,
+)
 from teegate.attest.policy import Policy, load_policy
 from teegate.attest.report import verify_provider_report
 from teegate.attest.snp import SnpCertificates, SnpReport
@@ -20,11 +31,15 @@ __all__ = [
     "Check",
     "CheckList",
     "Event",
+    "NvidiaPayload",
     "Policy",
     "Quote",
+    "Rim",
     "SnpCertificates",
     "SnpReport",
+    "SpdmEvidence",
     "Verdict",
+    "appraise_gpus",
     "check_event_log",
     "check_report_data",
     "fresh_nonce",
@@ -32,10 +47,15 @@ __all__ = [
     "load_quote",
     "load_snp_certificates",
     "parse_event_log",
+    "parse_nvidia_payload",
     "parse_quote",
+    "parse_rim",
     "parse_snp_report",
+    "parse_spdm_evidence",
     "replay_rtmrs",
+    "verify_gpu_evidence",
     "verify_provider_report",
     "verify_quote",
+    "verify_rim",
     "verify_snp_report",
 ]
