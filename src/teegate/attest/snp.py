@@ -177,6 +177,13 @@ def _policy_checks(cl: CheckList, report: SnpReport, policy: Policy) -> None:
     else:
         cl.passed("snp.debug", "debug allowed by policy" if report.policy.debug
                   else "guest POLICY.DEBUG is clear")
+    # go-sev-guest rejects MIGRATE_MA unless the caller opts in; teegate's policy has no
+    # such option, so a guest that may be migrated by an agent is never accepted.
+    if report.policy.migrate_ma:
+        cl.failed("snp.migrate_ma", "guest POLICY.MIGRATE_MA is set: a migration agent may "
+                  "move the guest and its memory off the attested platform")
+    else:
+        cl.passed("snp.migrate_ma", "guest POLICY allows no migration agent")
     if sp.measurement:
         _hexset_check(cl, "snp.measurement", report.measurement, sp.measurement)
     else:
@@ -306,10 +313,11 @@ def verify_report(
     else:
         cl.failed("snp.report_signature", "not verified: no signing certificate")
 
-    reserved = report.reserved_nonzero()
+    reserved = [f"{a:#x}..{b:#x}" for a, b in report.reserved_nonzero()]
+    if report.signer_info >> 5:
+        reserved.append(f"SIGNER_INFO bits 5-31 ({report.signer_info:#x})")
     cl.add("snp.reserved", not reserved,
-           "must-be-zero bytes are not zero at " + ", ".join(f"{a:#x}..{b:#x}"
-                                                               for a, b in reserved)
+           "must-be-zero fields are not zero: " + ", ".join(reserved)
            if reserved else "reserved fields are zero")
     _policy_checks(cl, report, policy)
 
