@@ -81,6 +81,9 @@ def test_snp_report_shape(dev_pki: Path) -> None:
     ({"nonce": "ab"}, 400),
     ({"nonce": "zz" * 32}, 400),
     ({"nonce": "00" * 33}, 400),
+    # 64 characters that bytes.fromhex would read as 21 bytes: never a short nonce (nor a 500)
+    ({"nonce": "ab   " + " ".join(["ab"] * 20)}, 400),
+    ({"nonce": "+" + "0" * 63}, 400),
     ({"nonce": "00" * 32, "signing_algo": "rsa"}, 400),
     ({"nonce": "00" * 32, "signing_address": "0x" + "11" * 20}, 404),
 ])

@@ -33,6 +33,7 @@ from teegate.node.store import SignatureStore
 SIGNATURE_COMMENT = b": teegate-signature "
 ALGO_HEADER = "x-teegate-signing-algo"
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _error(status: int, message: str, *, type_: str = "invalid_request_error",
@@ -87,12 +88,11 @@ def _parse_nonce(value: str | None) -> bytes | None:
     if value is None:
         return secrets.token_bytes(32)
     text = value.strip().lower().removeprefix("0x")
-    if len(text) != 64:
+    # Exactly 64 hex digits: bytes.fromhex alone would also take inner whitespace and
+    # return fewer than 32 bytes.
+    if len(text) != 64 or not _HEX64.fullmatch(text):
         return b""
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return b""
+    return bytes.fromhex(text)
 
 
 def build_report(
