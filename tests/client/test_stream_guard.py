@@ -4,13 +4,19 @@ verifies only the routes it knows how to verify."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from teegate.attest.policy import Policy
-from teegate.client import AsyncVerifiedClient, ResponseSignatureError, VerifiedClient
+from teegate.client import (
+    AsyncVerifiedClient,
+    AttestationRejectedError,
+    ResponseSignatureError,
+    VerifiedClient,
+)
 from teegate.client.verified import _Scanner
 from teegate.node import BuiltinEngine, DevTdxSource, NodeKeys, create_node_app
 from teegate.sim import development_policy
@@ -127,3 +133,23 @@ def test_unverifiable_routes_are_not_sent(node: tuple[str, NodeKeys],
             c.openai.embeddings.create(model="m", input="hi")
         assert proxy.requests == before  # neither request went out
         assert c.halted is None  # a usage error, not a failed verification
+
+
+def test_attestation_is_not_trusted_past_its_validity(node: tuple[str, NodeKeys],
+                                                      dev_policy: Policy) -> None:
+    """The verdict is good until its not_after (certificates, collateral); after that the
+    client attests again before it sends anything, and here the old evidence no longer
+    verifies, so nothing is sent."""
+    proxy = Proxy(node[0])
+    clock = [int(time.time())]
+    with serve(proxy.app) as via, VerifiedClient(via, policy=dev_policy,
+                                                 now=lambda: clock[0]) as client:
+        client.chat.completions.create(model="m", messages=MSG)
+        verdict = client.verdict
+        assert verdict is not None
+        assert verdict.not_after is not None
+        sent = proxy.chat_requests
+        clock[0] = verdict.not_after + 1
+        with pytest.raises(AttestationRejectedError):
+            client.chat.completions.create(model="m", messages=MSG)
+        assert proxy.chat_requests == sent

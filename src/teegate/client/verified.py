@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,17 @@ class _Core:
         if self.failure is None:
             self.failure = error
         return error
+
+    def current_key(self) -> AttestedKey | None:
+        """The attested key while its verdict is valid; None when it must be attested
+        (again): the verdict's not_after (certificates, collateral) has passed."""
+        key = self.key
+        if key is None:
+            return None
+        t = self.now() if self.now is not None else int(time.time())
+        if key.verdict.not_after is not None and t > key.verdict.not_after:
+            self.key = None
+        return self.key
 
     def refuse_if_halted(self) -> None:
         if self.failure is not None:
@@ -233,14 +245,15 @@ class _Guard(_Core):
     def ensure_attested(self) -> AttestedKey:
         with self._lock:
             self.refuse_if_halted()
-            if self.key is None:
+            key = self.current_key()
+            if key is None:
                 try:
-                    self.key = attest_node(
+                    key = self.key = attest_node(
                         self.root, policy=self.policy, signing_algo=self.algo,
                         now=self.now() if self.now is not None else None, client=self._http)
                 except TeegateError as e:
                     raise self.fail(e) from None
-            return self.key
+            return key
 
     def fetch_signature(self, chat_id: str) -> dict[str, Any]:
         try:
@@ -332,6 +345,8 @@ class VerifiedClient:
     every call verified. Use ``client.chat.completions.create(...)`` as with ``openai.OpenAI``.
 
     ``now`` (a callable returning unix seconds) fixes the verification time, for tests.
+    The node is attested before the first call and again once the verdict's ``not_after``
+    has passed. Only chat completions (verified) and model listings are sent.
     """
 
     def __init__(
@@ -395,14 +410,15 @@ class _AsyncGuard(_Core):
     async def ensure_attested(self) -> AttestedKey:
         async with self._lock:
             self.refuse_if_halted()
-            if self.key is None:
+            key = self.current_key()
+            if key is None:
                 try:
-                    self.key = await aattest_node(
+                    key = self.key = await aattest_node(
                         self.root, policy=self.policy, signing_algo=self.algo,
                         now=self.now() if self.now is not None else None, client=self._http)
                 except TeegateError as e:
                     raise self.fail(e) from None
-            return self.key
+            return key
 
     async def fetch_signature(self, chat_id: str) -> dict[str, Any]:
         try:
