@@ -136,7 +136,7 @@ def test_sample_rims_do_not_match_the_sample_report() -> None:
 @pytest.mark.parametrize("bad", [
     b"", b"<a/>", b"<?xml version='1.0'?><!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>",
     b"<SoftwareIdentity xmlns='http://standards.iso.org/iso/19770/-2/2015/schema.xsd'/>",
-    b"<a><?pi x?></a>", b"<a xml:base='x'/>", b"<p:a/>",
+    b"<a><?pi x?></a>", b"<a xml:base='x'/>", b"<p:a/>", b"<a>" * 5000,
 ])
 def test_malformed_rims_raise_evidence_error(bad: bytes) -> None:
     with pytest.raises(EvidenceError):
@@ -283,7 +283,8 @@ def test_dev_gpu_without_development_roots_is_rejected(dev_gpu: DevGpu, signer: 
     v = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
                             policy=Policy.default(), now=DEV_NOW, rims=dev_rims(signer))
     assert [c.name for c in v.failures] == ["gpu.0.chain", "gpu.0.driver_rim",
-                                            "gpu.0.vbios_rim"]
+                                            "gpu.0.vbios_rim", "gpu.0.measurements"]
+    assert "do not verify" in v.check("gpu.0.measurements").detail  # type: ignore[union-attr]
 
 
 def test_a_changed_measurement_fails_the_rim_comparison(dev_gpu: DevGpu,
@@ -328,7 +329,7 @@ def test_only_one_rim_supplied(dev_gpu: DevGpu, signer: RimSigner) -> None:
     v = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
                             policy=policy, now=DEV_NOW, rims=rims)
     assert v.accepted
-    assert "no vbios RIM" in v.check("gpu.0.measurements").detail  # type: ignore[union-attr]
+    assert "no verified vbios RIM" in v.check("gpu.0.measurements").detail  # type: ignore[union-attr]
     v = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
                             policy=with_gpu(policy, require_rim=True), now=DEV_NOW, rims=rims)
     assert [c.name for c in v.failures] == ["gpu.0.measurements"]
@@ -341,6 +342,8 @@ def test_a_rim_signed_by_a_foreign_key_is_rejected(dev_gpu: DevGpu, signer: RimS
     v = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
                             policy=dev_policy(dev_gpu, signer), now=DEV_NOW, rims=rims)
     assert [c.name for c in v.failures] == ["gpu.0.driver_rim"]
+    # Only the verified VBIOS RIM's golden values were used.
+    assert "no verified driver RIM" in v.check("gpu.0.measurements").detail  # type: ignore[union-attr]
 
 
 def test_dev_payload_with_rims_through_appraise(dev_gpu: DevGpu, signer: RimSigner) -> None:

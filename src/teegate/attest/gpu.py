@@ -259,17 +259,25 @@ def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | 
             continue
         result = verify_rim(rim, policy=policy, now=now)
         cl.add(f"{p}.{kind}_rim", result.ok, result.detail)
+        if not result.ok:
+            del chosen[kind]  # golden values from an unverified RIM are not compared
         if result.chain is not None and result.chain.ok:
             bounds.append((result.chain.not_before, result.chain.not_after))
             if result.chain.development:
                 cl.passed(f"{p}.{kind}_rim.development_root",
                           f"the {kind} RIM rests on a development RIM root from the policy")
     missing = [k for k in ("driver", "vbios") if k not in chosen]
+    if not chosen and len(missing) == 2 and cl.checks and any(
+            c.name.endswith("_rim") and not c.ok for c in cl.checks):
+        cl.failed(f"{p}.measurements", "measurements were not compared: the matching RIMs "
+                                       "do not verify")
+        return (None, None)
     runtime = {b.index: b.value for b in ev.blocks}
     if chosen:
         ok, detail = compare(runtime, chosen)
         if ok and missing:
-            detail += f"; no {' or '.join(missing)} RIM was supplied, so those were not compared"
+            detail += (f"; no verified {' or '.join(missing)} RIM was supplied, so those "
+                       "were not compared")
             ok = not policy.gpu.require_rim
         cl.add(f"{p}.measurements", ok, detail)
     else:

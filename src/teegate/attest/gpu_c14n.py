@@ -19,6 +19,7 @@ from xml.parsers import expat
 from teegate.errors import EvidenceError
 
 MAX_XML_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 32  # NVIDIA's RIMs nest 5 deep; rendering is recursive
 
 
 @dataclass(eq=False)
@@ -73,6 +74,8 @@ def parse(xml: bytes) -> Node:
     def start(qname: str, flat: list[str]) -> None:
         attrs = list(zip(flat[::2], flat[1::2], strict=True))
         parent = stack[-1] if stack else None
+        if len(stack) >= MAX_DEPTH:
+            raise EvidenceError(f"XML: elements nested deeper than {MAX_DEPTH}")
         if parent is None and root:
             raise EvidenceError("XML: more than one document element")
         node = Node(qname, attrs, parent, ns=dict(parent.ns) if parent else {})
