@@ -99,6 +99,7 @@ class ReceiptLog:
         self._stop = False
         self._flush_now = False
         self.last_error: str | None = None
+        self.dropped: list[str] = []  # ids of receipts that could never be signed/encoded
         self._cp_lock = threading.Lock()
         self._last_cp_time = 0.0
         try:
@@ -185,7 +186,7 @@ class ReceiptLog:
 
     def append_many(self, receipts: Sequence[Receipt | SignedReceipt]) -> list[int]:
         """Sign and append synchronously in one transaction; returns the leaf indexes."""
-        signed = [self._sign(r) for r in receipts]
+        signed = [self._sign(r) for r in receipts]  # synchronous: the caller sees the error
         return self.store.append([Entry(s.receipt_id, s.agent, s.leaf) for s in signed])
 
     def _sign(self, r: Receipt | SignedReceipt) -> SignedReceipt:
@@ -223,8 +224,23 @@ class ReceiptLog:
         self._cond.notify_all()
 
     def _write(self, batch: Sequence[Receipt | SignedReceipt]) -> None:
-        signed = [self._sign(r) for r in batch]
-        self.store.append([Entry(s.receipt_id, s.agent, s.leaf) for s in signed])
+        self.store.append(self._entries(batch))
+
+    def _entries(self, batch: Sequence[Receipt | SignedReceipt]) -> list[Entry]:
+        """Sign and encode each receipt; one that can never be encoded is dropped and reported.
+
+        Signing is deterministic, so retrying such a receipt would stop every later append.
+        """
+        out: list[Entry] = []
+        for r in batch:
+            try:
+                s = self._sign(r)
+                out.append(Entry(s.receipt_id, s.agent, s.leaf))
+            except TeegateError as e:
+                self.dropped.append(r.receipt_id)
+                self.last_error = f"receipt {r.receipt_id} dropped, cannot be logged: {e}"
+                _log.error("receipt log: %s", self.last_error)
+        return out
 
     def _run(self) -> None:
         backoff = 0.05
@@ -253,7 +269,8 @@ class ReceiptLog:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.05
-                self.last_error = None
+                if self.last_error is not None and not self.last_error.startswith("receipt "):
+                    self.last_error = None
                 with self._cond:
                     for _ in batch:
                         self._queue.popleft()

@@ -31,6 +31,7 @@ OUTCOMES = ("success", "failed", "voided", "refused")
 TRUST_LEVELS = ("standard", "tee", "attested", "attested+gpu")
 _MAX_INT = (1 << 53) - 1  # JCS numbers are IEEE doubles: stay exact
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_RECEIPT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,200}")
 
 Outcome = Literal["success", "failed", "voided", "refused"]
 
@@ -73,6 +74,27 @@ def _hash_field(hex_digest: str | None, what: str) -> str | None:
     return h
 
 
+def clean_text(s: str) -> str:
+    """``s`` with lone surrogates replaced by U+FFFD.
+
+    ``json.loads`` accepts ``"\\ud800"``, but no UTF-8 JSON (so no JCS form, no signature) can
+    carry it. A receipt records such text (a requested model name, an error) with U+FFFD; the
+    request hash still covers the exact bytes.
+    """
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return s
+
+
+def _clean_fields(obj: Any, names: Iterable[str]) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, str):
+            object.__setattr__(obj, name, clean_text(v))
+
+
 def _int(v: int, what: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or abs(v) > _MAX_INT:
         raise EvidenceError(f"receipt: {what} must be an integer within ±2^53, got {v!r}")
@@ -88,6 +110,9 @@ class ProviderSignature:
     signing_key: str  # 0x-address (ecdsa) or hex public key (ed25519)
     algo: str  # "ecdsa" | "ed25519"
     verified: bool
+
+    def __post_init__(self) -> None:
+        _clean_fields(self, ("text", "signature", "signing_key", "algo"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +135,9 @@ class AttestationRef:
     tcb_status: str | None = None
     gpu: bool = False
     nonce: str | None = None  # hex of the nonce teegate sent for that evidence
+
+    def __post_init__(self) -> None:
+        _clean_fields(self, ("evidence_ref", "tee", "tcb_status", "nonce"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,8 +182,21 @@ class Receipt:
     method: str = "POST"
 
     def __post_init__(self) -> None:
-        if not self.receipt_id or len(self.receipt_id) > 200:
-            raise EvidenceError("receipt: receipt_id must be 1..200 characters")
+        if not isinstance(self.receipt_id, str) or not _RECEIPT_ID.fullmatch(self.receipt_id):
+            raise EvidenceError(
+                "receipt: receipt_id must be 1..200 characters of A-Z a-z 0-9 _ . : ~ - "
+                f"(it goes into URLs and headers), got {self.receipt_id!r}"
+            )
+        if not isinstance(self.agent, str) or not self.agent or not self.agent.isprintable():
+            raise EvidenceError(f"receipt: agent must be a non-empty printable id: {self.agent!r}")
+        _clean_fields(
+            self,
+            ("conversation", "platform", "provider", "model", "chat_id", "upstream_model",
+             "error", "endpoint", "method", "currency"),
+        )
+        object.__setattr__(
+            self, "transfer_ids", tuple(clean_text(str(t)) for t in self.transfer_ids)
+        )
         if self.outcome not in OUTCOMES:
             raise EvidenceError(f"receipt: outcome {self.outcome!r} not in {OUTCOMES}")
         for lvl in (self.trust_level, self.trust_required):
@@ -177,7 +218,6 @@ class Receipt:
         if self.attestation is not None:
             _hash_field(self.attestation.verdict_digest, "attestation.verdict_digest")
             _hash_field(self.attestation.evidence_sha256, "attestation.evidence_sha256")
-        object.__setattr__(self, "transfer_ids", tuple(self.transfer_ids))
         object.__setattr__(self, "usage", dict(self.usage))
 
     # -- document ---------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Review findings on receipts and the log writer (each test failed before its fix)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from teegate.errors import EvidenceError
+from teegate.receipts import AttestationRef, ProviderSignature, ReceiptLog, ReceiptSigner
+
+from .conftest import make_receipt
+
+OpenLog = Callable[..., ReceiptLog]
+
+
+def test_text_that_is_not_unicode_cannot_block_the_log(open_log: OpenLog) -> None:
+    """An agent's ``"model": "\\ud800"`` (json.loads accepts it) used to stop every append."""
+    log = open_log(checkpoint_interval=0)
+    bad = make_receipt(1, model="\ud800x", error="\udfff")
+    log.submit(bad)
+    log.submit(make_receipt(2))
+    log.flush(timeout=5)
+    assert log.size() == 2
+    got = log.get(bad.receipt_id)
+    assert got is not None
+    assert got.receipt.document["model"] == "\ufffdx"
+    got.receipt.verify([log.signer.public_key])
+
+
+def test_unsignable_signed_receipt_is_dropped_not_retried_forever(open_log: OpenLog) -> None:
+    """A pre-signed document JCS refuses (a float NaN) is dropped, not retried forever."""
+    from teegate.receipts import SignedReceipt
+
+    log = open_log(checkpoint_interval=0)
+    good = log.signer.sign(make_receipt(3))
+    doc = dict(good.document)
+    doc["receipt_id"] = "rcpt_nan"
+    doc["extra"] = float("nan")
+    log.submit(SignedReceipt(doc))
+    log.submit(make_receipt(4))
+    log.flush(timeout=5)
+    assert log.size() == 1
+    assert log.get("rcpt_nan") is None
+    assert log.dropped == ["rcpt_nan"]
+    assert log.last_error is not None
+    assert "rcpt_nan" in log.last_error
+
+
+@pytest.mark.parametrize("rid", ["has space", "nul\x00", "a/b", "quote\"", "x" * 201])
+def test_receipt_ids_are_url_and_header_safe(rid: str) -> None:
+    with pytest.raises(EvidenceError):
+        make_receipt(1, receipt_id=rid)
+
+
+@pytest.mark.parametrize("agent", ["", "a\x00b", "a\nb"])
+def test_agent_must_be_a_plain_identifier(agent: str) -> None:
+    """The agent decides who may read the receipt; NUL also poisons PostgreSQL TEXT."""
+    with pytest.raises(EvidenceError):
+        make_receipt(1, agent=agent)
+
+
+_text = st.text(max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    model=_text,
+    error=_text,
+    conv=_text,
+    ref=_text,
+    usage_key=st.text(st.characters(max_codepoint=127), min_size=1, max_size=6),
+)
+def test_signed_leaf_is_rfc8785_for_any_text(
+    model: str, error: str, conv: str, ref: str, usage_key: str
+) -> None:
+    """The spliced fast leaf must be exactly what every other JCS implementation produces."""
+    r = make_receipt(
+        5,
+        model=model,
+        error=error,
+        conversation=conv,
+        usage={usage_key: 3},
+        attestation=AttestationRef(verdict_digest="ab" * 32, evidence_ref=ref),
+        provider_signature=ProviderSignature(
+            text=ref, signature=model, signing_key="0x" + "11" * 20, algo="ecdsa", verified=True
+        ),
+    )
+    signer = ReceiptSigner(_KEY)
+    s = signer.sign(r)
+    assert s.leaf == rfc8785.dumps(s.document)
+    s.verify([signer.public_key])
+
+
+_KEY = Ed25519PrivateKey.generate()
+
+
