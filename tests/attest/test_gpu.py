@@ -308,3 +308,12 @@ def test_pinned_root_is_the_documented_one() -> None:
     assert fingerprint(pinned_root(RIM_ROOT_FILE)) == (
         "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1")
     assert gpu_mod.TEE == "nvidia-gpu"
+
+
+def test_chain_and_evidence_encodings() -> None:
+    """Raw, hex and base64 evidence; PEM bytes, PEM text and base64(PEM) chains."""
+    raw, chain = hopper_raw(), hopper()[1]
+    for ev in (raw, raw.hex(), raw.hex().upper().encode(), base64.b64encode(raw).decode()):
+        for c in (chain, chain.decode(), base64.b64encode(chain), base64.b64encode(chain).decode()):
+            v = verify_gpu_evidence(ev, c, nonce=SAMPLE_NONCE, policy=AUDIT, now=NOW)
+            assert v.accepted, (type(ev), type(c))

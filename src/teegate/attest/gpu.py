@@ -291,8 +291,8 @@ def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | 
 
 
 def verify_gpu_evidence(
-    evidence: bytes,
-    cert_chain: bytes,
+    evidence: bytes | str,
+    cert_chain: bytes | str,
     *,
     nonce: bytes | None,
     policy: Policy,
@@ -301,14 +301,22 @@ def verify_gpu_evidence(
     rims: Sequence[bytes | Rim] = (),
 ) -> Verdict:
     """Verify one GPU's SPDM evidence and device chain; ``rims`` are candidate driver/VBIOS
-    RIM XML documents (those matching the evidence's versions are used).
+    RIM XML documents (those matching the evidence's versions are used). ``evidence`` may be
+    raw SPDM bytes, hex or base64; ``cert_chain`` PEM (leaf first) or base64 of it.
 
     Malformed evidence, chain or RIMs raise ``EvidenceError``; every judgement is a check
     named ``gpu.<index>.…``.
     """
     p = f"gpu.{index}"
     ev = parse_spdm_evidence(decode_evidence(evidence))
-    certs = load_pem_chain(bytes(cert_chain))
+    if isinstance(cert_chain, (bytes, bytearray)) and b"-----BEGIN" in cert_chain:
+        certs = load_pem_chain(bytes(cert_chain))
+    elif isinstance(cert_chain, (str, bytes, bytearray)):
+        text = cert_chain if isinstance(cert_chain, str) else bytes(cert_chain).decode(
+            "ascii", "replace")
+        certs = load_pem_chain(_decode_certificate(text, "GPU certificate chain"))
+    else:
+        raise EvidenceError("GPU certificate chain must be PEM text or base64(PEM)")
     cl = CheckList()
     dev = development_roots(policy.roots.nvidia) if policy.roots.nvidia else ()
     chain = verify_chain(certs, pinned=pinned_root(DEVICE_ROOT_FILE), development=dev,
