@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -254,7 +253,3 @@ def compare(
         return False, "measurements differ from the signed RIMs: " + ", ".join(mismatches[:8])
     return True, f"{len(claimed)} active measurements match the " + " and ".join(
         f"{k} RIM {r.version}" for k, r in sorted(rims.items()))
-
-
-def rim_certificate(rim: Rim) -> x509.Certificate:
-    return load_der(rim.certificates[0])
