@@ -26,6 +26,7 @@ def _home(tmp_path_factory: pytest.TempPathFactory, dev_pki: Path) -> Iterator[N
     home = tmp_path_factory.mktemp("home")
     (home / "dev-pki").symlink_to(dev_pki)
     mp.setenv("TEEGATE_HOME", str(home))
+    mp.setenv("TG_TEST_ADMIN", "admin-" + uuid.uuid4().hex)
     yield
     mp.undo()
 
@@ -74,7 +75,7 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
             "providers": providers,
         })
         store = kwargs.pop("store", None) or GatewayStore(url)
-        key = store.create_key("agent-1", trust=agent_trust)
+        key = store.create_key("agent-" + uuid.uuid4().hex[:8], trust=agent_trust)
         app = create_app(cfg, store=store, **kwargs)
         server = Server(app, lifespan="on")
         running.append(server)

@@ -46,7 +46,6 @@ class Server:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.server.force_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
 

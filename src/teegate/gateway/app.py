@@ -154,7 +154,8 @@ class Gateway:
         """Whether a refused provider may qualify again soon: blocked for now, or attestable
         but without a current verdict (pending, expired, re-attesting)."""
         p = self.by_id[provider_id]
-        return p.blocked(now) is not None or (p.attestable and p.current(now) is None)
+        return p.blocked(now) is not None or (
+            p.attestable and p.current(now) is None and p.status != "unproven")
 
     def worst_case(self, providers: list[ProviderRuntime], model: str, prompt_bound: int,
                    max_tokens: int) -> int:
@@ -766,7 +767,7 @@ def create_app(
         p = gw.by_id.get(provider_id)
         if p is None:
             return _json_error(404, f"no provider {provider_id!r}", "provider_not_found")
-        gw.manager.lift(p)
+        await gw.manager.lift(p)
         await gw.manager.refresh(p)
         return JSONResponse(provider_view(p, gw.clock()))
 

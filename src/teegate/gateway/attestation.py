@@ -59,6 +59,7 @@ class ProviderRuntime:
     detail: str = "no attestation yet"
     last_verdict: Verdict | None = None  # the latest verdict, accepted or not
     quarantined_until: float = 0.0
+    quarantine_reason: str = ""
     refreshes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -73,7 +74,8 @@ class ProviderRuntime:
     def blocked(self, now: float) -> str | None:
         """Why the provider may not serve at all right now, or None."""
         if self.quarantined_until > now:
-            return f"quarantined for {int(self.quarantined_until - now)} s: {self.detail}"
+            return (f"quarantined for {int(self.quarantined_until - now)} s: "
+                    f"{self.quarantine_reason}")
         if self.status == "rejected":
             return f"attestation rejected: {self.detail}"
         return None
@@ -249,18 +251,20 @@ class AttestationManager:
     def quarantine(self, p: ProviderRuntime, reason: str) -> None:
         until = self.clock() + self.quarantine_s
         p.quarantined_until = until
-        p.detail = reason
+        p.quarantine_reason = reason
         self._publish_level(p)
         bound = p.last_verdict.bound_key if p.last_verdict is not None else None
         self.spawn(anyio.to_thread.run_sync(
             lambda: self.store.quarantine(p.id, until=int(until), reason=reason,
                                           bound_key=bound)))
 
-    def lift(self, p: ProviderRuntime) -> None:
-        """Operator action / tests: end a local quarantine and re-attest now."""
+    async def lift(self, p: ProviderRuntime) -> None:
+        """Operator action: end the quarantine (here and in the shared store); the caller
+        re-attests."""
+        await anyio.to_thread.run_sync(self.store.lift, p.id)
         p.quarantined_until = 0.0
+        p.quarantine_reason = ""
         p.status = "pending"
-        p.wake.set()
 
     async def _store_state(self, p: ProviderRuntime, verdict: Verdict, not_after: int) -> None:
         state = ProviderState(p.id, p.status, p.detail, verdict.digest(), verdict.bound_key,
@@ -290,6 +294,7 @@ class AttestationManager:
             log.error("provider %s: quarantined by another gateway process: %s", p.id, s.detail)
             p.drop("quarantined", s.detail)
             p.quarantined_until = float(s.quarantined_until)
+            p.quarantine_reason = s.detail
             self._publish_level(p)
 
     def _publish_level(self, p: ProviderRuntime) -> None:

@@ -188,6 +188,10 @@ class GatewayStore:
         self.put_state(ProviderState(provider_id, "quarantined", reason, None, bound_key, None,
                                      until, time.time()))
 
+    def lift(self, provider_id: str) -> None:
+        self._exec("UPDATE tg_provider_state SET quarantined_until = 0, status = 'pending' "
+                   "WHERE provider_id = ?", (provider_id,))
+
     def states(self) -> dict[str, ProviderState]:
         return {r[0]: ProviderState(*r) for r in self._exec(
             "SELECT provider_id, status, detail, verdict_digest, bound_key, not_after, "

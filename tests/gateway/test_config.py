@@ -1,0 +1,106 @@
+"""teegate.toml validation and the CLI around it (init, agents, serve with a bad config)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from teegate.cli import app
+from teegate.errors import ConfigError
+from teegate.gateway import STARTER, load_config, parse_config
+from teegate.routing import TrustLevel
+
+NODE = {"id": "n", "platform": "tee-node", "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}
+
+
+def _cfg(**over: Any) -> dict[str, Any]:
+    return {"providers": [{**NODE, **over}]}
+
+
+def test_starter_is_valid() -> None:
+    cfg = parse_config(tomllib.loads(STARTER))
+    p = cfg.providers[0]
+    assert p.platform.name == "tee-node" and p.development
+    assert p.prices["teegate-builtin"].cost(1_000_000, 1_000_000) == 400
+    assert p.prices["teegate-builtin"].cost(1, 0) == 1  # never rounds a charge down to zero
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"platform": "nope"}, "providers[0].platform: unknown platform 'nope'"),
+    ({"platform": "anthropic"}, "providers[0].platform: platform 'anthropic' is not supported"),
+    ({"models": []}, "providers[0].models"),
+    ({"base_url": "ftp://x"}, "providers[0].base_url"),
+    ({"prices": {"other": {"input": 1}}}, "providers[0].prices.other"),
+    ({"prices": {"m": {"input": 1.5}}}, "providers[0].prices.m.input: expected int"),
+    ({"trust_cap": "ultra"}, "providers[0].trust_cap"),
+    ({"colour": "blue"}, "providers[0].colour: unknown field"),
+    ({"api_key_env": "TG_SURELY_UNSET_VAR"}, "providers[0].api_key_env: environment variable "
+                                             "TG_SURELY_UNSET_VAR is not set"),
+])
+def test_invalid_provider_names_the_field(over: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(_cfg(**over))
+    assert str(e.value).startswith(field)
+
+
+def test_gateway_and_agent_fields() -> None:
+    with pytest.raises(ConfigError, match=r"^gateway\.listen"):
+        parse_config({**_cfg(), "gateway": {"listen": "nowhere"}})
+    with pytest.raises(ConfigError, match=r"^gateway\.database_url"):
+        parse_config({**_cfg(), "gateway": {"database_url": "mysql://x"}})
+    with pytest.raises(ConfigError, match=r"^agents\[0\]\.trust"):
+        parse_config({**_cfg(), "agents": [{"id": "a", "trust": "max"}]})
+    with pytest.raises(ConfigError, match=r"^providers\[1\]\.id"):
+        parse_config({"providers": [NODE, NODE]})
+    cfg = parse_config({**_cfg(), "agents": [{"id": "a", "trust": "standard",
+                                              "min_trust": "attested"}]})
+    assert cfg.agents[0].trust is TrustLevel.ATTESTED  # the floor lifts the default
+
+
+def test_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_TEST_KEY", "sk-secret")
+    cfg = parse_config({"providers": [{"id": "o", "platform": "open-ai", "models": ["g"],
+                                       "api_key_env": "TG_TEST_KEY"}]})
+    assert cfg.providers[0].api_key == "sk-secret"
+    assert cfg.providers[0].base_url == "https://api.openai.com/v1"
+    assert cfg.providers[0].policy is None  # no evidence for hosted providers
+
+
+def test_load_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_cli_init_agents_and_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["init"])
+    assert r.exit_code == 0 and (tmp_path / "teegate.toml").read_text() == STARTER
+    assert runner.invoke(app, ["init"]).exit_code == 2  # refuses to overwrite
+    text = STARTER.replace('listen = "127.0.0.1:8080"',
+                           f'listen = "127.0.0.1:8080"\ndatabase_url = "sqlite:///{tmp_path}/t.db"')
+    (tmp_path / "teegate.toml").write_text(text)
+    r = runner.invoke(app, ["agents", "create", "bot", "--trust", "attested"])
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.output)
+    assert created["api_key"].startswith("tgk_") and created["trust"] == "attested"
+    listed = [json.loads(line) for line in runner.invoke(app, ["agents", "list"]).output.splitlines()]
+    assert listed[0]["id"] == "bot" and "api_key" not in listed[0]
+    assert created["api_key"] not in (tmp_path / "t.db").read_bytes().decode("latin-1")
+    assert runner.invoke(app, ["agents", "revoke", "bot"]).exit_code == 0
+    assert runner.invoke(app, ["agents", "revoke", "ghost"]).exit_code == 1
+    assert runner.invoke(app, ["agents", "create", "x", "--trust", "max"]).exit_code == 2
+    (tmp_path / "teegate.toml").write_text('[[providers]]\nid = "a"\nplatform = "nope"\n')
+    r = runner.invoke(app, ["serve"])
+    assert r.exit_code == 2
+    assert "providers[0].platform: unknown platform 'nope'" in r.output
+    assert "Traceback" not in r.output
