@@ -60,3 +60,30 @@ def test_dev_tee_prints_banner_and_serves(dev_pki: Path, monkeypatch: pytest.Mon
     assert "NOT CONFIDENTIAL" in res.output
     assert served["port"] == 9123
     assert served["host"] == "127.0.0.1"
+
+
+def test_dev_tee_banner_says_how_to_verify(dev_pki: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """A new user's first `teegate verify --url` against a development node must be able to
+    succeed: the banner names a policy file that trusts this installation's development roots
+    (and only those), and that policy accepts the node's report."""
+    import re
+
+    from teegate.attest.policy import load_policy
+    from teegate.client import fetch_and_verify_report
+    from tests.node.serve import serve
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr("uvicorn.run", lambda asgi, **kw: served.update(kw, app=asgi))
+    res = runner.invoke(app, ["node", "--tee", "dev-tdx", "--pki-dir", str(dev_pki),
+                              "--port", "9124"], terminal_width=400)
+    assert res.exit_code == 0, res.output
+    m = re.search(r"teegate verify --url http://127\.0\.0\.1:9124 --policy (\S+)", res.output)
+    assert m is not None, res.output
+    policy = load_policy(m.group(1))
+    assert policy.roots.intel
+    with serve(served["app"]) as url:
+        assert fetch_and_verify_report(url, policy=policy).accepted
+    verify = runner.invoke(app, ["verify", "--url", "http://127.0.0.1:1", "--policy",
+                                 m.group(1)])
+    assert "Traceback" not in verify.output

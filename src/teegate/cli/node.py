@@ -56,6 +56,34 @@ def build_node(
     return create_node_app(source, eng, gpus=gpus, gpu=gpu), source
 
 
+def write_development_policy(pki_dir: Path | None = None) -> Path:
+    """Write ``development-policy.json`` beside the development PKI: the default policy plus
+    this installation's development roots (public certificates only), so that
+    ``teegate verify --url ... --policy FILE`` can accept a development node. Returns the
+    path; the file is replaced atomically."""
+    import json
+    import os
+    import tempfile
+
+    from teegate.errors import ConfigError
+    from teegate.paths import dev_pki_dir
+    from teegate.sim import development_policy
+
+    directory = Path(pki_dir or dev_pki_dir())
+    roots = development_policy(directory).roots
+    data = {"roots": {"intel": list(roots.intel), "amd": list(roots.amd),
+                      "nvidia": list(roots.nvidia)}}
+    path = directory / "development-policy.json"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
+    return path
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def node(
@@ -65,8 +93,9 @@ def register(app: typer.Typer) -> None:
             "--tee", help="auto | configfs | dstack | dev-tdx | dev-snp")] = "auto",
         gpus: Annotated[int, typer.Option(
             "--gpus", help="Simulated GPUs (development TEEs only).")] = 0,
-        host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port")] = 8000,
+        host: Annotated[str, typer.Option(
+            "--host", help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
         pki_dir: Annotated[Path | None, typer.Option(
             "--pki-dir", help="Development PKI directory (default: TEEGATE_HOME/dev-pki).")
         ] = None,
@@ -88,15 +117,26 @@ def register(app: typer.Typer) -> None:
         except TeegateError as e:
             _err.print(f"[red]teegate node:[/] {e}")
             raise typer.Exit(2) from None
+        url = f"http://{host}:{port}"
         if source.development:
+            try:
+                dev_policy = write_development_policy(pki_dir)
+            except TeegateError as e:
+                _err.print(f"[red]teegate node:[/] {e}")
+                raise typer.Exit(2) from None
             _err.print(Panel(
                 f"DEVELOPMENT TEE ({source.name}) — NOT CONFIDENTIAL.\n"
                 "Evidence is signed by a locally generated development PKI; only policies that "
-                "name its roots accept it. Never send real data to this node.",
+                "name its roots accept it (the default policy rejects it). Never send real "
+                "data to this node.",
                 title="WARNING", style="bold yellow",
             ))
+            _err.print("verify it with the development policy of this installation:",
+                       highlight=False)
+            _err.print(f"  teegate verify --url {url} --policy {dev_policy}",
+                       soft_wrap=True, markup=False, highlight=False)
         _err.print(f"teegate node: evidence from {source.name}, engine {engine}, "
-                   f"listening on http://{host}:{port}")
+                   f"listening on {url}", soft_wrap=True, markup=False, highlight=False)
         import uvicorn
 
         uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
