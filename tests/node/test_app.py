@@ -233,3 +233,14 @@ def test_openai_sdk_works_unchanged(tdx_url: str) -> None:
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == done.usage.total_tokens
     client.close()
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/v1/embeddings", 404), ("GET", "/", 404), ("POST", "/v1/models", 405),
+    ("GET", "/v1/chat/completions", 405),
+])
+def test_unknown_routes_answer_openai_errors(tdx_url: str, method: str, path: str,
+                                            status: int) -> None:
+    r = httpx.request(method, tdx_url + path)
+    assert r.status_code == status
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}

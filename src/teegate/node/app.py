@@ -212,7 +212,19 @@ def create_node_app(
         finally:
             await state.engine.aclose()
 
-    return Starlette(lifespan=lifespan, routes=[
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        if status == 404:
+            return _error(404, f"no route {request.url.path}; this node serves "
+                          "/v1/chat/completions, /v1/models, /v1/attestation/report and "
+                          "/v1/signature/{id}", code="not_found")
+        if status == 405:
+            return _error(405, f"{request.method} is not allowed on {request.url.path}",
+                          code="method_not_allowed")
+        return _error(status, str(getattr(exc, "detail", "error")))
+
+    return Starlette(lifespan=lifespan, exception_handlers={404: http_error, 405: http_error},
+                     routes=[
         Route("/v1/attestation/report", report, methods=["GET"]),
         Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
