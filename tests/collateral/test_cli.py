@@ -114,3 +114,35 @@ def test_verify_online_fetches_the_vcek_from_the_configured_kds(
     r = runner.invoke(app, ["verify", "--json", "--now", str(SNP_NOW), str(report)])
     assert r.exit_code == 1
     assert "VCEK not supplied" in r.stdout
+
+
+def test_show_and_prune_of_a_missing_cache_do_not_create_it(tmp_path: Path) -> None:
+    cache = tmp_path / "never-used"
+    r = runner.invoke(app, ["collateral", "show", "--cache", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert "no collateral cached" in r.output
+    r = runner.invoke(app, ["collateral", "show", "--cache", str(cache), "--json"])
+    assert json.loads(r.stdout) == []
+    r = runner.invoke(app, ["collateral", "prune", "--cache", str(cache)])
+    assert r.exit_code == 0
+    assert "0 entries removed" in r.stdout
+    assert not cache.exists()
+
+
+def test_fetch_for_a_node_snp_report_json(server: tuple[str, VendorState],
+                                          tmp_path: Path) -> None:
+    """`teegate node` with an SNP source puts the report under ``snp_report``."""
+    url, _ = server
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"signing_address": "0x" + "11" * 20,
+                                  "snp_report": MILAN.read_bytes().hex()}))
+    out = tmp_path / "certs.pem"
+    r = runner.invoke(app, ["collateral", "fetch", str(report), "--kds-url", url, "--product",
+                            "Milan", "--no-cache", "--now", str(SNP_NOW), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert verify_report(MILAN.read_bytes(), out.read_bytes(), policy=Policy.default(),
+                         now=SNP_NOW, product="Milan").accepted
+    report.write_text(json.dumps({"signing_address": "0x" + "11" * 20, "snp_report": 5}))
+    r = runner.invoke(app, ["collateral", "fetch", str(report), "--no-cache"])
+    assert r.exit_code == 2
+    assert "Traceback" not in r.output

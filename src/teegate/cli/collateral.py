@@ -51,11 +51,18 @@ def _fetch(data: bytes, *, pccs_url: str | None, kds_url: str | None, cache_dir:
 
     kind, raw = detect(data)
     if kind is EvidenceKind.PROVIDER_REPORT:
-        report: Any = json.loads(raw)
-        quote = report.get("intel_quote") or report.get("quote")
-        if not isinstance(quote, str):
-            raise EvidenceError("provider report has no intel_quote to fetch collateral for")
-        kind, raw = detect(quote.encode())
+        try:
+            report: Any = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise EvidenceError(f"provider report is not JSON: {e}") from e
+        if not isinstance(report, dict):
+            raise EvidenceError("provider report must be a JSON object")
+        inner = next((report[k] for k in ("intel_quote", "quote", "snp_report")
+                      if report.get(k) is not None), None)
+        if not isinstance(inner, str):
+            raise EvidenceError("provider report has no intel_quote or snp_report (hex) to "
+                                "fetch collateral for")
+        kind, raw = detect(inner.encode())
     if kind in (EvidenceKind.TDX_QUOTE, EvidenceKind.SGX_QUOTE):
         text = coll.fetch_tdx_collateral_sync(raw, pccs_url=pccs_url, cache_dir=cache_dir,
                                               now=now)
@@ -89,8 +96,11 @@ def register(app: typer.Typer) -> None:
         product: Annotated[str | None, typer.Option(
             "--product", help="SEV-SNP product (Milan, Genoa, Turin) for v2 reports.")] = None,
     ) -> None:
-        """Fetch the collateral EVIDENCE needs: DCAP collateral JSON for a TDX/SGX quote, or
-        the VCEK plus AMD chain (PEM, usable as --certs) for an SEV-SNP report."""
+        """Fetch the collateral EVIDENCE needs into the cache and print it.
+
+        DCAP collateral JSON for a TDX/SGX quote, or the VCEK plus AMD chain (PEM, usable as
+        --certs) for an SEV-SNP report; EVIDENCE may also be a provider or node report JSON.
+        """
         try:
             data = evidence.read_bytes()
         except OSError as e:
@@ -126,8 +136,10 @@ def register(app: typer.Typer) -> None:
         from teegate.collateral import CollateralCache
 
         t = int(time.time()) if now is None else now
+        directory = _cache_dir(cache)
         try:
-            entries = CollateralCache(_cache_dir(cache)).entries()
+            # Listing never creates the cache directory as a side effect.
+            entries = CollateralCache(directory).entries() if directory.is_dir() else []
         except CollateralError as e:
             _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
@@ -136,7 +148,10 @@ def register(app: typer.Typer) -> None:
                                     "size": x.size, "expired": x.expired(t)} for x in entries],
                                   indent=2))
             return
-        table = Table(title=f"collateral cache {_cache_dir(cache)}", title_justify="left")
+        if not entries:
+            typer.echo(f"no collateral cached in {directory}")
+            return
+        table = Table(title=f"collateral cache {directory}", title_justify="left")
         table.add_column("key", no_wrap=True)
         for col in ("size", "stored", "expires", "state"):
             table.add_column(col)
@@ -155,8 +170,10 @@ def register(app: typer.Typer) -> None:
         """Delete expired entries (every entry with --all)."""
         from teegate.collateral import CollateralCache
 
+        directory = _cache_dir(cache)
         try:
-            removed = CollateralCache(_cache_dir(cache)).prune(now=now, everything=everything)
+            removed = (CollateralCache(directory).prune(now=now, everything=everything)
+                       if directory.is_dir() else [])
         except CollateralError as e:
             _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
