@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -25,7 +25,8 @@ from teegate.node import BuiltinEngine, DevTdxSource, NodeKeys, create_node_app
 class Server:
     """uvicorn serving ``app`` on 127.0.0.1 in a thread; ``stop`` kills it (connections drop)."""
 
-    def __init__(self, app: Any, *, lifespan: str = "off", port: int = 0) -> None:
+    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off", port: int = 0
+                 ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
@@ -51,7 +52,7 @@ class Server:
 
 
 @contextmanager
-def serving(app: Any, *, lifespan: str = "off") -> Iterator[Server]:
+def serving(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[Server]:
     s = Server(app, lifespan=lifespan)
     try:
         yield s

@@ -25,7 +25,8 @@ def _cfg(**over: Any) -> dict[str, Any]:
 def test_starter_is_valid() -> None:
     cfg = parse_config(tomllib.loads(STARTER))
     p = cfg.providers[0]
-    assert p.platform.name == "tee-node" and p.development
+    assert p.platform.name == "tee-node"
+    assert p.development
     assert p.prices["teegate-builtin"].cost(1_000_000, 1_000_000) == 400
     assert p.prices["teegate-builtin"].cost(1, 0) == 1  # never rounds a charge down to zero
 
@@ -84,17 +85,21 @@ def test_cli_init_agents_and_bad_config(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     r = runner.invoke(app, ["init"])
-    assert r.exit_code == 0 and (tmp_path / "teegate.toml").read_text() == STARTER
+    assert r.exit_code == 0
+    assert (tmp_path / "teegate.toml").read_text() == STARTER
     assert runner.invoke(app, ["init"]).exit_code == 2  # refuses to overwrite
-    text = STARTER.replace('listen = "127.0.0.1:8080"',
-                           f'listen = "127.0.0.1:8080"\ndatabase_url = "sqlite:///{tmp_path}/t.db"')
+    db = f'database_url = "sqlite:///{tmp_path}/t.db"'
+    text = STARTER.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:8080"\n{db}')
     (tmp_path / "teegate.toml").write_text(text)
     r = runner.invoke(app, ["agents", "create", "bot", "--trust", "attested"])
     assert r.exit_code == 0, r.output
     created = json.loads(r.output)
-    assert created["api_key"].startswith("tgk_") and created["trust"] == "attested"
-    listed = [json.loads(line) for line in runner.invoke(app, ["agents", "list"]).output.splitlines()]
-    assert listed[0]["id"] == "bot" and "api_key" not in listed[0]
+    assert created["api_key"].startswith("tgk_")
+    assert created["trust"] == "attested"
+    out = runner.invoke(app, ["agents", "list"]).output
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert listed[0]["id"] == "bot"
+    assert "api_key" not in listed[0]
     assert created["api_key"] not in (tmp_path / "t.db").read_bytes().decode("latin-1")
     assert runner.invoke(app, ["agents", "revoke", "bot"]).exit_code == 0
     assert runner.invoke(app, ["agents", "revoke", "ghost"]).exit_code == 1

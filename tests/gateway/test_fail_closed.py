@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.gateway import GatewayStore
 from teegate.node import NodeKeys
 from tests.gateway.conftest import GatewayFactory, Gw
 from tests.gateway.loopback import Server, Tamper, dev_node, serving, tampering_proxy
 
-MSG = [{"role": "user", "content": "hello there"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 ATTESTED = {"X-Teegate-Trust": "attested"}
 
 

@@ -8,11 +8,12 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.gateway.conftest import GatewayFactory, Gw
 from tests.gateway.loopback import Server
 
-MSG = [{"role": "user", "content": "hello there"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ def test_sync_plain_attested(gw: Gw) -> None:
         model="teegate-builtin", messages=MSG, extra_headers={"X-Teegate-Trust": "attested"})
     completion = raw.parse()
     assert completion.choices[0].message.content
-    assert completion.usage is not None and completion.usage.prompt_tokens == 2
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == 2
     assert raw.headers["x-teegate-provider"] == "node-a"
     assert raw.headers["x-teegate-trust"] == "attested"
     verdict = raw.headers["x-teegate-verdict"]
@@ -67,7 +69,8 @@ def test_stream_with_client_usage_and_raw_bytes(gw: Gw) -> None:
     # Unchanged request bytes: the node's signature comment is passed on before [DONE].
     assert events[-2].startswith(b": teegate-signature ")
     usage = json.loads(events[-3][len(b"data: "):])
-    assert usage["choices"] == [] and usage["usage"]["prompt_tokens"] == 2
+    assert usage["choices"] == []
+    assert usage["usage"]["prompt_tokens"] == 2
 
 
 async def test_async_plain_and_stream_plain_provider(gw: Gw) -> None:
@@ -81,7 +84,8 @@ async def test_async_plain_and_stream_plain_provider(gw: Gw) -> None:
     stream = await client.chat.completions.create(
         model="gpt-plain", messages=MSG, stream=True, stream_options={"include_usage": True})
     chunks = [c async for c in stream]
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
     stream = await client.chat.completions.create(
         model="teegate-builtin@attested", messages=MSG, stream=True)
     assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -111,7 +115,8 @@ def test_models_providers_health_metrics(gw: Gw) -> None:
     models = {m.id: m for m in client.models.list()}
     assert set(models) == {"teegate-builtin", "shared-model", "gpt-plain"}
     extra = models["teegate-builtin"].model_extra or {}
-    assert extra["trust_level"] == "attested" and extra["development"] is True
+    assert extra["trust_level"] == "attested"
+    assert extra["development"] is True
     assert extra["providers"][0]["attestation"] == "attested"
     base = gw.server.url
     providers = httpx.get(base + "/v1/providers").json()["data"]
@@ -119,11 +124,13 @@ def test_models_providers_health_metrics(gw: Gw) -> None:
     assert node["label"].startswith("DEVELOPMENT")
     assert node["attestation"]["status"] == "attested"
     att = httpx.get(base + "/v1/providers/node-a/attestation").json()
-    assert att["verdict"]["accepted"] is True and att["verdict"]["development"] is True
+    assert att["verdict"]["accepted"] is True
+    assert att["verdict"]["development"] is True
     assert any(c["name"].endswith("development_root") for c in att["verdict"]["checks"])
     assert httpx.get(base + "/v1/providers/nope/attestation").status_code == 404
     plain = httpx.get(base + "/v1/providers/plain/attestation").json()
-    assert plain["trust_level"] == "standard" and plain["verdict"] is None
+    assert plain["trust_level"] == "standard"
+    assert plain["verdict"] is None
     assert httpx.get(base + "/healthz").status_code == 200
     assert httpx.get(base + "/readyz").json()["ready"] is True
     client.chat.completions.create(model="gpt-plain", messages=MSG)

@@ -13,7 +13,8 @@ def test_known_platforms() -> None:
     for name in ("open-ai", "x", "mistral", "deepseek", "libert-ai", "ollama"):
         assert get_platform(name).claimed is TrustLevel.STANDARD
     libert = get_platform("tee-libert-ai")
-    assert libert.claimed is TrustLevel.TEE and libert.evidence == "probe"
+    assert libert.claimed is TrustLevel.TEE
+    assert libert.evidence == "probe"
     for name in ("tee-near-ai", "tee-phala"):
         p = get_platform(name)
         assert (p.evidence, p.signatures) == ("report", "endpoint")

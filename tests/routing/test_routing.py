@@ -26,7 +26,7 @@ def test_never_below_the_level_and_every_refusal_named() -> None:
                        _c("q", TrustLevel.ATTESTED, blocked="quarantined")],
                       "m", TrustLevel.ATTESTED, now=0)
     assert plan.eligible == ()
-    reasons = dict((r.provider_id, r.reason) for r in plan.refused)
+    reasons = {r.provider_id: r.reason for r in plan.refused}
     assert reasons["std"] == "serves trust level standard, below attested"
     assert reasons["tee"] == "serves trust level tee, below attested"
     assert reasons["q"] == "quarantined"
@@ -52,6 +52,9 @@ def test_health_cools_down_after_allowed_fails() -> None:
     h.failure(100.0)
     assert not h.cooling(100.0)
     h.failure(100.0)
-    assert h.cooling(129.0) and not h.cooling(131.0)
+    assert h.cooling(129.0)
+    assert not h.cooling(131.0)
     h.success(12.0)
-    assert h.failures == 0 and not h.cooling(100.0) and h.latency_ms == 12.0
+    assert h.failures == 0
+    assert not h.cooling(100.0)
+    assert h.latency_ms == 12.0

@@ -61,6 +61,10 @@ class _Disconnected(Exception):  # noqa: N818 - an outcome
     pass
 
 
+class _ClientGone(Exception):  # noqa: N818 - an outcome
+    pass
+
+
 class Gateway:
     """State shared by all requests of one gateway process."""
 
@@ -175,7 +179,7 @@ class Gateway:
             auth = hdrs.get(b"authorization")
             agent = await self.authenticate(auth.decode("latin-1") if auth else None)
             body = await self._read_body(receive, hdrs.get(b"content-length"))
-            record = await self._serve(agent, body, hdrs, send, t0)
+            record = await self._serve(agent, body, hdrs, send, receive, t0)
         except GatewayRefusal as r:
             if record is None:
                 self.metrics.requests.labels("", "refused").inc()
@@ -263,7 +267,7 @@ class Gateway:
         return req, model, bool(stream), required, forward, inject
 
     async def _serve(self, agent: Agent, body: bytes, hdrs: dict[bytes, bytes], send: Send,
-                     t0: float) -> CallRecord:
+                     receive: Receive, t0: float) -> CallRecord:
         req, model, stream, required, forward, inject = self._parse(
             body, hdrs.get(TRUST_HEADER), agent)
         conv = hdrs.get(CONVERSATION_HEADER)
@@ -273,13 +277,13 @@ class Gateway:
         record.forwarded_sha256 = None if unchanged else _sha(forward)
         try:
             return await self._serve_record(record, req, model, stream, required, forward,
-                                            inject, unchanged, send)
+                                            inject, unchanged, send, receive)
         finally:
             self._finish(record, t0)
 
     async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
                             stream: bool, required: TrustLevel, forward: bytes, inject: bool,
-                            unchanged: bool, send: Send) -> CallRecord:
+                            unchanged: bool, send: Send, receive: Receive) -> CallRecord:
         if model not in self.by_model:
             record.outcome, record.status = "refused", 404
             raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
@@ -355,7 +359,7 @@ class Gateway:
         if stream and upstream.status_code == 200 and upstream.headers.get(
                 "content-type", "").startswith("text/event-stream"):
             await self._relay_stream(chosen, attested, record, upstream, forward, inject,
-                                     unchanged, headers, send)
+                                     unchanged, headers, send, receive)
         else:
             await self._relay_plain(chosen, attested, record, upstream, forward, headers, send)
         return record
@@ -428,7 +432,7 @@ class Gateway:
     async def _relay_stream(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
                             upstream: httpx.Response, forward: bytes, inject: bool,
                             unchanged: bool, headers: list[tuple[bytes, bytes]],
-                            send: Send) -> None:
+                            send: Send, receive: Receive) -> None:
         inline = a is not None and p.config.platform.signatures == "inline"
 
         def check(sig: dict[str, Any], expected: str) -> str | None:
@@ -443,10 +447,14 @@ class Gateway:
         relay = SseRelay(_sha(forward), check if inline else None, require_signature=inline,
                          strip_usage=inject, pass_comment=unchanged)
         headers.append((b"cache-control", b"no-cache"))
+        # uvicorn drops writes to a closed connection silently: watch for http.disconnect.
+        gone = asyncio.ensure_future(receive())
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
             try:
                 async for chunk in upstream.aiter_raw():
+                    if gone.done():
+                        raise _ClientGone
                     out = relay.feed(chunk)
                     if out:
                         await send({"type": "http.response.body", "body": out,
@@ -471,9 +479,10 @@ class Gateway:
                 await send({"type": "http.response.body", "body": err.sse_event(),
                             "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # the client went away (uvicorn raises ClientDisconnected)
+        except (OSError, _ClientGone):  # the client went away
             record.outcome = "disconnected"
         finally:
+            gone.cancel()
             await upstream.aclose()
             record.usage = relay.usage
             record.response_sha256 = relay.hasher.hexdigest()
