@@ -12,6 +12,7 @@ field, because a typo in a policy must never silently widen what is accepted.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -164,19 +165,56 @@ def load_policy(path: str | Path) -> Policy:
     return Policy.from_mapping(data, base_dir=p.parent)
 
 
-_HEX_SETS = {
-    "mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrseam", "mrenclave", "mrsigner",
-    "measurement", "host_data", "id_key_digest", "compose_hashes", "app_ids", "os_image_hashes",
+# Byte length of every hex-valued field: a truncated or over-long paste would never match,
+# and an operator should hear that at load time rather than see every provider rejected.
+_HEX_SIZES = {
+    "mrtd": 48, "rtmr0": 48, "rtmr1": 48, "rtmr2": 48, "rtmr3": 48, "mrconfigid": 48,
+    "mrseam": 48, "mrenclave": 32, "mrsigner": 32, "measurement": 48, "host_data": 32,
+    "id_key_digest": 48, "compose_hashes": 32, "app_ids": 20, "os_image_hashes": 32,
 }
+_HEX_SETS = set(_HEX_SIZES)
+# Statuses dcap-qvl reports; Revoked always fails verification, so it cannot be allowed.
+TCB_STATUSES = frozenset({
+    "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate", "OutOfDateConfigurationNeeded",
+})
+BINDING_LAYOUTS = frozenset({"padded", "sha256", "sha512"})
+_ADVISORY = re.compile(r"INTEL-SA-\d{5}")
 
 
-def _normalise_hex(value: str, where: str) -> str:
-    v = value.strip().lower().removeprefix("0x")
+def _normalise_hex(value: str, where: str, size: int | None = None) -> str:
+    v = "".join(value.split()).lower().removeprefix("0x")
     try:
-        bytes.fromhex(v)
+        raw = bytes.fromhex(v)
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not hex") from None
+    if size is not None and len(raw) != size:
+        raise ConfigError(
+            f"{where}: {value!r} is {len(raw)} bytes; this field holds {size}-byte values "
+            f"({2 * size} hex digits)"
+        )
     return v
+
+
+def _check_names(name: str, values: frozenset[str], where: str) -> frozenset[str]:
+    """Closed vocabularies: a typo must stop loading, not silently never match (or, for a
+    rejected advisory, silently never reject)."""
+    if name == "allowed_statuses":
+        unknown = sorted(values - TCB_STATUSES)
+        if unknown:
+            raise ConfigError(f"{where}: unknown TCB status(es) {unknown}; known: "
+                              f"{sorted(TCB_STATUSES)} (Revoked can never be allowed)")
+    elif name == "rejected_advisories":
+        values = frozenset(v.strip().upper() for v in values)
+        bad = sorted(v for v in values if not _ADVISORY.fullmatch(v))
+        if bad:
+            raise ConfigError(f"{where}: {bad} are not Intel advisory IDs (INTEL-SA-NNNNN)")
+    elif name == "layouts":
+        unknown = sorted(values - BINDING_LAYOUTS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown report_data layout(s) {unknown}; known: "
+                              f"{sorted(BINDING_LAYOUTS)}")
+    return values
 
 
 def _read_root(entry: str, where: str, base_dir: Path | None) -> str:
@@ -199,8 +237,8 @@ def _convert(name: str, annotation: str, value: Any, where: str, base_dir: Path 
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings")
         if name in _HEX_SETS:
-            return frozenset(_normalise_hex(v, where) for v in value)
-        return frozenset(value)
+            return frozenset(_normalise_hex(v, where, _HEX_SIZES[name]) for v in value)
+        return _check_names(name, frozenset(value), where)
     if annotation.startswith("frozenset[int]"):
         if not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
