@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from teegate.collateral import CollateralCache, RetryPolicy, fetch_ocsp_status, fetch_rim
 from teegate.errors import CollateralError
@@ -150,3 +151,59 @@ async def test_ocsp_forgeries_are_refused(server: tuple[str, VendorState]) -> No
     state.faults["/ocsp"] = Fault("garbage")
     with pytest.raises(CollateralError, match="not a DER OCSP response"):
         await fetch_ocsp_status(pki.leaf, pki.ca, ocsp_url=url + "/ocsp", now=NOW)
+
+
+def _delegate(pki: _Pki, *, ocsp_signing: bool) -> tuple[x509.Certificate,
+                                                         ec.EllipticCurvePrivateKey]:
+    """A certificate the CA issued: a proper OCSP responder, or just another device."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "another cert by the CA")])
+    b = (x509.CertificateBuilder().subject_name(name).issuer_name(pki.ca.subject)
+         .public_key(key.public_key()).serial_number(99).not_valid_before(START)
+         .not_valid_after(START + dt.timedelta(days=365)))
+    if ocsp_signing:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]),
+                            critical=False)
+    return b.sign(pki.ca_key, hashes.SHA384()), key
+
+
+async def test_ocsp_delegate_needs_the_ocsp_signing_purpose(
+    server: tuple[str, VendorState]
+) -> None:
+    """RFC 6960 4.2.2.2: a delegated responder must carry id-kp-OCSPSigning. Without that
+    check any certificate the CA ever issued (another GPU's) could vouch for a revoked one."""
+    url, state = server
+    pki = _Pki()
+    state.ocsp = pki.respond
+    pki.rogue = _delegate(pki, ocsp_signing=False)
+    with pytest.raises(CollateralError, match="not authorised for OCSP signing"):
+        await fetch_ocsp_status(pki.leaf, pki.ca, ocsp_url=url + "/ocsp", now=NOW)
+    pki.rogue = _delegate(pki, ocsp_signing=True)
+    assert (await fetch_ocsp_status(pki.leaf, pki.ca, ocsp_url=url + "/ocsp", now=NOW)).good
+
+
+async def test_planted_ocsp_cache_entry_is_not_trusted(server: tuple[str, VendorState],
+                                                       tmp_path: Path) -> None:
+    """The cache holds the signed answer and checks it again when it is read, so a file
+    claiming "good" for a revoked certificate is never served."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    url, state = server
+    pki = _Pki()
+    pki.status = ocsp.OCSPCertStatus.REVOKED
+    state.ocsp = pki.respond
+    cache = CollateralCache(tmp_path)
+    spki = pki.ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    import hashlib
+
+    key = f"nvidia-ocsp/{hashlib.sha256(spki).hexdigest()[:32]}/{pki.leaf.serial_number:x}"
+    planted = b'{"status": "good", "this_update": 0, "next_update": 9999999999, ' \
+              b'"revocation_time": null, "revocation_reason": null}'
+    cache.put(key, planted, expires=NOW + 10**6, now=NOW)
+    st = await fetch_ocsp_status(pki.leaf, pki.ca, ocsp_url=url + "/ocsp", cache=cache, now=NOW)
+    assert st.status == "revoked"
+    assert state.count("POST /ocsp") == 1
+    again = await fetch_ocsp_status(pki.leaf, pki.ca, ocsp_url=url + "/ocsp", cache=cache,
+                                    now=NOW)
+    assert again == st
+    assert state.count("POST /ocsp") == 1

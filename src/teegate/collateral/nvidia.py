@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get, request
@@ -133,11 +134,35 @@ def _verify_sig(key: object, signature: bytes, data: bytes, algo: hashes.HashAlg
     return True
 
 
+def _same_issuer(resp: ocsp.OCSPResponse, issuer: x509.Certificate) -> bool:
+    """The answer's CertID names this issuer (name and key hash, RFC 6960 4.1.1)."""
+    key = issuer.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        bits = key.public_bytes(serialization.Encoding.X962,
+                                serialization.PublicFormat.UncompressedPoint)
+    elif isinstance(key, rsa.RSAPublicKey):
+        bits = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    else:
+        return False
+    try:
+        algo = resp.hash_algorithm
+    except UnsupportedAlgorithm:
+        return False
+
+    def digest(data: bytes) -> bytes:
+        h = hashes.Hash(algo)
+        h.update(data)
+        return h.finalize()
+
+    return (resp.issuer_key_hash == digest(bits)
+            and resp.issuer_name_hash == digest(issuer.subject.public_bytes()))
+
+
 def _check_response(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate,
                     nonce: bytes | None, url: str, now: int) -> OcspStatus:
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise CollateralError(f"OCSP {url}: responder says {resp.response_status.name}")
-    if resp.serial_number != cert.serial_number:
+    if resp.serial_number != cert.serial_number or not _same_issuer(resp, issuer):
         raise CollateralError(f"OCSP {url}: answer is for another certificate")
     algo = resp.signature_hash_algorithm
     if algo is None:
@@ -152,6 +177,20 @@ def _check_response(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x50
             except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
                 raise CollateralError(f"OCSP {url}: responder certificate is not issued by "
                                       "the certificate's issuer") from e
+            # RFC 6960 4.2.2.2: only a certificate issued for OCSP signing may answer for
+            # its issuer; any other (another device's) must not vouch for this one.
+            try:
+                eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            except x509.ExtensionNotFound:
+                eku = None
+            if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+                raise CollateralError(f"OCSP {url}: responder certificate is not authorised "
+                                      "for OCSP signing (no id-kp-OCSPSigning)")
+            nb = int(responder.not_valid_before_utc.timestamp())
+            na = int(responder.not_valid_after_utc.timestamp())
+            if not nb <= now <= na:
+                raise CollateralError(f"OCSP {url}: responder certificate is not valid at "
+                                      f"{now} ({nb}..{na})")
         signer = responder
     if not _verify_sig(signer.public_key(), resp.signature, resp.tbs_response_bytes, algo):
         raise CollateralError(f"OCSP {url}: response signature does not verify")
@@ -191,8 +230,8 @@ async def fetch_ocsp_status(
 ) -> OcspStatus:
     """Ask the OCSP responder about ``cert`` (with a nonce) and verify the signed answer.
 
-    Revoked is a valid answer, not an error; the caller decides. Answers are cached until
-    their nextUpdate.
+    Revoked is a valid answer, not an error; the caller decides. Signed answers are cached
+    until their nextUpdate and verified again on every cache hit.
     """
     t = int(time.time()) if now is None else now
     url = ocsp_url or default_ocsp_url()
@@ -200,8 +239,13 @@ async def fetch_ocsp_status(
                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
     key = f"nvidia-ocsp/{hashlib.sha256(issuer_key).hexdigest()[:32]}/{cert.serial_number:x}"
     if cache is not None and (hit := cache.get(key, now=t)) is not None:
-        data = json.loads(hit)
-        return OcspStatus(**data)
+        # The cache holds the signed answer, checked again here: a planted or stale file
+        # is never believed, it only costs a fresh request.
+        try:
+            return _check_response(ocsp.load_der_ocsp_response(hit), cert, issuer, None,
+                                   f"cache {key}", t)
+        except (ValueError, CollateralError):
+            pass
     nonce = os.urandom(32)
     req = (ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA384())
            .add_extension(x509.OCSPNonce(nonce), critical=False).build())
@@ -215,5 +259,5 @@ async def fetch_ocsp_status(
         raise CollateralError(f"OCSP {url}: answer is not a DER OCSP response: {e}") from e
     status = _check_response(parsed, cert, issuer, nonce, url, t)
     if cache is not None:
-        cache.put(key, status.to_json().encode(), expires=status.next_update, now=t)
+        cache.put(key, resp.content, expires=status.next_update, now=t)
     return status
