@@ -12,11 +12,27 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from teegate.node.signer import EcdsaSigner
 from teegate.receipts import AttestationRef, ProviderSignature, Receipt, ReceiptLog
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tlog"
 PG_URL = os.environ.get("TEEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "teegate.test/log"
+PROVIDER_KEY = EcdsaSigner()  # the provider's response-signing key (a real secp256k1 key)
+
+
+def provider_signature(
+    forwarded: str | None, response: str | None, signer: Any = PROVIDER_KEY
+) -> ProviderSignature:
+    """A real signature over ``forwarded:response`` hashes, as a node makes it."""
+    text = f"{forwarded}:{response}"
+    return ProviderSignature(
+        text=text,
+        signature=signer.sign(text),
+        signing_key=signer.signing_address,
+        algo=signer.algo,
+        verified=True,
+    )
 
 
 def make_receipt(i: int, **over: Any) -> Receipt:
@@ -35,13 +51,6 @@ def make_receipt(i: int, **over: Any) -> Receipt:
         "request_forwarded_sha256": f"{i:064x}",
         "response_returned_sha256": f"{i + 1:064x}",
         "chat_id": f"chatcmpl-{i}",
-        "provider_signature": ProviderSignature(
-            text=f"{i:064x}:{i + 1:064x}",
-            signature="0x" + "ab" * 65,
-            signing_key="0x" + "cd" * 20,
-            algo="ecdsa",
-            verified=True,
-        ),
         "attestation": AttestationRef(
             verdict_digest="ee" * 32, evidence_ref="evidence://near-1/1", tee="tdx"
         ),
@@ -51,6 +60,11 @@ def make_receipt(i: int, **over: Any) -> Receipt:
         "transfer_ids": (f"tr-{i}-hold", f"tr-{i}-settle"),
     }
     fields.update(over)
+    if "provider_signature" not in over:
+        response = fields.get("response_received_sha256") or fields["response_returned_sha256"]
+        fields["provider_signature"] = provider_signature(
+            fields["request_forwarded_sha256"], response
+        )
     return Receipt(**fields)
 
 

@@ -24,14 +24,21 @@ from teegate.receipts.audit import audit_bundle
 from teegate.receipts.bundle import TlogProof
 from teegate.sim import development_policy
 
-from .conftest import ORIGIN, make_receipt
+from .conftest import ORIGIN, make_receipt, provider_signature
+
+
+def node_keys() -> NodeKeys:
+    return _NODE_KEYS
+
+
+_NODE_KEYS = NodeKeys()
 
 
 @pytest.fixture(scope="module")
 def node_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes, Path]:
     """(exact report bytes, nonce, dev PKI dir) from a development TDX node over HTTP."""
     pki = tmp_path_factory.mktemp("pki")
-    app = create_node_app(DevTdxSource(pki), BuiltinEngine(), keys=NodeKeys())
+    app = create_node_app(DevTdxSource(pki), BuiltinEngine(), keys=node_keys())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -52,7 +59,10 @@ def node_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes,
     return r.content, nonce, pki
 
 
-def _bundle(tmp: Path, report: bytes, nonce: bytes, evidence: bytes | None) -> tuple[str, Any]:
+def _bundle(
+    tmp: Path, report: bytes, nonce: bytes, evidence: bytes | None, signer: Any = None
+) -> tuple[str, Any]:
+    """A logged receipt citing ``report``, its response signed by the node's key (or ``signer``)."""
     log = ReceiptLog(f"sqlite:///{tmp / 'ev.db'}", origin=ORIGIN, key=Ed25519PrivateKey.generate())
     try:
         att = AttestationRef(
@@ -62,7 +72,12 @@ def _bundle(tmp: Path, report: bytes, nonce: bytes, evidence: bytes | None) -> t
             tee="tdx",
             nonce=nonce.hex(),
         )
-        r = make_receipt(1, attestation=att, time_ms=int(time.time() * 1000))
+        ps = provider_signature(
+            f"{1:064x}", f"{2:064x}", signer or node_keys().get("ecdsa")
+        )
+        r = make_receipt(
+            1, attestation=att, time_ms=int(time.time() * 1000), provider_signature=ps
+        )
         log.submit(r)
         p = log.prove(r.receipt_id)
         assert p is not None
@@ -130,4 +145,54 @@ def test_swapped_evidence_and_missing_evidence(
         parse_bundle(json.dumps(b)), "b", log_verifiers=[parse_vkey(vkey)], receipt_keys=[]
     )
     assert _statuses(rep)["attestation.evidence"] == "skip"
-    assert rep.ok
+    # skipped is not verified: only an auditor who accepts skips gets a pass
+    assert not rep.ok
+    assert rep.holds(allow_skipped=True)
+    assert rep.to_json()["skipped"] == ["attestation.evidence"]
+
+
+def test_evidence_of_another_key_than_the_response_signer_fails(
+    node_report: tuple[bytes, bytes, Path], tmp_path: Path
+) -> None:
+    """Valid evidence, valid response signature, but by a key the evidence does not bind."""
+    from teegate.node.signer import EcdsaSigner
+    from teegate.receipts.note import parse_vkey
+
+    report, nonce, pki = node_report
+    vkey, b = _bundle(tmp_path, report, nonce, report, signer=EcdsaSigner())
+    rep = audit_bundle(
+        parse_bundle(json.dumps(b)),
+        "b",
+        log_verifiers=[parse_vkey(vkey)],
+        receipt_keys=[],
+        policy=development_policy(pki),
+    )
+    st = _statuses(rep)
+    assert st["attestation.evidence"] == "ok"
+    assert st["provider.signature"] == "ok"
+    assert st["attestation.key_binding"] == "fail"
+    assert not rep.holds(allow_skipped=True)
+
+
+def test_evidence_the_receipt_does_not_bind_is_not_accepted(
+    node_report: tuple[bytes, bytes, Path], tmp_path: Path
+) -> None:
+    """Without evidence_sha256 and nonce any valid report would pass for this call: fail."""
+    from teegate.receipts.note import parse_vkey
+
+    report, nonce, pki = node_report
+    vkey, b = _bundle(tmp_path, report, nonce, report)
+    for event in b["receipt"]["event_log"]:
+        if event["type"] == "teegate.attestation":
+            event["evidence_sha256"] = None
+            event["nonce"] = None
+    rep = audit_bundle(
+        parse_bundle(json.dumps(b)),
+        "b",
+        log_verifiers=[parse_vkey(vkey)],
+        receipt_keys=[],
+        policy=development_policy(pki),
+    )
+    # (the edit also breaks the signature; the evidence check must fail on its own account)
+    assert _statuses(rep)["attestation.evidence"] == "fail"
+    assert "binds no evidence" in next(c.detail for c in rep.checks if c.name.endswith("evidence"))

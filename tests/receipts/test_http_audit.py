@@ -118,13 +118,21 @@ def test_audit_n_receipts_and_monitor(served: tuple[str, ReceiptLog], tmp_path: 
             files.append(str(p))
         vkey = c.get("/v1/log/vkey").text.strip()
     assert vkey == log.vkey
-    res = _cli("audit", *files, "--log-key", vkey, "--json")
+    # the bundles carry no attestation evidence: a skipped check is not a pass by default
+    res = _cli("audit", *files, "--log-key", vkey)
+    assert res.exit_code == 1, res.output
+    assert "NOT fully verified" in res.output
+    assert "attestation.evidence" in res.output
+    res = _cli("audit", *files, "--log-key", vkey, "--json", "--allow-skipped")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["ok"]
+    assert out["receipts"][0]["skipped"] == ["attestation.evidence"]
     assert len(out["receipts"]) == n
     names = {c["name"]: c["status"] for c in out["receipts"][0]["checks"]}
     assert names["receipt.signature"] == "ok"
+    assert names["provider.signature"] == "ok"
+    assert names["receipt.trust_claim"] == "ok"
     assert names["receipt.inclusion"] == "ok"
     assert names["checkpoint.signature"] == "ok"
     assert names["attestation.evidence"] == "skip"
@@ -165,6 +173,7 @@ def test_audit_n_receipts_and_monitor(served: tuple[str, ReceiptLog], tmp_path: 
         "--token",
         "operator:op:",
         "--json",
+        "--allow-skipped",
     )
     assert res.exit_code == 0, res.output
     checks = {c["name"]: c["status"] for c in json.loads(res.output)["receipts"][0]["checks"]}
@@ -211,6 +220,7 @@ def test_aci_route_and_body_hashes(served: tuple[str, ReceiptLog], tmp_path: Pat
     (tmp_path / "resp").write_bytes(resp)
     (tmp_path / "other").write_bytes(resp + b" ")
     base = ["audit", str(bundle), "--log-key", log.vkey, "--request", str(tmp_path / "req")]
+    base.append("--allow-skipped")
     assert _cli(*base, "--response", str(tmp_path / "resp")).exit_code == 0
     res = _cli(*base, "--response", str(tmp_path / "other"), "--json")
     assert res.exit_code == 1

@@ -1,6 +1,9 @@
 """``teegate audit``: verify receipts offline, or watch a log for consistency (a monitor).
 
-Exit codes: 0 everything holds, 1 a check failed, 2 malformed input or usage error.
+Exit codes: 0 every applicable check ran and passed; 1 a check failed, or a check that applies
+could not run (skipped, e.g. the attestation evidence is not in the bundle) and
+``--allow-skipped`` was not given, or the log could not be reached; 2 malformed input or
+usage error.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from teegate.receipts.receipt import public_keys_from_hex
 
 _out = Console()
 _err = Console(stderr=True)
-_STYLE = {"ok": "[green]ok[/green]", "fail": "[red]FAIL[/red]", "skip": "[yellow]skip[/yellow]"}
+_STYLE = {
+    "ok": "[green]ok[/green]",
+    "fail": "[red]FAIL[/red]",
+    "skip": "[yellow]SKIPPED[/yellow]",
+    "n/a": "[dim]n/a[/dim]",
+}
 
 
 class HttpLogClient:
@@ -47,18 +55,26 @@ class HttpLogClient:
             raise LogError(f"log {path}: HTTP {r.status_code}: {r.text[:200]}")
         return r
 
+    def _hashes(self, path: str, params: dict[str, Any]) -> tuple[Any, list[bytes]]:
+        try:
+            body = self._get(path, params).json()
+            return body, decode_hashes(body["hashes"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise LogError(f"log {path}: malformed answer ({type(e).__name__}: {e})") from None
+
     def checkpoint(self) -> str:
         return str(self._get("/v1/log/checkpoint").text)
 
     def inclusion(self, receipt_id: str, tree_size: int) -> tuple[int, list[bytes]]:
-        body = self._get(
-            "/v1/log/proof/inclusion", {"receipt_id": receipt_id, "tree_size": tree_size}
-        ).json()
-        return int(body["leaf_index"]), decode_hashes(body["hashes"])
+        path = "/v1/log/proof/inclusion"
+        body, hashes = self._hashes(path, {"receipt_id": receipt_id, "tree_size": tree_size})
+        index = body.get("leaf_index") if isinstance(body, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise LogError(f"log {path}: malformed answer (leaf_index)")
+        return index, hashes
 
     def consistency(self, size1: int, size2: int) -> list[bytes]:
-        body = self._get("/v1/log/proof/consistency", {"from": size1, "to": size2}).json()
-        return decode_hashes(body["hashes"])
+        return self._hashes("/v1/log/proof/consistency", {"from": size1, "to": size2})[1]
 
 
 def _read(path: Path, what: str) -> str:
@@ -84,7 +100,23 @@ def _verifiers(vkeys: list[str]) -> list[NoteVerifier]:
     return out
 
 
-def _print_report(rep: AuditReport) -> None:
+def _verdict_line(rep: AuditReport, allow_skipped: bool) -> str:
+    if rep.failed:
+        return "[bold red]receipt FAILED[/]: " + ", ".join(c.name for c in rep.failed)
+    if not rep.holds(allow_skipped=True):
+        return "[bold red]receipt NOT verified[/]: no check passed"
+    if rep.skipped:
+        names = ", ".join(c.name for c in rep.skipped)
+        if allow_skipped:
+            return f"[bold yellow]receipt holds, except the skipped checks[/] ({names})"
+        return (
+            f"[bold yellow]receipt NOT fully verified[/]: skipped {names} "
+            "(exit 1; --allow-skipped accepts the checks that did run)"
+        )
+    return "[bold green]receipt holds[/]: every applicable check passed"
+
+
+def _print_report(rep: AuditReport, allow_skipped: bool) -> None:
     table = Table(title=f"{rep.source} ({rep.receipt_id or 'unreadable'})", show_lines=False)
     table.add_column("check")
     table.add_column("result")
@@ -92,7 +124,7 @@ def _print_report(rep: AuditReport) -> None:
     for c in rep.checks:
         table.add_row(c.name, _STYLE[c.status], c.detail)
     _out.print(table)
-    _out.print("[bold green]receipt holds[/]" if rep.ok else "[bold red]receipt FAILED[/]")
+    _out.print(_verdict_line(rep, allow_skipped))
 
 
 def _state_path(url: str, state: Path | None) -> Path:
@@ -109,8 +141,12 @@ def _monitor(
     url: str, verifiers: list[NoteVerifier], state: Path | None, token: str | None, as_json: bool
 ) -> int:
     client = HttpLogClient(url, token)
-    note = client.checkpoint()
     path = _state_path(url, state)
+    try:
+        note = client.checkpoint()
+    except LogError as e:
+        _emit_monitor({"log": url, "ok": False, "detail": f"log unreachable: {e}"}, as_json)
+        return 1
     try:
         new = open_checkpoint(note, verifiers)
     except LogError as e:
@@ -176,9 +212,24 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[
             Path | None, typer.Option(help="Attestation policy for re-verifying evidence.")
         ] = None,
+        allow_skipped: Annotated[
+            bool,
+            typer.Option(
+                "--allow-skipped",
+                help="Exit 0 even if a check that applies could not run (e.g. evidence not in "
+                "the bundle); failures still exit 1.",
+            ),
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """Verify receipts (signature, inclusion, checkpoint, consistency, evidence)."""
+        """Verify receipts offline, or monitor a log.
+
+        Checks each receipt's signature, the provider's response signature, its inclusion in a
+        checkpoint signed by --log-key, consistency with --since, and the attestation evidence
+        in the bundle. Exit 0 only when every applicable check passed; 1 when a check failed or
+        was skipped (see --allow-skipped); 2 for malformed input. Without receipt files,
+        --log URL --log-key VKEY checks that the log only grew since the last run (monitor).
+        """
         try:
             verifiers = _verifiers(log_key or [])
             keys = public_keys_from_hex(receipt_key or [])
@@ -198,7 +249,10 @@ def register(app: typer.Typer) -> None:
             resp = _read_bytes(response, "--response") if response else None
             reports = []
             for path in inputs:
-                bundle = parse_bundle(_read(path, "receipt"))
+                try:
+                    bundle = parse_bundle(_read(path, "receipt"))
+                except (EvidenceError, LogError) as e:
+                    raise EvidenceError(f"{path}: {e}") from None
                 reports.append(
                     audit_bundle(
                         bundle,
@@ -222,10 +276,18 @@ def register(app: typer.Typer) -> None:
         except TeegateError as e:
             _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(1) from None
+        ok = all(r.holds(allow_skipped) for r in reports)
         if as_json:
-            ok = all(r.ok for r in reports)
-            _out.print_json(json.dumps({"ok": ok, "receipts": [r.to_json() for r in reports]}))
+            _out.print_json(
+                json.dumps(
+                    {
+                        "ok": ok,
+                        "allow_skipped": allow_skipped,
+                        "receipts": [r.to_json() for r in reports],
+                    }
+                )
+            )
         else:
             for r in reports:
-                _print_report(r)
-        raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+                _print_report(r, allow_skipped)
+        raise typer.Exit(0 if ok else 1)

@@ -1,8 +1,11 @@
 """Offline audit of receipts and log monitoring (the logic behind ``teegate audit``).
 
-Each step is a named check; a receipt audits only when every check that ran passed. Steps that
-cannot run (no evidence in the bundle, no verifier installed) are reported as skipped with the
-reason, never silently passed. Only keys the auditor supplies are trusted.
+Each step is a named check with a status: ``ok``, ``fail``, ``skip`` (the check applies but
+could not run: no evidence in the bundle, no verifier installed) or ``n/a`` (nothing to check,
+e.g. a receipt of an unattested call cites no evidence). A receipt is fully verified
+(``AuditReport.ok``) only when no check failed and none was skipped; ``holds(allow_skipped=True)``
+accepts skips for auditors who knowingly take the gateway's word for those steps. Only keys the
+auditor supplies are trusted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from teegate.receipts.checkpoint import Checkpoint, open_checkpoint
 from teegate.receipts.note import NoteVerifier
 from teegate.receipts.receipt import SignedReceipt, body_hashes, jcs
 
-Status = Literal["ok", "fail", "skip"]
+Status = Literal["ok", "fail", "skip", "n/a"]
+ATTESTED_LEVELS = ("attested", "attested+gpu")
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,23 @@ class AuditReport:
     receipt_id: str | None = None
 
     @property
+    def failed(self) -> list[AuditCheck]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def skipped(self) -> list[AuditCheck]:
+        return [c for c in self.checks if c.status == "skip"]
+
+    def holds(self, allow_skipped: bool = False) -> bool:
+        """Something was verified, nothing failed, and (unless allowed) nothing was skipped."""
+        if self.failed or not any(c.status == "ok" for c in self.checks):
+            return False
+        return allow_skipped or not self.skipped
+
+    @property
     def ok(self) -> bool:
-        return any(c.status == "ok" for c in self.checks) and not any(
-            c.status == "fail" for c in self.checks
-        )
+        """Fully verified: every applicable check ran and passed."""
+        return self.holds(allow_skipped=False)
 
     def add(self, name: str, status: Status, detail: str) -> bool:
         self.checks.append(AuditCheck(name, status, detail))
@@ -57,6 +74,9 @@ class AuditReport:
             "source": self.source,
             "receipt_id": self.receipt_id,
             "ok": self.ok,
+            "complete": not self.skipped,
+            "failed": [c.name for c in self.failed],
+            "skipped": [c.name for c in self.skipped],
             "checks": [c.to_json() for c in self.checks],
         }
 
@@ -118,6 +138,7 @@ def audit_bundle(
     # 1. the receipt itself
     try:
         receipt = SignedReceipt.from_json(bundle.receipt)
+        leaf = merkle.leaf_hash(jcs(receipt.document))
         rep.receipt_id = receipt.receipt_id
         rep.add("receipt.format", "ok", f"aci/1 + teegate-receipt/1, id {receipt.receipt_id}")
     except TeegateError as e:
@@ -144,31 +165,71 @@ def audit_bundle(
             rep.add(
                 name, "fail", f"{event} is {observed.get(event)}, the bytes given hash to {got}"
             )
+    # 1c. what the receipt claims about trust, and the provider's own signature
+    _audit_claims(rep, receipt)
+    _audit_provider_signature(rep, receipt, observed)
     # 2. the checkpoint we judge inclusion against
+    cp = _audit_checkpoint(rep, bundle, log_verifiers, checkpoint, client)
+    if cp is not None:
+        # 3. inclusion of this receipt's leaf in that checkpoint
+        _audit_inclusion(rep, receipt, leaf, bundle, cp, client)
+        # 4. consistency with another checkpoint the auditor remembers (older or newer)
+        if since is not None:
+            try:
+                other = _open(since, log_verifiers)
+            except TeegateError as e:
+                rep.add("checkpoint.consistency", "fail", f"--since checkpoint: {e}")
+            else:
+                old, new = (other, cp) if other.size <= cp.size else (cp, other)
+                status, detail = check_consistency(old, new, client)
+                rep.add("checkpoint.consistency", status, detail)
+    # 5. attestation evidence the receipt relied on
+    _audit_evidence(rep, receipt, bundle, now, policy, evidence_verifier)
+    return rep
+
+
+def _audit_checkpoint(
+    rep: AuditReport,
+    bundle: Bundle,
+    log_verifiers: Sequence[NoteVerifier],
+    checkpoint: str | None,
+    client: LogClient | None,
+) -> Checkpoint | None:
     if not log_verifiers:
         rep.add("checkpoint.signature", "fail", "no log key given (--log-key VKEY)")
-        return rep
+        return None
     note = checkpoint
     if note is None and bundle.proof is not None:
         note = bundle.proof.checkpoint
-    if note is None and client is not None:
-        note = client.checkpoint()
-    if note is None:
-        rep.add("checkpoint.signature", "fail", "no checkpoint in the bundle and none given")
-        return rep
     try:
+        if note is None and client is not None:
+            note = client.checkpoint()
+        if note is None:
+            rep.add("checkpoint.signature", "fail", "no checkpoint in the bundle and none given")
+            return None
         cp = _open(note, log_verifiers)
-        rep.add("checkpoint.signature", "ok", f"{cp.origin} size {cp.size}")
     except TeegateError as e:
         rep.add("checkpoint.signature", "fail", str(e))
-        return rep
-    # 3. inclusion of this receipt's leaf in that checkpoint
-    leaf = merkle.leaf_hash(jcs(receipt.document))
+        return None
+    rep.add("checkpoint.signature", "ok", f"{cp.origin} size {cp.size}")
+    return cp
+
+
+def _audit_inclusion(
+    rep: AuditReport,
+    receipt: SignedReceipt,
+    leaf: bytes,
+    bundle: Bundle,
+    cp: Checkpoint,
+    client: LogClient | None,
+) -> None:
     try:
         if bundle.proof is not None and bundle.proof.checkpoint_size_matches(cp.size):
             index, hashes = bundle.proof.index, bundle.proof.hashes
         elif client is not None:
             index, hashes = client.inclusion(receipt.receipt_id, cp.size)
+        elif bundle.proof is None:
+            raise TeegateError("the input has no inclusion proof; give --log to fetch one")
         else:
             raise TeegateError(
                 f"the bundle's proof is not for tree size {cp.size}; give --log to fetch one"
@@ -177,18 +238,66 @@ def audit_bundle(
         rep.add("receipt.inclusion", "ok", f"leaf {index} of {cp.size}")
     except TeegateError as e:
         rep.add("receipt.inclusion", "fail", str(e))
-    # 4. consistency with an older checkpoint the auditor remembers
-    if since is not None:
-        try:
-            old = _open(since, log_verifiers)
-        except TeegateError as e:
-            rep.add("checkpoint.consistency", "fail", f"--since checkpoint: {e}")
-        else:
-            status, detail = check_consistency(old, cp, client)
-            rep.add("checkpoint.consistency", status, detail)
-    # 5. attestation evidence the receipt relied on
-    _audit_evidence(rep, receipt, bundle, now, policy, evidence_verifier)
-    return rep
+
+
+def _audit_claims(rep: AuditReport, receipt: SignedReceipt) -> None:
+    """An attested receipt must cite its verdict and a verified provider signature."""
+    call = receipt.event("teegate.call") or {}
+    level = call.get("trust_level")
+    if level not in ATTESTED_LEVELS:
+        rep.add("receipt.trust_claim", "n/a", f"trust level served: {level or 'none'}")
+        return
+    problems = []
+    upstream = receipt.event("upstream.verified") or {}
+    if upstream.get("result") != "verified":
+        problems.append("upstream.verified is not 'verified'")
+    if receipt.event("teegate.attestation") is None:
+        problems.append("no teegate.attestation event (no verdict cited)")
+    ps = receipt.event("teegate.provider_signature")
+    if ps is None or ps.get("verified") is not True:
+        problems.append("no verified provider signature")
+    if problems:
+        rep.add("receipt.trust_claim", "fail", f"claims {level} but " + "; ".join(problems))
+    else:
+        rep.add("receipt.trust_claim", "ok", f"{level}: verdict and provider signature cited")
+
+
+def _audit_provider_signature(
+    rep: AuditReport, receipt: SignedReceipt, observed: dict[str, str]
+) -> None:
+    """Re-check the provider's signature: it must cover the bytes this receipt records."""
+    ps = receipt.event("teegate.provider_signature")
+    if ps is None or ps.get("verified") is not True:
+        rep.add("provider.signature", "n/a", "the receipt claims no verified provider signature")
+        return
+    from teegate.node.signatures import verify_response_signature
+
+    forwarded = observed.get("request.forwarded")
+    response = observed.get("response.received") or observed.get("response.returned")
+    want = f"{forwarded}:{response}"
+    text, sig, key, algo = (ps.get(k) for k in ("text", "signature", "signing_key", "algo"))
+    if text != want:
+        rep.add(
+            "provider.signature",
+            "fail",
+            f"signed text {text!r} is not request.forwarded:response hashes {want!r}",
+        )
+        return
+    if not all(isinstance(v, str) for v in (sig, key, algo)) or not verify_response_signature(
+        str(text), str(sig), str(key), str(algo)
+    ):
+        rep.add("provider.signature", "fail", f"{algo} signature by {key} does not verify")
+        return
+    rep.add("provider.signature", "ok", f"{algo} signature by {key} over the recorded hashes")
+
+
+@dataclass(frozen=True)
+class EvidenceResult:
+    """What an evidence verifier concluded, and the key the evidence binds (hex, if any)."""
+
+    status: Status
+    detail: str
+    bound_key: str | None = None
 
 
 def _audit_evidence(
@@ -201,15 +310,32 @@ def _audit_evidence(
 ) -> None:
     att = receipt.event("teegate.attestation")
     if att is None:
-        rep.add("attestation.evidence", "skip", "receipt cites no attestation (not attested)")
+        rep.add("attestation.evidence", "n/a", "receipt cites no attestation")
         return
     ev = (bundle.evidence or {}).get("provider_report")
     if ev is None:
         ref = att.get("evidence_ref") or "no reference"
-        rep.add("attestation.evidence", "skip", f"evidence not available in the bundle ({ref})")
+        rep.add(
+            "attestation.evidence",
+            "skip",
+            f"evidence not in the bundle ({ref}): the attestation rests on the gateway's word",
+        )
         return
     want = att.get("evidence_sha256")
-    raw = ev.encode() if isinstance(ev, str) else jcs(ev)
+    nonce_hex = att.get("nonce")
+    if want is None and nonce_hex is None:
+        rep.add(
+            "attestation.evidence",
+            "fail",
+            "the receipt binds no evidence (neither evidence_sha256 nor nonce): the bundle's "
+            "evidence cannot be tied to this call",
+        )
+        return
+    try:
+        raw = ev.encode() if isinstance(ev, str) else jcs(ev)
+    except (TeegateError, UnicodeEncodeError) as e:
+        rep.add("attestation.evidence", "fail", f"bundle evidence cannot be encoded: {e}")
+        return
     got = hashlib.sha256(raw).hexdigest()
     if want is not None and got != want:
         rep.add("attestation.evidence_digest", "fail", f"evidence hashes to {got}, receipt {want}")
@@ -221,7 +347,6 @@ def _audit_evidence(
     except ValueError:
         rep.add("attestation.evidence", "fail", "bundle evidence is not JSON")
         return
-    nonce_hex = att.get("nonce")
     try:
         nonce = bytes.fromhex(nonce_hex) if isinstance(nonce_hex, str) else None
     except ValueError:
@@ -231,14 +356,40 @@ def _audit_evidence(
     # Evidence is judged as of the call (its collateral was valid then), unless told otherwise.
     at = now if now is not None else int(receipt.document["served_at"])
     verifier = evidence_verifier or default_evidence_verifier
-    status, detail = verifier(
+    res = verifier(
         report,
         nonce=nonce,
         now=at,
         policy=policy,
         collateral=collateral if isinstance(collateral, str) else None,
     )
-    rep.add("attestation.evidence", status, detail)
+    rep.add("attestation.evidence", res.status, res.detail)
+    if res.status == "ok":
+        _audit_key_binding(rep, receipt, res.bound_key)
+
+
+def _audit_key_binding(rep: AuditReport, receipt: SignedReceipt, bound: str | None) -> None:
+    """The attested key must be the key that signed the response this receipt records."""
+    ps = receipt.event("teegate.provider_signature")
+    if ps is None:
+        rep.add("attestation.key_binding", "n/a", "the receipt records no provider signature")
+        return
+    from teegate.node.signatures import normalize_signing_address
+
+    key = ps.get("signing_key")
+    algo = ps.get("algo")
+    signer = normalize_signing_address(key, algo) if isinstance(key, str) and isinstance(
+        algo, str
+    ) else None
+    attested = normalize_signing_address(bound, algo) if bound and isinstance(algo, str) else None
+    if signer is not None and attested is not None and signer == attested:
+        rep.add("attestation.key_binding", "ok", f"evidence binds {key}, which signed the response")
+    else:
+        rep.add(
+            "attestation.key_binding",
+            "fail",
+            f"the evidence binds {bound or 'no key'}, the response was signed by {key}",
+        )
 
 
 class EvidenceVerifier(Protocol):
@@ -250,7 +401,7 @@ class EvidenceVerifier(Protocol):
         now: int,
         policy: Policy | None,
         collateral: str | None,
-    ) -> tuple[Status, str]: ...
+    ) -> EvidenceResult: ...
 
 
 def default_evidence_verifier(
@@ -260,15 +411,15 @@ def default_evidence_verifier(
     now: int,
     policy: Policy | None,
     collateral: str | None,
-) -> tuple[Status, str]:
+) -> EvidenceResult:
     """Re-verify with ``teegate.attest.report.verify_provider_report`` when it is installed."""
     try:
         attest_report = importlib.import_module("teegate.attest.report")
     except ImportError:
-        return "skip", "not available: teegate.attest.report is not installed"
+        return EvidenceResult("skip", "not available: teegate.attest.report is not installed")
     fn = getattr(attest_report, "verify_provider_report", None)
     if fn is None:
-        return "skip", "not available: verify_provider_report is missing"
+        return EvidenceResult("skip", "not available: verify_provider_report is missing")
     try:
         verdict = fn(
             report,
@@ -278,12 +429,15 @@ def default_evidence_verifier(
             collateral=collateral,
         )
     except TeegateError as e:
-        return "fail", f"evidence rejected: {e}"
+        return EvidenceResult("fail", f"evidence rejected: {e}")
+    except Exception as e:  # a verifier bug must not pass, nor crash the audit
+        return EvidenceResult("fail", f"evidence verifier crashed: {type(e).__name__}: {e}")
     failed = [c.name for c in getattr(verdict, "checks", ()) if not getattr(c, "ok", True)]
+    bound = getattr(verdict, "bound_key", None)
     if bool(getattr(verdict, "accepted", False)):
         dev = " (development roots)" if getattr(verdict, "development", False) else ""
-        return "ok", f"provider evidence re-verified{dev}"
-    return "fail", "evidence rejected: " + (", ".join(failed) or "not accepted")
+        return EvidenceResult("ok", f"provider evidence re-verified{dev}", bound)
+    return EvidenceResult("fail", "evidence rejected: " + (", ".join(failed) or "not accepted"))
 
 
 def decode_hashes(items: Sequence[str]) -> list[bytes]:

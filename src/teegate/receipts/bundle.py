@@ -16,7 +16,6 @@ auditor passes in.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Mapping
@@ -132,10 +131,14 @@ def parse_bundle(data: bytes | str) -> Bundle:
     if isinstance(obj.get("tlog_proof"), str):
         proof = parse_tlog_proof(obj["tlog_proof"])
     elif "inclusion_proof" in obj and "checkpoint" in obj:
-        try:
-            hashes = [base64.b64decode(h, validate=True) for h in obj["inclusion_proof"]]
-            proof = TlogProof(int(obj["leaf_index"]), hashes, str(obj["checkpoint"]))
-        except (ValueError, TypeError, KeyError) as e:
-            raise EvidenceError(f"bundle: bad inclusion proof: {e}") from None
+        items, index, note = obj["inclusion_proof"], obj.get("leaf_index"), obj["checkpoint"]
+        if not isinstance(items, list) or not all(isinstance(h, str) for h in items):
+            raise EvidenceError("bundle: inclusion_proof must be a list of base64 strings")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise EvidenceError("bundle: leaf_index must be a non-negative integer")
+        if not isinstance(note, str):
+            raise EvidenceError("bundle: checkpoint must be the signed note text")
+        hashes = [b64decode_strict(h, "bundle inclusion_proof hash") for h in items]
+        proof = TlogProof(index, hashes, note)
     ev = obj.get("evidence")
     return Bundle(receipt, proof, ev if isinstance(ev, dict) else None)
