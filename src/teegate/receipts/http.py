@@ -12,7 +12,7 @@ import base64
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from teegate.errors import LogError
@@ -20,6 +20,7 @@ from teegate.receipts.bundle import TlogProof, make_bundle
 from teegate.receipts.log import LoggedReceipt, ReceiptLog, ReceiptProof
 
 EvidenceLookup = Callable[[str], Mapping[str, Any] | None]
+MAX_SIZE = (1 << 63) - 1  # BIGINT: larger numbers cannot name a tree this log holds
 
 
 class Principal(Protocol):
@@ -54,6 +55,11 @@ def _error(status: int, message: str, etype: str, code: str | None = None) -> JS
 
 def _not_found() -> JSONResponse:
     return _error(404, "no such receipt", "not_found", "receipt_not_found")
+
+
+def _unavailable(e: LogError) -> JSONResponse:
+    """The log cannot answer (damaged storage, a stuck writer): say so, never a bare 500."""
+    return _error(503, f"transparency log unavailable: {e}", "log_unavailable", "log_error")
 
 
 def _b64(hs: list[bytes]) -> list[str]:
@@ -103,7 +109,10 @@ def receipts_router(
     def get_receipt(receipt_id: str, who: Annotated[Any, dep]) -> Any:
         if _readable(receipt_id, who) is None:
             return _not_found()
-        p = log.prove(receipt_id)
+        try:
+            p = log.prove(receipt_id)
+        except LogError as e:
+            return _unavailable(e)
         if p is None:
             return _not_found()
         return receipt_view(log, p)
@@ -114,13 +123,22 @@ def receipts_router(
         got = _readable(receipt_id, who)
         if got is None:
             return _not_found()
-        return JSONResponse(got.receipt.document, headers={"x-aci-version": "aci/1"})
+        return JSONResponse(
+            got.receipt.document,
+            headers={
+                "x-aci-version": "aci/1",
+                "x-aci-keyset-digest": str(got.receipt.document["workload_keyset_digest"]),
+            },
+        )
 
     @router.get("/v1/receipts/{receipt_id}/bundle")
     def get_bundle(receipt_id: str, who: Annotated[Any, dep]) -> Any:
         if _readable(receipt_id, who) is None:
             return _not_found()
-        p = log.prove(receipt_id)
+        try:
+            p = log.prove(receipt_id)
+        except LogError as e:
+            return _unavailable(e)
         if p is None:
             return _not_found()
         evidence = None
@@ -142,9 +160,12 @@ def receipts_router(
 
     @router.get("/v1/log/checkpoint")
     def get_checkpoint() -> Any:
-        cp = log.latest_checkpoint()
-        if cp is None or cp.size < log.size():
-            cp = log.checkpoint()
+        try:
+            cp = log.latest_checkpoint()
+            if cp is None or cp.size < log.size():
+                cp = log.checkpoint()
+        except LogError as e:
+            return _unavailable(e)
         return PlainTextResponse(cp.note, media_type="text/plain; charset=utf-8")
 
     @router.get("/v1/log/vkey")
@@ -154,8 +175,8 @@ def receipts_router(
     @router.get("/v1/log/proof/inclusion")
     def get_inclusion(
         who: Annotated[Any, dep],
-        tree_size: Annotated[int, Query(ge=1)],
-        index: Annotated[int | None, Query(ge=0)] = None,
+        tree_size: Annotated[int, Query(ge=1, le=MAX_SIZE)],
+        index: Annotated[int | None, Query(ge=0, le=MAX_SIZE)] = None,
         receipt_id: str | None = None,
     ) -> Any:
         if (index is None) == (receipt_id is None):
@@ -174,8 +195,8 @@ def receipts_router(
 
     @router.get("/v1/log/proof/consistency")
     def get_consistency(
-        from_: Annotated[int, Query(alias="from", ge=1)],
-        to: Annotated[int, Query(ge=1)],
+        from_: Annotated[int, Query(alias="from", ge=1, le=MAX_SIZE)],
+        to: Annotated[int, Query(ge=1, le=MAX_SIZE)],
     ) -> Any:
         try:
             if from_ > to:
@@ -186,10 +207,10 @@ def receipts_router(
         return {"from": from_, "to": to, "hashes": _b64(proof)}
 
     @router.get("/v1/log/checkpoint/{size}")
-    def get_checkpoint_at(size: int) -> Any:
+    def get_checkpoint_at(size: Annotated[int, Path(ge=0, le=MAX_SIZE)]) -> Any:
         cp = log.checkpoint_at(size)
         if cp is None:
-            raise HTTPException(404, "no checkpoint of that size")
+            return _error(404, "no checkpoint of that size", "not_found", "checkpoint_not_found")
         return PlainTextResponse(cp.note, media_type="text/plain; charset=utf-8")
 
     return router
