@@ -192,12 +192,11 @@ class ConfigfsTsmSource:
             provider = self.fs.read(entry / "provider").decode().strip()
             after = self._read_int(entry / "generation")
             aux = b""
-            if (entry / "auxblob").exists():
-                try:
-                    aux = self.fs.read(entry / "auxblob")
-                except OSError as e:
-                    if e.errno not in (errno.ENOENT, errno.EINVAL):
-                        raise
+            try:  # through ``self.fs`` like every other attribute; absent on TDX
+                aux = self.fs.read(entry / "auxblob")
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.EINVAL):
+                    raise
         except OSError as e:
             if e.errno == errno.EBUSY:
                 return "device busy (a previous quote request is still in flight)"
