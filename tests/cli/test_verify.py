@@ -183,3 +183,61 @@ def test_bare_quote_honours_the_whole_policy(tmp_path: Path, policy: str,
     code, out = _run("--json", *FIXTURE_ARGS, "--policy", str(f), str(FIXTURE_QUOTE))
     assert code == 1, out
     assert _failed(out)[: len(failed)] == failed
+
+
+def test_dstack_quote_response_is_a_quote_with_its_event_log() -> None:
+    """A dstack GetQuote answer ({quote, event_log}) names no signing key: it is verified as a
+    quote with its event log, not failed for a missing signing_address."""
+    code, out = _run("--json", *FIXTURE_ARGS, str(DSTACK / "verifier_fixtures_quote-report.json"))
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["bound_key"] is None
+    assert "eventlog.rtmr3" in [c["name"] for c in doc["checks"]]
+
+
+def test_response_signature_file_is_explained() -> None:
+    code, out = _run(str(DATA / "confidential-ai/synthetic-nearai-style-signature.json"))
+    assert code == 2
+    assert "response signature" in out
+
+
+def test_human_output_says_what_was_not_checked() -> None:
+    code, out = _run(*FIXTURE_ARGS, str(FIXTURE_QUOTE))
+    assert code == 0, out
+    assert "ACCEPTED: all" in out
+    assert "freshness" in out
+    assert "not checked: no --nonce given" in out
+    assert "report_data[32:64]" in out
+    code, out = _run("--collateral", str(TDX / "tdx_quote_collateral.json"), "--now",
+                     "1790000000", str(TDX / "tdx_quote"))
+    assert code == 1
+    assert "REJECTED: 1 failed check(s): tdx." in out
+    assert "NOT verified" in out
+    assert "hint: the collateral and certificates are valid" in out
+
+
+def test_provider_report_without_nonce_says_how_to_proceed(tmp_path: Path) -> None:
+    from teegate.attest.binding import fresh_nonce
+    from teegate.sim.tdx import DevTdx
+
+    dev = DevTdx.load_or_create(tmp_path)
+    now, nonce = int(time.time()), fresh_nonce()
+    addr = bytes(range(20))
+    report = {"signing_address": "0x" + addr.hex(), "signing_algo": "ecdsa",
+              "intel_quote": dev.quote(addr.ljust(32, b"\0") + nonce).hex(),
+              "collateral": dev.collateral(now=now)}
+    f = tmp_path / "report.json"
+    f.write_text(json.dumps(report))
+    pol = tmp_path / "dev.toml"
+    pol.write_text(f"[roots]\nintel = ['''{dev.root_pem}''']\n")
+    code, out = _run("--json", "--policy", str(pol), str(f))
+    assert code == 1
+    nonce_check = next(c for c in json.loads(out)["checks"] if c["name"] == "binding.nonce")
+    assert "--nonce" in nonce_check["detail"]
+    assert "require_nonce = false" in nonce_check["detail"]
+    code, out = _run("--json", "--policy", str(pol), "--nonce", nonce.hex(), str(f))
+    assert code == 0, out
+    audit = tmp_path / "audit.toml"
+    audit.write_text(pol.read_text() + "[binding]\nrequire_nonce = false\n")
+    code, out = _run("--policy", str(audit), str(f))
+    assert code == 0, out

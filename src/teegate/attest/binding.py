@@ -106,7 +106,11 @@ def check_report_data(
     nonce_problem: str | None = None
     if nonce is None:
         if policy.binding.require_nonce:
-            nonce_problem = "no nonce was given: freshness cannot be checked (replay possible)"
+            nonce_problem = (
+                "no nonce was given, so freshness cannot be checked (the evidence may be a "
+                "replay): pass the 32-byte nonce you sent with the request (teegate verify "
+                "--nonce HEX), or, to audit old evidence without freshness, use a policy with "
+                "[binding] require_nonce = false")
     elif len(nonce) != NONCE_SIZE:
         nonce_problem = f"nonce is {len(nonce)} bytes; nonces must be {NONCE_SIZE} fresh bytes"
     elif is_sample_nonce(nonce):

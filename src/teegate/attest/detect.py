@@ -64,6 +64,12 @@ def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
             return EvidenceKind.NVIDIA_PAYLOAD, stripped
         if any(k in obj for k in ("intel_quote", "snp_report", "quote", "nvidia_payload")):
             return EvidenceKind.PROVIDER_REPORT, stripped
+        if "signature" in obj and ("text" in obj or "signing_address" in obj):
+            raise EvidenceError(
+                "this is a response signature ({text, signature, signing_address}), not "
+                "attestation evidence: verify the provider's attestation report, whose "
+                "signing_address must be the address that made this signature"
+            )
         if "tcb_info" in obj or "qe_identity" in obj:
             raise EvidenceError("this is collateral, not evidence: pass it with --collateral")
         raise EvidenceError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -133,6 +133,13 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         raise EvidenceError("provider report must be a JSON object")
     if inputs.event_log is not None:
         report = {**report, "event_log": inputs.event_log}
+    if _is_dstack_quote_response(report):
+        # dstack GetQuote / tappd answer: a quote and its event log, but no signing key, so
+        # there is nothing to bind; verify it as a quote with its event log.
+        from teegate.attest.tdx import load_quote
+
+        raw_quote = load_quote(report["quote"])
+        return _verify_quote(raw_quote, replace(inputs, event_log=_log_text(report)))
     collateral = inputs.collateral
     if collateral is None and inputs.online and isinstance(report.get("intel_quote"), str):
         from teegate.attest.tdx import load_quote
@@ -146,6 +153,18 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         collateral=collateral,
         app_compose=inputs.app_compose,
     )
+
+
+def _is_dstack_quote_response(report: dict[str, Any]) -> bool:
+    keys = ("intel_quote", "snp_report", "signing_address", "signing_public_key")
+    return isinstance(report.get("quote"), str) and not any(k in report for k in keys)
+
+
+def _log_text(report: dict[str, Any]) -> str | None:
+    log = report.get("event_log")
+    if log is None or isinstance(log, str):
+        return log
+    return json.dumps(log)
 
 
 def _fetch_tdx_collateral(raw: bytes, inputs: _Inputs) -> str:
@@ -164,8 +183,8 @@ def _verdict_table(title: str, verdict: Verdict) -> Table:
     status = "[green]ACCEPTED[/]" if verdict.accepted else "[red]REJECTED[/]"
     dev = " [yellow](development root)[/]" if verdict.development else ""
     table = Table(title=f"{title}: {verdict.tee} {status}{dev}", title_justify="left")
-    table.add_column("check")
-    table.add_column("result")
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", no_wrap=True)
     table.add_column("detail", overflow="fold")
 
     def rows(v: Verdict) -> None:
@@ -178,24 +197,71 @@ def _verdict_table(title: str, verdict: Verdict) -> Table:
     return table
 
 
-def _summary(verdict: Verdict) -> Table:
+def _hex_lines(value: str, width: int) -> str:
+    """Long hex split into equal lines that fit, so a value never wraps mid-way at random."""
+    if len(value) <= width or any(ch not in "0123456789abcdef" for ch in value):
+        return value
+    parts = 2
+    while -(-len(value) // parts) > width and parts < len(value) // 16:
+        parts += 1
+    size = -(-len(value) // parts)
+    return "\n".join(value[i : i + size] for i in range(0, len(value), size))
+
+
+def _when(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+
+
+def _summary(verdict: Verdict, width: int) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
+    value_width = max(width - 18, 32)
+    if not verdict.accepted:
+        grid.add_row("[yellow]note[/]", "[yellow]rejected: the values below are read from "
+                                        "the evidence and are NOT verified[/]")
     if verdict.tcb_status:
         adv = ", ".join(verdict.advisory_ids) or "none"
         grid.add_row("TCB status", f"{verdict.tcb_status} (advisories: {adv})")
-    if verdict.bound_key:
-        grid.add_row("bound key", verdict.bound_key)
-    if verdict.nonce:
-        grid.add_row("nonce", verdict.nonce)
-    for name, value in {**verdict.measurements, **verdict.identity}.items():
-        grid.add_row(name, value)
-    if verdict.not_after is not None:
-        grid.add_row(
-            "valid until", time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(verdict.not_after))
-        )
+    if verdict.not_before is not None or verdict.not_after is not None:
+        lo = _when(verdict.not_before) if verdict.not_before is not None else "?"
+        hi = _when(verdict.not_after) if verdict.not_after is not None else "?"
+        grid.add_row("valid", f"{lo} .. {hi} (collateral and certificates)")
+    grid.add_row("bound key", verdict.bound_key or "none (the evidence names no signing key)")
+    grid.add_row("freshness", f"nonce {verdict.nonce}" if verdict.nonce else
+                 "not checked: no --nonce given (the evidence may be replayed)")
+    for name, value in verdict.identity.items():
+        grid.add_row(name, _hex_lines(value, value_width))
+    for name, value in verdict.measurements.items():
+        if name == "report_data" and len(value) == 128:
+            grid.add_row("report_data[0:32]", value[:64])
+            grid.add_row("report_data[32:64]", value[64:])
+        else:
+            grid.add_row(name, _hex_lines(value, value_width))
     return grid
+
+
+def _window_hint(verdict: Verdict, now: int) -> str | None:
+    lo, hi = verdict.not_before, verdict.not_after
+    if verdict.accepted or not ((lo is not None and now < lo) or (hi is not None and now > hi)):
+        return None
+    return (f"hint: the collateral and certificates are valid {_when(lo) if lo else '?'} .. "
+            f"{_when(hi) if hi else '?'}, and the verification time is {_when(now)}: fetch "
+            "fresh collateral (--online), or audit old evidence with --now UNIX inside that "
+            "window")
+
+
+def _outcome(verdict: Verdict) -> str:
+    failed = verdict.failures
+    if verdict.accepted:
+        n = len(verdict.checks) + sum(len(c.checks) for c in verdict.components)
+        dev = " [yellow]on a development root (not a real TEE vendor's)[/]" \
+            if verdict.development else ""
+        return f"[green]ACCEPTED[/]: all {n} checks passed{dev}"
+    if not failed:
+        return "[red]REJECTED[/]: no checks ran"
+    names = ", ".join(c.name for c in failed)
+    return f"[red]REJECTED[/]: {len(failed)} failed check(s): {names}"
 
 
 def register(app: typer.Typer) -> None:
@@ -271,11 +337,11 @@ def register(app: typer.Typer) -> None:
             else:
                 _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
-        _print(results, as_json)
+        _print(results, as_json, inputs.now)
         raise typer.Exit(0 if all(v.accepted for _, v in results) else 1)
 
 
-def _print(results: list[tuple[str, Verdict]], as_json: bool) -> None:
+def _print(results: list[tuple[str, Verdict]], as_json: bool, now: int) -> None:
     if as_json:
         out = [{"source": src, **v.to_json()} for src, v in results]
         typer.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2))
@@ -283,5 +349,9 @@ def _print(results: list[tuple[str, Verdict]], as_json: bool) -> None:
     console = Console()
     for src, verdict in results:
         console.print(_verdict_table(src, verdict))
-        console.print(_summary(verdict), highlight=False)
+        console.print(_summary(verdict, console.width), highlight=False)
+        console.print(_outcome(verdict), highlight=False)
+        hint = _window_hint(verdict, now)
+        if hint:
+            console.print(hint, style="yellow", highlight=False)
         console.print()
