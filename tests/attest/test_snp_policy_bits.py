@@ -72,3 +72,13 @@ def test_signer_info_reserved_bits_are_rejected(snp: DevSnp, policy: Policy) -> 
     failed = v.check("snp.reserved")
     assert failed is not None
     assert "SIGNER_INFO" in failed.detail
+
+
+@pytest.mark.parametrize("offset", [0x1EB, 0x1EF])
+def test_reserved_byte_after_build_numbers_is_rejected(snp: DevSnp, policy: Policy,
+                                                       offset: int) -> None:
+    raw = bytearray(snp.report(bytes(64)))
+    raw[offset] = 1
+    v = verify_report(_resign(snp, raw), snp.cert_chain_pem(), policy=policy,
+                      now=int(time.time()))
+    assert [c.name for c in v.failures] == ["snp.reserved"]
