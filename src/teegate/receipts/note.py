@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from teegate.errors import LogError
 ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100  # golang.org/x/mod/sumdb/note treats more as malformed
 _DASH = "\u2014 "
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
 
 
 def b64(data: bytes) -> str:
@@ -169,9 +171,8 @@ class Note:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise LogError("malformed note: text must end with a newline")
-    for c in text:
-        if (ord(c) < 0x20 and c != "\n") or ord(c) == 0x7F:
-            raise LogError("malformed note: control character in text")
+    if _CONTROL.search(text):
+        raise LogError("malformed note: control character in the note")
 
 
 def parse_note(data: str | bytes) -> Note:
@@ -181,11 +182,15 @@ def parse_note(data: str | bytes) -> Note:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
             raise LogError("malformed note: not UTF-8") from None
+    # The whole message, signature lines included, must be free of control characters
+    # (as golang.org/x/mod/sumdb/note checks it), not only the signed text.
+    if not data.endswith("\n"):
+        raise LogError("malformed note: must end with a newline")
+    _check_text(data)
     split = data.rfind("\n\n")
     if split < 0:
         raise LogError("malformed note: no blank line before the signatures")
     text, sigs = data[: split + 1], data[split + 2 :]
-    _check_text(text)
     if not sigs.endswith("\n"):
         raise LogError("malformed note: signature block must end with a newline")
     lines = sigs[:-1].split("\n")
