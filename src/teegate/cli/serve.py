@@ -65,7 +65,13 @@ def register(app: typer.Typer) -> None:
                 key = emb.default_agent_key(store, cfg.data_dir)
                 typer.echo(emb.banner(f"http://{listen_host}:{listen_port}", key,
                                       key_path=cfg.data_dir / emb.KEY_FILE))
-            app = create_app(cfg, store=store)
+            receipt_log = None
+            if cfg.receipts:
+                from teegate.receipts import ReceiptLog, load_or_create_log_key
+
+                receipt_log = ReceiptLog(cfg.database_url, origin=cfg.log_origin,
+                                         key=load_or_create_log_key(cfg.data_dir / "log.key"))
+            app = create_app(cfg, store=store, receipt_log=receipt_log)
         except TeegateError as e:
             if node is not None:
                 node.stop()
@@ -75,6 +81,8 @@ def register(app: typer.Typer) -> None:
                         loop="uvloop", access_log=False, log_level=log_level.lower(),
                         timeout_graceful_shutdown=5)
         finally:
+            if receipt_log is not None:
+                receipt_log.close()
             if node is not None:
                 node.stop()
 

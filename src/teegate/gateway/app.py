@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx
@@ -37,6 +37,9 @@ from teegate.providers.adapter import OpenAIAdapter
 from teegate.routing.health import Health
 from teegate.routing.select import Candidate, plan_route
 from teegate.routing.trust import TrustLevel, parse_trust
+
+if TYPE_CHECKING:
+    from teegate.receipts import ReceiptLog
 
 log = logging.getLogger("teegate.gateway")
 
@@ -174,14 +177,15 @@ class Gateway:
         for k, v in scope["headers"]:
             if k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER):
                 hdrs[k] = v
-        record: CallRecord | None = None
+        counted = False  # _serve records (and counts) every call it sees
         try:
             auth = hdrs.get(b"authorization")
             agent = await self.authenticate(auth.decode("latin-1") if auth else None)
             body = await self._read_body(receive, hdrs.get(b"content-length"))
-            record = await self._serve(agent, body, hdrs, send, receive, t0)
+            counted = True
+            await self._serve(agent, body, hdrs, send, receive, t0)
         except GatewayRefusal as r:
-            if record is None:
+            if not counted:
                 self.metrics.requests.labels("", "refused").inc()
             await _send_error(send, r)
         except _Disconnected:
@@ -268,9 +272,19 @@ class Gateway:
 
     async def _serve(self, agent: Agent, body: bytes, hdrs: dict[bytes, bytes], send: Send,
                      receive: Receive, t0: float) -> CallRecord:
-        req, model, stream, required, forward, inject = self._parse(
-            body, hdrs.get(TRUST_HEADER), agent)
         conv = hdrs.get(CONVERSATION_HEADER)
+        try:
+            req, model, stream, required, forward, inject = self._parse(
+                body, hdrs.get(TRUST_HEADER), agent)
+        except GatewayRefusal as r:  # refused calls get a record (and receipt) too
+            bad = CallRecord(agent.id, "", agent.trust.label, time.time(), _sha(body),
+                             conversation=conv.decode("latin-1") if conv else None,
+                             status=r.status, outcome="refused", error=r.message,
+                             returned_sha256=_sha(r.body()))
+            if self.receipts is not None:
+                bad.receipt_id = r.receipt_id = self.receipts.new_id()
+            self._finish(bad, t0)
+            raise
         record = CallRecord(agent.id, model, required.label, time.time(), _sha(body),
                             conversation=conv.decode("latin-1") if conv else None, stream=stream)
         unchanged = forward is body
@@ -278,6 +292,16 @@ class Gateway:
         try:
             return await self._serve_record(record, req, model, stream, required, forward,
                                             inject, unchanged, send, receive)
+        except GatewayRefusal as r:
+            if record.outcome == "pending":
+                record.outcome = "failed"
+            record.status = record.status if record.status >= 400 else r.status
+            record.error = record.error or r.message
+            record.returned_sha256 = _sha(r.body())
+            if self.receipts is not None:
+                record.receipt_id = record.receipt_id or self.receipts.new_id()
+                r.receipt_id = record.receipt_id
+            raise
         finally:
             self._finish(record, t0)
 
@@ -354,6 +378,7 @@ class Gateway:
                                  code="upstream_unavailable")
         record.provider, record.platform = chosen.id, chosen.config.platform.name
         record.verdict_digest = attested.digest if attested is not None else None
+        record.attestation = attested.ref() if attested is not None else None
         record.status = upstream.status_code
         headers = self._response_headers(chosen, attested, record, upstream)
         if stream and upstream.status_code == 200 and upstream.headers.get(
@@ -390,7 +415,7 @@ class Gateway:
                                  code="upstream_error") from None
         finally:
             await upstream.aclose()
-        record.response_sha256 = _sha(data)
+        record.response_sha256 = record.returned_sha256 = _sha(data)
         mode = p.config.platform.signatures
         if a is not None and mode == "inline":
             sig = upstream.headers.get("x-teegate-signature")
@@ -449,6 +474,7 @@ class Gateway:
         headers.append((b"cache-control", b"no-cache"))
         # uvicorn drops writes to a closed connection silently: watch for http.disconnect.
         gone = asyncio.ensure_future(receive())
+        returned = hashlib.sha256()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
             try:
@@ -457,10 +483,12 @@ class Gateway:
                         raise _ClientGone
                     out = relay.feed(chunk)
                     if out:
+                        returned.update(out)
                         await send({"type": "http.response.body", "body": out,
                                     "more_body": True})
                 tail = relay.finish()
                 if tail:
+                    returned.update(tail)
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
                 record.outcome = "success"
                 record.signature_check = "verified" if relay.verified else None
@@ -471,11 +499,13 @@ class Gateway:
                 record.signature_check = f"failed: {e}"
                 err = GatewayRefusal(502, f"{p.id}: {e}; the end of the stream was withheld",
                                      code=e.code)
+                returned.update(err.sse_event())
                 await send({"type": "http.response.body", "body": err.sse_event(),
                             "more_body": True})
             except httpx.HTTPError as e:
                 record.outcome, record.error = "failed", f"stream broken: {e}"
                 err = GatewayRefusal(502, f"{p.id}: stream broken: {e}", code="upstream_error")
+                returned.update(err.sse_event())
                 await send({"type": "http.response.body", "body": err.sse_event(),
                             "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -486,6 +516,7 @@ class Gateway:
             await upstream.aclose()
             record.usage = relay.usage
             record.response_sha256 = relay.hasher.hexdigest()
+            record.returned_sha256 = returned.hexdigest()
             record.content_events = relay.content_events
             if a is not None and p.config.platform.signatures == "endpoint" and relay.chat_id:
                 record.signature_check = "pending"
@@ -499,10 +530,18 @@ class Gateway:
             time.perf_counter() - t0)
         if record.outcome == "pending":
             record.outcome = "failed"
-        if self.accounting is None and self.receipts is None and record.signature_check != (
-                "pending"):
+        if self.accounting is None and record.signature_check != "pending":
+            if self.receipts is not None:  # no awaiting needed: submit inline, no task
+                self._submit_receipt(record)
             return
         self.manager.spawn(self._account(record))
+
+    def _submit_receipt(self, record: CallRecord) -> None:
+        assert self.receipts is not None
+        try:
+            self.receipts.submit(record, record.receipt_id or self.receipts.new_id())
+        except Exception:
+            log.exception("receipts: cannot submit the receipt of a call")
 
     async def _account(self, record: CallRecord) -> None:
         p = self.by_id.get(record.provider or "")
@@ -514,10 +553,7 @@ class Gateway:
             except Exception:
                 log.exception("ledger: cannot settle hold %s", record.hold_id)
         if self.receipts is not None:
-            try:
-                self.receipts.submit(record, record.receipt_id or self.receipts.new_id())
-            except Exception:
-                log.exception("receipts: cannot submit receipt")
+            self._submit_receipt(record)
 
     def _settle(self, record: CallRecord) -> None:
         assert self.accounting is not None
@@ -575,9 +611,11 @@ class Gateway:
 
 async def _send_error(send: Send, r: GatewayRefusal) -> None:
     body = r.body()
-    await send({"type": "http.response.start", "status": r.status, "headers": [
-        JSON_CT, (b"content-length", str(len(body)).encode()),
-        (b"x-should-retry", b"true" if r.retry else b"false")]})
+    headers = [JSON_CT, (b"content-length", str(len(body)).encode()),
+               (b"x-should-retry", b"true" if r.retry else b"false")]
+    if r.receipt_id is not None:
+        headers.append((b"x-teegate-receipt", r.receipt_id.encode()))
+    await send({"type": "http.response.start", "status": r.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -631,11 +669,18 @@ def provider_view(p: ProviderRuntime, now: float) -> dict[str, Any]:
 def create_app(
     config: GatewayConfig, *, store: GatewayStore | None = None,
     clock: Callable[[], float] = time.time, accounting: Accounting | None = None,
-    receipts: Receipts | None = None,
+    receipts: Receipts | None = None, receipt_log: ReceiptLog | None = None,
     extra_routers: Callable[[FastAPI, Gateway], None] | None = None,
 ) -> GatewayApp:
-    """The gateway as an ASGI app (lifespan starts attestation and background tasks)."""
+    """The gateway as an ASGI app (lifespan starts attestation and background tasks).
+
+    ``receipt_log``: write a signed receipt of every call there and mount the receipt and log
+    routes; ``accounting``: the ledger (hold before forwarding, settle/void after)."""
     store = store or GatewayStore(config.database_url)
+    if receipt_log is not None and receipts is None:
+        from teegate.gateway.receipts_bridge import ReceiptBridge
+
+        receipts = ReceiptBridge(receipt_log, currency=config.currency)
     gw = Gateway(config, store, clock=clock, accounting=accounting, receipts=receipts)
 
     @contextlib.asynccontextmanager
@@ -780,6 +825,11 @@ def create_app(
         await gw.manager.refresh(p)
         return JSONResponse(provider_view(p, gw.clock()))
 
+    if receipt_log is not None:
+        from teegate.receipts.http import receipts_router
+
+        api.include_router(receipts_router(receipt_log, principal,
+                                           evidence_lookup=store.get_evidence))
     if extra_routers is not None:
         extra_routers(api, gw)
     return GatewayApp(gw, api)

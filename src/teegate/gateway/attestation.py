@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,14 @@ class Attested:
     level: TrustLevel
     expires_at: float  # wall-clock seconds
     development: bool
+    report_sha256: str = ""  # sha256 of the exact report bytes (kept in the store)
+    nonce: str = ""
+
+    def ref(self) -> dict[str, Any]:
+        """What a receipt cites: verdict digest, evidence hash, TEE, TCB, GPU, nonce."""
+        return {"verdict_digest": self.digest, "evidence_sha256": self.report_sha256,
+                "tee": self.verdict.tee, "tcb_status": self.verdict.tcb_status,
+                "gpu": self.level == TrustLevel.ATTESTED_GPU, "nonce": self.nonce}
 
 
 @dataclass
@@ -150,7 +159,7 @@ class AttestationManager:
             return
         nonce = fresh_nonce()
         try:
-            report = await p.adapter.fetch_report(nonce, model=p.config.models[0])
+            report, raw = await p.adapter.fetch_report(nonce, model=p.config.models[0])
         except TeegateError as e:
             self.metrics.refreshes.labels(p.id, "unreachable").inc()
             if p.config.platform.evidence == "probe":
@@ -184,8 +193,9 @@ class AttestationManager:
         expires = min(float(not_after), now + p.config.attestation_ttl)
         level = TrustLevel.ATTESTED_GPU if _gpu_backed(verdict) else TrustLevel.ATTESTED
         digest = verdict.digest()
+        report_sha = hashlib.sha256(raw).hexdigest()
         p.attested = Attested(verdict, digest, address, algo, identity, level, expires,
-                              verdict.development)
+                              verdict.development, report_sha, nonce.hex())
         p.status, p.detail = "attested", ("DEVELOPMENT TEE (simulated; not confidential)"
                                           if verdict.development else "verified")
         if previous is not None and previous.identity != identity:
@@ -193,7 +203,7 @@ class AttestationManager:
                         previous.signing_address, address)
         self.metrics.refreshes.labels(p.id, "accepted").inc()
         self._publish_level(p)
-        await self._store_state(p, verdict, int(not_after))
+        await self._store_state(p, verdict, int(not_after), report_sha, raw)
 
     def _verify(self, p: ProviderRuntime, report: dict[str, Any], nonce: bytes,
                 now: int) -> Verdict:
@@ -266,11 +276,17 @@ class AttestationManager:
         p.quarantine_reason = ""
         p.status = "pending"
 
-    async def _store_state(self, p: ProviderRuntime, verdict: Verdict, not_after: int) -> None:
+    async def _store_state(self, p: ProviderRuntime, verdict: Verdict, not_after: int,
+                           report_sha: str, raw: bytes) -> None:
         state = ProviderState(p.id, p.status, p.detail, verdict.digest(), verdict.bound_key,
                               not_after, 0, self.clock())
+
+        def write() -> None:
+            self.store.put_state(state)
+            self.store.put_evidence(report_sha, raw)
+
         try:
-            await anyio.to_thread.run_sync(self.store.put_state, state)
+            await anyio.to_thread.run_sync(write)
         except Exception:
             log.exception("provider %s: cannot record attestation state", p.id)
 

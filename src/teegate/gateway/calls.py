@@ -35,6 +35,8 @@ class CallRecord:
     cost: int | None = None
     transfer_ids: list[str] = field(default_factory=list)
     receipt_id: str | None = None
+    attestation: dict[str, Any] | None = None  # Attested.ref() of the verdict relied on
+    returned_sha256: str | None = None  # bytes the client received from the gateway
     chat_id: str | None = None  # the provider's completion id
     content_events: int = 0  # stream events with content (an estimate when usage is missing)
 

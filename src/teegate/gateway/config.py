@@ -73,6 +73,8 @@ class GatewayConfig:
     state_poll_s: float = 1.0
     default_max_tokens: int = 4096
     currency: str = "USD"
+    log_origin: str = "teegate.local/log"  # receipt log origin (C2SP key name)
+    receipts: bool = True
     embedded: bool = False  # the no-config embedded default (development node)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
@@ -205,7 +207,8 @@ def _agent(raw: Any, i: int) -> AgentConfig:
 
 _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "default_trust",
                    "prefer", "max_body_bytes", "quarantine_seconds", "cooldown_seconds",
-                   "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency"}
+                   "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
+                   "log_origin", "receipts"}
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
@@ -257,6 +260,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         state_poll_s=float(num("state_poll_seconds", 1.0, (int, float))),
         default_max_tokens=num("default_max_tokens", 4096),
         currency=_want(gw.get("currency", "USD"), str, "gateway.currency"),
+        log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
+        receipts=_want(gw.get("receipts", True), bool, "gateway.receipts"),
     )
 
 
@@ -290,6 +295,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # quarantine_seconds = 300            # after a failed response signature or rejected evidence
 # cooldown_seconds = 30               # after allowed_fails consecutive upstream failures
 # allowed_fails = 3
+# log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
+# receipts = true                      # a signed receipt of every call in the log
 
 # A teegate node (or any private-ml-sdk style node): attested by its report API, every
 # response signature checked. `development = true` trusts this installation's development

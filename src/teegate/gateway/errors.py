@@ -44,6 +44,7 @@ class GatewayRefusal(Exception):  # noqa: N818 - a refusal, not a bug
         self.param = param
         self.extra = extra
         self.retry = should_retry(status) if retry is None else retry
+        self.receipt_id: str | None = None
 
     def body(self) -> bytes:
         return error_body(self.status, self.message, code=self.code, param=self.param,

@@ -71,6 +71,8 @@ _SCHEMA = (
         provider_id TEXT PRIMARY KEY, status TEXT NOT NULL, detail TEXT NOT NULL,
         verdict_digest TEXT, bound_key TEXT, not_after BIGINT,
         quarantined_until BIGINT NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tg_evidence (
+        sha256 TEXT PRIMARY KEY, report TEXT NOT NULL, created_at BIGINT NOT NULL)""",
 )
 
 
@@ -196,6 +198,20 @@ class GatewayStore:
         return {r[0]: ProviderState(*r) for r in self._exec(
             "SELECT provider_id, status, detail, verdict_digest, bound_key, not_after, "
             "quarantined_until, updated_at FROM tg_provider_state")}
+
+    # ------------------------------------------------------------------ evidence
+
+    def put_evidence(self, sha256: str, report: bytes) -> None:
+        """Keep a provider report that receipts cite (by the sha256 of its exact bytes)."""
+        self._exec("INSERT INTO tg_evidence (sha256, report, created_at) VALUES (?, ?, ?) "
+                   "ON CONFLICT (sha256) DO NOTHING",
+                   (sha256, report.decode("utf-8", "replace"), int(time.time())))
+
+    def get_evidence(self, sha256: str) -> dict[str, Any] | None:
+        """``{"provider_report": <exact report text>}`` (the receipt bundle's evidence form:
+        the text, so its sha256 is the one the receipt cites), or None."""
+        rows = self._exec("SELECT report FROM tg_evidence WHERE sha256 = ?", (sha256,))
+        return {"provider_report": rows[0][0]} if rows else None
 
     def close(self) -> None:
         with self._lock:

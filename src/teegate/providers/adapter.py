@@ -61,7 +61,7 @@ class OpenAIAdapter:
             raise UpstreamError(f"{self.provider_id}: {type(e).__name__}: {e}") from e
 
     async def _get_json(self, url: str, params: Mapping[str, str], what: str,
-                        timeout: float) -> dict[str, Any]:
+                        timeout: float) -> tuple[dict[str, Any], bytes]:
         try:
             resp = await self.client.get(url, params=params, timeout=timeout)
         except httpx.HTTPError as e:
@@ -75,11 +75,12 @@ class OpenAIAdapter:
             raise EvidenceError(f"{self.provider_id}: {what} is not JSON: {e}") from e
         if not isinstance(data, dict):
             raise EvidenceError(f"{self.provider_id}: {what} is not a JSON object")
-        return data
+        return data, resp.content
 
     async def fetch_report(self, nonce: bytes, *, model: str | None = None,
-                           timeout: float = 30.0) -> dict[str, Any]:
-        """``GET /v1/attestation/report`` with our nonce (REFERENCE §7.1)."""
+                           timeout: float = 30.0) -> tuple[dict[str, Any], bytes]:
+        """``GET /v1/attestation/report`` with our nonce (REFERENCE §7.1): the parsed report
+        and its exact bytes (whose sha256 receipts cite)."""
         params = {"nonce": nonce.hex(), "signing_algo": self.signing_algo}
         if model:
             params["model"] = model
@@ -92,8 +93,9 @@ class OpenAIAdapter:
         params = {"signing_algo": self.signing_algo}
         if model:
             params["model"] = model
-        return await self._get_json(self.root + "/v1/signature/" + chat_id, params,
-                                    "response signature", timeout)
+        data, _ = await self._get_json(self.root + "/v1/signature/" + chat_id, params,
+                                       "response signature", timeout)
+        return data
 
     async def aclose(self) -> None:
         await self.client.aclose()
