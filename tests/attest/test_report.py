@@ -18,6 +18,7 @@ from teegate.attest.binding import fresh_nonce
 from teegate.attest.eventlog import parse_event_log, replay_rtmrs
 from teegate.attest.policy import DstackPolicy, GpuPolicy, Policy
 from teegate.attest.report import verify_provider_report
+from teegate.attest.tdx import load_quote, parse_quote
 from teegate.attest.verdict import Check, Verdict
 from teegate.errors import EvidenceError
 from teegate.sim.tdx import DevTdx
@@ -262,3 +263,39 @@ def test_dstack_pins_reject_non_tdx_evidence(no_gpu_module: None) -> None:
         check = v.check("dstack.identity")
         assert check is not None
         assert field in check.detail
+
+
+def test_report_collateral_is_verified_to_the_trusted_root(dev: DevTdx,
+                                                           no_gpu_module: None) -> None:
+    """The report's own `collateral` field is provider-supplied; it can only help when every
+    part of it verifies to the pinned (or a policy-named) root."""
+    real = {"intel_quote": FIXTURE["quote"], "event_log": FIXTURE["event_log"]}
+    audit = replace(Policy.default(), binding=replace(Policy.default().binding,
+                                                      require_nonce=False))
+    # Key binding fails for this fixture (its report_data binds no key); look at the rest.
+    base = verify_provider_report(dict(real, collateral=FIXTURE_COLLATERAL), nonce=None,
+                                  policy=audit, now=FIXTURE_NOW)
+    assert [c for c in failing(base) if not c.startswith("binding.")] == []
+    forged = dev.collateral(now=FIXTURE_NOW)  # signed by a key the attacker holds
+    with_dev_root = audit.with_roots(intel=(dev.root_pem,))
+    for policy in (audit, with_dev_root):
+        v = verify_provider_report(dict(real, collateral=forged), nonce=None, policy=policy,
+                                   now=FIXTURE_NOW)
+        assert any(c.startswith("tdx.") for c in failing(v)), failing(v)
+        assert not v.development
+    # A development quote cannot borrow a real platform's PCK chain through the collateral.
+    pck = parse_quote(load_quote(FIXTURE["quote"])).pck_chain_pem
+    assert pck is not None
+    now, nonce = int(time.time()), fresh_nonce()
+    borrowed = json.loads(dev.collateral(now=now))
+    borrowed["pck_certificate_chain"] = pck.rstrip(b"\0").decode()
+    r = node_report(dev, nonce, now=now, collateral=json.dumps(borrowed))
+    v = verify_provider_report(r, nonce=nonce, policy=with_dev_root, now=now)
+    assert any(c.startswith("tdx.") for c in failing(v)), failing(v)
+
+
+def test_verdict_without_checks_is_not_accepted() -> None:
+    assert not Verdict(tee="tdx", checks=()).accepted
+    ok = Verdict(tee="tdx", checks=(Check("tdx.x", True, "ok"),))
+    assert ok.accepted
+    assert not replace(ok, components=(Verdict(tee="nvidia-gpu", checks=()),)).accepted

@@ -84,3 +84,31 @@ def test_chain_mutations_never_crash(case: str) -> None:
         if v.accepted:
             # Only a flip the PEM/base64 decoding ignores may pass: same certificates.
             assert ders(parse_quote(bytes(mutated)).pck_chain_pem) == ders(q.pck_chain_pem), i
+
+
+def test_every_signed_byte_of_a_v5_td15_quote(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No real v5 vector verifies (tdx_quote_outdated fails its TCB level), so a development
+    v5 quote with a TD report 1.5 body stands in: every signed byte, including the v5 body
+    descriptor, TEE_TCB_SVN2 and MRSERVICETD, is covered."""
+    import time
+
+    from teegate.sim.tdx import DevTdx
+    from tests.attest.test_tdx import _v5
+
+    dev = DevTdx.load_or_create(tmp_path_factory.mktemp("devpki"))
+    now = int(time.time())
+    policy = Policy.default().with_roots(intel=(dev.root_pem,))
+    raw, collateral = _v5(dev, bytes(48)), dev.collateral(now=now)
+    q = parse_quote(raw)
+    assert (q.header.version, q.body_type) == (5, 3)
+    assert verify_quote(raw, collateral, policy=policy, now=now).accepted
+    accepted = []
+    for i in range(signed_end(raw)):
+        mutated = bytearray(raw)
+        mutated[i] ^= 1 << (i % 8)
+        try:
+            if verify_quote(bytes(mutated), collateral, policy=policy, now=now).accepted:
+                accepted.append(i)
+        except EvidenceError:
+            pass
+    assert accepted == [], f"mutations at offsets {accepted[:20]} were accepted"
