@@ -146,3 +146,13 @@ def test_fetch_for_a_node_snp_report_json(server: tuple[str, VendorState],
     r = runner.invoke(app, ["collateral", "fetch", str(report), "--no-cache"])
     assert r.exit_code == 2
     assert "Traceback" not in r.output
+
+
+def test_messages_with_markup_characters_print_literally(tmp_path: Path) -> None:
+    """File names and server answers are data, not console markup: a '[/]' in them must not
+    turn an error message into a traceback."""
+    odd = tmp_path / "no[/]such[bold]"
+    r = runner.invoke(app, ["collateral", "fetch", str(odd), "--no-cache"])
+    assert r.exit_code == 2
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert "[/]such[bold]" in r.output

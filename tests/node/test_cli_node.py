@@ -87,3 +87,11 @@ def test_dev_tee_banner_says_how_to_verify(dev_pki: Path, monkeypatch: pytest.Mo
     verify = runner.invoke(app, ["verify", "--url", "http://127.0.0.1:1", "--policy",
                                  m.group(1)])
     assert "Traceback" not in verify.output
+
+
+def test_messages_with_markup_characters_print_literally(tmp_path: Path) -> None:
+    odd = tmp_path / "x[/]y"
+    res = runner.invoke(app, ["node", "--tee", "configfs", "--configfs-root", str(odd)])
+    assert res.exit_code == 2
+    assert isinstance(res.exception, SystemExit)
+    assert "x[/]y" in res.output

@@ -16,11 +16,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from teegate.errors import CollateralError, EvidenceError, TeegateError
 
 _err = Console(stderr=True)
+
+
+def _q(value: object) -> str:
+    """Paths, server answers and error texts are data: never let them be read as markup."""
+    return escape(str(value))
 
 CacheOpt = Annotated[
     Path | None,
@@ -104,17 +110,17 @@ def register(app: typer.Typer) -> None:
         try:
             data = evidence.read_bytes()
         except OSError as e:
-            _err.print(f"[red]error:[/] {evidence}: cannot read: {e.strerror or e}")
+            _err.print(f"[red]error:[/] {_q(evidence)}: cannot read: {_q(e.strerror or e)}")
             raise typer.Exit(2) from None
         try:
             _, payload = _fetch(data, pccs_url=pccs_url, kds_url=kds_url,
                                 cache_dir=None if no_cache else _cache_dir(cache), now=now,
                                 product=product)
         except EvidenceError as e:
-            _err.print(f"[red]malformed input:[/] {e}")
+            _err.print(f"[red]malformed input:[/] {_q(e)}")
             raise typer.Exit(2) from None
         except TeegateError as e:
-            _err.print(f"[red]collateral fetch failed:[/] {e}")
+            _err.print(f"[red]collateral fetch failed:[/] {_q(e)}")
             raise typer.Exit(1) from None
         if out is None:
             typer.echo(payload.decode(), nl=not payload.endswith(b"\n"))
@@ -122,9 +128,9 @@ def register(app: typer.Typer) -> None:
             try:
                 out.write_bytes(payload)
             except OSError as e:
-                _err.print(f"[red]error:[/] {out}: cannot write: {e.strerror or e}")
+                _err.print(f"[red]error:[/] {_q(out)}: cannot write: {_q(e.strerror or e)}")
                 raise typer.Exit(2) from None
-            _err.print(f"wrote {len(payload)} bytes to {out}")
+            _err.print(f"wrote {len(payload)} bytes to {_q(out)}")
 
     @group.command("show")
     def show(
@@ -141,7 +147,7 @@ def register(app: typer.Typer) -> None:
             # Listing never creates the cache directory as a side effect.
             entries = CollateralCache(directory).entries() if directory.is_dir() else []
         except CollateralError as e:
-            _err.print(f"[red]error:[/] {e}")
+            _err.print(f"[red]error:[/] {_q(e)}")
             raise typer.Exit(2) from None
         if as_json:
             typer.echo(json.dumps([{"key": x.key, "expires": x.expires, "stored": x.stored,
@@ -151,13 +157,13 @@ def register(app: typer.Typer) -> None:
         if not entries:
             typer.echo(f"no collateral cached in {directory}")
             return
-        table = Table(title=f"collateral cache {directory}", title_justify="left")
+        table = Table(title=f"collateral cache {_q(directory)}", title_justify="left")
         table.add_column("key", no_wrap=True)
         for col in ("size", "stored", "expires", "state"):
             table.add_column(col)
         for entry in entries:
             state = "[red]expired[/]" if entry.expired(t) else "[green]valid[/]"
-            table.add_row(entry.key, str(entry.size), _when(entry.stored), _when(entry.expires),
+            table.add_row(_q(entry.key), str(entry.size), _when(entry.stored), _when(entry.expires),
                           state)
         Console().print(table)
 
@@ -175,7 +181,7 @@ def register(app: typer.Typer) -> None:
             removed = (CollateralCache(directory).prune(now=now, everything=everything)
                        if directory.is_dir() else [])
         except CollateralError as e:
-            _err.print(f"[red]error:[/] {e}")
+            _err.print(f"[red]error:[/] {_q(e)}")
             raise typer.Exit(2) from None
         for key in removed:
             typer.echo(f"removed {key}")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from teegate.errors import TeegateError
@@ -115,14 +116,14 @@ def register(app: typer.Typer) -> None:
                 engine_api_key=engine_api_key,
             )
         except TeegateError as e:
-            _err.print(f"[red]teegate node:[/] {e}")
+            _err.print(f"[red]teegate node:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
         url = f"http://{host}:{port}"
         if source.development:
             try:
                 dev_policy = write_development_policy(pki_dir)
             except TeegateError as e:
-                _err.print(f"[red]teegate node:[/] {e}")
+                _err.print(f"[red]teegate node:[/] {escape(str(e))}")
                 raise typer.Exit(2) from None
             _err.print(Panel(
                 f"DEVELOPMENT TEE ({source.name}) — NOT CONFIDENTIAL.\n"
