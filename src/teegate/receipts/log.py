@@ -101,7 +101,7 @@ class ReceiptLog:
         self.last_error: str | None = None
         self.dropped: list[str] = []  # ids of receipts that could never be signed/encoded
         self._cp_lock = threading.Lock()
-        self._last_cp_time = 0.0
+        self._last_cp_time: float | None = None  # time.monotonic(): immune to clock steps
         try:
             self._bind_identity()
             self._verify_stored_tree(full=verify_on_open == "full")
@@ -276,14 +276,15 @@ class ReceiptLog:
                         self._queue.popleft()
                     self._done(batch)
             if self.checkpoint_interval > 0 and (
-                self._clock() - self._last_cp_time >= self.checkpoint_interval
+                self._last_cp_time is None
+                or time.monotonic() - self._last_cp_time >= self.checkpoint_interval
             ):
                 try:
                     self._checkpoint()
                 except Exception as e:
                     self.last_error = f"checkpoint: {e}"
                     _log.exception("signing a checkpoint failed")
-                    self._last_cp_time = self._clock()
+                    self._last_cp_time = time.monotonic()
 
     # -- checkpoints ------------------------------------------------------------------
 
@@ -294,7 +295,7 @@ class ReceiptLog:
 
     def _checkpoint(self) -> SignedCheckpoint:
         with self._cp_lock, self.store.db.transaction():
-            self._last_cp_time = self._clock()
+            self._last_cp_time = time.monotonic()
             size = self.store.size()
             last = self.store.last_checkpoint()
             if last is not None:
