@@ -10,17 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from teegate.attest.binding import fresh_nonce
 from teegate.attest.eventlog import parse_event_log, replay_rtmrs
+from teegate.attest.gpu import verify_gpu_evidence
 from teegate.attest.policy import DEFAULT_TCB_STATUSES, Policy, load_policy
 from teegate.attest.report import verify_provider_report, verify_quote_evidence
 from teegate.attest.snp import verify_report
 from teegate.attest.tdx import verify_quote
 from teegate.attest.verdict import Verdict
 from teegate.errors import ConfigError
+from teegate.sim.gpu import DevGpu
 from teegate.sim.snp import DevSnp
 from teegate.sim.tdx import DevTdx
+from tests.attest.test_gpu_rim import RimSigner, _cert, dev_rims
 
 
 def test_default_policy_is_strict() -> None:
@@ -106,15 +110,9 @@ ADDR = bytes.fromhex("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
 NONCE = fresh_nonce()
 WRONG48, WRONG32, WRONG20 = "ab" * 48, "ab" * 32, "ab" * 20
 
-# Fields no verifier enforces yet, and why that does not widen what is accepted today.
-_GPU_PENDING = "GPU verifier in progress: appraise_gpus refuses every GPU payload for now"
-NOT_ENFORCED = {
-    "gpu.driver_versions": _GPU_PENDING,
-    "gpu.vbios_versions": _GPU_PENDING,
-    "gpu.require_rim": _GPU_PENDING,
-    "roots.nvidia": _GPU_PENDING,
-    "roots.nvidia_rim": _GPU_PENDING,
-}
+# Fields no verifier enforces, and why that does not widen what is accepted.
+NOT_ENFORCED: dict[str, str] = {}
+GPU_NONCE = bytes(range(1, 33))
 
 
 class Env:
@@ -123,8 +121,16 @@ class Env:
     def __init__(self, base: Path) -> None:
         self.tdx = DevTdx.load_or_create(base)
         self.snp = DevSnp.load_or_create(base)
-        self.policy = Policy.default().with_roots(intel=(self.tdx.root_pem,),
-                                                  amd=(self.snp.ark_pem,))
+        self.gpu = DevGpu.load_or_create(base)
+        root_key = ec.generate_private_key(ec.SECP384R1())
+        key = ec.generate_private_key(ec.SECP384R1())
+        self.rim_signer = RimSigner(key, [
+            _cert("Dev RIM Signer", key, "Dev CoRIM Root", root_key, ca=False),
+            _cert("Dev CoRIM Root", root_key, "Dev CoRIM Root", root_key, ca=True)])
+        self.rims = dev_rims(self.rim_signer)
+        self.policy = Policy.default().with_roots(
+            intel=(self.tdx.root_pem,), amd=(self.snp.ark_pem,), nvidia=(self.gpu.root_pem,),
+            nvidia_rim=(self.rim_signer.root_pem,))
         self.collateral = self.tdx.collateral(now=NOW)
         self.rtmrs = replay_rtmrs(parse_event_log(FIXTURE["event_log"]))
         # MRCONFIGID = 0x01 || compose hash, as the fixture's TD had it.
@@ -154,6 +160,12 @@ def _tdx_no_log(e: Env, p: Policy) -> Verdict:
 def _snp(**kw: Any) -> Make:
     return lambda e, p: verify_report(e.snp.report(b"r" * 64, **kw), e.snp.cert_chain_pem(),
                                       policy=p, now=NOW)
+
+
+def _gpu(with_rims: bool = True) -> Make:
+    return lambda e, p: verify_gpu_evidence(
+        e.gpu.evidence(GPU_NONCE), e.gpu.cert_chain_pem(), nonce=GPU_NONCE, policy=p, now=NOW,
+        rims=e.rims if with_rims else ())
 
 
 def _sgx(e: Env, p: Policy) -> Verdict:
@@ -215,13 +227,21 @@ CASES: dict[str, Case] = {
                                _tdx(), "dstack.os_image_hash"),
     "dstack.require_event_log": (_set("dstack", require_event_log=True), _SAME, _tdx_no_log,
                                  "eventlog.present"),
-    "gpu.mode": (_set("gpu", mode="required"), _SAME, _tdx(), "gpu.evidence"),
+    "gpu.mode": (_set("gpu", mode="required"), _SAME, _tdx(), "gpu.required"),
+    "gpu.driver_versions": (_set("gpu", driver_versions=frozenset({"999.99"})), _SAME, _gpu(),
+                            "gpu.0.driver_version"),
+    "gpu.vbios_versions": (_set("gpu", vbios_versions=frozenset({"99.00.00.00.00"})), _SAME,
+                           _gpu(), "gpu.0.vbios_version"),
+    "gpu.require_rim": (_set("gpu", require_rim=True), _SAME, _gpu(with_rims=False),
+                        "gpu.0.measurements"),
     "binding.require_nonce": (_SAME, _set("binding", require_nonce=False), _report(None),
                               "binding.nonce"),
     "binding.layouts": (_set("binding", layouts=frozenset({"sha512"})), _SAME,
                         _report(NONCE), "binding.key"),
     "roots.intel": (_set("roots", intel=()), _SAME, _tdx(), "tdx.root"),
     "roots.amd": (_set("roots", amd=()), _SAME, _snp(), "snp.ark"),
+    "roots.nvidia": (_set("roots", nvidia=()), _SAME, _gpu(), "gpu.0.chain"),
+    "roots.nvidia_rim": (_set("roots", nvidia_rim=()), _SAME, _gpu(), "gpu.0.driver_rim"),
 }
 
 
@@ -245,3 +265,14 @@ def test_violating_input_is_rejected_by_the_named_check(env: Env, field: str) ->
     bad = make(env, violating(env.policy))
     assert not bad.accepted, field
     assert check in [c.name for c in bad.failures], (field, bad.failures)
+
+
+def test_example_policy_is_the_default_spelled_out() -> None:
+    """docs/policy.example.toml documents every field and loads to the production default."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "policy.example.toml"
+    assert load_policy(path) == Policy.default()
+    text = path.read_text()
+    for s in fields(Policy):
+        assert f"[{s.name}]" in text
+        for f in fields(getattr(Policy.default(), s.name)):
+            assert f"{f.name} = " in text, f"{s.name}.{f.name} is not documented"

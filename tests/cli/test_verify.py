@@ -174,7 +174,7 @@ def test_bare_quote_carrying_the_nonce_is_accepted(tmp_path: Path) -> None:
     ('[dstack]\ncompose_hashes = ["' + "ab" * 32 + '"]\n', ["dstack.compose_hash"]),
     ('[dstack]\napp_ids = ["' + "ab" * 20 + '"]\n', ["dstack.app_id"]),
     ("[dstack]\nrequire_event_log = true\n", ["eventlog.present"]),
-    ('[gpu]\nmode = "required"\n', ["gpu.evidence"]),
+    ('[gpu]\nmode = "required"\n', ["gpu.required"]),
 ])
 def test_bare_quote_honours_the_whole_policy(tmp_path: Path, policy: str,
                                              failed: list[str]) -> None:

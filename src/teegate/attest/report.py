@@ -263,7 +263,7 @@ def verify_quote_evidence(
 
     Adds to ``verify_quote``: event-log replay and the dstack policy (compose hash, app ID,
     OS image, ``require_event_log``), ``app_compose`` against the measured compose hash, the
-    caller's ``nonce`` in report_data[32:64] when one is given, and a failing ``gpu.evidence``
+    caller's ``nonce`` in report_data[32:64] when one is given, and a failing ``gpu.required``
     when the policy requires a GPU (a quote carries none). A bare quote names no signing key,
     so the verdict has no ``bound_key``; without ``nonce`` it says nothing about freshness.
     """
@@ -277,7 +277,7 @@ def verify_quote_evidence(
     if nonce is not None:
         checks.append(_bare_nonce_check(cpu.report_data, nonce))
     if policy.gpu.mode == "required":
-        checks.append(Check("gpu.evidence", False,
+        checks.append(Check("gpu.required", False,
                             "the policy requires GPU evidence and a bare quote carries none: "
                             "verify the provider report with its nvidia_payload"))
     return cpu.with_checks(checks, identity={**cpu.identity, **dstack},
