@@ -138,7 +138,9 @@ def test_audit_n_receipts_and_monitor(served: tuple[str, ReceiptLog], tmp_path: 
     assert names["attestation.evidence"] == "skip"
 
     # no log key: fail closed
-    assert _cli("audit", files[0]).exit_code == 1
+    res = _cli("audit", files[0])
+    assert res.exit_code == 2
+    assert "--log-key is required" in res.output
     # a different log key: the checkpoint does not verify
     wrong = NoteSigner(ORIGIN, Ed25519PrivateKey.generate()).vkey
     assert _cli("audit", files[0], "--log-key", wrong).exit_code == 1

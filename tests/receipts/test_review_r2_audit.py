@@ -160,3 +160,32 @@ def test_unreadable_receipt_fails_with_its_reason(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert "receipt.format" in res.output
     assert "FAILED" in res.output
+
+
+def test_monitor_of_an_unreachable_log_fails_with_exit_1(tmp_path: Path) -> None:
+    """A monitor that cannot reach the log has not verified anything: 1, not 'bad input'."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens here
+    key = NoteSigner(ORIGIN, Ed25519PrivateKey.generate()).vkey
+    state = tmp_path / "state"
+    res = _cli("audit", "--log", f"http://127.0.0.1:{port}", "--log-key", key,
+               "--state", str(state))
+    assert res.exit_code == 1, res.output
+    assert "unreachable" in res.output
+    assert not state.exists()
+
+
+def test_several_receipts_get_a_summary_line(log: ReceiptLog, tmp_path: Path) -> None:
+    plain = {"trust_level": "standard", "trust_required": "standard", "attestation": None,
+             "provider_signature": None}
+    files = []
+    for i, over in enumerate([plain, {}]):
+        p = tmp_path / f"{i}.json"
+        p.write_text(json.dumps(_bundle(log, make_receipt(20 + i, **over))))
+        files.append(str(p))
+    res = _cli("audit", *files, "--log-key", log.vkey)
+    assert res.exit_code == 1  # the attested one lacks its evidence
+    assert "2 receipts: 1 fully verified, 1 with skipped checks, 0 failed" in res.output

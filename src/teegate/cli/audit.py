@@ -173,7 +173,9 @@ def _emit_monitor(result: dict[str, Any], as_json: bool) -> None:
         _out.print_json(json.dumps(result))
         return
     style, word = ("green", "OK") if result["ok"] else ("red", "FAIL")
-    where = f"{result.get('origin', result['log'])} size {result.get('size', '?')}"
+    where = str(result.get("origin", result["log"]))
+    if "size" in result:
+        where += f" size {result['size']}"
     _out.print(f"[{style}]{word}[/] {where}: {result['detail']}")
 
 
@@ -181,24 +183,48 @@ def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit(
         inputs: Annotated[
-            list[Path] | None, typer.Argument(help="Receipt bundles or receipt JSON files.")
+            list[Path] | None, typer.Argument(
+                help="Receipt bundles (GET /v1/receipts/{id}/bundle) or receipt JSON files."
+            )
         ] = None,
         log_key: Annotated[
             list[str] | None,
-            typer.Option("--log-key", help="Trusted log verifier key (vkey text or file)."),
+            typer.Option(
+                "--log-key",
+                help="The log's verifier key origin+hash+key (GET /v1/log/vkey), or a file "
+                "holding it. Required: nothing else is trusted.",
+            ),
         ] = None,
         receipt_key: Annotated[
             list[str] | None,
-            typer.Option("--receipt-key", help="Trusted receipt Ed25519 public key (hex)."),
+            typer.Option(
+                "--receipt-key",
+                help="Receipt Ed25519 public key (hex), if receipts use another key than the log.",
+            ),
         ] = None,
         checkpoint: Annotated[
-            Path | None, typer.Option(help="Checkpoint to check inclusion against.")
+            Path | None,
+            typer.Option(help="Signed checkpoint to prove inclusion in (default: the bundle's)."),
         ] = None,
         since: Annotated[
-            Path | None, typer.Option(help="Older checkpoint that must be a prefix.")
+            Path | None,
+            typer.Option(
+                help="A checkpoint you saved earlier (older or newer): the log must be "
+                "consistent with it (different sizes need --log)."
+            ),
         ] = None,
-        log: Annotated[str | None, typer.Option("--log", help="Log base URL (monitor).")] = None,
-        state: Annotated[Path | None, typer.Option(help="Monitor state file.")] = None,
+        log: Annotated[
+            str | None,
+            typer.Option(
+                "--log",
+                help="Log base URL: fetches missing proofs; with no receipt files, monitors the "
+                "log (consistent with the checkpoint remembered from the last run).",
+            ),
+        ] = None,
+        state: Annotated[
+            Path | None,
+            typer.Option(help="Where the monitor keeps the last checkpoint (default: data dir)."),
+        ] = None,
         token: Annotated[str | None, typer.Option(help="Bearer token for --log.")] = None,
         now: Annotated[
             int | None, typer.Option(help="Unix time for evidence checks (default: the call's).")
@@ -241,6 +267,13 @@ def register(app: typer.Typer) -> None:
                     _err.print("--log-key is required: a log is only trusted under its key")
                     raise typer.Exit(2)
                 raise typer.Exit(_monitor(log, verifiers, state, token, as_json))
+            if not verifiers:
+                _err.print(
+                    "--log-key is required: receipts and checkpoints are only trusted under the "
+                    "log's key (the log serves it at GET /v1/log/vkey; a bundle's log_vkey is "
+                    "informational and never trusted)"
+                )
+                raise typer.Exit(2)
             cp_text = _read(checkpoint, "--checkpoint") if checkpoint else None
             since_text = _read(since, "--since") if since else None
             client = HttpLogClient(log, token) if log else None
@@ -252,7 +285,8 @@ def register(app: typer.Typer) -> None:
                 try:
                     bundle = parse_bundle(_read(path, "receipt"))
                 except (EvidenceError, LogError) as e:
-                    raise EvidenceError(f"{path}: {e}") from None
+                    msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+                    raise EvidenceError(msg) from None
                 reports.append(
                     audit_bundle(
                         bundle,
@@ -290,4 +324,12 @@ def register(app: typer.Typer) -> None:
         else:
             for r in reports:
                 _print_report(r, allow_skipped)
+            if len(reports) > 1:
+                failed = sum(1 for r in reports if r.failed or not r.holds(True))
+                partial = sum(1 for r in reports if r.holds(True) and r.skipped)
+                whole = len(reports) - failed - partial
+                _out.print(
+                    f"{len(reports)} receipts: {whole} fully verified, {partial} with skipped "
+                    f"checks, {failed} failed"
+                )
         raise typer.Exit(0 if ok else 1)
