@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -15,6 +16,7 @@ from teegate.node import (
     DevTdxSource,
     HttpEngine,
     NodeKeys,
+    SignatureStore,
     create_node_app,
     signature_text,
     verify_response_signature,
@@ -244,3 +246,40 @@ def test_unknown_routes_answer_openai_errors(tdx_url: str, method: str, path: st
     r = httpx.request(method, tdx_url + path)
     assert r.status_code == status
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_one_signature_per_response_other_algorithm_on_demand(dev_pki: Path) -> None:
+    """The hot path signs once, with the algorithm the caller asked for; the store keeps
+    only what is needed to answer /v1/signature/{id} for either algorithm later."""
+    keys = NodeKeys()
+    calls: dict[str, int] = {"ecdsa": 0, "ed25519": 0}
+    for algo in calls:
+        signer = keys.get(algo)
+        original = signer.sign
+
+        def counted(text: str, algo: str = algo, original: Any = original) -> str:
+            calls[algo] += 1
+            result: str = original(text)
+            return result
+
+        signer.sign = counted  # type: ignore[method-assign]
+    store = SignatureStore()
+    app = create_node_app(DevTdxSource(dev_pki), BuiltinEngine(), keys=keys, store=store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+        body = json.dumps(CHAT).encode()
+        r = await c.post("/v1/chat/completions", content=body)
+        assert calls == {"ecdsa": 1, "ed25519": 0}
+        stream = json.dumps({**CHAT, "stream": True}).encode()
+        raw = await c.post("/v1/chat/completions", content=stream,
+                           headers={"x-teegate-signing-algo": "ed25519"})
+        assert calls == {"ecdsa": 1, "ed25519": 1}
+        cid = r.json()["id"]
+        s = (await c.get(f"/v1/signature/{cid}", params={"signing_algo": "ed25519"})).json()
+        assert s["text"] == signature_text(body, r.content)
+        assert verify_response_signature(s["text"], s["signature"], s["signing_address"],
+                                         "ed25519")
+        stream_id = json.loads(raw.content.split(b"\n", 1)[0][5:])["id"]
+        s2 = (await c.get(f"/v1/signature/{stream_id}")).json()
+        assert verify_response_signature(s2["text"], s2["signature"], s2["signing_address"],
+                                         "ecdsa")

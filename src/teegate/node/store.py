@@ -38,14 +38,24 @@ class SignatureStore:
                 break
             self._items.popitem(last=False)
 
-    def get(self, chat_id: str, algo: str) -> SignedText | None:
+    def _live(self, chat_id: str) -> dict[str, SignedText] | None:
         item = self._items.get(chat_id)
         if item is None:
             return None
         if item[0] <= self._clock():
             del self._items[chat_id]
             return None
-        return item[1].get(algo)
+        return item[1]
+
+    def get(self, chat_id: str, algo: str) -> SignedText | None:
+        live = self._live(chat_id)
+        return live.get(algo) if live is not None else None
+
+    def text(self, chat_id: str) -> str | None:
+        """The signed text of a live entry, whatever algorithm signed it (so the node can
+        sign it on demand with another one)."""
+        live = self._live(chat_id)
+        return next(iter(live.values())).text if live else None
 
     def __len__(self) -> int:
         return len(self._items)
