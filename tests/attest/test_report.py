@@ -259,7 +259,7 @@ def test_dstack_pins_reject_non_tdx_evidence(no_gpu_module: None) -> None:
     for field in ("compose_hashes", "app_ids", "os_image_hashes"):
         pinned = replace(audit, dstack=replace(audit.dstack, **{field: frozenset({"ab" * 32})}))
         v = verify_provider_report(r, nonce=None, policy=pinned, now=1756684800)
-        assert sorted(failing(v)) == sorted([*base, "dstack.identity"])
+        assert sorted(failing(v)) == sorted([*base, "dstack.identity", "snp.measurements"])
         check = v.check("dstack.identity")
         assert check is not None
         assert field in check.detail
@@ -299,3 +299,19 @@ def test_verdict_without_checks_is_not_accepted() -> None:
     ok = Verdict(tee="tdx", checks=(Check("tdx.x", True, "ok"),))
     assert ok.accepted
     assert not replace(ok, components=(Verdict(tee="nvidia-gpu", checks=()),)).accepted
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")
+def test_tdx_only_policy_rejects_snp_reports(tmp_path: Path, no_gpu_module: None) -> None:
+    """Review R3: a policy pinning only TDX measurements accepted any SEV-SNP guest."""
+    from teegate.sim.snp import DevSnp
+
+    snp = DevSnp.load_or_create(tmp_path)
+    now, nonce = int(time.time()), fresh_nonce()
+    r = {"snp_report": snp.report(ADDR.ljust(32, b"\0") + nonce).hex(),
+         "snp_certificates": snp.cert_chain_pem().decode(), "signing_address": ADDRESS}
+    base = Policy.default().with_roots(amd=(snp.ark_pem,))
+    assert verify_provider_report(r, nonce=nonce, policy=base, now=now).accepted
+    only_tdx = replace(base, tdx=replace(base.tdx, mrtd=frozenset({"ab" * 48})))
+    v = verify_provider_report(r, nonce=nonce, policy=only_tdx, now=now)
+    assert failing(v) == ["snp.measurements"]

@@ -241,3 +241,21 @@ def test_provider_report_without_nonce_says_how_to_proceed(tmp_path: Path) -> No
     audit.write_text(pol.read_text() + "[binding]\nrequire_nonce = false\n")
     code, out = _run("--policy", str(audit), str(f))
     assert code == 0, out
+
+
+def test_snp_report_under_a_tdx_only_policy_is_rejected(tmp_path: Path) -> None:
+    from teegate.sim.snp import DevSnp
+
+    snp = DevSnp.load_or_create(tmp_path)
+    report, certs = tmp_path / "report.bin", tmp_path / "certs.pem"
+    report.write_bytes(snp.report(bytes(64)))
+    certs.write_bytes(snp.cert_chain_pem())
+    dev = tmp_path / "dev.toml"
+    dev.write_text(f"[roots]\namd = ['''{snp.ark_pem}''']\n")
+    code, out = _run("--json", "--policy", str(dev), "--certs", str(certs), str(report))
+    assert code == 0, out
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text(dev.read_text() + '[tdx]\nmrtd = ["' + "ab" * 48 + '"]\n')
+    code, out = _run("--json", "--policy", str(pinned), "--certs", str(certs), str(report))
+    assert code == 1
+    assert _failed(out) == ["snp.measurements"]

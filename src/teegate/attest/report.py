@@ -28,7 +28,7 @@ from teegate.attest.tdx import load_quote, parse_quote, quote_measurements, veri
 from teegate.attest.verdict import Check, Verdict
 from teegate.errors import EvidenceError
 
-__all__ = ["verify_provider_report", "verify_quote_evidence"]
+__all__ = ["pin_kind_check", "verify_provider_report", "verify_quote_evidence"]
 
 GpuAppraiser = Callable[..., tuple[list[Check], tuple[Verdict, ...]]]
 
@@ -67,6 +67,19 @@ def _tcb_info(report: Mapping[str, Any]) -> Mapping[str, Any]:
     return tcb if isinstance(tcb, Mapping) else {}
 
 
+def pin_kind_check(verdict: Verdict, policy: Policy) -> Verdict:
+    """Add a failing ``<tee>.measurements`` when the policy pins measurements only for other
+    TEE kinds (``Policy.pinned_tees``); TDX/SGX quotes get this from ``verify_quote``."""
+    pinned = policy.pinned_tees()
+    prefix = {"sev-snp": "snp"}.get(verdict.tee, verdict.tee)
+    name = f"{prefix}.measurements"
+    if not pinned or verdict.tee in pinned or verdict.check(name) is not None:
+        return verdict
+    return verdict.with_checks([Check(
+        name, False, f"the policy pins {', '.join(sorted(pinned))} measurements only, so it "
+                     f"accepts no {verdict.tee} evidence")])
+
+
 def _quote_verdict(raw: bytes, collateral: str | None, policy: Policy, now: int) -> Verdict:
     """The quote's own verdict, or one failing ``<tee>.collateral`` check without collateral."""
     if collateral is None:
@@ -93,9 +106,9 @@ def _cpu_verdict(
         from teegate.attest.snp import verify_report
 
         certs = _str_field(report, "snp_certificates")
-        return verify_report(snp_hex.encode("ascii", "replace"),
-                             certs.encode("ascii", "replace") if certs else None,
-                             policy=policy, now=now)
+        return pin_kind_check(verify_report(snp_hex.encode("ascii", "replace"),
+                                            certs.encode("ascii", "replace") if certs else None,
+                                            policy=policy, now=now), policy)
     if quote_hex is None:
         raise EvidenceError("report has no CPU evidence (intel_quote, quote or snp_report)")
     raw = load_quote(quote_hex)

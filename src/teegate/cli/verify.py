@@ -84,9 +84,11 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
             certs = _read(beside, "certificates") if beside else None
         if certs is None and inputs.online:
             certs = _fetch_snp_certs(raw, inputs)
+        from teegate.attest.report import pin_kind_check
         from teegate.attest.snp import verify_report
 
-        return verify_report(raw, certs, policy=inputs.policy, now=inputs.now)
+        return pin_kind_check(verify_report(raw, certs, policy=inputs.policy, now=inputs.now),
+                              inputs.policy)
     if kind is EvidenceKind.GPU_EVIDENCE:
         if inputs.certs is None:
             raise EvidenceError("GPU evidence needs its certificate chain: give --certs FILE")
