@@ -257,7 +257,8 @@ def test_dstack_pins_reject_non_tdx_evidence(no_gpu_module: None) -> None:
                                                       require_nonce=False))
     base = failing(verify_provider_report(r, nonce=None, policy=audit, now=1756684800))
     for field in ("compose_hashes", "app_ids", "os_image_hashes"):
-        pinned = replace(audit, dstack=replace(audit.dstack, **{field: frozenset({"ab" * 32})}))
+        change: dict[str, Any] = {field: frozenset({"ab" * 32})}
+        pinned = replace(audit, dstack=replace(audit.dstack, **change))
         v = verify_provider_report(r, nonce=None, policy=pinned, now=1756684800)
         assert sorted(failing(v)) == sorted([*base, "dstack.identity", "snp.measurements"])
         check = v.check("dstack.identity")
