@@ -196,3 +196,37 @@ def test_evidence_the_receipt_does_not_bind_is_not_accepted(
     # (the edit also breaks the signature; the evidence check must fail on its own account)
     assert _statuses(rep)["attestation.evidence"] == "fail"
     assert "binds no evidence" in next(c.detail for c in rep.checks if c.name.endswith("evidence"))
+
+
+def test_gpu_claim_needs_gpu_evidence(
+    node_report: tuple[bytes, bytes, Path], tmp_path: Path
+) -> None:
+    """A receipt saying attested+gpu over CPU-only evidence does not hold."""
+    from teegate.receipts.note import parse_vkey
+
+    report, nonce, pki = node_report
+    log = ReceiptLog(f"sqlite:///{tmp_path / 'g.db'}", origin=ORIGIN,
+                     key=Ed25519PrivateKey.generate())
+    try:
+        att = AttestationRef(
+            verdict_digest="aa" * 32, evidence_sha256=hashlib.sha256(report).hexdigest(),
+            tee="tdx", nonce=nonce.hex(), gpu=True,
+        )
+        ps = provider_signature(f"{1:064x}", f"{2:064x}", node_keys().get("ecdsa"))
+        r = make_receipt(1, attestation=att, provider_signature=ps, trust_level="attested+gpu",
+                         trust_required="attested+gpu", time_ms=int(time.time() * 1000))
+        log.submit(r)
+        p = log.prove(r.receipt_id)
+        assert p is not None
+        b = make_bundle(p.receipt.document, TlogProof(p.index, p.proof, p.checkpoint.note),
+                        evidence={"provider_report": report.decode()})
+        vkey = log.vkey
+    finally:
+        log.close()
+    rep = audit_bundle(parse_bundle(json.dumps(b)), "b", log_verifiers=[parse_vkey(vkey)],
+                       receipt_keys=[], policy=development_policy(pki))
+    st = _statuses(rep)
+    assert st["receipt.trust_claim"] == "ok"
+    assert st["attestation.evidence"] == "ok", rep.to_json()
+    assert st["attestation.gpu"] == "fail"
+    assert not rep.holds(allow_skipped=True)

@@ -108,6 +108,9 @@ def test_attested_claim_without_verdict_or_signature_fails(log: ReceiptLog) -> N
     assert st["receipt.trust_claim"] == "fail"
     st = _audit(log, _bundle(log, make_receipt(6, provider_signature=None)))
     assert st["receipt.trust_claim"] == "fail"
+    # attested+gpu citing an attestation without GPU evidence
+    st = _audit(log, _bundle(log, make_receipt(16, trust_level="attested+gpu")))
+    assert st["receipt.trust_claim"] == "fail"
     # a standard call claims nothing: not applicable, and that is no reason to fail
     plain = make_receipt(
         7, trust_level="standard", trust_required="standard", attestation=None,

@@ -251,8 +251,11 @@ def _audit_claims(rep: AuditReport, receipt: SignedReceipt) -> None:
     upstream = receipt.event("upstream.verified") or {}
     if upstream.get("result") != "verified":
         problems.append("upstream.verified is not 'verified'")
-    if receipt.event("teegate.attestation") is None:
+    att = receipt.event("teegate.attestation")
+    if att is None:
         problems.append("no teegate.attestation event (no verdict cited)")
+    elif level == "attested+gpu" and att.get("gpu") is not True:
+        problems.append("the cited attestation has no GPU evidence")
     ps = receipt.event("teegate.provider_signature")
     if ps is None or ps.get("verified") is not True:
         problems.append("no verified provider signature")
@@ -298,6 +301,7 @@ class EvidenceResult:
     status: Status
     detail: str
     bound_key: str | None = None
+    gpus: int = 0  # accepted NVIDIA GPU components in the verdict
 
 
 def _audit_evidence(
@@ -366,6 +370,16 @@ def _audit_evidence(
     rep.add("attestation.evidence", res.status, res.detail)
     if res.status == "ok":
         _audit_key_binding(rep, receipt, res.bound_key)
+        level = (receipt.event("teegate.call") or {}).get("trust_level")
+        if level == "attested+gpu":
+            if res.gpus > 0:
+                rep.add("attestation.gpu", "ok", f"{res.gpus} GPU(s) verified for the same nonce")
+            else:
+                rep.add(
+                    "attestation.gpu",
+                    "fail",
+                    "the receipt claims attested+gpu but the evidence holds no verified GPU",
+                )
 
 
 def _audit_key_binding(rep: AuditReport, receipt: SignedReceipt, bound: str | None) -> None:
@@ -434,9 +448,14 @@ def default_evidence_verifier(
         return EvidenceResult("fail", f"evidence verifier crashed: {type(e).__name__}: {e}")
     failed = [c.name for c in getattr(verdict, "checks", ()) if not getattr(c, "ok", True)]
     bound = getattr(verdict, "bound_key", None)
+    gpus = sum(
+        1
+        for c in getattr(verdict, "components", ())
+        if getattr(c, "tee", None) == "nvidia-gpu" and getattr(c, "accepted", False)
+    )
     if bool(getattr(verdict, "accepted", False)):
         dev = " (development roots)" if getattr(verdict, "development", False) else ""
-        return EvidenceResult("ok", f"provider evidence re-verified{dev}", bound)
+        return EvidenceResult("ok", f"provider evidence re-verified{dev}", bound, gpus)
     return EvidenceResult("fail", "evidence rejected: " + (", ".join(failed) or "not accepted"))
 
 
