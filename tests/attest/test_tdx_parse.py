@@ -128,5 +128,12 @@ def test_parse_rejects_malformed() -> None:
     struct.pack_into("<H", v5, 48, 4)
     with pytest.raises(EvidenceError, match="body type 4"):
         parse_quote(bytes(v5))
+    # Review R3: an SGX body in a TDX v5 quote, and a body size that lies.
+    struct.pack_into("<H", v5, 48, 1)
+    with pytest.raises(EvidenceError, match="body type 1"):
+        parse_quote(bytes(v5))
+    struct.pack_into("<HI", v5, 48, 3, 584)
+    with pytest.raises(EvidenceError, match="must be 648 bytes"):
+        parse_quote(bytes(v5))
     # Trailing zero padding is tolerated (real files carry it).
     assert parse_quote(raw + bytes(100)).size == q.size
