@@ -393,3 +393,21 @@ def test_collateral_age_counts_the_pck_crl() -> None:
     assert "PCK CRL" in v.failures[0].detail
     wider = replace(POLICY, tcb=replace(POLICY.tcb, max_collateral_age=now - tcb_issue + 928))
     assert verify_quote(quote, collateral, policy=wider, now=now).accepted
+
+
+def test_pck_crl_from_another_ca_does_not_stand_in() -> None:
+    """Collateral may come from the provider: a PCK CRL of the other PCK CA (which cannot list
+    this PCK certificate) or the root CA CRL must not pass as this chain's revocation data."""
+    import json
+
+    sgx = json.loads(text("dcap-qvl/sgx_quote_collateral.json"))  # PCK Processor CA
+    tdx = json.loads(text("dcap-qvl/tdx_quote_collateral.json"))  # PCK Platform CA
+    policy = allow("ConfigurationAndSWHardeningNeeded")
+    for swapped in (
+        dict(sgx, pck_crl=tdx["pck_crl"], pck_crl_issuer_chain=tdx["pck_crl_issuer_chain"]),
+        dict(sgx, pck_crl=sgx["root_ca_crl"], pck_crl_issuer_chain=sgx["tcb_info_issuer_chain"]),
+    ):
+        v = verify_quote(read("dcap-qvl/sgx_quote"), json.dumps(swapped), policy=policy,
+                         now=1752919277)
+        assert [c.name for c in v.failures] == ["sgx.pck_chain"]
+        assert "UnknownRevocationStatus" in v.failures[0].detail
