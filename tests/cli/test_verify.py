@@ -259,3 +259,15 @@ def test_snp_report_under_a_tdx_only_policy_is_rejected(tmp_path: Path) -> None:
     code, out = _run("--json", "--policy", str(pinned), "--certs", str(certs), str(report))
     assert code == 1
     assert _failed(out) == ["snp.measurements"]
+
+
+def test_one_rejected_input_among_several_exits_1(tmp_path: Path) -> None:
+    bom = tmp_path / "quote.hex"
+    bom.write_bytes(b"\xef\xbb\xbf" + (TDX / "tdx_quote").read_bytes().hex().encode())
+    args = ["--collateral", str(TDX / "tdx_quote_collateral.json"), "--now", "1752919234"]
+    code, out = _run("--json", *args, str(TDX / "tdx_quote"), str(bom))
+    assert code == 0, out
+    assert [d["accepted"] for d in json.loads(out)] == [True, True]
+    code, out = _run("--json", *args, str(TDX / "tdx_quote"), str(TDX / "tdx-quote.hex"))
+    assert code == 1
+    assert [d["accepted"] for d in json.loads(out)] == [True, False]

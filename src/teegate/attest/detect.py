@@ -52,6 +52,7 @@ def _kind_of_binary(raw: bytes) -> EvidenceKind | None:
 
 def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
     """Return the evidence kind and its raw bytes (hex decoded; JSON left as text)."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM from editors on Windows
     stripped = data.strip()
     if stripped.startswith(b"{"):
         try:
