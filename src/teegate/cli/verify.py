@@ -218,7 +218,7 @@ def _summary(verdict: Verdict, width: int) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    value_width = max(width - 18, 32)
+    value_width = max(width - 22, 32)
     if not verdict.accepted:
         grid.add_row("[yellow]note[/]", "[yellow]rejected: the values below are read from "
                                         "the evidence and are NOT verified[/]")
@@ -230,14 +230,16 @@ def _summary(verdict: Verdict, width: int) -> Table:
         hi = _when(verdict.not_after) if verdict.not_after is not None else "?"
         grid.add_row("valid", f"{lo} .. {hi} (collateral and certificates)")
     grid.add_row("bound key", verdict.bound_key or "none (the evidence names no signing key)")
-    grid.add_row("freshness", f"nonce {verdict.nonce}" if verdict.nonce else
-                 "not checked: no --nonce given (the evidence may be replayed)")
+    if verdict.nonce:
+        grid.add_row("our nonce", _hex_lines(verdict.nonce, value_width))
+    else:
+        grid.add_row("freshness", "not checked: no --nonce given (the evidence may be replayed)")
     for name, value in verdict.identity.items():
         grid.add_row(name, _hex_lines(value, value_width))
     for name, value in verdict.measurements.items():
         if name == "report_data" and len(value) == 128:
-            grid.add_row("report_data[0:32]", value[:64])
-            grid.add_row("report_data[32:64]", value[64:])
+            grid.add_row("report_data[0:32]", _hex_lines(value[:64], value_width))
+            grid.add_row("report_data[32:64]", _hex_lines(value[64:], value_width))
         else:
             grid.add_row(name, _hex_lines(value, value_width))
     return grid
