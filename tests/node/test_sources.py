@@ -64,7 +64,7 @@ def test_configfs_rejects_wrong_report_data_length(tmp_path: Path, dev_pki: Path
 def test_configfs_detects_a_racing_writer_and_retries(tmp_path: Path, dev_pki: Path) -> None:
     fs = _tsm(tmp_path, dev_pki, "tdx")
     fs.races = 1
-    ev = ConfigfsTsmSource(fs.root, fs=fs).get_evidence(RD)
+    ev = ConfigfsTsmSource(fs.root, fs=fs, backoff=0).get_evidence(RD)
     # The raced report (over someone else's inblob) was discarded, the retry is ours.
     assert fs.outblob_reads == 2
     assert ev.quote[TDX_REPORT_DATA] == RD
@@ -74,7 +74,7 @@ def test_configfs_gives_up_when_always_raced(tmp_path: Path, dev_pki: Path) -> N
     fs = _tsm(tmp_path, dev_pki, "tdx")
     fs.races = 10
     with pytest.raises(UpstreamError, match="generation"):
-        ConfigfsTsmSource(fs.root, fs=fs, attempts=3).get_evidence(RD)
+        ConfigfsTsmSource(fs.root, fs=fs, attempts=3, backoff=0).get_evidence(RD)
     assert list(fs.root.iterdir()) == []
 
 
@@ -82,7 +82,7 @@ def test_configfs_busy_device(tmp_path: Path, dev_pki: Path) -> None:
     fs = _tsm(tmp_path, dev_pki, "tdx")
     fs.busy = 5
     with pytest.raises(UpstreamError, match="busy"):
-        ConfigfsTsmSource(fs.root, fs=fs, attempts=2).get_evidence(RD)
+        ConfigfsTsmSource(fs.root, fs=fs, attempts=2, backoff=0).get_evidence(RD)
 
 
 def test_configfs_unknown_provider(tmp_path: Path, dev_pki: Path) -> None:
@@ -207,3 +207,15 @@ def test_dstack_unreachable_is_upstream_error() -> None:
 def test_dstack_missing_socket_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         DstackSource(str(tmp_path / "no.sock"))
+
+
+def test_configfs_busy_device_is_retried_after_a_pause(tmp_path: Path, dev_pki: Path) -> None:
+    """EBUSY means an earlier quote request is still in flight: retrying at once can only
+    fail again, so the source waits (growing pauses) before each new attempt."""
+    fs = _tsm(tmp_path, dev_pki, "tdx")
+    fs.busy = 2
+    pauses: list[float] = []
+    src = ConfigfsTsmSource(fs.root, fs=fs, attempts=3, backoff=0.25, sleep=pauses.append)
+    ev = src.get_evidence(RD)
+    assert ev.quote[TDX_REPORT_DATA] == RD
+    assert pauses == [0.25, 0.5]

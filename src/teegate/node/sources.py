@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -148,11 +148,14 @@ class ConfigfsTsmSource:
     development = False
 
     def __init__(
-        self, root: Path = CONFIGFS_TSM_ROOT, *, fs: TsmFs | None = None, attempts: int = 3
+        self, root: Path = CONFIGFS_TSM_ROOT, *, fs: TsmFs | None = None, attempts: int = 3,
+        backoff: float = 0.5, sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.root = Path(root)
         self.fs: TsmFs = fs or OsFs()
         self.attempts = attempts
+        self.backoff = backoff
+        self._sleep = sleep
         self.name = "configfs-tsm"
 
     @staticmethod
@@ -162,7 +165,9 @@ class ConfigfsTsmSource:
     def get_evidence(self, report_data: bytes) -> Evidence:
         _check_report_data(report_data)
         last = "no attempt made"
-        for _ in range(max(1, self.attempts)):
+        for attempt in range(max(1, self.attempts)):
+            if attempt:  # busy or raced: an immediate retry would meet the same state
+                self._sleep(self.backoff * attempt)
             entry = self.root / f"teegate-{os.getpid()}-{secrets.token_hex(6)}"
             try:
                 self.fs.mkdir(entry)
