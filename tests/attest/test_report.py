@@ -316,3 +316,26 @@ def test_tdx_only_policy_rejects_snp_reports(tmp_path: Path, no_gpu_module: None
     only_tdx = replace(base, tdx=replace(base.tdx, mrtd=frozenset({"ab" * 48})))
     v = verify_provider_report(r, nonce=nonce, policy=only_tdx, now=now)
     assert failing(v) == ["snp.measurements"]
+
+
+def test_composed_window_is_the_intersection(dev: DevTdx, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """A verdict cached until not_after must not outlive any of its parts (a GPU chain or
+    RIM that expires before the Intel collateral)."""
+    now, nonce = int(time.time()), fresh_nonce()
+    gpu = Verdict(tee="nvidia-gpu", checks=(Check("gpu.0.signature", True, "ok"),),
+                  not_before=now - 10, not_after=now + 60)
+
+    def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int
+                 ) -> tuple[list[Check], tuple[Verdict, ...]]:
+        return [Check("gpu.present", True, "1 GPU")], (gpu,)
+
+    monkeypatch.setattr(report_mod, "_gpu_appraiser", lambda: appraise)
+    policy = Policy.default().with_roots(intel=(dev.root_pem,))
+    payload = json.dumps({"nonce": nonce.hex(), "evidence_list": [], "arch": "HOPPER"})
+    v = verify_provider_report(node_report(dev, nonce, now=now, nvidia_payload=payload),
+                               nonce=nonce, policy=policy, now=now)
+    assert v.accepted, v.failures
+    assert v.not_after == now + 60
+    assert v.not_before is not None
+    assert v.not_before <= now - 10

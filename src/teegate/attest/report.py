@@ -25,7 +25,7 @@ from teegate.attest.binding import (
 from teegate.attest.eventlog import Event, check_event_log, parse_event_log
 from teegate.attest.policy import Policy
 from teegate.attest.tdx import load_quote, parse_quote, quote_measurements, verify_quote
-from teegate.attest.verdict import Check, Verdict
+from teegate.attest.verdict import Check, Verdict, window
 from teegate.errors import EvidenceError
 
 __all__ = ["pin_kind_check", "verify_provider_report", "verify_quote_evidence"]
@@ -227,6 +227,8 @@ def verify_provider_report(
     raw_key = identity_bytes(key, algo) if key is not None else None
     bound = raw_key.hex() if raw_key is not None else (
         key.lower().removeprefix("0x") if key else None)
+    lo, hi = window((cpu.not_before, cpu.not_after),
+                    *((g.not_before, g.not_after) for g in gpus))
     return Verdict(
         tee=cpu.tee,
         checks=cpu.checks + tuple(event_checks) + tuple(binding) + tuple(gpu_checks),
@@ -237,8 +239,9 @@ def verify_provider_report(
         report_data=cpu.report_data,
         bound_key=bound,
         nonce=nonce.hex() if nonce is not None else None,
-        not_before=cpu.not_before,
-        not_after=cpu.not_after,
+        # The composed verdict is good only while every part is: intersect the windows.
+        not_before=lo,
+        not_after=hi,
         components=cpu.components + gpus,
     )
 
