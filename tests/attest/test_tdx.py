@@ -411,3 +411,26 @@ def test_pck_crl_from_another_ca_does_not_stand_in() -> None:
                          now=1752919277)
         assert [c.name for c in v.failures] == ["sgx.pck_chain"]
         assert "UnknownRevocationStatus" in v.failures[0].detail
+
+
+def test_verdict_never_accepted_outside_its_window(dev: DevTdx,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even if dcap-qvl passed a quote at a time outside the collateral window (a lenient
+    release, or a part it does not check), teegate's own tdx.validity check refuses it."""
+    now = int(time.time())
+    policy = POLICY.with_roots(intel=(dev.root_pem,))
+    quote, collateral = dev.quote(b"x"), dev.collateral(now=now)
+    v = verify_quote(quote, collateral, policy=policy, now=now)
+    assert v.accepted
+    check = v.check("tdx.validity")
+    assert check is not None
+    assert check.ok
+
+    class Lenient:
+        status = "UpToDate"
+        advisory_ids: tuple[str, ...] = ()
+
+    monkeypatch.setattr(dcap_qvl, "verify_with_root_ca", lambda *a: Lenient())
+    assert v.not_after is not None
+    late = verify_quote(quote, collateral, policy=policy, now=v.not_after + 1)
+    assert [c.name for c in late.failures] == ["tdx.validity"]

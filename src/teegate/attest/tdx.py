@@ -301,6 +301,12 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
         return verdict()
     status = str(report.status)
     advisories = tuple(str(a) for a in report.advisory_ids)
+    # dcap-qvl checked each part at ``now``; teegate checks the window it reports as well, so
+    # a verdict is never accepted outside the window it tells callers to rely on.
+    inside = (lo is None or lo <= now) and (hi is None or now <= hi)
+    checks.add(f"{p}.validity", inside,
+               f"collateral and certificates are valid {lo} .. {hi} (unix), now {now}"
+               + ("" if inside else ": outside that window"))
     for name, detail in (
         ("pck_chain", "PCK certificate chain verifies to the root, none revoked"),
         ("tcb_info", "TCB info is signed by Intel and valid at this time"),
