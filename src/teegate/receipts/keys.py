@@ -25,19 +25,35 @@ def load_or_create_log_key(path: str | Path) -> Ed25519PrivateKey:
     """
     p = Path(path).expanduser()
     if p.exists():
-        try:
-            key = load_pem_private_key(p.read_bytes(), password=None)
-        except (ValueError, TypeError, OSError) as e:
-            raise ConfigError(f"log key {p}: not a readable PEM private key ({e})") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"log key {p}: must be an Ed25519 key")
-        return key
+        return _load(p)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    # Write a private temporary file, then link it into place: the key file appears whole or
+    # not at all, and of two processes creating it at once the second loads the first's key.
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, p)
+        except FileExistsError:
+            return _load(p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return key
+
+
+def _load(p: Path) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(p.read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as e:
+        raise ConfigError(f"log key {p}: not a readable PEM private key ({e})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"log key {p}: must be an Ed25519 key")
     return key
 
 

@@ -223,8 +223,20 @@ class ReceiptLog:
         self._durable += len(batch)
         self._cond.notify_all()
 
+    @property
+    def conflicts(self) -> list[str]:
+        """Ids submitted again with other content than the logged receipt (not logged)."""
+        return self.store.conflicts
+
     def _write(self, batch: Sequence[Receipt | SignedReceipt]) -> None:
+        before = len(self.store.conflicts)
         self.store.append(self._entries(batch))
+        for rid in self.store.conflicts[before:]:
+            self.last_error = (
+                f"receipt {rid}: conflict, a receipt with this id and other content is already "
+                "logged; the new one was not logged"
+            )
+            _log.error("receipt log: %s", self.last_error)
 
     def _entries(self, batch: Sequence[Receipt | SignedReceipt]) -> list[Entry]:
         """Sign and encode each receipt; one that can never be encoded is dropped and reported.

@@ -157,6 +157,7 @@ class TreeStore:
         self._write_lock = threading.Lock()
         self._create()
         self._compact: merkle.CompactRange | None = None
+        self.conflicts: list[str] = []  # ids appended again with other bytes (not logged)
 
     # -- schema -----------------------------------------------------------------------
 
@@ -309,12 +310,15 @@ class TreeStore:
                 leaves: list[tuple[int, str, str, bytes]] = []
                 nodes: list[tuple[int, bytes]] = []
                 seen: dict[str, int] = {}
+                seen_data: dict[str, bytes] = {}
                 indexes: list[int] = []
                 for e in entries:
                     if e.receipt_id in dupes:
                         indexes.append(-1)
                         continue
                     if e.receipt_id in seen:
+                        if seen_data[e.receipt_id] != e.data:
+                            self._conflict(e.receipt_id)
                         indexes.append(seen[e.receipt_id])
                         continue
                     idx = compact.size
@@ -322,6 +326,7 @@ class TreeStore:
                         nodes.append(((level << _LEVEL_SHIFT) | i, h))
                     leaves.append((idx, e.receipt_id, e.agent, e.data))
                     seen[e.receipt_id] = idx
+                    seen_data[e.receipt_id] = e.data
                     indexes.append(idx)
                 if leaves:
                     self.db.executemany(
@@ -339,7 +344,13 @@ class TreeStore:
                 if indexes[n] == -1:
                     found = self.leaf_by_id(e.receipt_id)
                     indexes[n] = found[0] if found else -1
+                    if found is not None and found[2] != e.data:
+                        self._conflict(e.receipt_id)
         return indexes
+
+    def _conflict(self, receipt_id: str) -> None:
+        if receipt_id not in self.conflicts:
+            self.conflicts.append(receipt_id)
 
     # -- checkpoints ------------------------------------------------------------------
 
