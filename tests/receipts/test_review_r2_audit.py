@@ -192,3 +192,16 @@ def test_several_receipts_get_a_summary_line(log: ReceiptLog, tmp_path: Path) ->
     res = _cli("audit", *files, "--log-key", log.vkey)
     assert res.exit_code == 1  # the attested one lacks its evidence
     assert "2 receipts: 1 fully verified, 1 with skipped checks, 0 failed" in res.output
+
+
+def test_an_empty_checkpoint_must_have_the_empty_root() -> None:
+    """'Every tree extends the empty tree' holds only for a size-0 checkpoint with MTH({})."""
+    from teegate.receipts import Checkpoint, merkle
+    from teegate.receipts.audit import check_consistency
+
+    bogus = Checkpoint(ORIGIN, 0, bytes(32))
+    new = Checkpoint(ORIGIN, 3, bytes(32))
+    status, detail = check_consistency(bogus, new, None)
+    assert status == "fail", detail
+    empty = Checkpoint(ORIGIN, 0, merkle.EMPTY_ROOT)
+    assert check_consistency(empty, new, None)[0] == "ok"

@@ -101,6 +101,9 @@ def check_consistency(
     """Is ``new`` an append-only extension of ``old``?"""
     if old.origin != new.origin:
         return "fail", f"origins differ: {old.origin!r} vs {new.origin!r}"
+    for c in (old, new):
+        if c.size == 0 and c.root_hash != merkle.EMPTY_ROOT:
+            return "fail", "a checkpoint of size 0 signs a root that is not the empty tree's"
     if new.size < old.size:
         return "fail", f"log went back from size {old.size} to {new.size}"
     if new.size == old.size:
