@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -34,6 +33,7 @@ from teegate.gateway.store import GatewayStore
 from teegate.gateway.streaming import SseRelay, StreamFailure
 from teegate.node.signatures import signature_text
 from teegate.providers.adapter import OpenAIAdapter
+from teegate.providers.http11 import Http11Response
 from teegate.routing.health import Health
 from teegate.routing.select import Candidate, plan_route
 from teegate.routing.trust import TrustLevel, parse_trust
@@ -339,7 +339,7 @@ class Gateway:
             except GatewayRefusal:
                 record.outcome, record.status = "refused", 402
                 raise
-        upstream: httpx.Response | None = None
+        upstream: Http11Response | None = None
         chosen: ProviderRuntime | None = None
         attested: Attested | None = None
         errors: list[str] = []
@@ -390,7 +390,7 @@ class Gateway:
         return record
 
     def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
-                          upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
+                          upstream: Http11Response) -> list[tuple[bytes, bytes]]:
         ct = upstream.headers.get("content-type", "application/json")
         h = [(b"content-type", ct.encode("latin-1")),
              (b"x-teegate-provider", p.id.encode()),
@@ -405,11 +405,11 @@ class Gateway:
         return h
 
     async def _relay_plain(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
-                           upstream: httpx.Response, forward: bytes,
+                           upstream: Http11Response, forward: bytes,
                            headers: list[tuple[bytes, bytes]], send: Send) -> None:
         try:
             data = await upstream.aread()
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             record.outcome, record.status, record.error = "failed", 502, str(e)
             raise GatewayRefusal(502, f"{p.id}: response broken: {e}",
                                  code="upstream_error") from None
@@ -455,7 +455,7 @@ class Gateway:
         await send({"type": "http.response.body", "body": data})
 
     async def _relay_stream(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
-                            upstream: httpx.Response, forward: bytes, inject: bool,
+                            upstream: Http11Response, forward: bytes, inject: bool,
                             unchanged: bool, headers: list[tuple[bytes, bytes]],
                             send: Send, receive: Receive) -> None:
         inline = a is not None and p.config.platform.signatures == "inline"
@@ -502,7 +502,7 @@ class Gateway:
                 returned.update(err.sse_event())
                 await send({"type": "http.response.body", "body": err.sse_event(),
                             "more_body": True})
-            except httpx.HTTPError as e:
+            except UpstreamError as e:
                 record.outcome, record.error = "failed", f"stream broken: {e}"
                 err = GatewayRefusal(502, f"{p.id}: stream broken: {e}", code="upstream_error")
                 returned.update(err.sse_event())

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from teegate.errors import EvidenceError, UpstreamError
+from teegate.providers.http11 import Http11Pool, Http11Response
 from teegate.providers.registry import Platform
 
 JSON_TYPE = "application/json"
@@ -43,6 +44,11 @@ class OpenAIAdapter:
             headers["x-teegate-signing-algo"] = signing_algo
         self._headers = headers
         self._chat_url = self.base_url + "/chat/completions"
+        # The chat hot path uses a lean keep-alive HTTP/1.1 pool (see http11.py); reports and
+        # signatures (rare) use httpx.
+        self.pool = Http11Pool(self.base_url, connect_timeout=connect_timeout, timeout=timeout,
+                               max_idle=max_connections,
+                               headers={**headers, "user-agent": "teegate-gateway"})
         self.client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -51,14 +57,13 @@ class OpenAIAdapter:
             follow_redirects=False,
         )
 
-    async def chat(self, body: bytes) -> httpx.Response:
-        """POST the exact ``body``; the response with its body not yet read (stream it or
-        ``aread`` it). Connection failures become UpstreamError."""
-        request = self.client.build_request("POST", self._chat_url, content=body)
+    async def chat(self, body: bytes) -> Http11Response:
+        """POST the exact ``body``; the response with its body not yet read (stream it with
+        ``aiter_raw`` or ``aread`` it). Connection failures become UpstreamError."""
         try:
-            return await self.client.send(request, stream=True)
-        except httpx.HTTPError as e:
-            raise UpstreamError(f"{self.provider_id}: {type(e).__name__}: {e}") from e
+            return await self.pool.post("/chat/completions", body)
+        except UpstreamError as e:
+            raise UpstreamError(f"{self.provider_id}: {e}") from None
 
     async def _get_json(self, url: str, params: Mapping[str, str], what: str,
                         timeout: float) -> tuple[dict[str, Any], bytes]:
@@ -98,4 +103,5 @@ class OpenAIAdapter:
         return data
 
     async def aclose(self) -> None:
+        await self.pool.aclose()
         await self.client.aclose()
