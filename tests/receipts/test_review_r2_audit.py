@@ -18,6 +18,7 @@ from teegate.receipts.bundle import TlogProof
 from teegate.receipts.note import NoteSigner
 
 from .conftest import ORIGIN, make_receipt
+from .test_http_audit import served  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -205,3 +206,18 @@ def test_an_empty_checkpoint_must_have_the_empty_root() -> None:
     assert status == "fail", detail
     empty = Checkpoint(ORIGIN, 0, merkle.EMPTY_ROOT)
     assert check_consistency(empty, new, None)[0] == "ok"
+
+
+def test_monitor_state_that_cannot_be_written_is_an_error_not_a_traceback(
+    served: tuple[str, ReceiptLog], tmp_path: Path  # noqa: F811 - the fixture
+) -> None:
+    url, lg = served
+    lg.submit(make_receipt(1))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = CliRunner().invoke(
+        cli_app, ["audit", "--log", url, "--log-key", lg.vkey, "--state", str(blocker / "st")]
+    )
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "error" in res.output

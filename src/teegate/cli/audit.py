@@ -307,6 +307,9 @@ def register(app: typer.Typer) -> None:
         except (EvidenceError, LogError, ConfigError) as e:
             _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
+        except OSError as e:  # e.g. the monitor's state file cannot be written
+            _err.print(f"[red]error:[/] {e.strerror or e}: {e.filename or ''}")
+            raise typer.Exit(2) from None
         except TeegateError as e:
             _err.print(f"[red]error:[/] {e}")
             raise typer.Exit(1) from None
