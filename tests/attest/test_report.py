@@ -19,7 +19,7 @@ from teegate.attest.eventlog import parse_event_log, replay_rtmrs
 from teegate.attest.policy import DstackPolicy, GpuPolicy, Policy
 from teegate.attest.report import verify_provider_report
 from teegate.attest.tdx import load_quote, parse_quote
-from teegate.attest.verdict import Check, Verdict
+from teegate.attest.verdict import Check, CheckList, Verdict
 from teegate.errors import EvidenceError
 from teegate.sim.tdx import DevTdx
 
@@ -300,6 +300,12 @@ def test_verdict_without_checks_is_not_accepted() -> None:
     ok = Verdict(tee="tdx", checks=(Check("tdx.x", True, "ok"),))
     assert ok.accepted
     assert not replace(ok, components=(Verdict(tee="nvidia-gpu", checks=()),)).accepted
+    cl = CheckList()
+    assert not cl.ok
+    cl.passed("tdx.x", "ok")
+    assert cl.ok
+    cl.failed("tdx.y", "no")
+    assert not cl.ok
 
 
 @pytest.mark.filterwarnings("ignore:Parsed a serial number")

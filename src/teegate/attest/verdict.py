@@ -27,7 +27,8 @@ class Check:
 
 
 class CheckList:
-    """Collects checks while a verifier runs; ``ok`` is False once any check failed."""
+    """Collects checks while a verifier runs; ``ok`` is False once any check failed, and
+    False while there is none (no check run is not a pass)."""
 
     def __init__(self) -> None:
         self._checks: list[Check] = []
@@ -47,7 +48,7 @@ class CheckList:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self._checks)
+        return bool(self._checks) and all(c.ok for c in self._checks)
 
     @property
     def checks(self) -> tuple[Check, ...]:
