@@ -271,3 +271,15 @@ def test_one_rejected_input_among_several_exits_1(tmp_path: Path) -> None:
     code, out = _run("--json", *args, str(TDX / "tdx_quote"), str(TDX / "tdx-quote.hex"))
     assert code == 1
     assert [d["accepted"] for d in json.loads(out)] == [True, False]
+
+
+def test_quote_response_with_gpu_evidence_is_not_a_bare_quote(tmp_path: Path) -> None:
+    """GPU evidence must never be dropped silently: a {quote, event_log, nvidia_payload}
+    document is a provider report (and fails for naming no signing key), not a bare quote."""
+    doc = json.loads((DSTACK / "verifier_fixtures_quote-report.json").read_text())
+    doc["nvidia_payload"] = json.dumps({"nonce": "ab" * 32, "arch": "HOPPER",
+                                        "evidence_list": [{"evidence": "", "certificate": ""}]})
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc))
+    code, out = _run(*FIXTURE_ARGS, str(f))
+    assert code != 0, out

@@ -158,7 +158,8 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
 
 
 def _is_dstack_quote_response(report: dict[str, Any]) -> bool:
-    keys = ("intel_quote", "snp_report", "signing_address", "signing_public_key")
+    keys = ("intel_quote", "snp_report", "signing_address", "signing_public_key",
+            "nvidia_payload")
     return isinstance(report.get("quote"), str) and not any(k in report for k in keys)
 
 
