@@ -1,0 +1,253 @@
+"""``teegate wallet|conversation|ledger``: the ledger from the command line.
+
+Talks to the database directly (``--db``, default ``$TEEGATE_DATABASE_URL`` or the SQLite
+file in ``$TEEGATE_HOME``). Amounts are integers in the currency's smallest unit, or decimals
+with at most the currency's digits (``1.5`` USD = ``1500000``). Exit codes: 0 ok, 1 refused
+(short of funds, check failed, unknown conversation), 2 malformed input or usage error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from teegate.errors import BudgetError, LedgerError, TeegateError
+
+T = TypeVar("T")
+_out = Console()
+_err = Console(stderr=True)
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (sqlite:///path or "
+                                           "postgresql://...); default: TEEGATE_DATABASE_URL "
+                                           "or $TEEGATE_HOME/teegate.db.")]
+CurOpt = Annotated[str, typer.Option("--currency", help="Currency code.")]
+DecOpt = Annotated[int, typer.Option("--decimals", help="Decimals of the currency's smallest "
+                                     "unit (for parsing and display).")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="Idempotency key: running the same "
+                                            "command again with it moves money once.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class _Usage(Exception):  # noqa: N818 - exit 2
+    pass
+
+
+def parse_amount(text: str, decimals: int) -> int:
+    """Exact decimal → smallest units; more digits than the currency has is an error."""
+    t = text.strip().replace("_", "")
+    whole, dot, frac = t.partition(".")
+    if not whole.isdigit() and not (dot and whole == "" and frac.isdigit()):
+        raise _Usage(f"amount {text!r} is not a non-negative decimal number")
+    if dot and (not frac.isdigit() or len(frac) > decimals):
+        raise _Usage(f"amount {text!r} has more than {decimals} decimals")
+    scaled = (frac or "0").ljust(decimals, "0")[:decimals] if decimals else "0"
+    value: int = int(whole or "0") * 10**decimals + int(scaled)
+    if value <= 0:
+        raise _Usage(f"amount {text!r} must be positive")
+    return value
+
+
+def _open(db: str | None, currency: str, decimals: int) -> object:
+    from teegate.ledger import Currency, open_ledger
+    from teegate.paths import default_database_url
+
+    return open_ledger(db or default_database_url(), currencies=(Currency(currency, decimals),))
+
+
+def _run(db: str | None, currency: str, decimals: int, fn: Callable[..., T]) -> T:
+    """Open the ledger, run ``fn(ledger)``, map errors to exit codes without a traceback."""
+    from teegate.ledger import Ledger
+
+    try:
+        ledger = _open(db, currency, decimals)
+        assert isinstance(ledger, Ledger)
+        try:
+            return fn(ledger)
+        finally:
+            ledger.close()
+    except _Usage as e:
+        _err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    except BudgetError as e:
+        _err.print(f"[red]refused:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    except LedgerError as e:
+        msg = str(e)
+        code = 2 if ("must" in msg or "database URL" in msg or "unknown currency" in msg) else 1
+        _err.print(f"[red]{'error' if code == 2 else 'refused'}:[/] {escape(msg)}")
+        raise typer.Exit(code) from None
+    except TeegateError as e:
+        _err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def register(app: typer.Typer) -> None:
+    from teegate.ledger import Currency, Ledger
+
+    wallet = typer.Typer(help="Agent wallets: deposit, withdraw, balance, history, spend.",
+                         no_args_is_help=True)
+    conv = typer.Typer(help="Conversations: reserve a budget, close it, reward agents.",
+                       no_args_is_help=True)
+    ledger_app = typer.Typer(help="The ledger itself: verify invariants, release expired holds.",
+                             no_args_is_help=True)
+    app.add_typer(wallet, name="wallet")
+    app.add_typer(conv, name="conversation")
+    app.add_typer(ledger_app, name="ledger")
+
+    def fmt(amount: int, currency: str, decimals: int) -> str:
+        return Currency(currency, decimals).format(amount)
+
+    @wallet.command("deposit")
+    def deposit(agent: str, amount: str, db: DbOpt = None, currency: CurOpt = "USD",
+                decimals: DecOpt = 6, key: KeyOpt = None, memo: str | None = None) -> None:
+        """Deposit AMOUNT into AGENT's wallet (or "pool:NAME")."""
+        def go(lg: Ledger) -> None:
+            t = lg.deposit(agent, parse_amount(amount, decimals), key=key, memo=memo)
+            _out.print(f"deposited {fmt(t.amount, currency, decimals)} to {escape(agent)} "
+                       f"(transfer {escape(t.id)})")
+        _run(db, currency, decimals, go)
+
+    @wallet.command("withdraw")
+    def withdraw(agent: str, amount: str, db: DbOpt = None, currency: CurOpt = "USD",
+                 decimals: DecOpt = 6, key: KeyOpt = None, memo: str | None = None) -> None:
+        """Withdraw AMOUNT from AGENT's available balance."""
+        def go(lg: Ledger) -> None:
+            t = lg.withdraw(agent, parse_amount(amount, decimals), key=key, memo=memo)
+            _out.print(f"withdrew {fmt(t.amount, currency, decimals)} from {escape(agent)} "
+                       f"(transfer {escape(t.id)})")
+        _run(db, currency, decimals, go)
+
+    @wallet.command("balance")
+    def balance(agent: str, db: DbOpt = None, currency: CurOpt = "USD", decimals: DecOpt = 6,
+                as_json: JsonOpt = False) -> None:
+        """Show AGENT's available, reserved and held money."""
+        def go(lg: Ledger) -> None:
+            b = lg.balance(agent)
+            if as_json:
+                _out.print_json(json.dumps(b.to_json()))
+                return
+            t = Table(title=f"wallet {escape(agent)}")
+            for col in ("available", "reserved", "held", "total"):
+                t.add_column(col, justify="right")
+            t.add_row(*(fmt(v, currency, decimals) for v in
+                        (b.available, b.reserved, b.held, b.total)))
+            _out.print(t)
+        _run(db, currency, decimals, go)
+
+    @wallet.command("history")
+    def history(agent: str, db: DbOpt = None, currency: CurOpt = "USD", decimals: DecOpt = 6,
+                limit: int = 50, before: int | None = None, as_json: JsonOpt = False) -> None:
+        """AGENT's transfers, newest first (page with --before SEQ)."""
+        def go(lg: Ledger) -> None:
+            if not 1 <= limit <= 1000:
+                raise _Usage("--limit must be 1..1000")
+            rows = lg.transfers(agent, limit=limit, before=before)
+            if as_json:
+                _out.print_json(json.dumps([r.to_json() for r in rows]))
+                return
+            t = Table(title=f"transfers of {escape(agent)}")
+            for col in ("seq", "time", "kind", "amount", "from", "to", "model"):
+                t.add_column(col)
+            for r in rows:
+                t.add_row(str(r.seq), _when(r.created_at), r.kind,
+                          fmt(r.amount, currency, decimals), escape(r.debit), escape(r.credit),
+                          escape(str(r.metadata.get("model") or "")))
+            _out.print(t)
+        _run(db, currency, decimals, go)
+
+    @wallet.command("spend")
+    def spend(agent: str, group_by: str = "model", db: DbOpt = None, currency: CurOpt = "USD",
+              decimals: DecOpt = 6, as_json: JsonOpt = False) -> None:
+        """What AGENT's calls cost, per model, conversation, provider or day."""
+        def go(lg: Ledger) -> None:
+            rows = lg.spend(agent, group_by=group_by)
+            if as_json:
+                _out.print_json(json.dumps([r.to_json() for r in rows]))
+                return
+            t = Table(title=f"spend of {escape(agent)} by {group_by}")
+            for col in (group_by, "calls", "prompt tokens", "completion tokens", "cost"):
+                t.add_column(col)
+            for r in rows:
+                t.add_row(escape(r.key), str(r.calls), str(r.prompt_tokens),
+                          str(r.completion_tokens), fmt(r.amount, currency, decimals))
+            _out.print(t)
+        _run(db, currency, decimals, go)
+
+    @conv.command("open")
+    def open_(agent: str, budget: str, db: DbOpt = None, currency: CurOpt = "USD",
+              decimals: DecOpt = 6, ttl: float = 86_400.0, key: KeyOpt = None) -> None:
+        """Reserve BUDGET from AGENT's wallet; prints the conversation id."""
+        def go(lg: Ledger) -> None:
+            if ttl <= 0:
+                raise _Usage("--ttl must be positive")
+            now = lg.clock()
+            c = lg.open_conversation(agent, parse_amount(budget, decimals), key=key, now=now,
+                                     expires_at=now + ttl)
+            _out.print(c.id)
+        _run(db, currency, decimals, go)
+
+    @conv.command("close")
+    def close(conversation: str, db: DbOpt = None, currency: CurOpt = "USD",
+              decimals: DecOpt = 6) -> None:
+        """Close CONVERSATION and return what is left to the wallet."""
+        def go(lg: Ledger) -> None:
+            c = lg.close_conversation(conversation)
+            _out.print(f"closed {escape(c.id)}: returned "
+                       f"{fmt(c.refunded or 0, currency, decimals)} to {escape(c.agent)}")
+        _run(db, currency, decimals, go)
+
+    @conv.command("reward")
+    def reward(conversation: str, legs: list[str], db: DbOpt = None,
+               source: str | None = None, currency: CurOpt = "USD", decimals: DecOpt = 6,
+               key: KeyOpt = None) -> None:
+        """Pay AGENT=AMOUNT legs from the facilitator's wallet (or --source pool:NAME):
+        all legs or none."""
+        def go(lg: Ledger) -> None:
+            parsed: list[tuple[str, int]] = []
+            for leg in legs:
+                agent, eq, amount = leg.partition("=")
+                if not eq or not agent:
+                    raise _Usage(f"reward leg {leg!r} must be AGENT=AMOUNT")
+                parsed.append((agent, parse_amount(amount, decimals)))
+            c = lg.conversation(conversation)
+            out = lg.reward(source or c.agent, parsed, conversation=conversation, key=key)
+            for t in out:
+                _out.print(f"rewarded {escape(t.agent or '')} "
+                           f"{fmt(t.amount, currency, decimals)} (transfer {escape(t.id)})")
+        _run(db, currency, decimals, go)
+
+    @ledger_app.command("check")
+    def check(db: DbOpt = None, currency: CurOpt = "USD", decimals: DecOpt = 6) -> None:
+        """Recompute every balance from the transfers and verify every invariant."""
+        def go(lg: Ledger) -> None:
+            r = lg.check()
+            _out.print(f"{r.accounts} accounts, {r.transfers} transfers; minted: "
+                       + ", ".join(f"{k} {v}" for k, v in r.minted.items()))
+            if r.ok:
+                _out.print("[green]ok[/]: balances equal the recomputation; every invariant "
+                           "holds")
+                return
+            for p in r.problems:
+                _err.print(f"[red]problem:[/] {escape(p)}")
+            raise typer.Exit(1)
+        _run(db, currency, decimals, go)
+
+    @ledger_app.command("expire")
+    def expire(db: DbOpt = None, currency: CurOpt = "USD", decimals: DecOpt = 6) -> None:
+        """Release expired holds and close expired conversations."""
+        def go(lg: Ledger) -> None:
+            r = lg.expire()
+            _out.print(f"released {r.holds} expired holds, closed {r.conversations} expired "
+                       "conversations")
+        _run(db, currency, decimals, go)

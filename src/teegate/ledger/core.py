@@ -1,0 +1,723 @@
+# ruff: noqa: S608 - SQL is built only from the constant column lists below, never from input
+"""The ledger's operations: each one atomic (one ``Backend.run``) and idempotent by key.
+
+Accounts (id → kind, balance cache):
+  ``wallet:<cur>:<agent>``   an agent's (or facilitator's) spendable money
+  ``pool:<cur>:<name>``      a reward pool (deposit into ``"pool:<name>"``)
+  ``reserve:<conversation>`` a conversation's budget, reserved from the wallet
+  ``hold:<hold>``            one call's worst-case cost, from a reserve or the wallet
+  ``revenue:<cur>:<provider>`` what calls cost, per provider
+  ``external:<cur>``         mint/burn: the only account allowed below zero
+
+Every movement is a transfer row; the balance cache of both accounts is updated in the same
+transaction, the debit with a conditional update that refuses to take a non-external account
+below zero. ``check`` recomputes every balance from the transfers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from teegate.errors import BudgetError, LedgerError
+from teegate.ledger.db import Backend, Tx, open_backend
+from teegate.ledger.model import (
+    DEFAULT_CURRENCIES,
+    CheckReport,
+    Conversation,
+    Currency,
+    ExpiryReport,
+    Hold,
+    InsufficientFunds,
+    Settlement,
+    SpendRow,
+    Transfer,
+    WalletBalance,
+    check_amount,
+    check_name,
+    dumps,
+)
+
+R = TypeVar("R")
+
+HOLD_TTL = 600.0  # seconds; longer than any call the gateway lets run
+CONVERSATION_TTL = 86_400.0
+GROUPS = ("model", "conversation", "provider", "day")
+
+_TRANSFER_COLS = ("id, seq, debit, credit, amount, currency, kind, agent, operation, "
+                  "created_at, metadata")
+_HOLD_COLS = "id, agent, currency, amount, conversation, state, expires_at, created_at, cost, " \
+             "provider"
+_CONV_COLS = "id, agent, currency, budget, state, expires_at, created_at, closed_at, refunded"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _key(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
+        raise LedgerError("an idempotency key must be 1-255 printable characters")
+    return value
+
+
+def _time(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LedgerError(f"{what} must be a number of seconds since the epoch")
+    return float(value)
+
+
+def _transfer(row: Sequence[Any]) -> Transfer:
+    return Transfer(row[0], int(row[1]), row[2], row[3], int(row[4]), row[5], row[6], row[7],
+                    row[8], float(row[9]), json.loads(row[10]))
+
+
+def _hold(row: Sequence[Any]) -> Hold:
+    return Hold(row[0], row[1], row[2], int(row[3]), row[4], row[5], float(row[6]),
+                float(row[7]), None if row[8] is None else int(row[8]), row[9])
+
+
+class Ledger:
+    """Wallets, conversations, holds, settlements and rewards over one database.
+
+    Methods are synchronous and thread-safe (the gateway calls them from a thread pool).
+    ``now`` (seconds since the epoch) defaults to ``clock()``; ``key`` makes an operation
+    idempotent: a retry with the same key returns the first result and moves nothing; the
+    same key with different parameters is a ``LedgerError``.
+    """
+
+    def __init__(self, backend: Backend, *, currencies: Sequence[Currency] = DEFAULT_CURRENCIES,
+                 clock: Callable[[], float] = time.time, hold_ttl: float = HOLD_TTL,
+                 conversation_ttl: float = CONVERSATION_TTL) -> None:
+        if not currencies:
+            raise LedgerError("the ledger needs at least one currency")
+        self.backend = backend
+        self.currencies = {c.code: c for c in currencies}
+        self.default_currency = currencies[0]
+        self.clock = clock
+        self.hold_ttl = hold_ttl
+        self.conversation_ttl = conversation_ttl
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # ------------------------------------------------------------ helpers
+
+    def currency(self, code: str | None = None) -> Currency:
+        if code is None:
+            return self.default_currency
+        cur = self.currencies.get(code)
+        if cur is None:
+            raise LedgerError(f"unknown currency {code!r}; configured: "
+                              f"{', '.join(self.currencies)}")
+        return cur
+
+    def _now(self, now: float | None) -> float:
+        return self.clock() if now is None else _time(now, "now")
+
+    @staticmethod
+    def wallet_account(owner: str, currency: str) -> tuple[str, str]:
+        """Account id and kind of an agent's wallet, or of a pool named ``pool:<name>``."""
+        if isinstance(owner, str) and owner.startswith("pool:"):
+            return f"pool:{currency}:{check_name(owner[5:], 'pool name')}", "pool"
+        return f"wallet:{currency}:{check_name(owner, 'agent')}", "wallet"
+
+    @staticmethod
+    def _ensure(tx: Tx, account: str, kind: str, owner: str | None, currency: str,
+                now: float, balance: int = 0) -> None:
+        tx.exec("INSERT INTO tl_accounts (id, kind, owner, currency, balance, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (account, kind, owner, currency, balance, now))
+
+    @staticmethod
+    def _balance(tx: Tx, account: str) -> int:
+        row = tx.one("SELECT balance FROM tl_accounts WHERE id = ?", (account,))
+        return int(row[0]) if row else 0
+
+    def _debit(self, tx: Tx, account: str, amount: int, currency: str) -> None:
+        """Conditional debit: refuses to take a non-external account below zero."""
+        n = tx.exec("UPDATE tl_accounts SET balance = balance - ? WHERE id = ? AND "
+                    "(kind = 'external' OR balance >= ?)", (amount, account, amount))
+        if n != 1:
+            raise InsufficientFunds(account, amount, self._balance(tx, account), currency)
+
+    @staticmethod
+    def _credit(tx: Tx, account: str, kind: str, owner: str | None, currency: str,
+                amount: int, now: float) -> None:
+        """Credit, creating the account if it does not exist yet (one statement)."""
+        tx.exec("INSERT INTO tl_accounts (id, kind, owner, currency, balance, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "balance = tl_accounts.balance + excluded.balance",
+                (account, kind, owner, currency, amount, now))
+
+    @staticmethod
+    def _record(tx: Tx, op: str, leg: int, debit: str, credit: str, amount: int,
+                currency: str, kind: str, agent: str | None, now: float,
+                meta: dict[str, Any] | None = None) -> Transfer:
+        """The immutable transfer row (balances already moved by the caller)."""
+        tid = f"{op}/{leg}"
+        row = tx.one("INSERT INTO tl_transfers (id, debit, credit, amount, currency, kind, agent,"
+                     " operation, created_at, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                     "RETURNING seq", (tid, debit, credit, amount, currency, kind, agent, op,
+                                       now, dumps(meta) if meta else "{}"))
+        assert row is not None
+        return Transfer(tid, int(row[0]), debit, credit, amount, currency, kind, agent, op, now,
+                        meta or {})
+
+    def _move(self, tx: Tx, op: str, leg: int, debit: str, credit: tuple[str, str, str | None],
+              amount: int, currency: str, kind: str, agent: str | None, now: float,
+              meta: dict[str, Any] | None = None) -> Transfer:
+        """One transfer: conditional debit, credit (``credit`` = id, kind, owner), row."""
+        self._debit(tx, debit, amount, currency)
+        self._credit(tx, credit[0], credit[1], credit[2], currency, amount, now)
+        return self._record(tx, op, leg, debit, credit[0], amount, currency, kind, agent, now,
+                            meta)
+
+    def _op(self, kind: str, key: str, params: dict[str, Any], now: float,
+            body: Callable[[Tx], R], encode: Callable[[R], Any],
+            decode: Callable[[Tx, Any], R]) -> R:
+        """Run ``body`` once per key: replay the first result on a retry. ``encode`` may
+        return None when ``decode`` rebuilds the result from the rows (hot path: no JSON)."""
+        pj = dumps({"kind": kind, **params})
+
+        def replay(tx: Tx) -> tuple[bool, Any]:
+            row = tx.one("SELECT params, result FROM tl_operations WHERE key = ?", (key,))
+            if row is None:
+                return False, None
+            if row[0] != pj:
+                raise LedgerError(f"idempotency key {key!r} was already used for a different "
+                                  f"request ({json.loads(row[0]).get('kind')})")
+            return True, decode(tx, json.loads(row[1]) if row[1] else None)
+
+        def fn(tx: Tx) -> R:
+            done, prev = replay(tx)
+            if done:
+                result: R = prev
+                return result
+            result = body(tx)
+            enc = encode(result)
+            tx.exec("INSERT INTO tl_operations (key, kind, params, result, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, kind, pj, "" if enc is None else dumps(enc), now))
+            return result
+
+        try:
+            return self.backend.run(fn)
+        except (BudgetError, LedgerError):
+            # A concurrent twin with the same key may have won the race (PostgreSQL, two
+            # processes): then this is a retry and gets the first result.
+            done, prev = self.backend.read(replay)
+            if done:
+                replayed: R = prev
+                return replayed
+            raise
+
+    # ------------------------------------------------------------ deposits
+
+    def deposit(self, to: str, amount: int, *, currency: str | None = None,
+                key: str | None = None, now: float | None = None,
+                memo: str | None = None) -> Transfer:
+        """Mint ``amount`` into an agent's wallet (or ``"pool:<name>"``) from outside."""
+        return self._external(to, amount, "deposit", currency, key, now, memo)
+
+    def withdraw(self, frm: str, amount: int, *, currency: str | None = None,
+                 key: str | None = None, now: float | None = None,
+                 memo: str | None = None) -> Transfer:
+        """Burn ``amount`` from an agent's available wallet balance (BudgetError if short)."""
+        return self._external(frm, amount, "withdraw", currency, key, now, memo)
+
+    def _external(self, who: str, amount: int, kind: str, currency: str | None,
+                  key: str | None, now: float | None, memo: str | None) -> Transfer:
+        check_amount(amount)
+        cur = self.currency(currency).code
+        acct, akind = self.wallet_account(who, cur)
+        t = self._now(now)
+        op = _key(key) if key is not None else _new_id(kind)
+        ext = f"external:{cur}"
+        agent = None if akind == "pool" else who
+
+        def body(tx: Tx) -> Transfer:
+            self._ensure(tx, ext, "external", None, cur, t)
+            tx.lock([ext, acct])
+            if kind == "deposit":
+                return self._move(tx, op, 0, ext, (acct, akind, who), amount, cur, kind, agent,
+                                  t, {"memo": memo} if memo else None)
+            return self._move(tx, op, 0, acct, (ext, "external", None), amount, cur, kind, agent, t,
+                              {"memo": memo} if memo else None)
+
+        return self._op(kind, op, {"who": who, "amount": amount, "currency": cur, "memo": memo},
+                        t, body, Transfer.to_json, _dec(Transfer.from_json))
+
+    # ------------------------------------------------------------ conversations
+
+    def open_conversation(self, agent: str, budget: int, *, expires_at: float | None = None,
+                          currency: str | None = None, key: str | None = None,
+                          now: float | None = None,
+                          conversation_id: str | None = None) -> Conversation:
+        """Reserve ``budget`` from the agent's wallet (BudgetError naming needed vs available
+        when the wallet is short)."""
+        check_amount(budget, "budget")
+        cur = self.currency(currency).code
+        wallet, _ = self.wallet_account(agent, cur)
+        t = self._now(now)
+        exp = t + self.conversation_ttl if expires_at is None else _time(expires_at,
+                                                                           "expires_at")
+        if exp <= t:
+            raise LedgerError("a conversation must expire after it opens")
+        cid = check_name(conversation_id, "conversation id") if conversation_id else (
+            _new_id("conv"))
+        op = _key(key) if key is not None else _new_id("open")
+        reserve = f"reserve:{cid}"
+
+        def body(tx: Tx) -> Conversation:
+            if tx.one("SELECT 1 FROM tl_conversations WHERE id = ?", (cid,)):
+                raise LedgerError(f"conversation {cid} already exists")
+            tx.lock([wallet, reserve])
+            try:
+                self._move(tx, op, 0, wallet, (reserve, "reserve", agent), budget, cur,
+                           "reserve", agent, t,
+                           {"conversation": cid})
+            except InsufficientFunds as e:
+                raise InsufficientFunds(f"the wallet of {agent}", e.needed, e.available,
+                                        cur) from None
+            tx.exec(f"INSERT INTO tl_conversations ({_CONV_COLS}) VALUES "
+                    "(?, ?, ?, ?, 'open', ?, ?, NULL, NULL)", (cid, agent, cur, budget, exp, t))
+            return Conversation(cid, agent, cur, budget, "open", exp, t, None, budget, None)
+
+        return self._op("open_conversation", op,
+                        {"agent": agent, "budget": budget, "currency": cur, "expires_at": exp,
+                         "id": conversation_id}, t, body, Conversation.to_json,
+                        _dec(Conversation.from_json))
+
+    def close_conversation(self, conversation: str, *, key: str | None = None,
+                           now: float | None = None) -> Conversation:
+        """Return what is left in the reserve to the wallet. Calls still holding money from
+        it release straight to the wallet when they settle, void or expire."""
+        t = self._now(now)
+        op = _key(key) if key is not None else f"close:{conversation}"
+        return self._op("close_conversation", op, {"conversation": conversation}, t,
+                        lambda tx: self._close(tx, op, conversation, t, "closed"),
+                        Conversation.to_json, _dec(Conversation.from_json))
+
+    def _close(self, tx: Tx, op: str, cid: str, t: float, state: str) -> Conversation:
+        row = tx.one(f"SELECT {_CONV_COLS} FROM tl_conversations WHERE id = ?", (cid,))
+        if row is None:
+            raise LedgerError(f"no conversation {cid!r}")
+        agent, cur = row[1], row[2]
+        reserve, wallet = f"reserve:{cid}", f"wallet:{cur}:{agent}"
+        tx.lock([reserve, wallet])
+        if tx.exec("UPDATE tl_conversations SET state = ?, closed_at = ? WHERE id = ? AND "
+                   "state = 'open'", (state, t, cid)) != 1:
+            raise LedgerError(f"conversation {cid} is already closed")
+        left = self._balance(tx, reserve)
+        if left:
+            self._move(tx, op, 0, reserve, (wallet, "wallet", agent), left, cur, "refund",
+                       agent, t,
+                       {"conversation": cid})
+        tx.exec("UPDATE tl_conversations SET refunded = ? WHERE id = ?", (left, cid))
+        return Conversation(cid, agent, cur, int(row[3]), state, float(row[5]), float(row[6]),
+                            t, 0, left)
+
+    # ------------------------------------------------------------ holds
+
+    def hold(self, agent: str, amount: int, *, conversation: str | None = None,
+             expires_at: float | None = None, currency: str | None = None,
+             key: str | None = None, now: float | None = None,
+             hold_id: str | None = None) -> Hold:
+        """Set aside ``amount`` (a call's worst case) from the conversation's reserve, or from
+        the wallet when there is no conversation. BudgetError when it cannot be covered."""
+        check_amount(amount)
+        t = self._now(now)
+        exp = t + self.hold_ttl if expires_at is None else _time(expires_at, "expires_at")
+        hid = check_name(hold_id, "hold id") if hold_id else _new_id("hold")
+        op = _key(key) if key is not None else f"hold:{hid}"
+        check_name(agent, "agent")
+        cur = self.currency(currency).code
+        hacct = f"hold:{hid}"
+
+        def body(tx: Tx) -> Hold:
+            c = cur
+            if conversation is not None:
+                row = tx.one("SELECT agent, currency FROM tl_conversations WHERE id = ?",
+                             (conversation,))
+                if row is None:
+                    raise LedgerError(f"no conversation {conversation!r}")
+                if row[0] != agent:
+                    raise LedgerError(f"conversation {conversation} belongs to another agent")
+                c = row[1]
+                source = f"reserve:{conversation}"
+                tx.lock([source])
+                st = tx.one("SELECT state, expires_at FROM tl_conversations WHERE id = ?",
+                            (conversation,))
+                assert st is not None
+                if st[0] != "open" or float(st[1]) <= t:
+                    raise LedgerError(f"conversation {conversation} is "
+                                      f"{'expired' if st[0] == 'open' else st[0]}")
+            else:
+                source = f"wallet:{c}:{agent}"
+                tx.lock([source])
+            if hold_id and tx.one("SELECT 1 FROM tl_holds WHERE id = ?", (hid,)):
+                raise LedgerError(f"hold {hid} already exists")
+            try:
+                self._debit(tx, source, amount, c)
+            except InsufficientFunds as e:
+                where = (f"the reserve of conversation {conversation}" if conversation else
+                         f"the wallet of {agent}")
+                raise InsufficientFunds(where, e.needed, e.available, c) from None
+            self._ensure(tx, hacct, "hold", agent, c, t, amount)
+            self._record(tx, op, 0, source, hacct, amount, c, "hold", agent, t,
+                         {"conversation": conversation} if conversation else None)
+            tx.exec(f"INSERT INTO tl_holds ({_HOLD_COLS}) VALUES "
+                    "(?, ?, ?, ?, ?, 'open', ?, ?, NULL, NULL)",
+                    (hid, agent, c, amount, conversation, exp, t))
+            return Hold(hid, agent, c, amount, conversation, "open", exp, t)
+
+        return self._op("hold", op, {"agent": agent, "amount": amount, "currency": cur,
+                                     "conversation": conversation, "expires_at": exp,
+                                     "id": hold_id}, t, body, lambda h: h.id, _first_hold)
+
+    def settle(self, hold: str, cost: int | None, *, provider: str, model: str | None = None,
+               usage: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
+               key: str | None = None, now: float | None = None) -> Settlement:
+        """Charge ``cost`` to ``provider``'s revenue and release the rest of the hold to where
+        it came from. ``cost`` above the hold is capped at the hold (the hold is the most a
+        call may cost; the metadata records what was asked and ``capped``); ``None`` charges
+        the whole hold (the gateway's choice when a stream died without usage)."""
+        if cost is not None:
+            check_amount(cost, "cost", zero_ok=True)
+        check_name(provider, "provider")
+        t = self._now(now)
+        op = _key(key) if key is not None else f"settle:{hold}"
+
+        def body(tx: Tx) -> Settlement:
+            h = self._resolve(tx, hold, "settled", t, cost=cost, provider=provider)
+            charged = h.amount if cost is None else min(cost, h.amount)
+            meta: dict[str, Any] = {"hold": h.id, "provider": provider, "model": model,
+                                    "conversation": h.conversation, "usage": usage or {}}
+            if cost is None or cost > h.amount:
+                meta["requested"] = cost
+                meta["capped"] = True
+            if metadata:
+                meta["extra"] = metadata
+            return self._release(tx, op, h, charged, provider, t, meta)
+
+        return self._op("settle", op, {"hold": hold, "cost": cost, "provider": provider,
+                                       "model": model, "usage": usage, "metadata": metadata},
+                        t, body, _none, lambda tx, _: _settlement(tx, op, hold))
+
+    def void(self, hold: str, *, key: str | None = None, now: float | None = None,
+             reason: str | None = None) -> Settlement:
+        """Release the whole hold (the call failed before producing anything billable)."""
+        t = self._now(now)
+        op = _key(key) if key is not None else f"void:{hold}"
+
+        def body(tx: Tx) -> Settlement:
+            h = self._resolve(tx, hold, "voided", t)
+            return self._release(tx, op, h, 0, None, t, {"reason": reason} if reason else {})
+
+        return self._op("void", op, {"hold": hold, "reason": reason}, t, body, _none,
+                        lambda tx, _: _settlement(tx, op, hold))
+
+    def _resolve(self, tx: Tx, hid: str, state: str, t: float, *, cost: int | None = None,
+                 provider: str | None = None, expired_only: bool = False) -> Hold:
+        """Close an open hold (conditional state change: only the first resolution wins)."""
+        c = -1 if cost is None or state != "settled" else cost
+        sql = (f"UPDATE tl_holds SET state = ?, resolved_at = ?, provider = ?, cost = CASE WHEN "
+               f"? = 'settled' THEN (CASE WHEN ? < 0 OR ? > amount THEN amount ELSE ? END) END "
+               f"WHERE id = ? AND state = 'open'{' AND expires_at <= ?' if expired_only else ''}"
+               f" RETURNING {_HOLD_COLS}")
+        params: tuple[Any, ...] = (state, t, provider, state, c, c, c, hid)
+        row = tx.one(sql, (*params, t) if expired_only else params)
+        if row is None:
+            old = tx.one("SELECT state FROM tl_holds WHERE id = ?", (hid,))
+            if old is None:
+                raise LedgerError(f"no hold {hid!r}")
+            if old[0] == "open":
+                raise LedgerError(f"hold {hid} has not expired")
+            raise LedgerError(f"hold {hid} is already {old[0]}")
+        return _hold(row)
+
+    def _release(self, tx: Tx, op: str, h: Hold, charged: int, provider: str | None,
+                 t: float, meta: dict[str, Any]) -> Settlement:
+        hacct, wallet = f"hold:{h.id}", f"wallet:{h.currency}:{h.agent}"
+        revenue = f"revenue:{h.currency}:{provider}" if provider else None
+        target, tkind = wallet, "wallet"
+        locks = [hacct, wallet]
+        if revenue:
+            locks.append(revenue)
+        if h.conversation:
+            locks.append(f"reserve:{h.conversation}")
+        tx.lock(locks)
+        if h.conversation:
+            st = tx.one("SELECT state FROM tl_conversations WHERE id = ?", (h.conversation,))
+            if st is not None and st[0] == "open":
+                target, tkind = f"reserve:{h.conversation}", "reserve"
+        self._debit(tx, hacct, h.amount, h.currency)
+        transfers = []
+        if charged and revenue:
+            self._credit(tx, revenue, "revenue", provider, h.currency, charged, t)
+            transfers.append(self._record(tx, op, 0, hacct, revenue, charged, h.currency,
+                                          "charge", h.agent, t, meta))
+        rest = h.amount - charged
+        if rest:
+            self._credit(tx, target, tkind, h.agent, h.currency, rest, t)
+            transfers.append(self._record(tx, op, 1, hacct, target, rest, h.currency,
+                                          "release", h.agent, t,
+                                          {"hold": h.id, "conversation": h.conversation}))
+        return Settlement(h, charged, rest, tuple(transfers))
+
+    # ------------------------------------------------------------ rewards
+
+    def reward(self, source: str, legs: Sequence[tuple[str, int]], *,
+               conversation: str | None = None, currency: str | None = None,
+               key: str | None = None, now: float | None = None,
+               memo: str | None = None) -> tuple[Transfer, ...]:
+        """Move money from a facilitator's wallet (``source`` = agent id) or a reward pool
+        (``"pool:<name>"``) to agents: every leg or none."""
+        legs = [(check_name(a, "agent"), check_amount(n)) for a, n in legs]
+        if not legs or len(legs) > 1000:
+            raise LedgerError("a reward needs 1 to 1000 legs")
+        cur = self.currency(currency).code
+        src, _ = self.wallet_account(source, cur)
+        t = self._now(now)
+        op = _key(key) if key is not None else _new_id("reward")
+        total = sum(n for _, n in legs)
+        if any(f"wallet:{cur}:{a}" == src for a, _ in legs):
+            raise LedgerError("a reward leg cannot pay the source itself")
+
+        def body(tx: Tx) -> tuple[Transfer, ...]:
+            accts = [f"wallet:{cur}:{a}" for a, _ in legs]
+            tx.lock([src, *accts])
+            have = self._balance(tx, src)
+            if have < total:
+                raise InsufficientFunds(src, total, have, cur)
+            meta = {"conversation": conversation, "source": source, "memo": memo}
+            return tuple(self._move(tx, op, i, src, (acct, "wallet", a), n, cur, "reward", a, t,
+                                    meta)
+                         for i, ((a, n), acct) in enumerate(zip(legs, accts, strict=True)))
+
+        return self._op("reward", op, {"source": source, "legs": legs, "currency": cur,
+                                       "conversation": conversation, "memo": memo}, t, body,
+                        lambda r: [x.to_json() for x in r],
+                        lambda tx, d: tuple(Transfer.from_json(x) for x in d))
+
+    # ------------------------------------------------------------ expiry
+
+    def expire(self, now: float | None = None, *, limit: int = 10_000) -> ExpiryReport:
+        """Release every open hold and close every open conversation whose expiry has passed
+        (what a crashed gateway left behind). Safe to run from several processes at once."""
+        t = self._now(now)
+        holds = self.backend.read(lambda tx: [r[0] for r in tx.all(
+            "SELECT id FROM tl_holds WHERE state = 'open' AND expires_at <= ? ORDER BY id "
+            "LIMIT ?", (t, limit))])
+        nh = sum(self._expire_hold(hid, t) for hid in holds)
+        convs = self.backend.read(lambda tx: [r[0] for r in tx.all(
+            "SELECT id FROM tl_conversations WHERE state = 'open' AND expires_at <= ? "
+            "ORDER BY id LIMIT ?", (t, limit))])
+        nc = sum(self._expire_conversation(cid, t) for cid in convs)
+        return ExpiryReport(nh, nc)
+
+    def _expire_hold(self, hid: str, t: float) -> bool:
+        op = f"expire-hold:{hid}"
+
+        def body(tx: Tx) -> Settlement:
+            h = self._resolve(tx, hid, "expired", t, expired_only=True)
+            return self._release(tx, op, h, 0, None, t, {"reason": "expired"})
+
+        try:
+            self._op("expire_hold", op, {"hold": hid}, t, body, _none,
+                     lambda tx, _: _settlement(tx, op, hid))
+        except LedgerError:
+            return False  # settled or voided meanwhile
+        return True
+
+    def _expire_conversation(self, cid: str, t: float) -> bool:
+        op = f"expire-conversation:{cid}"
+        try:
+            self._op("expire_conversation", op, {"conversation": cid}, t,
+                     lambda tx: self._close(tx, op, cid, t, "expired"),
+                     Conversation.to_json, _dec(Conversation.from_json))
+        except LedgerError:
+            return False  # closed meanwhile
+        return True
+
+    # ------------------------------------------------------------ reads
+
+    def balance(self, agent: str, currency: str | None = None) -> WalletBalance:
+        cur = self.currency(currency).code
+        wallet, _ = self.wallet_account(agent, cur)
+
+        def q(tx: Tx) -> WalletBalance:
+            avail = self._balance(tx, wallet)
+            rows = tx.all("SELECT kind, COALESCE(SUM(balance), 0) FROM tl_accounts WHERE "
+                          "owner = ? AND currency = ? AND kind IN ('reserve', 'hold') "
+                          "GROUP BY kind", (agent, cur))
+            by = {k: int(v) for k, v in rows}
+            return WalletBalance(agent, cur, avail, by.get("reserve", 0), by.get("hold", 0))
+
+        return self.backend.read(q)
+
+    def get_hold(self, hold: str) -> Hold:
+        row = self.backend.read(lambda tx: tx.one(
+            f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hold,)))
+        if row is None:
+            raise LedgerError(f"no hold {hold!r}")
+        return _hold(row)
+
+    def conversation(self, conversation: str) -> Conversation:
+        def q(tx: Tx) -> Sequence[Any] | None:
+            row = tx.one(f"SELECT {_CONV_COLS} FROM tl_conversations WHERE id = ?",
+                         (conversation,))
+            if row is None:
+                return None
+            return (*row, self._balance(tx, f"reserve:{conversation}"))
+
+        r = self.backend.read(q)
+        if r is None:
+            raise LedgerError(f"no conversation {conversation!r}")
+        return Conversation(r[0], r[1], r[2], int(r[3]), r[4], float(r[5]), float(r[6]),
+                            None if r[7] is None else float(r[7]), int(r[9]),
+                            None if r[8] is None else int(r[8]))
+
+    def transfers(self, agent: str, *, limit: int = 50, before: int | None = None,
+                  currency: str | None = None) -> list[Transfer]:
+        """An agent's transfers, newest first; page with ``before`` = the last ``seq`` seen.
+        Includes movements of its reserves and holds, charges, and rewards it paid."""
+        if not 1 <= limit <= 1000:
+            raise LedgerError("limit must be 1..1000")
+        cur = self.currency(currency).code
+        wallet, _ = self.wallet_account(agent, cur)
+        cursor = before if before is not None else 2**62
+        rows = self.backend.read(lambda tx: tx.all(
+            f"SELECT {_TRANSFER_COLS} FROM tl_transfers WHERE seq < ? AND currency = ? AND "
+            "(agent = ? OR debit = ?) ORDER BY seq DESC LIMIT ?",
+            (cursor, cur, agent, wallet, limit)))
+        return [_transfer(r) for r in rows]
+
+    def spend(self, agent: str, *, group_by: str = "model", since: float | None = None,
+              until: float | None = None, currency: str | None = None) -> list[SpendRow]:
+        """What an agent's calls cost, grouped by model, conversation, provider or UTC day."""
+        if group_by not in GROUPS:
+            raise LedgerError(f"group_by must be one of {', '.join(GROUPS)}")
+        cur = self.currency(currency).code
+        rows = self.backend.read(lambda tx: tx.all(
+            "SELECT amount, metadata, created_at FROM tl_transfers WHERE agent = ? AND "
+            "kind = 'charge' AND currency = ? AND created_at >= ? AND created_at < ?",
+            (agent, cur, since if since is not None else -1.0,
+             until if until is not None else 1e18)))
+        acc: dict[str, list[int]] = {}
+        for amount, md, created in rows:
+            meta = json.loads(md)
+            if group_by == "day":
+                k = dt.datetime.fromtimestamp(float(created), dt.UTC).date().isoformat()
+            else:
+                k = str(meta.get(group_by) or "-")
+            usage = meta.get("usage") or {}
+            a = acc.setdefault(k, [0, 0, 0, 0])
+            a[0] += int(amount)
+            a[1] += 1
+            a[2] += _int(usage.get("prompt_tokens"))
+            a[3] += _int(usage.get("completion_tokens"))
+        return [SpendRow(k, *v) for k, v in sorted(acc.items())]
+
+    def check(self) -> CheckReport:
+        """Recompute every balance from the transfers and verify every invariant."""
+        return self.backend.read(_check)
+
+
+def _none(_: object) -> None:
+    return None
+
+
+def _dec(fn: Callable[[Any], R]) -> Callable[[Tx, Any], R]:
+    return lambda tx, d: fn(d)
+
+
+def _first_hold(tx: Tx, hid: Any) -> Hold:
+    """A hold as it was when placed (the first result of its operation)."""
+    row = tx.one(f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hid,))
+    if row is None:
+        raise LedgerError(f"no hold {hid!r}")
+    h = _hold(row)
+    return Hold(h.id, h.agent, h.currency, h.amount, h.conversation, "open", h.expires_at,
+                h.created_at)
+
+
+def _settlement(tx: Tx, op: str, hid: str) -> Settlement:
+    """A resolved hold and the transfers its operation made."""
+    row = tx.one(f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hid,))
+    if row is None:
+        raise LedgerError(f"no hold {hid!r}")
+    h = _hold(row)
+    transfers = tuple(_transfer(r) for r in tx.all(
+        f"SELECT {_TRANSFER_COLS} FROM tl_transfers WHERE id IN (?, ?) ORDER BY seq",
+        (f"{op}/0", f"{op}/1")))
+    charged = sum(x.amount for x in transfers if x.kind == "charge")
+    return Settlement(h, charged, h.amount - charged, transfers)
+
+
+def _int(v: object) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _check(tx: Tx) -> CheckReport:
+    problems: list[str] = []
+    accounts = {r[0]: (r[1], r[2], int(r[3])) for r in tx.all(
+        "SELECT id, kind, currency, balance FROM tl_accounts")}
+    derived: dict[str, int] = dict.fromkeys(accounts, 0)
+    for acct, total in tx.all("SELECT credit, SUM(amount) FROM tl_transfers GROUP BY credit"):
+        derived[acct] = derived.get(acct, 0) + int(total)
+    for acct, total in tx.all("SELECT debit, SUM(amount) FROM tl_transfers GROUP BY debit"):
+        derived[acct] = derived.get(acct, 0) - int(total)
+    ntransfers = int((tx.one("SELECT COUNT(*) FROM tl_transfers") or (0,))[0])
+    totals: dict[str, int] = {}
+    minted: dict[str, int] = {}
+    for acct, value in derived.items():
+        if acct not in accounts:
+            problems.append(f"transfers name account {acct}, which does not exist")
+            continue
+        kind, cur, cached = accounts[acct]
+        if cached != value:
+            problems.append(f"{acct}: cached balance {cached} but transfers give {value}")
+        if kind != "external" and value < 0:
+            problems.append(f"{acct}: negative balance {value}")
+        totals[cur] = totals.get(cur, 0) + value
+        if kind == "external":
+            minted[cur] = minted.get(cur, 0) - value
+    for cur, total in totals.items():
+        if total != 0:
+            problems.append(f"{cur}: balances sum to {total}, not 0 (money created or lost)")
+    for n, what in (
+        (tx.one("SELECT COUNT(*) FROM tl_transfers t JOIN tl_accounts a ON a.id = t.debit "
+                "WHERE a.currency <> t.currency"), "debit"),
+        (tx.one("SELECT COUNT(*) FROM tl_transfers t JOIN tl_accounts a ON a.id = t.credit "
+                "WHERE a.currency <> t.currency"), "credit"),
+    ):
+        if n and int(n[0]):
+            problems.append(f"{int(n[0])} transfers whose currency differs from their "
+                            f"{what} account's")
+    for hid, state, amount in tx.all("SELECT id, state, amount FROM tl_holds"):
+        bal = accounts.get(f"hold:{hid}", (None, None, None))[2]
+        want = int(amount) if state == "open" else 0
+        if bal != want:
+            problems.append(f"hold {hid} is {state} but its account holds {bal} "
+                            f"(expected {want})")
+    for cid, state in tx.all("SELECT id, state FROM tl_conversations WHERE state <> 'open'"):
+        bal = accounts.get(f"reserve:{cid}", (None, None, 0))[2]
+        if bal:
+            problems.append(f"conversation {cid} is {state} but its reserve holds {bal}")
+    return CheckReport(len(accounts), ntransfers, totals, minted, tuple(problems))
+
+
+def open_ledger(url: str, *, currencies: Iterable[Currency] = DEFAULT_CURRENCIES,
+                schema: str | None = None, clock: Callable[[], float] = time.time,
+                hold_ttl: float = HOLD_TTL,
+                conversation_ttl: float = CONVERSATION_TTL) -> Ledger:
+    """Open (and migrate) the ledger at ``sqlite:///path`` or ``postgresql://...``;
+    ``schema`` puts PostgreSQL tables in that schema (created if missing)."""
+    return Ledger(open_backend(url, schema=schema), currencies=tuple(currencies), clock=clock,
+                  hold_ttl=hold_ttl, conversation_ttl=conversation_ttl)
