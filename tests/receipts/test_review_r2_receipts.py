@@ -99,3 +99,16 @@ def test_signed_leaf_is_rfc8785_for_any_text(
 _KEY = Ed25519PrivateKey.generate()
 
 
+
+
+@pytest.mark.parametrize("change", [str.upper, lambda s: s[:64] + " " + s[64:], lambda s: s[:-2]])
+def test_signature_encoding_is_canonical(change: Callable[[str], str]) -> None:
+    """The signature is outside what it signs: a re-encoded one would make a second, different
+    leaf for the same receipt. Only 128 lower-case hex digits are accepted."""
+    from teegate.receipts import SignedReceipt
+
+    signer = ReceiptSigner(_KEY)
+    doc = dict(signer.sign(make_receipt(9)).document)
+    doc["signature"] = change(doc["signature"])
+    with pytest.raises(EvidenceError):
+        SignedReceipt.from_json(doc).verify([signer.public_key])

@@ -31,6 +31,7 @@ OUTCOMES = ("success", "failed", "voided", "refused")
 TRUST_LEVELS = ("standard", "tee", "attested", "attested+gpu")
 _MAX_INT = (1 << 53) - 1  # JCS numbers are IEEE doubles: stay exact
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_SIG_HEX = re.compile(r"[0-9a-f]{128}")
 _RECEIPT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,200}")
 
 Outcome = Literal["success", "failed", "voided", "refused"]
@@ -445,6 +446,8 @@ def check_document(doc: Mapping[str, Any]) -> None:
     for k in ("receipt_id", "key_id", "signature", "workload_keyset_digest"):
         if not isinstance(doc.get(k), str):
             raise EvidenceError(f"receipt: {k} missing or not a string")
+    if not _SIG_HEX.fullmatch(doc["signature"]):
+        raise EvidenceError("receipt: signature must be 128 lower-case hex digits (Ed25519)")
     if not isinstance(doc.get("served_at"), int):
         raise EvidenceError("receipt: served_at must be an integer")
     events = doc.get("event_log")
