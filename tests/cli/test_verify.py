@@ -168,6 +168,14 @@ def test_bare_quote_carrying_the_nonce_is_accepted(tmp_path: Path) -> None:
     code, out = _run(*args, "--nonce", fresh_nonce().hex(), str(quote))
     assert code == 1
     assert _failed(out) == ["binding.nonce"]
+    # dstack GetQuote(nonce): the nonce first, then zero padding; anything after it fails.
+    raw_nonce = tmp_path / "raw.bin"
+    raw_nonce.write_bytes(dev.quote(nonce))
+    code, out = _run(*args, "--nonce", nonce.hex(), str(raw_nonce))
+    assert code == 0, out
+    raw_nonce.write_bytes(dev.quote(nonce + b"\x01"))
+    code, out = _run(*args, "--nonce", nonce.hex(), str(raw_nonce))
+    assert _failed(out) == ["binding.nonce"]
 
 
 @pytest.mark.parametrize(("policy", "failed"), [

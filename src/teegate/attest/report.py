@@ -258,11 +258,16 @@ def _bare_nonce_check(report_data: str | None, nonce: bytes) -> Check:
                      "evidence was not produced for a fresh request")
     if len(rd) == 64 and hmac.compare_digest(rd[32:], nonce):
         return Check("binding.nonce", True, "report_data[32:64] equals our 32-byte nonce")
+    # A raw nonce quote (dstack GetQuote(nonce): the nonce, then zero padding).
+    if len(rd) == 64 and hmac.compare_digest(rd[:32], nonce) and not any(rd[32:]):
+        return Check("binding.nonce", True,
+                     "report_data is our 32-byte nonce followed by zero padding")
     return Check(
         "binding.nonce", False,
-        f"report_data[32:64] is {rd[32:].hex()[:16]}…, not our nonce {nonce.hex()[:16]}…: the "
-        "quote is stale or was made for someone else (a quote that hashes key and nonce "
-        "together can only be checked with its key: verify the provider report)")
+        f"report_data[32:64] is {rd[32:].hex()[:16]}…, not our nonce {nonce.hex()[:16]}… (nor "
+        "is report_data our nonce then zeros): the quote is stale or was made for someone "
+        "else (a quote that hashes key and nonce together can only be checked with its key: "
+        "verify the provider report)")
 
 
 def verify_quote_evidence(
@@ -279,7 +284,8 @@ def verify_quote_evidence(
 
     Adds to ``verify_quote``: event-log replay and the dstack policy (compose hash, app ID,
     OS image, ``require_event_log``), ``app_compose`` against the measured compose hash, the
-    caller's ``nonce`` in report_data[32:64] when one is given, and a failing ``gpu.required``
+    caller's ``nonce`` (report_data[32:64], or [0:32] then zeros) when one is given, and a
+    failing ``gpu.required``
     when the policy requires a GPU (a quote carries none). A bare quote names no signing key,
     so the verdict has no ``bound_key``; without ``nonce`` it says nothing about freshness.
     """
