@@ -136,3 +136,17 @@ def test_synthetic_nearai_vector() -> None:
     assert result == {"binding.key": True, "binding.nonce": False}
     assert check(rd, key=SYNTHETIC["signing_address"],
                  nonce=fresh_nonce()) == {"binding.key": True, "binding.nonce": False}
+
+
+def test_padded_ecdsa_address_does_not_bind_as_an_ed25519_key() -> None:
+    """Review R3: the padded layout is ambiguous across algorithms. A quote binding the
+    ecdsa address A (A || 12 zero bytes) must not bind "ed25519 key A || 0^12": the report's
+    signing_algo is provider-chosen, and the verdict would name a key nobody holds."""
+    nonce = fresh_nonce()
+    rd = ADDR.ljust(32, b"\0") + nonce
+    fake = ADDR.ljust(32, b"\0").hex()
+    assert check(rd, key=fake, nonce=nonce, algo="ed25519") == {
+        "binding.key": False, "binding.nonce": False}
+    # A real Ed25519 key still binds.
+    assert check(ED_KEY + nonce, key=ED_KEY.hex(), nonce=nonce, algo="ed25519") == {
+        "binding.key": True, "binding.nonce": True}

@@ -103,6 +103,13 @@ def check_report_data(
                   f"unknown signing_algo {signing_algo!r} (expected ecdsa or ed25519)")
         return [Check("binding.key", False, detail),
                 Check("binding.nonce", False, "no key to bind the nonce to")]
+    if signing_algo == "ed25519" and not any(key[20:]):
+        # Indistinguishable from a padded 20-byte ecdsa address; a genuine Ed25519 key ends in
+        # 12 zero bytes with probability 2^-96, and signing_algo is the provider's claim.
+        detail = (f"ed25519 key {key.hex()} ends in 12 zero bytes: in the padded layout it is "
+                  "an ecdsa address, not an Ed25519 key")
+        return [Check("binding.key", False, detail),
+                Check("binding.nonce", False, "no key to bind the nonce to")]
     nonce_problem: str | None = None
     if nonce is None:
         if policy.binding.require_nonce:
