@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -401,10 +402,8 @@ def main() -> None:
         summary(results)
     finally:
         for p in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGTERM) if p.pid and _own_group(p) else p.terminate()
-            except (ProcessLookupError, PermissionError):
-                pass
         for p in procs:
             try:
                 p.wait(timeout=10)
@@ -432,7 +431,7 @@ def summary(results: dict[tuple[str, bool, int], dict[str, Any]]) -> None:
                                     ("teegate attested", "direct node", 3.0)):
             a, b = get(path, stream, 1, "p50"), get(direct, stream, 1, "p50")
             if a is not None and b is not None:
-                ok = "" if stream else ("  (floor <= %.0f ms: %s)" % (
+                ok = "" if stream else ("  (floor <= {:.0f} ms: {})".format(
                     floor, "met" if a - b <= floor else "NOT met"))
                 print(f"  {path:17} {mode:6} +{a - b:.2f} ms{ok}")
     print("\nthroughput at c=64 vs LiteLLM (floor: >= 5x):")

@@ -66,12 +66,19 @@ def register(app: typer.Typer) -> None:
                 typer.echo(emb.banner(f"http://{listen_host}:{listen_port}", key,
                                       key_path=cfg.data_dir / emb.KEY_FILE))
             receipt_log = None
+            ledger = None
             if cfg.receipts:
                 from teegate.receipts import ReceiptLog, load_or_create_log_key
 
                 receipt_log = ReceiptLog(cfg.database_url, origin=cfg.log_origin,
                                          key=load_or_create_log_key(cfg.data_dir / "log.key"))
-            app = create_app(cfg, store=store, receipt_log=receipt_log)
+            if cfg.ledger:
+                from teegate.ledger import open_ledger
+
+                ledger = open_ledger(cfg.database_url)
+                if node is not None:  # development credit for the default agent, once
+                    ledger.deposit(emb.DEFAULT_AGENT, emb.DEV_CREDIT, key=emb.DEV_CREDIT_KEY)
+            app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
         except TeegateError as e:
             if node is not None:
                 node.stop()
@@ -83,6 +90,8 @@ def register(app: typer.Typer) -> None:
         finally:
             if receipt_log is not None:
                 receipt_log.close()
+            if ledger is not None:
+                ledger.close()
             if node is not None:
                 node.stop()
 

@@ -39,6 +39,7 @@ from teegate.routing.select import Candidate, plan_route
 from teegate.routing.trust import TrustLevel, parse_trust
 
 if TYPE_CHECKING:
+    from teegate.ledger import Ledger
     from teegate.receipts import ReceiptLog
 
 log = logging.getLogger("teegate.gateway")
@@ -329,16 +330,20 @@ class Gateway:
                                                        for r in plan.refused]})
         providers = [self.by_id[c.provider_id] for c in plan.eligible]
         if self.accounting is not None:
+            from teegate.ledger.pricing import estimate_prompt_tokens
+
             max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
             if not isinstance(max_tokens, int) or max_tokens <= 0:
                 max_tokens = self.config.default_max_tokens
-            worst = self.worst_case(providers, model, len(forward), max_tokens)
-            try:
-                record.hold_id = await anyio.to_thread.run_sync(
-                    self.accounting.hold, record, worst)
-            except GatewayRefusal:
-                record.outcome, record.status = "refused", 402
-                raise
+            record.prompt_estimate = estimate_prompt_tokens(req)
+            worst = self.worst_case(providers, model, record.prompt_estimate, max_tokens)
+            if worst > 0:
+                try:
+                    record.hold_id = await anyio.to_thread.run_sync(
+                        self.accounting.hold, record, worst)
+                except GatewayRefusal as r:
+                    record.outcome, record.status = "refused", r.status
+                    raise
         upstream: Http11Response | None = None
         chosen: ProviderRuntime | None = None
         attested: Attested | None = None
@@ -557,15 +562,14 @@ class Gateway:
 
     def _settle(self, record: CallRecord) -> None:
         assert self.accounting is not None
-        if record.outcome in ("refused",) or (record.outcome == "failed" and not record.usage
-                                              and record.provider is None):
+        if record.outcome == "refused" or record.provider is None:
             self.accounting.void(record)
             return
         amount = self.call_cost(record)
         if amount is None:
             self.accounting.void(record)
             return
-        record.cost = amount
+        record.cost = amount if amount >= 0 else None
         record.transfer_ids = self.accounting.settle(record, amount)
 
     def call_cost(self, record: CallRecord) -> int | None:
@@ -576,11 +580,16 @@ class Gateway:
         price = p.config.prices.get(record.model, Price())
         usage = record.usage
         if usage:
-            return price.cost(int(usage.get("prompt_tokens") or 0),
-                              int(usage.get("completion_tokens") or 0))
-        if record.outcome == "failed" and record.status >= 400 and not record.stream:
+            try:
+                return price.cost(max(int(usage.get("prompt_tokens") or 0), 0),
+                                  max(int(usage.get("completion_tokens") or 0), 0))
+            except (TypeError, ValueError):
+                return -1
+        if record.status >= 400 or (record.outcome == "failed" and not record.stream):
             return None  # an error answer produced nothing billable
-        return -1  # unknown: the accounting adapter charges the hold's worst case
+        if record.outcome == "disconnected":  # what the provider produced until then
+            return price.cost(record.prompt_estimate, record.content_events)
+        return -1  # a stream without usage: the accounting charges the hold's worst case
 
     async def _endpoint_signature(self, p: ProviderRuntime, record: CallRecord) -> None:
         """NEAR AI / RedPill: fetch ``/v1/signature/{id}`` just after delivery and check it;
@@ -670,6 +679,7 @@ def create_app(
     config: GatewayConfig, *, store: GatewayStore | None = None,
     clock: Callable[[], float] = time.time, accounting: Accounting | None = None,
     receipts: Receipts | None = None, receipt_log: ReceiptLog | None = None,
+    ledger: Ledger | None = None,
     extra_routers: Callable[[FastAPI, Gateway], None] | None = None,
 ) -> GatewayApp:
     """The gateway as an ASGI app (lifespan starts attestation and background tasks).
@@ -680,7 +690,12 @@ def create_app(
     if receipt_log is not None and receipts is None:
         from teegate.gateway.receipts_bridge import ReceiptBridge
 
-        receipts = ReceiptBridge(receipt_log, currency=config.currency)
+        receipts = ReceiptBridge(receipt_log, currency=config.currency or (
+            ledger.currency().code if ledger is not None else ""))
+    if ledger is not None and accounting is None:
+        from teegate.gateway.ledger_bridge import LedgerAccounting
+
+        accounting = LedgerAccounting(ledger, currency=config.currency)
     gw = Gateway(config, store, clock=clock, accounting=accounting, receipts=receipts)
 
     @contextlib.asynccontextmanager
@@ -825,6 +840,10 @@ def create_app(
         await gw.manager.refresh(p)
         return JSONResponse(provider_view(p, gw.clock()))
 
+    if ledger is not None:
+        from teegate.ledger.http import wallet_router
+
+        api.include_router(wallet_router(ledger, principal))
     if receipt_log is not None:
         from teegate.receipts.http import receipts_router
 

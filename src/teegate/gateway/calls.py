@@ -38,6 +38,7 @@ class CallRecord:
     attestation: dict[str, Any] | None = None  # Attested.ref() of the verdict relied on
     returned_sha256: str | None = None  # bytes the client received from the gateway
     chat_id: str | None = None  # the provider's completion id
+    prompt_estimate: int = 0  # upper bound on prompt tokens (ledger estimate)
     content_events: int = 0  # stream events with content (an estimate when usage is missing)
 
 

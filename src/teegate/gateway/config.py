@@ -72,9 +72,10 @@ class GatewayConfig:
     allowed_fails: int = 3
     state_poll_s: float = 1.0
     default_max_tokens: int = 4096
-    currency: str = "USD"
+    currency: str | None = None  # ledger currency code; None: the ledger's default
     log_origin: str = "teegate.local/log"  # receipt log origin (C2SP key name)
     receipts: bool = True
+    ledger: bool = True  # hold / settle every call in the ledger (wallets, conversations)
     embedded: bool = False  # the no-config embedded default (development node)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
@@ -208,7 +209,7 @@ def _agent(raw: Any, i: int) -> AgentConfig:
 _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "default_trust",
                    "prefer", "max_body_bytes", "quarantine_seconds", "cooldown_seconds",
                    "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
-                   "log_origin", "receipts"}
+                   "log_origin", "receipts", "ledger"}
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
@@ -259,9 +260,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         allowed_fails=num("allowed_fails", 3),
         state_poll_s=float(num("state_poll_seconds", 1.0, (int, float))),
         default_max_tokens=num("default_max_tokens", 4096),
-        currency=_want(gw.get("currency", "USD"), str, "gateway.currency"),
+        currency=_want(gw["currency"], str, "gateway.currency") if "currency" in gw else None,
         log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
         receipts=_want(gw.get("receipts", True), bool, "gateway.receipts"),
+        ledger=_want(gw.get("ledger", True), bool, "gateway.ledger"),
     )
 
 
@@ -297,6 +299,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # allowed_fails = 3
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
 # receipts = true                      # a signed receipt of every call in the log
+# ledger = true                        # charge every call to the agent's wallet (holds)
+# currency = "USD"                     # ledger currency of the prices below
 
 # A teegate node (or any private-ml-sdk style node): attested by its report API, every
 # response signature checked. `development = true` trusts this installation's development

@@ -22,6 +22,8 @@ from teegate.gateway.store import GatewayStore
 log = logging.getLogger("teegate.gateway")
 DEFAULT_AGENT = "default"
 KEY_FILE = "default-agent.key"
+DEV_CREDIT = 10_000_000  # 10 USD in micro-units: development credit of the default agent
+DEV_CREDIT_KEY = "embedded:default-agent:development-credit"
 
 
 @dataclass
@@ -92,6 +94,7 @@ teegate gateway (embedded DEVELOPMENT default: simulated TEE, not confidential)
   OpenAI base URL : {base_url}/v1
   API key         : {key}   (stored in {key_path})
   model           : teegate-builtin  (trust level: attested, development TDX)
+  wallet          : development credit for agent "default" (GET /v1/wallets/default)
 
   from openai import OpenAI
   client = OpenAI(base_url="{base_url}/v1", api_key="{key}")

@@ -1,0 +1,155 @@
+"""Every call holds its worst case before forwarding and settles or voids it on every exit
+path; 402 with needed/available when it cannot be held; conversations by header."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from teegate.ledger import Ledger, open_ledger
+from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.loopback import Server, Tamper, serving, tampering_proxy
+from tests.gateway.test_errors import SlowStream
+
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+PRICE = {"input": 1_000_000, "output": 2_000_000}  # 1 unit per prompt token, 2 per output
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield lg
+    lg.close()
+
+
+@pytest.fixture
+def slow() -> Iterator[tuple[SlowStream, Server]]:
+    s = SlowStream()
+    with serving(s.app()) as server:
+        yield s, server
+
+
+@pytest.fixture
+def broken(node_a: Server) -> Iterator[Server]:
+    with serving(tampering_proxy(node_a.url, Tamper(fail_status=503))) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def gw(make_gateway: GatewayFactory, node_a: Server, ledger: Ledger,
+       slow: tuple[SlowStream, Server], broken: Server) -> Gw:
+    return make_gateway([
+        {"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+         "models": ["teegate-builtin"], "development": True,
+         "prices": {"teegate-builtin": PRICE}},
+        {"id": "slow", "platform": "ollama", "base_url": slow[1].url + "/v1",
+         "models": ["slow-model"], "prices": {"slow-model": PRICE}},
+        {"id": "down", "platform": "open-ai", "base_url": broken.url + "/v1",
+         "models": ["down-model"], "prices": {"down-model": PRICE}},
+    ], ledger=ledger)
+
+
+def _agent(gw: Gw) -> str:
+    agent = gw.gateway.keys.cached(gw.key)
+    assert agent is not None
+    return str(agent.id)
+
+
+def _settled(ledger: Ledger, agent: str) -> Callable[[], bool]:
+    return lambda: ledger.balance(agent).held == 0
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_plain_and_stream_charge_usage(gw: Gw, ledger: Ledger) -> None:
+    agent = _agent(gw)
+    ledger.deposit(agent, 100_000)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    r = client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=50)
+    assert r.usage is not None
+    _wait(_settled(ledger, agent))
+    cost = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
+    assert ledger.balance(agent).available == 100_000 - cost
+    chunks = list(client.chat.completions.create(model="teegate-builtin", messages=MSG,
+                                                 stream=True, max_tokens=50))
+    words = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).split()
+    _wait(_settled(ledger, agent))
+    # The usage chunk the gateway asked for (and stripped) settled the stream exactly.
+    assert ledger.balance(agent).available == 100_000 - cost - (2 + 2 * len(words))
+    assert ledger.check().ok
+
+
+def test_402_when_the_hold_cannot_be_covered(gw: Gw, ledger: Ledger) -> None:
+    agent = _agent(gw)
+    ledger.deposit(agent, 10)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=2)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=100)
+    assert e.value.status_code == 402
+    assert e.value.response.headers["x-should-retry"] == "false"
+    err = e.value.response.json()["error"]
+    assert err["code"] == "insufficient_funds"
+    assert err["available"] == 10
+    assert err["needed"] > 10
+    assert "needed" in err["message"]
+    assert ledger.balance(agent).available == 10
+
+
+def test_failed_upstream_voids_and_disconnect_charges_what_was_produced(
+        gw: Gw, ledger: Ledger, slow: tuple[SlowStream, Server]) -> None:
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000_000)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="down-model", messages=MSG)
+    _wait(_settled(ledger, agent))
+    assert ledger.balance(agent).available == 1_000_000  # voided
+    state, _ = slow
+    body = (b'{"model":"slow-model","messages":[{"role":"user","content":"hi"}],'
+            b'"stream":true,"max_tokens":1000}')
+    with socket.create_connection(("127.0.0.1", gw.server.port)) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+                     + gw.key.encode() + b"\r\ncontent-type: application/json\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while b"w4 " not in got:
+            got += sock.recv(4096)
+    _wait(lambda: state.closed_early)
+    _wait(_settled(ledger, agent))
+    spent = 1_000_000 - ledger.balance(agent).available
+    # Charged the prompt estimate plus the content produced, far below the 2,000+ unit hold.
+    assert 2 * 5 <= spent < 2 * 100 + 100
+    assert ledger.check().ok
+
+
+def test_conversation_header(gw: Gw, ledger: Ledger) -> None:
+    agent = _agent(gw)
+    ledger.deposit(agent, 100_000)
+    auth = {"authorization": f"Bearer {gw.key}"}
+    conv = httpx.post(gw.server.url + "/v1/conversations", json={"budget": 5_000},
+                      headers=auth).json()
+    cid = conv["id"]
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    r = client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=50,
+                                       extra_headers={"X-Teegate-Conversation": cid})
+    assert r.usage is not None
+    _wait(_settled(ledger, agent))
+    cost = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
+    assert ledger.conversation(cid).to_json()["remaining"] == 5_000 - cost
+    wallet = httpx.get(f"{gw.server.url}/v1/wallets/{agent}", headers=auth).json()
+    assert wallet["available"] == 100_000 - 5_000
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="teegate-builtin", messages=MSG,
+                                       extra_headers={"X-Teegate-Conversation": "conv_nope"})
