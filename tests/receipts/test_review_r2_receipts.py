@@ -112,3 +112,15 @@ def test_signature_encoding_is_canonical(change: Callable[[str], str]) -> None:
     doc["signature"] = change(doc["signature"])
     with pytest.raises(EvidenceError):
         SignedReceipt.from_json(doc).verify([signer.public_key])
+
+
+def test_session_id_is_bare_lower_case_hex_as_aci_requires() -> None:
+    """aci/1 §7.5/§8: session_id is bare 64-hex; a prefixed or upper-case digest passed
+    validation but went into the document as given."""
+    att = AttestationRef(verdict_digest="sha256:" + "AB" * 32, evidence_sha256="CD" * 32)
+    doc = ReceiptSigner(_KEY).sign(make_receipt(1, attestation=att)).document
+    upstream = next(e for e in doc["event_log"] if e["type"] == "upstream.verified")
+    assert upstream["session_id"] == "ab" * 32
+    cited = next(e for e in doc["event_log"] if e["type"] == "teegate.attestation")
+    assert cited["verdict_digest"] == "ab" * 32
+    assert cited["evidence_sha256"] == "cd" * 32

@@ -139,6 +139,15 @@ class AttestationRef:
 
     def __post_init__(self) -> None:
         _clean_fields(self, ("evidence_ref", "tee", "tcb_status", "nonce"))
+        # aci/1 wants session_id (our verdict digest) as bare lower-case 64-hex
+        object.__setattr__(
+            self, "verdict_digest", _hash_field(self.verdict_digest, "attestation.verdict_digest")
+        )
+        object.__setattr__(
+            self,
+            "evidence_sha256",
+            _hash_field(self.evidence_sha256, "attestation.evidence_sha256"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -216,9 +225,6 @@ class Receipt:
             "response_returned_sha256",
         ):
             object.__setattr__(self, name, _hash_field(getattr(self, name), name))
-        if self.attestation is not None:
-            _hash_field(self.attestation.verdict_digest, "attestation.verdict_digest")
-            _hash_field(self.attestation.evidence_sha256, "attestation.evidence_sha256")
         object.__setattr__(self, "usage", dict(self.usage))
 
     # -- document ---------------------------------------------------------------------
