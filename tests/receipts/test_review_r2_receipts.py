@@ -124,3 +124,14 @@ def test_session_id_is_bare_lower_case_hex_as_aci_requires() -> None:
     cited = next(e for e in doc["event_log"] if e["type"] == "teegate.attestation")
     assert cited["verdict_digest"] == "ab" * 32
     assert cited["evidence_sha256"] == "cd" * 32
+
+
+def test_keys_that_would_sort_differently_in_jcs_cannot_enter_a_receipt() -> None:
+    """JCS sorts keys by UTF-16 units, Python by code points: they differ beyond the BMP
+    (U+10000 sorts before U+FFFF in JCS). The fast signer relies on ASCII keys."""
+    with pytest.raises(EvidenceError):
+        make_receipt(1, usage={"\U00010000": 1, "\uffff": 2})
+    from teegate.receipts.receipt import jcs_trusted
+
+    ascii_doc = {"b": 1, "a": {"z": "\U00010000", "y": "\uffff\u2028\x7f\x00"}}
+    assert jcs_trusted(ascii_doc) == rfc8785.dumps(ascii_doc)
