@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import rfc8785
@@ -133,5 +134,5 @@ def test_keys_that_would_sort_differently_in_jcs_cannot_enter_a_receipt() -> Non
         make_receipt(1, usage={"\U00010000": 1, "\uffff": 2})
     from teegate.receipts.receipt import jcs_trusted
 
-    ascii_doc = {"b": 1, "a": {"z": "\U00010000", "y": "\uffff\u2028\x7f\x00"}}
+    ascii_doc: dict[str, Any] = {"b": 1, "a": {"z": "\U00010000", "y": "\uffff\u2028\x7f\x00"}}
     assert jcs_trusted(ascii_doc) == rfc8785.dumps(ascii_doc)
