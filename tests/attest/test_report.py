@@ -345,3 +345,12 @@ def test_composed_window_is_the_intersection(dev: DevTdx, monkeypatch: pytest.Mo
     assert v.not_after == now + 60
     assert v.not_before is not None
     assert v.not_before <= now - 10
+
+
+def test_bound_key_only_when_bound(dev: DevTdx, no_gpu_module: None) -> None:
+    now, nonce = int(time.time()), fresh_nonce()
+    policy = Policy.default().with_roots(intel=(dev.root_pem,))
+    r = dict(node_report(dev, nonce, now=now), signing_address="0x" + "11" * 20)
+    v = verify_provider_report(r, nonce=nonce, policy=policy, now=now)
+    assert "binding.key" in failing(v)
+    assert v.bound_key is None

@@ -224,9 +224,10 @@ def verify_provider_report(
                              "the report's request_nonce is not the nonce we sent"))
 
     gpu_checks, gpus = _gpu_checks(report, nonce, policy, now)
+    # bound_key names a key only when report_data was shown to bind it.
     raw_key = identity_bytes(key, algo) if key is not None else None
-    bound = raw_key.hex() if raw_key is not None else (
-        key.lower().removeprefix("0x") if key else None)
+    key_bound = any(c.name == "binding.key" and c.ok for c in binding)
+    bound = raw_key.hex() if raw_key is not None and key_bound else None
     lo, hi = window((cpu.not_before, cpu.not_after),
                     *((g.not_before, g.not_after) for g in gpus))
     return Verdict(
