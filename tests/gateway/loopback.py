@@ -121,7 +121,13 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
         return Response(data, r.status_code, headers=out_headers,
                         media_type="application/json")
 
+    async def signature(request: Request) -> Response:
+        r = await client.get(f"/v1/signature/{request.path_params['chat_id']}",
+                             params=dict(request.query_params))
+        return Response(r.content, r.status_code, media_type="application/json")
+
     return Starlette(routes=[
+        Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
         Route("/v1/attestation/report", report, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
     ])

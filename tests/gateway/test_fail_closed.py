@@ -242,3 +242,62 @@ def test_quarantine_shared_postgres(make_gateway: GatewayFactory,
 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _metric(gw: Gw, name: str) -> float:
+    for line in httpx.get(gw.server.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_signature_endpoint_providers(make_gateway: GatewayFactory,
+                                      tamper: tuple[Tamper, Server]) -> None:
+    """NEAR AI / RedPill style: the signature is fetched from GET /v1/signature/{id} just
+    after delivery; a bad one quarantines the provider."""
+    t, proxy = tamper
+    gw = make_gateway([{"id": "near", "platform": "tee-near-ai", "base_url": proxy.url + "/v1",
+                        "models": ["shared-model"], "development": True}])
+    client = _client(gw)
+    verified = 'teegate_response_signature_checks_total{provider="near",result="verified"}'
+    r = client.chat.completions.with_raw_response.create(model="shared-model", messages=MSG,
+                                                         extra_headers=ATTESTED)
+    assert r.headers["x-teegate-trust"] == "attested"
+    _wait(lambda: _metric(gw, verified) == 1.0)
+    list(client.chat.completions.create(model="shared-model", messages=MSG, stream=True,
+                                        extra_headers=ATTESTED))
+    _wait(lambda: _metric(gw, verified) == 2.0)
+    t.alter_response = True
+    client.chat.completions.create(model="shared-model", messages=MSG)  # delivered, then...
+    _wait(lambda: gw.provider("near").quarantined_until > time.time())
+    with pytest.raises(openai.InternalServerError, match="quarantined"):
+        client.chat.completions.create(model="shared-model", messages=MSG)
+
+
+def test_libert_ai_becomes_attested_with_a_report(make_gateway: GatewayFactory,
+                                                   node_a: Server) -> None:
+    gw = make_gateway([{"id": "libert", "platform": "tee-libert-ai",
+                        "base_url": node_a.url + "/v1", "models": ["shared-model"],
+                        "development": True}])
+    r = _client(gw).chat.completions.with_raw_response.create(
+        model="shared-model", messages=MSG, extra_headers=ATTESTED)
+    assert r.headers["x-teegate-trust"] == "attested"
+    assert gw.provider("libert").status == "attested"
+
+
+def test_attested_gpu_level(make_gateway: GatewayFactory, dev_pki: Path,
+                            node_a: Server) -> None:
+    from teegate.node import BuiltinEngine, DevTdxSource, create_node_app
+    from teegate.sim import DevGpu
+
+    app = create_node_app(DevTdxSource(dev_pki), BuiltinEngine(("shared-model",)), gpus=1,
+                          gpu=DevGpu.load_or_create(dev_pki))
+    with serving(app) as gpu_node:
+        gw = make_gateway([_node("cpu-only", node_a.url), _node("gpu", gpu_node.url)])
+        assert gw.provider("gpu").level(time.time()).label == "attested+gpu", (
+            gw.provider("gpu").detail)
+        client = _client(gw)
+        r = client.chat.completions.with_raw_response.create(
+            model="shared-model@attested+gpu", messages=MSG)
+        assert (r.headers["x-teegate-provider"], r.headers["x-teegate-trust"]) == (
+            "gpu", "attested+gpu")

@@ -247,6 +247,7 @@ class AttestationManager:
         """A response signature did not verify: drop the verdict, quarantine everywhere."""
         log.error("provider %s: response signature failed: %s", p.id, why)
         self.metrics.signature_failures.labels(p.id).inc()
+        self.metrics.signature_checks.labels(p.id, "failed").inc()
         p.drop("quarantined", f"response signature failed: {why}")
         self.quarantine(p, f"response signature failed: {why}")
 
@@ -325,6 +326,7 @@ class AttestationManager:
         """None when the signature over ``expected_text`` verifies by the attested key;
         otherwise the reason (and the verdict is dropped / the provider quarantined)."""
         if algo != a.signing_algo or normalize_signing_address(address, algo) != a.identity:
+            self.metrics.signature_checks.labels(p.id, "key_changed").inc()
             self.key_changed(p, address)
             return f"signed by {address} ({algo}), not the attested key {a.signing_address}"
         if text != expected_text:
@@ -335,4 +337,5 @@ class AttestationManager:
             why = "signature does not verify"
             self.signature_failed(p, why)
             return why
+        self.metrics.signature_checks.labels(p.id, "verified").inc()
         return None

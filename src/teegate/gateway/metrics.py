@@ -30,6 +30,10 @@ class Metrics:
         self.signature_failures = Counter("teegate_response_signature_failures",
                                           "Response signatures that did not verify",
                                           ["provider"], registry=r)
+        self.signature_checks = Counter("teegate_response_signature_checks",
+                                        "Response signature checks by result", ["provider",
+                                                                                "result"],
+                                        registry=r)
         self.provider_level = Gauge("teegate_provider_trust_level",
                                     "Trust level a provider serves now: -1 blocked, 0 standard, "
                                     "1 tee, 2 attested, 3 attested+gpu", ["provider"],
