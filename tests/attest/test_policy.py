@@ -276,3 +276,10 @@ def test_example_policy_is_the_default_spelled_out() -> None:
         assert f"[{s.name}]" in text
         for f in fields(getattr(Policy.default(), s.name)):
             assert f"{f.name} = " in text, f"{s.name}.{f.name} is not documented"
+
+
+def test_audit_policy_only_drops_the_nonce_requirement() -> None:
+    path = Path(__file__).resolve().parents[2] / "docs" / "policy.audit.toml"
+    audit = load_policy(path)
+    assert not audit.binding.require_nonce
+    assert replace(audit, binding=Policy.default().binding) == Policy.default()
