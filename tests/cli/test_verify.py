@@ -291,3 +291,13 @@ def test_quote_response_with_gpu_evidence_is_not_a_bare_quote(tmp_path: Path) ->
     f.write_text(json.dumps(doc))
     code, out = _run(*FIXTURE_ARGS, str(f))
     assert code != 0, out
+
+
+def test_app_compose_with_sgx_evidence_is_not_ignored(tmp_path: Path) -> None:
+    compose = tmp_path / "compose.json"
+    compose.write_text("{}")
+    args = ["--json", "--collateral", str(TDX / "sgx_quote_collateral.json"), "--now",
+            "1752919277"]
+    code, out = _run(*args, "--app-compose", str(compose), str(TDX / "sgx_quote"))
+    assert code == 1
+    assert "dstack.compose_hash" in _failed(out)

@@ -137,6 +137,11 @@ def _dstack_checks(
                 "dstack.identity", False,
                 f"the policy pins dstack {', '.join(pinned)}, which only a TDX quote with its "
                 f"event log can show; this is {cpu.tee} evidence"))
+        if app_compose is not None:
+            checks.append(Check(
+                "dstack.compose_hash", False,
+                f"an app-compose document was given, but {cpu.tee} evidence measures no dstack "
+                "compose hash to compare it with"))
         return checks, {}
     return check_event_log(cpu.measurements, events, policy=policy, app_compose=app_compose)
 
@@ -149,7 +154,7 @@ def _event_checks(
         raise EvidenceError("report field 'event_log' must be a JSON string or a list")
     events = parse_event_log(raw_log) if cpu.tee == "tdx" and raw_log not in (None, "", []) \
         else []
-    if app_compose is None:
+    if app_compose is None and cpu.tee == "tdx":
         # Untrusted like the rest of the report: only compared with the measured compose hash.
         doc = _tcb_info(report).get("app_compose")
         if isinstance(doc, str):
