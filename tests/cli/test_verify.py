@@ -301,3 +301,31 @@ def test_app_compose_with_sgx_evidence_is_not_ignored(tmp_path: Path) -> None:
     code, out = _run(*args, "--app-compose", str(compose), str(TDX / "sgx_quote"))
     assert code == 1
     assert "dstack.compose_hash" in _failed(out)
+
+
+def test_bare_snp_report_honours_nonce_event_log_and_gpu_mode(tmp_path: Path) -> None:
+    """Review R3: --nonce (and --event-log) were ignored for a bare SEV-SNP report."""
+    from teegate.attest.binding import fresh_nonce
+    from teegate.sim.snp import DevSnp
+
+    snp = DevSnp.load_or_create(tmp_path)
+    nonce = fresh_nonce()
+    report, certs = tmp_path / "report.bin", tmp_path / "certs.pem"
+    report.write_bytes(snp.report(bytes(32) + nonce))
+    certs.write_bytes(snp.cert_chain_pem())
+    dev = tmp_path / "dev.toml"
+    dev.write_text(f"[roots]\namd = ['''{snp.ark_pem}''']\n")
+    args = ["--json", "--policy", str(dev), "--certs", str(certs)]
+    code, out = _run(*args, "--nonce", nonce.hex(), str(report))
+    assert code == 0, out
+    code, out = _run(*args, "--nonce", fresh_nonce().hex(), str(report))
+    assert code == 1
+    assert _failed(out) == ["binding.nonce"]
+    code, out = _run(*args, "--event-log", str(_fixture_log(tmp_path)), str(report))
+    assert code == 1
+    assert _failed(out) == ["eventlog.tee"]
+    gpu = tmp_path / "gpu.toml"
+    gpu.write_text(dev.read_text() + '[gpu]\nmode = "required"\n')
+    code, out = _run("--json", "--policy", str(gpu), "--certs", str(certs), str(report))
+    assert code == 1
+    assert _failed(out) == ["gpu.required"]

@@ -28,7 +28,12 @@ from teegate.attest.tdx import load_quote, parse_quote, quote_measurements, veri
 from teegate.attest.verdict import Check, Verdict, window
 from teegate.errors import EvidenceError
 
-__all__ = ["pin_kind_check", "verify_provider_report", "verify_quote_evidence"]
+__all__ = [
+    "pin_kind_check",
+    "verify_provider_report",
+    "verify_quote_evidence",
+    "verify_snp_evidence",
+]
 
 GpuAppraiser = Callable[..., tuple[list[Check], tuple[Verdict, ...]]]
 
@@ -276,6 +281,27 @@ def _bare_nonce_check(report_data: str | None, nonce: bytes) -> Check:
         "verify the provider report)")
 
 
+def _bare_context(
+    cpu: Verdict, policy: Policy, nonce: bytes | None,
+    event_log: str | bytes | list[Any] | None, app_compose: bytes | None,
+) -> Verdict:
+    """The rest of the policy for bare CPU evidence (no report around it)."""
+    given = event_log is not None and event_log not in ("", b"", [])
+    events = parse_event_log(event_log) if cpu.tee == "tdx" and event_log and given else []
+    checks, dstack = _dstack_checks(cpu, events, policy, app_compose)
+    if given and cpu.tee != "tdx":
+        checks.append(Check("eventlog.tee", False,
+                            f"a dstack event log replays TDX RTMRs; {cpu.tee} evidence has none"))
+    if nonce is not None:
+        checks.append(_bare_nonce_check(cpu.report_data, nonce))
+    if policy.gpu.mode == "required":
+        checks.append(Check("gpu.required", False,
+                            "the policy requires GPU evidence and bare CPU evidence carries "
+                            "none: verify the provider report with its nvidia_payload"))
+    return cpu.with_checks(checks, identity={**cpu.identity, **dstack},
+                           nonce=nonce.hex() if nonce is not None else None)
+
+
 def verify_quote_evidence(
     raw: bytes | str,
     collateral: str | None,
@@ -291,22 +317,28 @@ def verify_quote_evidence(
     Adds to ``verify_quote``: event-log replay and the dstack policy (compose hash, app ID,
     OS image, ``require_event_log``), ``app_compose`` against the measured compose hash, the
     caller's ``nonce`` (report_data[32:64], or [0:32] then zeros) when one is given, and a
-    failing ``gpu.required``
-    when the policy requires a GPU (a quote carries none). A bare quote names no signing key,
-    so the verdict has no ``bound_key``; without ``nonce`` it says nothing about freshness.
+    failing ``gpu.required`` when the policy requires a GPU (a quote carries none). A bare
+    quote names no signing key, so the verdict has no ``bound_key``; without ``nonce`` it
+    says nothing about freshness.
     """
     cpu = _quote_verdict(load_quote(raw), collateral, policy, now)
-    events = parse_event_log(event_log) if cpu.tee == "tdx" and event_log not in (
-        None, "", b"", []) else []
-    checks, dstack = _dstack_checks(cpu, events, policy, app_compose)
-    if event_log not in (None, "", b"", []) and cpu.tee != "tdx":
-        checks.append(Check("eventlog.tee", False,
-                            f"a dstack event log replays TDX RTMRs; {cpu.tee} evidence has none"))
-    if nonce is not None:
-        checks.append(_bare_nonce_check(cpu.report_data, nonce))
-    if policy.gpu.mode == "required":
-        checks.append(Check("gpu.required", False,
-                            "the policy requires GPU evidence and a bare quote carries none: "
-                            "verify the provider report with its nvidia_payload"))
-    return cpu.with_checks(checks, identity={**cpu.identity, **dstack},
-                           nonce=nonce.hex() if nonce is not None else None)
+    return _bare_context(cpu, policy, nonce, event_log, app_compose)
+
+
+def verify_snp_evidence(
+    raw: bytes | str,
+    certs: bytes | None,
+    *,
+    policy: Policy,
+    now: int,
+    nonce: bytes | None = None,
+    event_log: str | bytes | list[Any] | None = None,
+    app_compose: bytes | None = None,
+) -> Verdict:
+    """A bare SEV-SNP report under the whole policy: as ``verify_quote_evidence`` (nonce in
+    report_data, GPU mode, dstack pins, pins for other TEE kinds) around ``verify_report``."""
+    from teegate.attest.snp import verify_report
+
+    data = raw.encode("ascii", "replace") if isinstance(raw, str) else raw
+    cpu = pin_kind_check(verify_report(data, certs, policy=policy, now=now), policy)
+    return _bare_context(cpu, policy, nonce, event_log, app_compose)

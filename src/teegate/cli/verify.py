@@ -84,11 +84,11 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
             certs = _read(beside, "certificates") if beside else None
         if certs is None and inputs.online:
             certs = _fetch_snp_certs(raw, inputs)
-        from teegate.attest.report import pin_kind_check
-        from teegate.attest.snp import verify_report
+        from teegate.attest.report import verify_snp_evidence
 
-        return pin_kind_check(verify_report(raw, certs, policy=inputs.policy, now=inputs.now),
-                              inputs.policy)
+        return verify_snp_evidence(raw, certs, policy=inputs.policy, now=inputs.now,
+                                   nonce=inputs.nonce, event_log=inputs.event_log,
+                                   app_compose=inputs.app_compose)
     if kind is EvidenceKind.GPU_EVIDENCE:
         if inputs.certs is None:
             raise EvidenceError("GPU evidence needs its certificate chain: give --certs FILE")
