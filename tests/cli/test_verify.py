@@ -329,3 +329,21 @@ def test_bare_snp_report_honours_nonce_event_log_and_gpu_mode(tmp_path: Path) ->
     code, out = _run("--json", "--policy", str(gpu), "--certs", str(certs), str(report))
     assert code == 1
     assert _failed(out) == ["gpu.required"]
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")
+def test_event_log_with_an_snp_provider_report_is_not_ignored(tmp_path: Path) -> None:
+    snp = DATA / "sev-snp" / "trustee"
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    vcek = x509.load_der_x509_certificate((snp / "test-vcek.der").read_bytes())
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({
+        "snp_report": (snp / "test-report.bin").read_bytes().hex(),
+        "snp_certificates": vcek.public_bytes(Encoding.PEM).decode(),
+        "signing_address": "0x" + "12" * 20}))
+    code, out = _run("--json", "--now", "1756684800", "--event-log",
+                     str(_fixture_log(tmp_path)), str(report))
+    assert code == 1
+    assert "eventlog.tee" in _failed(out)

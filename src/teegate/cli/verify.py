@@ -19,7 +19,7 @@ from rich.table import Table
 
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
-from teegate.attest.verdict import Verdict
+from teegate.attest.verdict import Check, Verdict
 from teegate.errors import EvidenceError, TeegateError
 
 _err = Console(stderr=True)
@@ -147,7 +147,7 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         from teegate.attest.tdx import load_quote
 
         collateral = _fetch_tdx_collateral(load_quote(report["intel_quote"].encode()), inputs)
-    return verify_provider_report(
+    verdict = verify_provider_report(
         report,
         nonce=inputs.nonce,
         policy=inputs.policy,
@@ -155,6 +155,12 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         collateral=collateral,
         app_compose=inputs.app_compose,
     )
+    if inputs.event_log is not None and verdict.tee != "tdx":
+        verdict = verdict.with_checks([Check(
+            "eventlog.tee", False,
+            f"--event-log was given, but a dstack event log replays TDX RTMRs and this is "
+            f"{verdict.tee} evidence")])
+    return verdict
 
 
 def _is_dstack_quote_response(report: dict[str, Any]) -> bool:
