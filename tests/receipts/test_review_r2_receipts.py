@@ -136,3 +136,17 @@ def test_keys_that_would_sort_differently_in_jcs_cannot_enter_a_receipt() -> Non
 
     ascii_doc: dict[str, Any] = {"b": 1, "a": {"z": "\U00010000", "y": "\uffff\u2028\x7f\x00"}}
     assert jcs_trusted(ascii_doc) == rfc8785.dumps(ascii_doc)
+
+
+def test_presigned_document_that_is_not_a_receipt_is_dropped(open_log: OpenLog) -> None:
+    """``submit`` accepts a SignedReceipt as is; one that is not an aci/1 receipt used to be
+    logged and then made every read of it raise (a 500 on GET /v1/receipts/{id})."""
+    from teegate.receipts import SignedReceipt
+
+    log = open_log(checkpoint_interval=0)
+    log.submit(SignedReceipt({"receipt_id": "rcpt_junk", "api_version": "aci/1"}))
+    log.submit(make_receipt(1))
+    log.flush(timeout=5)
+    assert log.size() == 1
+    assert log.dropped == ["rcpt_junk"]
+    assert log.get("rcpt_junk") is None

@@ -24,7 +24,7 @@ from teegate.errors import LogError, TeegateError
 from teegate.receipts import merkle
 from teegate.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from teegate.receipts.note import NoteSigner, NoteVerifier
-from teegate.receipts.receipt import Receipt, ReceiptSigner, SignedReceipt
+from teegate.receipts.receipt import Receipt, ReceiptSigner, SignedReceipt, check_document
 from teegate.receipts.store import Entry, StoredCheckpoint, TreeStore
 
 _log = logging.getLogger("teegate.receipts")
@@ -190,7 +190,10 @@ class ReceiptLog:
         return self.store.append([Entry(s.receipt_id, s.agent, s.leaf) for s in signed])
 
     def _sign(self, r: Receipt | SignedReceipt) -> SignedReceipt:
-        return r if isinstance(r, SignedReceipt) else self.signer.sign(r)
+        if isinstance(r, SignedReceipt):
+            check_document(r.document)  # pre-signed: at least an aci/1 receipt shape
+            return r
+        return self.signer.sign(r)
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Block until everything submitted so far is committed to the log."""
