@@ -66,6 +66,7 @@ def test_toml_policy_loads_and_normalises_hex(tmp_path: Path) -> None:
         ('[dstack]\napp_ids = ["' + "ab" * 32 + '"]\n', "policy.dstack.app_ids: .* 20-byte"),
         ('[tcb]\nallowed_statuses = ["Uptodate"]\n', "unknown TCB status"),
         ('[tcb]\nallowed_statuses = ["Revoked"]\n', "Revoked can never be allowed"),
+        ("[tcb]\nallowed_statuses = []\n", "would refuse every platform"),
         ('[tcb]\nrejected_advisories = ["INTEL-SA-615"]\n', "not Intel advisory IDs"),
         ('[binding]\nlayouts = ["paded"]\n', "unknown report_data layout"),
     ],

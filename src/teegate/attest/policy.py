@@ -200,6 +200,9 @@ def _check_names(name: str, values: frozenset[str], where: str) -> frozenset[str
     """Closed vocabularies: a typo must stop loading, not silently never match (or, for a
     rejected advisory, silently never reject)."""
     if name == "allowed_statuses":
+        if not values:
+            raise ConfigError(f"{where}: an empty list would refuse every platform; name the "
+                              "statuses to accept (the default is UpToDate, SWHardeningNeeded)")
         unknown = sorted(values - TCB_STATUSES)
         if unknown:
             raise ConfigError(f"{where}: unknown TCB status(es) {unknown}; known: "
