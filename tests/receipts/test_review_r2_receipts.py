@@ -145,8 +145,10 @@ def test_presigned_document_that_is_not_a_receipt_is_dropped(open_log: OpenLog) 
 
     log = open_log(checkpoint_interval=0)
     log.submit(SignedReceipt({"receipt_id": "rcpt_junk", "api_version": "aci/1"}))
+    quoted = dict(log.signer.sign(make_receipt(2)).document, receipt_id='a"b\r\nx: y')
+    log.submit(SignedReceipt(quoted))  # would be echoed into a content-disposition header
     log.submit(make_receipt(1))
     log.flush(timeout=5)
     assert log.size() == 1
-    assert log.dropped == ["rcpt_junk"]
+    assert log.dropped == ["rcpt_junk", 'a"b\r\nx: y']
     assert log.get("rcpt_junk") is None

@@ -20,11 +20,17 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from teegate.errors import LogError, TeegateError
+from teegate.errors import EvidenceError, LogError, TeegateError
 from teegate.receipts import merkle
 from teegate.receipts.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from teegate.receipts.note import NoteSigner, NoteVerifier
-from teegate.receipts.receipt import Receipt, ReceiptSigner, SignedReceipt, check_document
+from teegate.receipts.receipt import (
+    RECEIPT_ID,
+    Receipt,
+    ReceiptSigner,
+    SignedReceipt,
+    check_document,
+)
 from teegate.receipts.store import Entry, StoredCheckpoint, TreeStore
 
 _log = logging.getLogger("teegate.receipts")
@@ -192,6 +198,8 @@ class ReceiptLog:
     def _sign(self, r: Receipt | SignedReceipt) -> SignedReceipt:
         if isinstance(r, SignedReceipt):
             check_document(r.document)  # pre-signed: at least an aci/1 receipt shape
+            if not RECEIPT_ID.fullmatch(r.receipt_id):  # it goes into URLs and headers
+                raise EvidenceError(f"receipt id {r.receipt_id!r} has characters a log refuses")
             return r
         return self.signer.sign(r)
 

@@ -32,7 +32,7 @@ TRUST_LEVELS = ("standard", "tee", "attested", "attested+gpu")
 _MAX_INT = (1 << 53) - 1  # JCS numbers are IEEE doubles: stay exact
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG_HEX = re.compile(r"[0-9a-f]{128}")
-_RECEIPT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,200}")
+RECEIPT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,200}")
 
 Outcome = Literal["success", "failed", "voided", "refused"]
 
@@ -192,7 +192,7 @@ class Receipt:
     method: str = "POST"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.receipt_id, str) or not _RECEIPT_ID.fullmatch(self.receipt_id):
+        if not isinstance(self.receipt_id, str) or not RECEIPT_ID.fullmatch(self.receipt_id):
             raise EvidenceError(
                 "receipt: receipt_id must be 1..200 characters of A-Z a-z 0-9 _ . : ~ - "
                 f"(it goes into URLs and headers), got {self.receipt_id!r}"
