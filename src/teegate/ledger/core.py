@@ -685,12 +685,14 @@ def _check(tx: Tx) -> CheckReport:
             problems.append(f"{acct}: cached balance {cached} but transfers give {value}")
         if kind != "external" and value < 0:
             problems.append(f"{acct}: negative balance {value}")
-        totals[cur] = totals.get(cur, 0) + value
         if kind == "external":
             minted[cur] = minted.get(cur, 0) - value
+    for _kind, cur, cached in accounts.values():
+        totals[cur] = totals.get(cur, 0) + cached
     for cur, total in totals.items():
         if total != 0:
-            problems.append(f"{cur}: balances sum to {total}, not 0 (money created or lost)")
+            problems.append(f"{cur}: cached balances sum to {total}, not 0 (money created or "
+                            "lost)")
     for n, what in (
         (tx.one("SELECT COUNT(*) FROM tl_transfers t JOIN tl_accounts a ON a.id = t.debit "
                 "WHERE a.currency <> t.currency"), "debit"),
