@@ -3,13 +3,15 @@
 Runs (all on 127.0.0.1, each in its own process): a fast mock OpenAI upstream (raw asyncio,
 zero latency, 20-chunk streams), a development teegate node in front of it (signs every
 response), the teegate gateway (one process, httptools + uvloop) with a plain provider (the
-mock) and an attested provider (the node, development TDX, signature checked per response,
-a signed receipt per call), and LiteLLM proxy (2 workers, no database) if it can be installed
-into ``bench/.litellm-venv``. A separate load-generator process (raw asyncio sockets,
-keep-alive) drives each target at concurrency 1, 16 and 64, plain and streaming, and reports
-requests/s and p50/p99 latency to the last byte; CPU time per request comes from /proc.
+mock) and an attested provider (the node, development TDX, signature checked per response),
+and LiteLLM proxy (2 workers, no database) if it can be installed into
+``bench/.litellm-venv``. The gateway charges every call to the agent's wallet (ledger hold
+before forwarding, settle after; ``--no-ledger`` leaves it out) and writes a signed receipt.
+A separate load-generator process (raw asyncio sockets, keep-alive) drives each target at
+concurrency 1, 16 and 64, plain and streaming, and reports requests/s and p50/p99 latency to
+the last byte; CPU time per request of the gateway (and LiteLLM) comes from /proc.
 
-    .venv/bin/python bench/gateway.py [--secs 3] [--no-litellm]
+    .venv/bin/python bench/gateway.py [--secs 3] [--no-litellm] [--no-ledger]
 """
 
 from __future__ import annotations
@@ -242,14 +244,19 @@ cfg = load_config(sys.argv[1])
 store = GatewayStore(cfg.database_url)
 log = ReceiptLog(cfg.database_url, origin="bench.local/log",
                  key=load_or_create_log_key(cfg.data_dir / "log.key"))
-app = create_app(cfg, store=store, receipt_log=log)
+ledger = None
+if sys.argv[2] == "ledger":
+    from teegate.ledger import open_ledger
+    ledger = open_ledger(cfg.database_url)
+    ledger.deposit("bench", 10**15, key="bench-credit")
+app = create_app(cfg, store=store, receipt_log=log, ledger=ledger)
 uvicorn.run(app, host="127.0.0.1", port=cfg.listen_port, http="httptools", loop="uvloop",
             access_log=False, log_level="warning")
 """
 
 
-def start_gateway(tmp: Path, mock: str, node: str, port: int) -> tuple[subprocess.Popen[bytes],
-                                                                         str]:
+def start_gateway(tmp: Path, mock: str, node: str, port: int, *, no_ledger: bool = False
+                  ) -> tuple[subprocess.Popen[bytes], str]:
     from teegate.gateway import GatewayStore
 
     db = f"sqlite:///{tmp / 'gw.db'}"
@@ -263,15 +270,18 @@ id = "mock"
 platform = "open-ai"
 base_url = "{mock}/v1"
 models = ["mock-model"]
+prices.mock-model = {{ input = 100, output = 300 }}
 [[providers]]
 id = "node"
 platform = "tee-node"
 base_url = "{node}/v1"
 models = ["node-model"]
 development = true
+prices.node-model = {{ input = 100, output = 300 }}
 """)
     key = GatewayStore(db).create_key("bench", trust="standard")
-    proc = subprocess.Popen([PY, "-c", GATEWAY_SCRIPT, str(tmp / "teegate.toml")],
+    proc = subprocess.Popen([PY, "-c", GATEWAY_SCRIPT, str(tmp / "teegate.toml"),
+                             "none" if no_ledger else "ledger"],
                             env={**os.environ, "TEEGATE_HOME": str(tmp)})
     return proc, key
 
@@ -334,6 +344,7 @@ def main() -> None:
     ap.add_argument("--secs", type=float, default=3.0)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--no-ledger", action="store_true", help="gateway without ledger holds")
     args = ap.parse_args()
     if args.mock:
         run_mock(args.mock)
@@ -356,7 +367,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if not (wait_http(mock + "/v1/models") and wait_http(node + "/v1/models")):
             raise SystemExit("mock or node did not start")
-        gw_proc, key = start_gateway(tmp, mock, node, gw_port)
+        gw_proc, key = start_gateway(tmp, mock, node, gw_port, no_ledger=args.no_ledger)
         procs.append(gw_proc)
         gw = f"http://{HOST}:{gw_port}"
         if not wait_http(gw + "/readyz"):

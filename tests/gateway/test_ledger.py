@@ -145,9 +145,8 @@ def test_conversation_header(gw: Gw, ledger: Ledger) -> None:
     r = client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=50,
                                        extra_headers={"X-Teegate-Conversation": cid})
     assert r.usage is not None
-    _wait(_settled(ledger, agent))
     cost = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
-    assert ledger.conversation(cid).to_json()["remaining"] == 5_000 - cost
+    _wait(lambda: ledger.conversation(cid).to_json()["remaining"] == 5_000 - cost)
     wallet = httpx.get(f"{gw.server.url}/v1/wallets/{agent}", headers=auth).json()
     assert wallet["available"] == 100_000 - 5_000
     with pytest.raises(openai.BadRequestError):

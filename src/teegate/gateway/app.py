@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -99,6 +101,10 @@ class Gateway:
                                           poll_s=config.state_poll_s, clock=clock)
         self.started = False
         self._poll: asyncio.Task[None] | None = None
+        self._settler: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
+        self._settle_thread = threading.Thread(target=self._settle_worker, daemon=True,
+                                               name="teegate-settle")
+        self._settle_thread.start()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -126,6 +132,8 @@ class Gateway:
         await self.manager.stop()
         for p in self.providers:
             await p.adapter.aclose()
+        self._settler.put(None)  # settle what is queued, then stop
+        await anyio.to_thread.run_sync(self._settle_thread.join, 30.0)
 
     async def _reload_keys(self) -> None:
         while True:
@@ -535,11 +543,27 @@ class Gateway:
             time.perf_counter() - t0)
         if record.outcome == "pending":
             record.outcome = "failed"
-        if self.accounting is None and record.signature_check != "pending":
-            if self.receipts is not None:  # no awaiting needed: submit inline, no task
-                self._submit_receipt(record)
-            return
-        self.manager.spawn(self._account(record))
+        if record.signature_check == "pending":  # fetch the signature first (async)
+            self.manager.spawn(self._account(record))
+        elif record.hold_id is not None:  # settle off the event loop, in call order
+            self._settler.put(record)
+        elif self.receipts is not None:  # nothing to wait for: submit inline, no task
+            self._submit_receipt(record)
+
+    def _settle_worker(self) -> None:
+        """One thread settles holds and then submits receipts: no task or thread hop per
+        call. ``None`` stops it once everything queued before was settled."""
+        while (record := self._settler.get()) is not None:
+            self._settle_and_submit(record)
+
+    def _settle_and_submit(self, record: CallRecord) -> None:
+        if self.accounting is not None and record.hold_id is not None:
+            try:
+                self._settle(record)
+            except Exception:
+                log.exception("ledger: cannot settle hold %s", record.hold_id)
+        if self.receipts is not None:
+            self._submit_receipt(record)
 
     def _submit_receipt(self, record: CallRecord) -> None:
         assert self.receipts is not None
@@ -552,12 +576,9 @@ class Gateway:
         p = self.by_id.get(record.provider or "")
         if record.signature_check == "pending" and p is not None:
             await self._endpoint_signature(p, record)
-        if self.accounting is not None and record.hold_id is not None:
-            try:
-                await anyio.to_thread.run_sync(self._settle, record)
-            except Exception:
-                log.exception("ledger: cannot settle hold %s", record.hold_id)
-        if self.receipts is not None:
+        if record.hold_id is not None:
+            self._settler.put(record)
+        elif self.receipts is not None:
             self._submit_receipt(record)
 
     def _settle(self, record: CallRecord) -> None:
