@@ -49,7 +49,8 @@ def test_first_result_is_returned_even_after_state_moved_on(ledger: Ledger) -> N
     h = ledger.hold("a", 30, key="k")
     ledger.settle(h.id, 10, provider="p")
     again = ledger.hold("a", 30, key="k")
-    assert again.state == "open" and again.id == h.id  # the hold as it was placed
+    assert again.state == "open"
+    assert again.id == h.id
     assert ledger.balance("a").available == 90
 
 
@@ -75,7 +76,8 @@ def test_refused_operation_records_nothing_and_can_be_retried(ledger: Ledger) ->
         ledger.hold("a", 20, key="h")
     ledger.deposit("a", 10)
     h = ledger.hold("a", 20, key="h")  # the key was not burnt by the refusal
-    assert h.amount == 20 and ledger.balance("a").held == 20
+    assert h.amount == 20
+    assert ledger.balance("a").held == 20
 
 
 def test_without_a_key_each_call_is_a_new_operation(ledger: Ledger) -> None:

@@ -20,7 +20,8 @@ def test_deposit_withdraw_and_balance(ledger: Ledger) -> None:
         ledger.withdraw("alice", 750_001)
     assert (e.value.needed, e.value.available) == (750_001, 750_000)
     report = ledger.check()
-    assert report.ok and report.minted == {"USD": 750_000}
+    assert report.ok
+    assert report.minted == {"USD": 750_000}
 
 
 def test_conversation_reserve_hold_settle_close(ledger: Ledger) -> None:
@@ -183,7 +184,8 @@ def test_currencies_are_separate(ledger: Ledger) -> None:
     assert h.currency == "EUR"
     ledger.settle(h.id, 100, provider="p")
     report = ledger.check()
-    assert report.ok and report.minted == {"EUR": 500, "USD": 7}
+    assert report.ok
+    assert report.minted == {"EUR": 500, "USD": 7}
 
 
 def test_history_pages_and_spend_report(ledger: Ledger, clock: Clock) -> None:

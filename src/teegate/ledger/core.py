@@ -28,11 +28,13 @@ from teegate.ledger.db import Backend, Tx, open_backend
 from teegate.ledger.model import (
     DEFAULT_CURRENCIES,
     CheckReport,
+    Conflict,
     Conversation,
     Currency,
     ExpiryReport,
     Hold,
     InsufficientFunds,
+    NotFound,
     Settlement,
     SpendRow,
     Transfer,
@@ -189,7 +191,7 @@ class Ledger:
             if row is None:
                 return False, None
             if row[0] != pj:
-                raise LedgerError(f"idempotency key {key!r} was already used for a different "
+                raise Conflict(f"idempotency key {key!r} was already used for a different "
                                   f"request ({json.loads(row[0]).get('kind')})")
             return True, decode(tx, json.loads(row[1]) if row[1] else None)
 
@@ -275,7 +277,7 @@ class Ledger:
 
         def body(tx: Tx) -> Conversation:
             if tx.one("SELECT 1 FROM tl_conversations WHERE id = ?", (cid,)):
-                raise LedgerError(f"conversation {cid} already exists")
+                raise Conflict(f"conversation {cid} already exists")
             tx.lock([wallet, reserve])
             try:
                 self._move(tx, op, 0, wallet, (reserve, "reserve", agent), budget, cur,
@@ -306,13 +308,13 @@ class Ledger:
     def _close(self, tx: Tx, op: str, cid: str, t: float, state: str) -> Conversation:
         row = tx.one(f"SELECT {_CONV_COLS} FROM tl_conversations WHERE id = ?", (cid,))
         if row is None:
-            raise LedgerError(f"no conversation {cid!r}")
+            raise NotFound(f"no conversation {cid!r}")
         agent, cur = row[1], row[2]
         reserve, wallet = f"reserve:{cid}", f"wallet:{cur}:{agent}"
         tx.lock([reserve, wallet])
         if tx.exec("UPDATE tl_conversations SET state = ?, closed_at = ? WHERE id = ? AND "
                    "state = 'open'", (state, t, cid)) != 1:
-            raise LedgerError(f"conversation {cid} is already closed")
+            raise Conflict(f"conversation {cid} is already closed")
         left = self._balance(tx, reserve)
         if left:
             self._move(tx, op, 0, reserve, (wallet, "wallet", agent), left, cur, "refund",
@@ -345,7 +347,7 @@ class Ledger:
                 row = tx.one("SELECT agent, currency FROM tl_conversations WHERE id = ?",
                              (conversation,))
                 if row is None:
-                    raise LedgerError(f"no conversation {conversation!r}")
+                    raise NotFound(f"no conversation {conversation!r}")
                 if row[0] != agent:
                     raise LedgerError(f"conversation {conversation} belongs to another agent")
                 c = row[1]
@@ -355,13 +357,13 @@ class Ledger:
                             (conversation,))
                 assert st is not None
                 if st[0] != "open" or float(st[1]) <= t:
-                    raise LedgerError(f"conversation {conversation} is "
+                    raise Conflict(f"conversation {conversation} is "
                                       f"{'expired' if st[0] == 'open' else st[0]}")
             else:
                 source = f"wallet:{c}:{agent}"
                 tx.lock([source])
             if hold_id and tx.one("SELECT 1 FROM tl_holds WHERE id = ?", (hid,)):
-                raise LedgerError(f"hold {hid} already exists")
+                raise Conflict(f"hold {hid} already exists")
             try:
                 self._debit(tx, source, amount, c)
             except InsufficientFunds as e:
@@ -435,10 +437,10 @@ class Ledger:
         if row is None:
             old = tx.one("SELECT state FROM tl_holds WHERE id = ?", (hid,))
             if old is None:
-                raise LedgerError(f"no hold {hid!r}")
+                raise NotFound(f"no hold {hid!r}")
             if old[0] == "open":
                 raise LedgerError(f"hold {hid} has not expired")
-            raise LedgerError(f"hold {hid} is already {old[0]}")
+            raise Conflict(f"hold {hid} is already {old[0]}")
         return _hold(row)
 
     def _release(self, tx: Tx, op: str, h: Hold, charged: int, provider: str | None,
@@ -565,7 +567,7 @@ class Ledger:
         row = self.backend.read(lambda tx: tx.one(
             f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hold,)))
         if row is None:
-            raise LedgerError(f"no hold {hold!r}")
+            raise NotFound(f"no hold {hold!r}")
         return _hold(row)
 
     def conversation(self, conversation: str) -> Conversation:
@@ -578,7 +580,7 @@ class Ledger:
 
         r = self.backend.read(q)
         if r is None:
-            raise LedgerError(f"no conversation {conversation!r}")
+            raise NotFound(f"no conversation {conversation!r}")
         return Conversation(r[0], r[1], r[2], int(r[3]), r[4], float(r[5]), float(r[6]),
                             None if r[7] is None else float(r[7]), int(r[9]),
                             None if r[8] is None else int(r[8]))
@@ -641,7 +643,7 @@ def _first_hold(tx: Tx, hid: Any) -> Hold:
     """A hold as it was when placed (the first result of its operation)."""
     row = tx.one(f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hid,))
     if row is None:
-        raise LedgerError(f"no hold {hid!r}")
+        raise NotFound(f"no hold {hid!r}")
     h = _hold(row)
     return Hold(h.id, h.agent, h.currency, h.amount, h.conversation, "open", h.expires_at,
                 h.created_at)
@@ -651,7 +653,7 @@ def _settlement(tx: Tx, op: str, hid: str) -> Settlement:
     """A resolved hold and the transfers its operation made."""
     row = tx.one(f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hid,))
     if row is None:
-        raise LedgerError(f"no hold {hid!r}")
+        raise NotFound(f"no hold {hid!r}")
     h = _hold(row)
     transfers = tuple(_transfer(r) for r in tx.all(
         f"SELECT {_TRANSFER_COLS} FROM tl_transfers WHERE id IN (?, ?) ORDER BY seq",

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 
 from teegate.errors import BudgetError, LedgerError
 from teegate.ledger.core import GROUPS, Ledger
-from teegate.ledger.model import Conversation, InsufficientFunds, Transfer
+from teegate.ledger.model import Conflict, Conversation, InsufficientFunds, NotFound, Transfer
 
 T = TypeVar("T")
 
@@ -151,12 +151,12 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
                             "currency": e.currency}) from None
         except BudgetError as e:
             raise ApiError(402, str(e), "insufficient_funds", "insufficient_funds") from None
+        except NotFound as e:
+            raise ApiError(404, str(e), "not_found_error", "not_found") from None
+        except Conflict as e:
+            raise ApiError(409, str(e), "invalid_request_error", "conflict") from None
         except LedgerError as e:
-            msg = str(e)
-            if msg.startswith("no "):
-                raise ApiError(404, msg, "not_found_error", "not_found") from None
-            raise ApiError(409 if "already" in msg else 400, msg, "invalid_request_error",
-                           "conflict" if "already" in msg else "invalid_request") from None
+            raise ApiError(400, str(e), "invalid_request_error", "invalid_request") from None
 
     def handled(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         import functools

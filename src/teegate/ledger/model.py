@@ -63,6 +63,15 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
+class NotFound(LedgerError):  # noqa: N818 - reads as the refusal it is
+    """The named hold or conversation does not exist."""
+
+
+class Conflict(LedgerError):  # noqa: N818
+    """The operation contradicts what already happened: a hold already settled, a closed
+    conversation, an idempotency key reused for a different request."""
+
+
 class InsufficientFunds(BudgetError):  # noqa: N818 - reads as the refusal it is
     """An account cannot cover an amount; says how much was needed and how much is there."""
 

@@ -1,0 +1,173 @@
+"""The wallet router through real HTTP semantics (httpx ASGI transport), on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException, Request
+
+from teegate.ledger import Ledger
+from teegate.ledger.http import Principal, wallet_router
+from tests.ledger.conftest import assert_consistent
+
+
+async def principal(request: Request) -> Principal:
+    """Test authentication: ``Authorization: Bearer kind:id[:agent,agent]``."""
+    auth = request.headers.get("authorization", "")
+    if not auth.startswith("Bearer "):
+        raise HTTPException(401)
+    kind, _, rest = auth[7:].partition(":")
+    pid, _, agents = rest.partition(":")
+    return Principal(kind, pid, frozenset(a for a in agents.split(",") if a))
+
+
+OPERATOR = {"authorization": "Bearer operator:op"}
+OWNER = {"authorization": "Bearer owner:olga:alice,bob"}
+ALICE = {"authorization": "Bearer agent:alice:alice"}
+BOB = {"authorization": "Bearer agent:bob:bob"}
+MALLORY = {"authorization": "Bearer agent:mallory:mallory"}
+
+
+@pytest.fixture
+async def client(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(wallet_router(ledger, principal))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://ledger.test") as c:
+        yield c
+
+
+async def test_deposit_needs_owner_or_operator(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/wallets/alice/deposits", json={"amount": 1000}, headers=ALICE)
+    assert r.status_code == 403
+    assert r.json()["error"]["type"] == "permission_error"
+    r = await client.post("/v1/wallets/carol/deposits", json={"amount": 1000}, headers=OWNER)
+    assert r.status_code == 403  # olga does not own carol
+    r = await client.post("/v1/wallets/alice/deposits", json={"amount": 1000}, headers=OWNER)
+    assert r.status_code == 201
+    assert r.json()["amount"] == 1000
+    r = await client.post("/v1/wallets/bob/deposits", json={"amount": 5}, headers=OPERATOR)
+    assert r.status_code == 201
+    r = await client.get("/v1/wallets/alice", headers=ALICE)
+    assert r.json()["available"] == 1000
+    assert (await client.get("/v1/wallets/alice", headers=BOB)).status_code == 403
+
+
+async def test_idempotency_key_deposits_once(client: httpx.AsyncClient,
+                                             ledger: Ledger) -> None:
+    h = {**OWNER, "Idempotency-Key": "topup-7"}
+    first = await client.post("/v1/wallets/alice/deposits", json={"amount": 700}, headers=h)
+    again = await client.post("/v1/wallets/alice/deposits", json={"amount": 700}, headers=h)
+    assert first.json() == again.json()
+    other = await client.post("/v1/wallets/alice/deposits", json={"amount": 701}, headers=h)
+    assert other.status_code == 409
+    assert "different request" in other.json()["error"]["message"]
+    assert ledger.balance("alice").available == 700
+
+
+@pytest.mark.parametrize("amount", [1.5, "10", True, 0, -1, None])
+async def test_bad_amounts_are_400(client: httpx.AsyncClient, amount: object) -> None:
+    r = await client.post("/v1/wallets/alice/deposits", json={"amount": amount},
+                          headers=OPERATOR)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "amount"
+
+
+async def test_malformed_body(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/wallets/alice/deposits", content=b"{nope", headers=OPERATOR)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_conversation_lifecycle_and_402(client: httpx.AsyncClient,
+                                              ledger: Ledger) -> None:
+    await client.post("/v1/wallets/alice/deposits", json={"amount": 100}, headers=OWNER)
+    r = await client.post("/v1/conversations", json={"budget": 500}, headers=ALICE)
+    assert r.status_code == 402
+    assert r.headers["x-should-retry"] == "false"
+    err = r.json()["error"]
+    assert (err["type"], err["needed"], err["available"]) == ("insufficient_funds", 500, 100)
+    assert "needed 500, available 100" in err["message"]
+    r = await client.post("/v1/conversations", json={"budget": 60}, headers=ALICE)
+    assert r.status_code == 201
+    conv = r.json()
+    assert (conv["agent"], conv["budget"], conv["state"]) == ("alice", 60, "open")
+    r = await client.post("/v1/conversations", json={"agent": "alice", "budget": 1},
+                          headers=BOB)
+    assert r.status_code == 403
+    h = ledger.hold("alice", 20, conversation=conv["id"])
+    ledger.settle(h.id, 15, provider="near", model="m1",
+                  usage={"prompt_tokens": 3, "completion_tokens": 4})
+    assert (await client.post(f"/v1/conversations/{conv['id']}/close",
+                              headers=BOB)).status_code == 404
+    r = await client.post(f"/v1/conversations/{conv['id']}/close", headers=ALICE)
+    assert r.json()["refunded"] == 45
+    r = await client.post(f"/v1/conversations/{conv['id']}/close", headers=ALICE)
+    assert r.status_code == 200  # derived key close:<id>: a retry returns the first result
+    r = await client.get("/v1/wallets/alice", headers=ALICE)
+    assert (r.json()["available"], r.json()["reserved"], r.json()["total"]) == (85, 0, 85)
+    r = await client.get("/v1/wallets/alice/spend?group_by=model", headers=OWNER)
+    assert r.json()["data"] == [{"key": "m1", "amount": 15, "calls": 1, "prompt_tokens": 3,
+                                 "completion_tokens": 4}]
+    r = await client.get("/v1/wallets/alice/spend?group_by=colour", headers=OWNER)
+    assert r.status_code == 400
+    assert (await client.get("/v1/conversations/conv_missing", headers=ALICE)).status_code == 404
+    assert_consistent(ledger)
+
+
+async def test_rewards_authorization(client: httpx.AsyncClient, ledger: Ledger) -> None:
+    ledger.deposit("alice", 1000)
+    ledger.deposit("pool:bounties", 50)
+    conv = (await client.post("/v1/conversations", json={"budget": 10}, headers=ALICE)).json()
+    url = f"/v1/conversations/{conv['id']}/rewards"
+    body = {"rewards": [{"agent": "bob", "amount": 30}, {"agent": "carol", "amount": 20}]}
+    assert (await client.post(url, json=body, headers=BOB)).status_code == 404
+    r = await client.post(url, json={**body, "source": "pool:bounties"}, headers=ALICE)
+    assert r.status_code == 403
+    r = await client.post(url, json=body, headers={**ALICE, "Idempotency-Key": "r1"})
+    assert r.status_code == 200
+    assert [(t["credit"], t["amount"]) for t in r.json()["data"]] == [
+        ("wallet:USD:bob", 30), ("wallet:USD:carol", 20)]
+    await client.post(url, json=body, headers={**ALICE, "Idempotency-Key": "r1"})
+    assert ledger.balance("bob").available == 30
+    r = await client.post(url, json={"rewards": [{"agent": "bob", "amount": 60}],
+                                     "source": "pool:bounties"}, headers=OPERATOR)
+    assert r.status_code == 402
+    assert ledger.balance("bob").available == 30
+    r = await client.post(url, json={"rewards": [{"agent": "bob", "amount": 50}],
+                                     "source": "pool:bounties"}, headers=OPERATOR)
+    assert r.status_code == 200
+    assert ledger.balance("bob").available == 80
+    r = await client.post(url, json={"rewards": []}, headers=ALICE)
+    assert r.status_code == 400
+
+
+async def test_transfers_are_paged_and_private(client: httpx.AsyncClient,
+                                               ledger: Ledger) -> None:
+    for i in range(5):
+        ledger.deposit("alice", 10 + i)
+    r = await client.get("/v1/wallets/alice/transfers?limit=2", headers=ALICE)
+    page = r.json()
+    assert [t["amount"] for t in page["data"]] == [14, 13]
+    assert page["has_more"] is True
+    r = await client.get(f"/v1/wallets/alice/transfers?limit=10&before={page['next_before']}",
+                         headers=ALICE)
+    assert [t["amount"] for t in r.json()["data"]] == [12, 11, 10]
+    assert r.json()["has_more"] is False
+    assert (await client.get("/v1/wallets/alice/transfers",
+                             headers=MALLORY)).status_code == 403
+    assert (await client.get("/v1/wallets/alice/transfers?limit=x",
+                             headers=ALICE)).status_code == 400
+
+
+async def test_withdrawal_by_owner(client: httpx.AsyncClient, ledger: Ledger) -> None:
+    ledger.deposit("bob", 100)
+    assert (await client.post("/v1/wallets/bob/withdrawals", json={"amount": 40},
+                              headers=BOB)).status_code == 403
+    r = await client.post("/v1/wallets/bob/withdrawals", json={"amount": 40}, headers=OWNER)
+    assert r.status_code == 201
+    r = await client.post("/v1/wallets/bob/withdrawals", json={"amount": 61}, headers=OWNER)
+    assert r.status_code == 402
+    assert ledger.balance("bob").available == 60
