@@ -71,6 +71,7 @@ class Tamper:
     alter_response: bool = False  # change one byte of every chat answer (keep the signature)
     corrupt_report: bool = False  # flip a byte inside the attestation quote
     fail_status: int | None = None  # answer chat calls with this status instead
+    break_stream: bool = False  # send 200 + SSE headers, then drop the connection
     seen: list[str] = field(default_factory=list)
 
 
@@ -96,6 +97,12 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
         if tamper.fail_status is not None:
             return Response(b'{"error":{"message":"down","type":"server_error","param":null,'
                             b'"code":null}}', tamper.fail_status, media_type="application/json")
+        if tamper.break_stream:
+            async def broken() -> Any:
+                raise RuntimeError("provider died after its headers")
+                yield b""  # pragma: no cover
+
+            return StreamingResponse(broken(), 200, media_type="text/event-stream")
         body = await request.body()
         headers = {k: v for k, v in request.headers.items()
                    if k in ("content-type", "x-teegate-signing-algo")}

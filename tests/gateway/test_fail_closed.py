@@ -200,7 +200,17 @@ def test_failover_between_attested_nodes(make_gateway: GatewayFactory, dev_pki: 
     assert r.headers["x-teegate-provider"] == "node-a"
     stream = client.chat.completions.create(model="shared-model", messages=MSG, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    # A provider that dies after its headers but before any body byte is failed over too.
+    t.fail_status, t.break_stream = None, True
+    gw.provider("flaky").health.cooldown_until = 0.0
+    gw.provider("flaky").health.failures = 0
+    with httpx.stream("POST", gw.url + "/chat/completions", headers={
+            "authorization": f"Bearer {gw.key}"}, json={
+            "model": "shared-model", "messages": MSG, "stream": True}) as r:
+        assert r.headers["x-teegate-provider"] == "node-a"
+        assert b"data: [DONE]" in b"".join(r.iter_raw())
     text = httpx.get(gw.server.url + "/metrics").text
+    assert 'teegate_failovers_total{provider="flaky",reason="broken"}' in text
     assert 'teegate_failovers_total{provider="node-b",reason="connect"}' in text
     assert 'teegate_failovers_total{provider="flaky",reason="503"}' in text
 

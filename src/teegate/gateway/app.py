@@ -353,6 +353,9 @@ class Gateway:
                     record.outcome, record.status = "refused", r.status
                     raise
         upstream: Http11Response | None = None
+        is_sse = False
+        body_iter: AsyncIterator[bytes] | None = None
+        first = data = b""
         chosen: ProviderRuntime | None = None
         attested: Attested | None = None
         errors: list[str] = []
@@ -378,6 +381,22 @@ class Gateway:
                 self.metrics.failovers.labels(p.id, str(resp.status_code)).inc()
                 errors.append(f"{p.id}: HTTP {resp.status_code}")
                 continue
+            # Nothing reaches the client before the provider's first body bytes: a provider
+            # that breaks before them is failed over like one that never answered.
+            is_sse = stream and resp.status_code == 200 and resp.headers.get(
+                "content-type", "").startswith("text/event-stream")
+            try:
+                if is_sse:
+                    body_iter = resp.aiter_raw()
+                    first = await anext(body_iter, b"")
+                else:
+                    data = await resp.aread()
+            except UpstreamError as e:
+                await resp.aclose()
+                p.health.failure(time.monotonic())
+                self.metrics.failovers.labels(p.id, "broken").inc()
+                errors.append(f"{p.id}: response broke before its first byte: {e}")
+                continue
             elapsed = time.perf_counter() - t_up
             self.metrics.upstream_latency.labels(p.id).observe(elapsed)
             p.health.success(elapsed * 1000)
@@ -394,12 +413,12 @@ class Gateway:
         record.attestation = attested.ref() if attested is not None else None
         record.status = upstream.status_code
         headers = self._response_headers(chosen, attested, record, upstream)
-        if stream and upstream.status_code == 200 and upstream.headers.get(
-                "content-type", "").startswith("text/event-stream"):
-            await self._relay_stream(chosen, attested, record, upstream, forward, inject,
-                                     unchanged, headers, send, receive)
+        if is_sse:
+            await self._relay_stream(chosen, attested, record, upstream, first, body_iter,
+                                     forward, inject, unchanged, headers, send, receive)
         else:
-            await self._relay_plain(chosen, attested, record, upstream, forward, headers, send)
+            await self._relay_plain(chosen, attested, record, upstream, data, forward, headers,
+                                    send)
         return record
 
     def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
@@ -418,16 +437,9 @@ class Gateway:
         return h
 
     async def _relay_plain(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
-                           upstream: Http11Response, forward: bytes,
+                           upstream: Http11Response, data: bytes, forward: bytes,
                            headers: list[tuple[bytes, bytes]], send: Send) -> None:
-        try:
-            data = await upstream.aread()
-        except UpstreamError as e:
-            record.outcome, record.status, record.error = "failed", 502, str(e)
-            raise GatewayRefusal(502, f"{p.id}: response broken: {e}",
-                                 code="upstream_error") from None
-        finally:
-            await upstream.aclose()
+        await upstream.aclose()
         record.response_sha256 = record.returned_sha256 = _sha(data)
         mode = p.config.platform.signatures
         if a is not None and mode == "inline":
@@ -468,7 +480,8 @@ class Gateway:
         await send({"type": "http.response.body", "body": data})
 
     async def _relay_stream(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
-                            upstream: Http11Response, forward: bytes, inject: bool,
+                            upstream: Http11Response, first: bytes,
+                            body_iter: AsyncIterator[bytes] | None, forward: bytes, inject: bool,
                             unchanged: bool, headers: list[tuple[bytes, bytes]],
                             send: Send, receive: Receive) -> None:
         inline = a is not None and p.config.platform.signatures == "inline"
@@ -491,7 +504,7 @@ class Gateway:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in _chain(first, body_iter):
                     if gone.done():
                         raise _ClientGone
                     out = relay.feed(chunk)
@@ -637,6 +650,14 @@ class Gateway:
             expected_text=expected)
         record.signature_check = "verified" if why is None else f"failed: {why}"
         del req_hash
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
 
 
 async def _send_error(send: Send, r: GatewayRefusal) -> None:
