@@ -1,4 +1,5 @@
 import contextlib
+import json
 import struct
 
 import pytest
@@ -55,3 +56,13 @@ def test_unrecognised_input_is_a_clear_evidence_error(blob: bytes, message: str)
 def test_random_bytes_only_raise_evidence_error(blob: bytes) -> None:
     with contextlib.suppress(EvidenceError):
         detect(blob)
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"gateway_attestation": {}, "model_attestations": []}, "NEAR AI cloud-api"),
+    ({"all_attestations": [{}]}, "one per replica"),
+    ({"text": "a:b", "signature": "0x00", "signing_address": "0x00"}, "response signature"),
+])
+def test_related_json_documents_are_explained(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(EvidenceError, match=message):
+        detect(json.dumps(doc).encode())

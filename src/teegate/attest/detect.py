@@ -71,6 +71,17 @@ def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
                 "attestation evidence: verify the provider's attestation report, whose "
                 "signing_address must be the address that made this signature"
             )
+        if "gateway_attestation" in obj or "model_attestations" in obj:
+            raise EvidenceError(
+                "this is a NEAR AI cloud-api attestation (gateway_attestation, "
+                "model_attestations): save gateway_attestation, or one entry of "
+                "model_attestations, to its own file and verify that with the same --nonce"
+            )
+        if "all_attestations" in obj:
+            raise EvidenceError(
+                "this report lists all_attestations (one per replica) but has no top-level "
+                "evidence: save each entry to its own file and verify each with the same --nonce"
+            )
         if "tcb_info" in obj or "qe_identity" in obj:
             raise EvidenceError("this is collateral, not evidence: pass it with --collateral")
         raise EvidenceError(
