@@ -206,9 +206,9 @@ def test_failover_between_attested_nodes(make_gateway: GatewayFactory, dev_pki: 
     gw.provider("flaky").health.failures = 0
     with httpx.stream("POST", gw.url + "/chat/completions", headers={
             "authorization": f"Bearer {gw.key}"}, json={
-            "model": "shared-model", "messages": MSG, "stream": True}) as r:
-        assert r.headers["x-teegate-provider"] == "node-a"
-        assert b"data: [DONE]" in b"".join(r.iter_raw())
+            "model": "shared-model", "messages": MSG, "stream": True}) as resp:
+        assert resp.headers["x-teegate-provider"] == "node-a"
+        assert b"data: [DONE]" in b"".join(resp.iter_raw())
     text = httpx.get(gw.server.url + "/metrics").text
     assert 'teegate_failovers_total{provider="flaky",reason="broken"}' in text
     assert 'teegate_failovers_total{provider="node-b",reason="connect"}' in text
