@@ -280,26 +280,32 @@ def register(app: typer.Typer) -> None:
     def verify(
         evidence: Annotated[
             list[Path] | None,
-            typer.Argument(help="Quote, SNP report, GPU evidence or provider report JSON."),
+            typer.Argument(help="TDX/SGX quote or SEV-SNP report (binary or hex), NVIDIA GPU "
+                                "evidence, or a provider attestation report (JSON)."),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         policy_file: Annotated[
-            Path | None, typer.Option("--policy", help="Policy file (TOML or JSON).")
+            Path | None, typer.Option("--policy", help="Policy file (TOML or JSON); see "
+                                                 "docs/policy.example.toml.")
         ] = None,
         now: Annotated[
-            int | None, typer.Option("--now", help="Verify as of this UNIX time.")
+            int | None, typer.Option("--now", help="Verify as of this UNIX time (default: now); "
+                                           "to audit old evidence inside its collateral window.")
         ] = None,
         collateral_file: Annotated[
             Path | None, typer.Option("--collateral", help="Intel collateral (dcap-qvl JSON).")
         ] = None,
         nonce: Annotated[
-            str | None, typer.Option("--nonce", help="The 32-byte nonce you asked with (hex).")
+            str | None, typer.Option("--nonce", help="The 32-byte nonce (64 hex digits) you sent "
+                                             "when requesting the evidence; proves freshness.")
         ] = None,
         event_log: Annotated[
-            Path | None, typer.Option("--event-log", help="dstack event log (JSON).")
+            Path | None, typer.Option("--event-log", help="dstack event log (JSON) to replay "
+                                                     "against the quote's RTMRs.")
         ] = None,
         app_compose: Annotated[
-            Path | None, typer.Option("--app-compose", help="dstack app-compose file.")
+            Path | None, typer.Option("--app-compose", help="dstack app-compose file; must be the "
+                                                       "compose the TD measured.")
         ] = None,
         certs: Annotated[
             Path | None,
