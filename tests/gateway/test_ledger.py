@@ -152,3 +152,29 @@ def test_conversation_header(gw: Gw, ledger: Ledger) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="teegate-builtin", messages=MSG,
                                        extra_headers={"X-Teegate-Conversation": "conv_nope"})
+
+
+def test_principals_owner_operator_agent(gw: Gw, ledger: Ledger) -> None:
+    import os
+
+    owner_key = gw.store.create_key("owner-1", kind="owner")
+    bot_key = gw.store.create_key("bot-x", owner="owner-1")
+    base = gw.server.url
+    _wait(lambda: gw.gateway.keys.principal(gw.gateway.keys.cached(owner_key)).agents == (
+        frozenset({"bot-x"})) if gw.gateway.keys.cached(owner_key) else False)
+
+    def deposit(key: str, agent: str = "bot-x") -> int:
+        return httpx.post(f"{base}/v1/wallets/{agent}/deposits", json={"amount": 1000},
+                          headers={"authorization": f"Bearer {key}"}).status_code
+
+    assert deposit(owner_key) == 201
+    assert deposit(bot_key) == 403  # an agent never funds itself
+    assert deposit(owner_key, _agent(gw)) == 403  # not the owner of that agent
+    assert deposit(os.environ["TG_TEST_ADMIN"], _agent(gw)) == 201  # the operator may
+    assert deposit("tgk_nope") == 401
+    assert ledger.balance("bot-x").available == 1000
+    # An owner key is not an agent key: it cannot call models.
+    r = httpx.post(base + "/v1/chat/completions", json={"model": "teegate-builtin",
+                                                        "messages": MSG},
+                   headers={"authorization": f"Bearer {owner_key}"})
+    assert r.status_code == 401
