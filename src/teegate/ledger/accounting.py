@@ -1,0 +1,62 @@
+"""The ledger as the gateway's ``Accounting`` (teegate.gateway.calls): hold before forwarding,
+settle or void on every exit path. Structural: no import of the gateway (no cycle).
+
+``record`` is the gateway's ``CallRecord`` (uses ``agent``, ``conversation``, ``model``,
+``provider``, ``usage``, ``hold_id``, ``chat_id``). ``settle(record, -1)`` charges the whole
+hold: the gateway's rule when a stream died without reporting usage (the provider may have
+produced up to the worst case; the hold is what the agent agreed to risk). A worst case of
+0 (a free model) places no hold: ``FREE`` is returned and settling it moves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from teegate.errors import TeegateError
+from teegate.ledger.core import Ledger
+
+FREE = "free"
+
+
+class LedgerAccounting:
+    """``refuse`` turns a refused hold (BudgetError, closed or unknown conversation) into the
+    exception the caller expects (the gateway's 402/4xx refusal); default: re-raise."""
+
+    def __init__(self, ledger: Ledger, *, currency: str | None = None,
+                 hold_ttl: float | None = None,
+                 refuse: Callable[[TeegateError], Exception] | None = None) -> None:
+        self.ledger = ledger
+        self.currency = currency
+        self.hold_ttl = hold_ttl
+        self.refuse = refuse
+
+    def hold(self, record: Any, worst_case: int) -> str:
+        if worst_case <= 0:
+            return FREE
+        now = self.ledger.clock()
+        try:
+            h = self.ledger.hold(
+                record.agent, worst_case, conversation=record.conversation or None,
+                currency=self.currency, now=now,
+                expires_at=None if self.hold_ttl is None else now + self.hold_ttl)
+        except TeegateError as e:
+            if self.refuse is None:
+                raise
+            raise self.refuse(e) from e
+        return h.id
+
+    def settle(self, record: Any, amount: int) -> list[str]:
+        if record.hold_id in (None, FREE):
+            return []
+        usage = record.usage if isinstance(record.usage, dict) else None
+        s = self.ledger.settle(record.hold_id, None if amount < 0 else amount,
+                               provider=record.provider or "unknown", model=record.model,
+                               usage=usage,
+                               metadata={"chat_id": record.chat_id} if record.chat_id else None)
+        return [t.id for t in s.transfers]
+
+    def void(self, record: Any) -> None:
+        if record.hold_id in (None, FREE):
+            return
+        self.ledger.void(record.hold_id, reason=getattr(record, "outcome", None))

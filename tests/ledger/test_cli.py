@@ -1,0 +1,91 @@
+"""``teegate wallet|conversation|ledger`` against a real SQLite file: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from teegate.cli import app
+from teegate.cli.ledger import _Usage, parse_amount
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = runner.invoke(app, list(args))
+    return r.exit_code, r.output
+
+
+def test_wallet_conversation_reward_and_check(db: str) -> None:
+    code, out = run("wallet", "deposit", "alice", "12.5", "--db", db, "--key", "d1")
+    assert code == 0, out
+    assert "12.500000 USD" in out
+    assert run("wallet", "deposit", "alice", "12.5", "--db", db, "--key", "d1")[0] == 0
+    code, out = run("conversation", "open", "alice", "2", "--db", db)
+    assert code == 0, out
+    conv = out.strip()
+    assert conv.startswith("conv_")
+    code, out = run("conversation", "reward", conv, "bob=1.25", "carol=0.000001", "--db", db)
+    assert code == 0, out
+    assert "rewarded bob 1.250000 USD" in out
+    code, out = run("conversation", "close", conv, "--db", db)
+    assert code == 0, out
+    assert "returned 2.000000 USD" in out
+    code, out = run("wallet", "balance", "alice", "--db", db, "--json")
+    assert code == 0, out
+    assert json.loads(out)["available"] == 12_500_000 - 1_250_001
+    code, out = run("wallet", "history", "alice", "--db", db)
+    assert code == 0
+    assert "reward" in out
+    assert "deposit" in out
+    code, out = run("ledger", "check", "--db", db)
+    assert code == 0, out
+    assert "ok" in out
+    code, out = run("ledger", "expire", "--db", db)
+    assert code == 0
+    assert "released 0 expired holds" in out
+
+
+def test_refusals_exit_1_and_usage_errors_exit_2(db: str) -> None:
+    run("wallet", "deposit", "alice", "1", "--db", db)
+    code, out = run("conversation", "open", "alice", "5", "--db", db)
+    assert code == 1
+    assert "needed 5000000, available 1000000" in out.replace("\n", "")
+    assert run("wallet", "deposit", "alice", "1.0000001", "--db", db)[0] == 2
+    assert run("wallet", "deposit", "alice", "-3", "--db", db)[0] == 2
+    assert run("wallet", "deposit", "alice", "abc", "--db", db)[0] == 2
+    assert run("wallet", "deposit", "a:b", "1", "--db", db)[0] == 2
+    assert run("conversation", "close", "conv_missing", "--db", db)[0] == 1
+    assert run("conversation", "reward", "conv_x", "bob", "--db", db)[0] == 2
+    assert run("wallet", "balance", "alice", "--db", "mysql://nope")[0] == 2
+    code, out = run("wallet", "withdraw", "alice", "2", "--db", db)
+    assert code == 1
+
+
+def test_check_exits_1_on_a_corrupted_ledger(db: str, tmp_path: Path) -> None:
+    run("wallet", "deposit", "alice", "1", "--db", db)
+    conn = sqlite3.connect(tmp_path / "cli.db", isolation_level=None)
+    conn.execute("UPDATE tl_accounts SET balance = balance + 7 WHERE kind = 'wallet'")
+    conn.close()
+    code, out = run("ledger", "check", "--db", db)
+    assert code == 1
+    assert "cached balance 1000007" in out
+
+
+def test_parse_amount_is_exact() -> None:
+    assert parse_amount("1.5", 6) == 1_500_000
+    assert parse_amount("0.000001", 6) == 1
+    assert parse_amount("7", 0) == 7
+    assert parse_amount(".5", 2) == 50
+    for bad in ("1.5", "1e3", "", "0", "0.0", "1.", "nan"):
+        with pytest.raises(_Usage):
+            parse_amount(bad, 0 if bad == "1.5" else 2)
