@@ -434,3 +434,15 @@ def test_verdict_never_accepted_outside_its_window(dev: DevTdx,
     assert v.not_after is not None
     late = verify_quote(quote, collateral, policy=policy, now=v.not_after + 1)
     assert [c.name for c in late.failures] == ["tdx.validity"]
+
+
+def test_confidential_ai_provenance_time_for_tdx_quote() -> None:
+    """confidential-ai/PROVENANCE.md re-checks dcap-qvl's tdx_quote at now 1750377600."""
+    v = verify_quote(read("dcap-qvl/tdx_quote"), text("dcap-qvl/tdx_quote_collateral.json"),
+                     policy=POLICY, now=1750377600)
+    assert v.accepted, v.failures
+    assert v.tcb_status == "UpToDate"
+    # dcap-qvl's own example time is before the TCB info was issued.
+    v = verify_quote(read("dcap-qvl/tdx_quote"), text("dcap-qvl/tdx_quote_collateral.json"),
+                     policy=POLICY, now=1750320802)
+    assert [c.name for c in v.failures] == ["tdx.tcb_info"]
