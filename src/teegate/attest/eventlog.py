@@ -5,7 +5,9 @@ the TD's runtime measurement registers. Replay starts every RTMR at 48 zero byte
 ``rtmr = sha384(rtmr || digest)`` per event. Boot-event digests are taken as given (their
 payloads may be stripped); runtime events (imr 3, type 0x08000001) have their digests
 recomputed from name and payload, because newer guest agents strip them and because a digest
-the verifier did not compute proves nothing about the payload (REFERENCE §5.3, §5.4).
+the verifier did not compute proves nothing about the payload (REFERENCE §5.3, §5.4). RTMR3
+holds runtime events only, and a runtime event's stated digest must match its payload: a
+relabelled event would otherwise keep a given digest and hide from the identity scan.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ dstack ``event_log`` and ``info``, the GPU ``nvidia_payload`` and the ``signing_
 the key that signs responses. The composed verdict is accepted only when the TEE evidence
 verifies, the event log replays to the quote, report_data binds that key and our nonce, and
 the GPU evidence satisfies the policy's GPU mode.
+
+Bare CPU evidence (a quote or SNP report with no report around it, as ``teegate verify`` is
+often given) goes through ``verify_quote_evidence`` / ``verify_snp_evidence``, which apply the
+same policy sections: nothing the caller or the policy asked for is skipped silently.
 """
 
 from __future__ import annotations
