@@ -156,3 +156,22 @@ def test_provider_report_not_an_object(value: Any) -> None:
     except EvidenceError:
         return
     raise AssertionError("a non-object report was not rejected")
+
+
+FIXTURE = json.loads(text("dstack/verifier_fixtures_quote-report.json"))
+FIXTURE_COLLATERAL = text("dcap-qvl/tdx_quote_outdated_collateral.json")
+
+
+@FUZZ
+@given(st.lists(EVENT, max_size=8), st.sampled_from([None, b"{}", b"\xff"]))
+def test_bare_quote_with_garbage_event_log(events: list[dict[str, Any]],
+                                           compose: bytes | None) -> None:
+    """A real quote with a near-miss event log is never accepted and never crashes."""
+    from teegate.attest.report import verify_quote_evidence
+
+    try:
+        v = verify_quote_evidence(FIXTURE["quote"], FIXTURE_COLLATERAL, policy=POLICY,
+                                  now=1774003274, event_log=events, app_compose=compose)
+    except EvidenceError:
+        return
+    assert not v.accepted or not events
