@@ -446,3 +446,20 @@ def test_confidential_ai_provenance_time_for_tdx_quote() -> None:
     v = verify_quote(read("dcap-qvl/tdx_quote"), text("dcap-qvl/tdx_quote_collateral.json"),
                      policy=POLICY, now=1750320802)
     assert [c.name for c in v.failures] == ["tdx.tcb_info"]
+
+
+def test_quote_alone_cannot_meet_dstack_or_gpu_requirements() -> None:
+    """verify_quote sees no event log and no GPU evidence: a policy asking for either must
+    not be met by a quote alone (callers use verify_quote_evidence / verify_provider_report)."""
+    from teegate.attest.policy import DstackPolicy, GpuPolicy
+
+    quote, collateral, now = read("dcap-qvl/tdx_quote"), text(
+        "dcap-qvl/tdx_quote_collateral.json"), 1752919234
+    for policy in (
+        replace(POLICY, dstack=DstackPolicy(compose_hashes=frozenset({"ab" * 32}))),
+        replace(POLICY, dstack=DstackPolicy(require_event_log=True)),
+        replace(POLICY, gpu=GpuPolicy(mode="required")),
+    ):
+        v = verify_quote(quote, collateral, policy=policy, now=now)
+        assert [c.name for c in v.failures] == ["tdx.context"], policy
+        assert "verify_quote_evidence" in v.failures[0].detail

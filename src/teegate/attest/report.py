@@ -28,7 +28,7 @@ from teegate.attest.binding import (
 )
 from teegate.attest.eventlog import Event, check_event_log, parse_event_log
 from teegate.attest.policy import Policy
-from teegate.attest.tdx import load_quote, parse_quote, quote_measurements, verify_quote
+from teegate.attest.tdx import _verify_quote, load_quote, parse_quote, quote_measurements
 from teegate.attest.verdict import Check, Verdict, window
 from teegate.errors import EvidenceError
 
@@ -101,7 +101,7 @@ def _quote_verdict(raw: bytes, collateral: str | None, policy: Policy, now: int)
             measurements=quote_measurements(quote),
             report_data=quote.report_data.hex(),
         )
-    return verify_quote(raw, collateral, policy=policy, now=now)
+    return _verify_quote(raw, collateral, policy=policy, now=now)
 
 
 def _cpu_verdict(

@@ -36,7 +36,7 @@ from teegate.attest.tdx_quote import (
     load_quote,
     parse_quote,
 )
-from teegate.attest.verdict import CheckList, Verdict, window
+from teegate.attest.verdict import Check, CheckList, Verdict, window
 from teegate.errors import EvidenceError
 
 __all__ = [
@@ -248,8 +248,28 @@ def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Ve
     """Verify a TDX or SGX quote with its dcap-qvl collateral JSON at time ``now``.
 
     Malformed quote bytes raise ``EvidenceError``; everything else, including unusable
-    collateral, becomes a failing check in the returned verdict.
+    collateral, becomes a failing check in the returned verdict. The quote alone carries no
+    event log and no GPU evidence, so a policy requiring either (dstack pins,
+    ``require_event_log``, ``gpu.mode = "required"``) fails ``<tee>.context`` here; use
+    ``report.verify_quote_evidence`` or ``report.verify_provider_report`` for those.
     """
+    verdict = _verify_quote(raw, collateral, policy=policy, now=now)
+    d = policy.dstack
+    needs = [name for name, wanted in (
+        ("dstack measurements", bool(d.compose_hashes or d.app_ids or d.os_image_hashes)),
+        ("an event log", d.require_event_log),
+        ("GPU evidence", policy.gpu.mode == "required"),
+    ) if wanted]
+    if not needs:
+        return verdict
+    return verdict.with_checks([Check(
+        f"{verdict.tee}.context", False,
+        f"the policy requires {', '.join(needs)}, which a quote alone does not carry: verify "
+        "it with verify_quote_evidence (event log) or verify_provider_report")])
+
+
+def _verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Verdict:
+    """``verify_quote`` for callers that apply the dstack and GPU policy sections themselves."""
     raw = load_quote(raw)
     quote = parse_quote(raw)
     p = quote.tee
