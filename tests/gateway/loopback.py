@@ -138,3 +138,54 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
         Route("/v1/attestation/report", report, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
     ])
+
+
+def balancer(targets: list[str], *, style: str = "merged") -> Starlette:
+    """A load balancer in front of several nodes: report requests are broadcast and merged
+    (``all_attestations``, private-ml-sdk style, or NEAR's ``model_attestations``); chat
+    calls go round robin."""
+    import itertools
+    import json
+
+    clients = [httpx.AsyncClient(base_url=t, timeout=30) for t in targets]
+    turn = itertools.cycle(range(len(targets)))
+    state: dict[str, Any] = {"corrupt": None}
+
+    async def report(request: Request) -> Response:
+        reports = []
+        for c in clients:
+            r = await c.get("/v1/attestation/report", params=dict(request.query_params))
+            reports.append(r.json())
+        i = state["corrupt"]
+        if i is not None:
+            q = reports[i]["intel_quote"]
+            reports[i]["intel_quote"] = q[:200] + ("0" if q[200] != "0" else "1") + q[201:]
+        if style == "near":
+            body: dict[str, Any] = {"gateway_attestation": {}, "model_attestations": reports}
+        else:
+            body = {**reports[0], "all_attestations": reports}
+        return Response(json.dumps(body).encode(), media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        c = clients[next(turn)]
+        r = await c.post("/v1/chat/completions", content=await request.body(), headers={
+            k: v for k, v in request.headers.items()
+            if k in ("content-type", "x-teegate-signing-algo")})
+        return Response(r.content, r.status_code, media_type=r.headers["content-type"],
+                        headers={k: v for k, v in r.headers.items() if k.startswith("x-teegate")})
+
+    async def signature(request: Request) -> Response:
+        for c in clients:
+            r = await c.get(f"/v1/signature/{request.path_params['chat_id']}",
+                            params=dict(request.query_params))
+            if r.status_code == 200:
+                return Response(r.content, media_type="application/json")
+        return Response(b'{"error":{"message":"no signature"}}', 404)
+
+    app = Starlette(routes=[
+        Route("/v1/attestation/report", report, methods=["GET"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
+    ])
+    app.state.lb = state
+    return app

@@ -311,3 +311,33 @@ def test_attested_gpu_level(make_gateway: GatewayFactory, dev_pki: Path,
             model="shared-model@attested+gpu", messages=MSG)
         assert (r.headers["x-teegate-provider"], r.headers["x-teegate-trust"]) == (
             "gpu", "attested+gpu")
+
+
+@pytest.mark.parametrize(("platform", "style"), [("tee-node", "merged"),
+                                                 ("tee-near-ai", "near")])
+def test_replicas_behind_a_load_balancer(make_gateway: GatewayFactory, dev_pki: Path,
+                                         node_a: Server, platform: str, style: str) -> None:
+    """Each replica has its own key: all must verify, and a response signed by any of them
+    is accepted; one replica with bad evidence rejects the provider."""
+    from tests.gateway.loopback import balancer
+
+    with serving(dev_node(dev_pki, ("shared-model",))) as node_b:
+        lb_app = balancer([node_a.url, node_b.url], style=style)
+        with serving(lb_app) as lb:
+            gw = make_gateway([{"id": "lb", "platform": platform, "base_url": lb.url + "/v1",
+                                "models": ["shared-model"], "development": True}])
+            a = gw.provider("lb").attested
+            assert a is not None
+            assert len(a.keys) == 2
+            client = _client(gw)
+            verified = ('teegate_response_signature_checks_total{provider="lb",'
+                        'result="verified"}')
+            for i in range(4):  # round robin over both replicas
+                r = client.chat.completions.with_raw_response.create(
+                    model="shared-model", messages=MSG, extra_headers=ATTESTED)
+                assert r.headers["x-teegate-trust"] == "attested"
+                _wait(lambda i=i: _metric(gw, verified) == i + 1)  # type: ignore[misc]
+            lb_app.state.lb["corrupt"] = 1
+            view = _reattest(gw, "lb")
+            assert view["attestation"]["status"] == "quarantined"  # type: ignore[index]
+            assert "replica 1" in str(view["attestation"])

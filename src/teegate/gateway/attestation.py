@@ -48,6 +48,14 @@ class Attested:
     development: bool
     report_sha256: str = ""  # sha256 of the exact report bytes (kept in the store)
     nonce: str = ""
+    # Every attested key -> (signing address, verdict digest): a provider behind a load
+    # balancer has one key per replica (NEAR model_attestations / merged all_attestations).
+    keys: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+
+    def knows(self, address: str, algo: str) -> bool:
+        ident = normalize_signing_address(address, algo)
+        return algo == self.signing_algo and ident is not None and (
+            ident == self.identity or ident in self.keys)
 
     def ref(self) -> dict[str, Any]:
         """What a receipt cites: verdict digest, evidence hash, TEE, TCB, GPU, nonce."""
@@ -104,6 +112,20 @@ class ProviderRuntime:
         self.attested = None
         self.status = status
         self.detail = detail
+
+
+def replica_reports(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The node reports inside one provider report: NEAR cloud-api's ``model_attestations``,
+    or a load balancer's merged ``all_attestations`` (REFERENCE §7.1); a single node's report
+    (whose ``all_attestations`` lists only itself) is its own one replica."""
+    models = report.get("model_attestations")
+    if isinstance(models, list) and models and all(isinstance(m, dict) for m in models):
+        return models
+    merged = report.get("all_attestations")
+    if isinstance(merged, list) and len(merged) > 1 and all(isinstance(m, dict)
+                                                            for m in merged):
+        return merged
+    return [report]
 
 
 def _gpu_backed(verdict: Verdict) -> bool:
@@ -169,37 +191,53 @@ class AttestationManager:
             self._publish_level(p)
             return
         now = self.clock()
+        replicas = replica_reports(report)
         try:
-            verdict = await anyio.to_thread.run_sync(self._verify, p, report, nonce, int(now))
+            verdicts = await anyio.to_thread.run_sync(
+                lambda: [self._verify(p, r, nonce, int(now)) for r in replicas])
         except TeegateError as e:
             self._reject(p, f"malformed report: {e}", "evidence.malformed")
             return
-        p.last_verdict = verdict
         p.refreshes += 1
-        if not verdict.accepted:
-            first = verdict.failures[0] if verdict.failures else None
-            why = "; ".join(f"{c.name}: {c.detail}" for c in verdict.failures[:3]) or "no checks"
-            self._reject(p, why, first.name if first else "none")
-            return
-        algo = str(report.get("signing_algo", p.adapter.signing_algo))
-        address = str(report.get("signing_address", ""))
-        identity = normalize_signing_address(address, algo)
-        if identity is None or algo != p.adapter.signing_algo:
-            self._reject(p, f"report names no usable {p.adapter.signing_algo} signing key",
-                         "client.signing_address")
-            return
+        keys: dict[bytes, tuple[str, str]] = {}
+        algo = p.adapter.signing_algo
+        for i, (rep, verdict) in enumerate(zip(replicas, verdicts, strict=True)):
+            p.last_verdict = verdict
+            where = f"replica {i}: " if len(replicas) > 1 else ""
+            if not verdict.accepted:  # every replica must verify: fail closed
+                first = verdict.failures[0] if verdict.failures else None
+                why = "; ".join(f"{c.name}: {c.detail}" for c in verdict.failures[:3]) or (
+                    "no checks")
+                self._reject(p, where + why, first.name if first else "none")
+                return
+            address = str(rep.get("signing_address", ""))
+            identity = normalize_signing_address(address, algo)
+            if identity is None or str(rep.get("signing_algo", algo)) != algo:
+                self._reject(p, f"{where}report names no usable {algo} signing key",
+                             "client.signing_address")
+                return
+            keys[identity] = (address, verdict.digest())
+        verdict = verdicts[0]
+        p.last_verdict = verdict
+        address = str(replicas[0].get("signing_address", ""))
+        identity = normalize_signing_address(address, algo) or b""
         previous = p.attested
-        not_after = verdict.not_after if verdict.not_after is not None else now + 86400
+        not_after = min((v.not_after for v in verdicts if v.not_after is not None),
+                        default=int(now) + 86400)
         expires = min(float(not_after), now + p.config.attestation_ttl)
-        level = TrustLevel.ATTESTED_GPU if _gpu_backed(verdict) else TrustLevel.ATTESTED
+        gpu = all(_gpu_backed(v) for v in verdicts)
+        level = TrustLevel.ATTESTED_GPU if gpu else TrustLevel.ATTESTED
         digest = verdict.digest()
         report_sha = hashlib.sha256(raw).hexdigest()
         p.attested = Attested(verdict, digest, address, algo, identity, level, expires,
-                              verdict.development, report_sha, nonce.hex())
+                              any(v.development for v in verdicts), report_sha, nonce.hex(),
+                              keys)
         p.status, p.detail = "attested", ("DEVELOPMENT TEE (simulated; not confidential)"
-                                          if verdict.development else "verified")
-        if previous is not None and previous.identity != identity:
-            log.warning("provider %s: signing key changed %s -> %s (re-attested)", p.id,
+                                          if p.attested.development else "verified")
+        if len(keys) > 1:
+            p.detail += f"; {len(keys)} replicas, each with its own attested key"
+        if previous is not None and previous.keys != keys:
+            log.warning("provider %s: signing key(s) changed %s -> %s (re-attested)", p.id,
                         previous.signing_address, address)
         self.metrics.refreshes.labels(p.id, "accepted").inc()
         self._publish_level(p)
@@ -325,7 +363,7 @@ class AttestationManager:
                         address: str, algo: str, expected_text: str) -> str | None:
         """None when the signature over ``expected_text`` verifies by the attested key;
         otherwise the reason (and the verdict is dropped / the provider quarantined)."""
-        if algo != a.signing_algo or normalize_signing_address(address, algo) != a.identity:
+        if not a.knows(address, algo):
             self.metrics.signature_checks.labels(p.id, "key_changed").inc()
             self.key_changed(p, address)
             return f"signed by {address} ({algo}), not the attested key {a.signing_address}"
