@@ -181,9 +181,16 @@ class Ledger:
 
     def _op(self, kind: str, key: str, params: dict[str, Any], now: float,
             body: Callable[[Tx], R], encode: Callable[[R], Any],
-            decode: Callable[[Tx, Any], R]) -> R:
+            decode: Callable[[Tx, Any], R], *, fresh: bool = False) -> R:
         """Run ``body`` once per key: replay the first result on a retry. ``encode`` may
-        return None when ``decode`` rebuilds the result from the rows (hot path: no JSON)."""
+        return None when ``decode`` rebuilds the result from the rows (hot path: no JSON).
+
+        On SQLite (one writer) the body runs first and the key's row is inserted last: a
+        retry then fails on the key (or on the hold's state) and rolls back whole, and the
+        first result is looked up in a second transaction, which also sees a twin committed
+        in the same group commit. On PostgreSQL the key is looked up first (a retry must not
+        wait for a unique-violation retry loop). ``fresh``: the key was just generated, so
+        this cannot be a retry."""
         pj = dumps({"kind": kind, **params})
 
         def replay(tx: Tx) -> tuple[bool, Any]:
@@ -192,14 +199,17 @@ class Ledger:
                 return False, None
             if row[0] != pj:
                 raise Conflict(f"idempotency key {key!r} was already used for a different "
-                                  f"request ({json.loads(row[0]).get('kind')})")
+                               f"request ({json.loads(row[0]).get('kind')})")
             return True, decode(tx, json.loads(row[1]) if row[1] else None)
 
+        check_first = self.backend.check_first and not fresh
+
         def fn(tx: Tx) -> R:
-            done, prev = replay(tx)
-            if done:
-                result: R = prev
-                return result
+            if check_first:
+                done, prev = replay(tx)
+                if done:
+                    result: R = prev
+                    return result
             result = body(tx)
             enc = encode(result)
             tx.exec("INSERT INTO tl_operations (key, kind, params, result, created_at) "
@@ -210,9 +220,10 @@ class Ledger:
         try:
             return self.backend.run(fn)
         except (BudgetError, LedgerError):
-            # A concurrent twin with the same key may have won the race (PostgreSQL, two
-            # processes): then this is a retry and gets the first result.
-            done, prev = self.backend.read(replay)
+            if fresh:
+                raise
+            # A retry (or a twin that won the race): answer with the first result.
+            done, prev = self.backend.run(replay)
             if done:
                 replayed: R = prev
                 return replayed
@@ -252,7 +263,7 @@ class Ledger:
                               {"memo": memo} if memo else None)
 
         return self._op(kind, op, {"who": who, "amount": amount, "currency": cur, "memo": memo},
-                        t, body, Transfer.to_json, _dec(Transfer.from_json))
+                        t, body, Transfer.to_json, _dec(Transfer.from_json), fresh=key is None)
 
     # ------------------------------------------------------------ conversations
 
@@ -293,7 +304,8 @@ class Ledger:
         return self._op("open_conversation", op,
                         {"agent": agent, "budget": budget, "currency": cur, "expires_at": exp,
                          "id": conversation_id}, t, body, Conversation.to_json,
-                        _dec(Conversation.from_json))
+                        _dec(Conversation.from_json),
+                        fresh=key is None and conversation_id is None)
 
     def close_conversation(self, conversation: str, *, key: str | None = None,
                            now: float | None = None) -> Conversation:
@@ -380,7 +392,8 @@ class Ledger:
 
         return self._op("hold", op, {"agent": agent, "amount": amount, "currency": cur,
                                      "conversation": conversation, "expires_at": exp,
-                                     "id": hold_id}, t, body, lambda h: h.id, _first_hold)
+                                     "id": hold_id}, t, body, lambda h: h.id, _first_hold,
+                        fresh=key is None and hold_id is None)
 
     def settle(self, hold: str, cost: int | None, *, provider: str, model: str | None = None,
                usage: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
@@ -505,7 +518,7 @@ class Ledger:
         return self._op("reward", op, {"source": source, "legs": legs, "currency": cur,
                                        "conversation": conversation, "memo": memo}, t, body,
                         lambda r: [x.to_json() for x in r],
-                        lambda tx, d: tuple(Transfer.from_json(x) for x in d))
+                        lambda tx, d: tuple(Transfer.from_json(x) for x in d), fresh=key is None)
 
     # ------------------------------------------------------------ expiry
 
@@ -719,9 +732,12 @@ def _check(tx: Tx) -> CheckReport:
 
 def open_ledger(url: str, *, currencies: Iterable[Currency] = DEFAULT_CURRENCIES,
                 schema: str | None = None, clock: Callable[[], float] = time.time,
+                durability: str = "full",
                 hold_ttl: float = HOLD_TTL,
                 conversation_ttl: float = CONVERSATION_TTL) -> Ledger:
     """Open (and migrate) the ledger at ``sqlite:///path`` or ``postgresql://...``;
-    ``schema`` puts PostgreSQL tables in that schema (created if missing)."""
-    return Ledger(open_backend(url, schema=schema), currencies=tuple(currencies), clock=clock,
+    ``schema`` puts PostgreSQL tables in that schema (created if missing); ``durability``
+    "full" (SQLite synchronous=FULL, the default) or "normal" (see ``teegate.ledger.db``)."""
+    return Ledger(open_backend(url, schema=schema, durability=durability),
+                  currencies=tuple(currencies), clock=clock,
                   hold_ttl=hold_ttl, conversation_ttl=conversation_ttl)
