@@ -154,6 +154,9 @@ def _connect_sqlite(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    # checkpoint less often: the hot pages (wallets, index edges) are then copied once per
+    # checkpoint instead of once per 1000 frames (measured: ~15 % more pairs/s)
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     return conn
 
 
