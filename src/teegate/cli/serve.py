@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from teegate.errors import TeegateError
+from teegate.errors import ConfigError, TeegateError
 
 if TYPE_CHECKING:
     from teegate.gateway.store import GatewayStore
@@ -37,11 +38,13 @@ def register(app: typer.Typer) -> None:
                         ] = None,
         port: Annotated[int | None, typer.Option(help="listen port (overrides config)")] = None,
         log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+        workers: Annotated[int, typer.Option(help="worker processes (needs a teegate.toml; "
+                                             "they share its database)")] = 1,
     ) -> None:
         """Run the OpenAI-compatible gateway with enclave routing."""
         import uvicorn
 
-        from teegate.gateway import GatewayStore, create_app, load_config
+        from teegate.gateway import GatewayStore, factory, load_config
         from teegate.gateway import embedded as emb
 
         logging.basicConfig(level=log_level.upper(),
@@ -65,33 +68,32 @@ def register(app: typer.Typer) -> None:
                 key = emb.default_agent_key(store, cfg.data_dir)
                 typer.echo(emb.banner(f"http://{listen_host}:{listen_port}", key,
                                       key_path=cfg.data_dir / emb.KEY_FILE))
-            receipt_log = None
-            ledger = None
-            if cfg.receipts:
-                from teegate.receipts import ReceiptLog, load_or_create_log_key
-
-                receipt_log = ReceiptLog(cfg.database_url, origin=cfg.log_origin,
-                                         key=load_or_create_log_key(cfg.data_dir / "log.key"))
-            if cfg.ledger:
-                from teegate.ledger import open_ledger
-
-                ledger = open_ledger(cfg.database_url)
-                if node is not None:  # development credit for the default agent, once
-                    ledger.deposit(emb.DEFAULT_AGENT, emb.DEV_CREDIT, key=emb.DEV_CREDIT_KEY)
-            app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
+            if workers > 1:
+                if path is None:
+                    raise ConfigError("--workers needs a teegate.toml (the embedded "
+                                      "development default runs in one process)")
+                os.environ[factory.CONFIG_ENV] = str(path.resolve())
+                load_config(path)  # fail here, once, on a bad file
+                asgi = None
+            else:
+                credit = (emb.DEFAULT_AGENT, emb.DEV_CREDIT, emb.DEV_CREDIT_KEY) if (
+                    node is not None) else None
+                asgi = factory.build_app(cfg, store=store, dev_credit=credit)
         except TeegateError as e:
             if node is not None:
                 node.stop()
             raise _fail(str(e)) from None
         try:
-            uvicorn.run(app, host=listen_host, port=listen_port, http="httptools",
-                        loop="uvloop", access_log=False, log_level=log_level.lower(),
-                        timeout_graceful_shutdown=5)
+            if asgi is None:  # several processes sharing the configuration and database
+                uvicorn.run("teegate.gateway.factory:app_from_env", factory=True,
+                            workers=workers, host=listen_host, port=listen_port,
+                            http="httptools", loop="uvloop", access_log=False,
+                            log_level=log_level.lower(), timeout_graceful_shutdown=5)
+            else:
+                uvicorn.run(asgi, host=listen_host, port=listen_port, http="httptools",
+                            loop="uvloop", access_log=False, log_level=log_level.lower(),
+                            timeout_graceful_shutdown=5)
         finally:
-            if receipt_log is not None:
-                receipt_log.close()
-            if ledger is not None:
-                ledger.close()
             if node is not None:
                 node.stop()
 

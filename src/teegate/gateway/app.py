@@ -100,6 +100,7 @@ class Gateway:
                                           quarantine_s=config.quarantine_s,
                                           poll_s=config.state_poll_s, clock=clock)
         self.started = False
+        self.closers: list[Callable[[], None]] = []  # run after shutdown (logs, ledger)
         self._poll: asyncio.Task[None] | None = None
         self._settler: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
         self._settle_thread = threading.Thread(target=self._settle_worker, daemon=True,
@@ -134,6 +135,11 @@ class Gateway:
             await p.adapter.aclose()
         self._settler.put(None)  # settle what is queued, then stop
         await anyio.to_thread.run_sync(self._settle_thread.join, 30.0)
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                log.exception("shutdown: closing a resource failed")
 
     async def _reload_keys(self) -> None:
         while True:

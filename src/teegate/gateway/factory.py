@@ -1,0 +1,51 @@
+"""Build the whole gateway from a configuration file: the store, the receipt log and the
+ledger it is configured with. Used by ``teegate serve`` and, through ``app_from_env``, by each
+uvicorn worker process of ``teegate serve --workers N``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from teegate.errors import ConfigError
+from teegate.gateway.app import GatewayApp, create_app
+from teegate.gateway.config import GatewayConfig, load_config
+from teegate.gateway.store import GatewayStore
+
+CONFIG_ENV = "TEEGATE_CONFIG"
+
+
+def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
+              dev_credit: tuple[str, int, str] | None = None) -> GatewayApp:
+    """The gateway with its receipt log and ledger as configured; they are closed when the
+    app shuts down. ``dev_credit`` = (agent, amount, idempotency key) deposited once."""
+    store = store or GatewayStore(cfg.database_url)
+    receipt_log = ledger = None
+    if cfg.receipts:
+        from teegate.receipts import ReceiptLog, load_or_create_log_key
+
+        receipt_log = ReceiptLog(cfg.database_url, origin=cfg.log_origin,
+                                 key=load_or_create_log_key(cfg.data_dir / "log.key"))
+    if cfg.ledger:
+        from teegate.ledger import open_ledger
+
+        ledger = open_ledger(cfg.database_url)
+        if dev_credit is not None:
+            agent, amount, key = dev_credit
+            ledger.deposit(agent, amount, key=key)
+    app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
+    if receipt_log is not None:
+        app.gateway.closers.append(receipt_log.close)
+    if ledger is not None:
+        app.gateway.closers.append(ledger.close)
+    app.gateway.closers.append(store.close)
+    return app
+
+
+def app_from_env() -> GatewayApp:
+    """uvicorn factory for worker processes: the configuration file named by
+    ``TEEGATE_CONFIG``."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"{CONFIG_ENV} is not set")
+    return build_app(load_config(Path(path)))
