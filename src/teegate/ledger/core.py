@@ -183,7 +183,8 @@ class Ledger:
 
     def _op(self, kind: str, key: str, params: dict[str, Any], now: float,
             body: Callable[[Tx], R], encode: Callable[[R], Any],
-            decode: Callable[[Tx, Any], R], *, fresh: bool = False) -> R:
+            decode: Callable[[Tx, Any], R], *, fresh: bool = False,
+            guarded: bool = False) -> R:
         """Run ``body`` once per key: replay the first result on a retry. ``encode`` may
         return None when ``decode`` rebuilds the result from the rows (hot path: no JSON).
 
@@ -192,7 +193,8 @@ class Ledger:
         first result is looked up in a second transaction, which also sees a twin committed
         in the same group commit. On PostgreSQL the key is looked up first (a retry must not
         wait for a unique-violation retry loop). ``fresh``: the key was just generated, so
-        this cannot be a retry."""
+        this cannot be a retry. ``guarded``: the body itself refuses to run twice (a hold
+        resolves once, a conversation closes once), so the key need not be looked up first."""
         pj = dumps({"kind": kind, **params})
 
         def replay(tx: Tx) -> tuple[bool, Any]:
@@ -204,7 +206,7 @@ class Ledger:
                                f"request ({json.loads(row[0]).get('kind')})")
             return True, decode(tx, json.loads(row[1]) if row[1] else None)
 
-        check_first = self.backend.check_first and not fresh
+        check_first = self.backend.check_first and not fresh and not guarded
 
         def fn(tx: Tx) -> R:
             if check_first:
@@ -317,7 +319,8 @@ class Ledger:
         op = _key(key) if key is not None else f"close:{conversation}"
         return self._op("close_conversation", op, {"conversation": conversation}, t,
                         lambda tx: self._close(tx, op, conversation, t, "closed"),
-                        Conversation.to_json, _dec(Conversation.from_json))
+                        Conversation.to_json, _dec(Conversation.from_json),
+                        guarded=key is None)
 
     def _close(self, tx: Tx, op: str, cid: str, t: float, state: str) -> Conversation:
         row = tx.one(f"SELECT {_CONV_COLS} FROM tl_conversations WHERE id = ?", (cid,))
@@ -358,24 +361,21 @@ class Ledger:
         def body(tx: Tx) -> Hold:
             c = cur
             if conversation is not None:
-                row = tx.one("SELECT agent, currency FROM tl_conversations WHERE id = ?",
-                             (conversation,))
+                # No lock needed: the conditional debit below locks the reserve, and a reserve
+                # closed meanwhile holds 0 for good, so that debit then fails.
+                row = tx.one("SELECT agent, currency, state, expires_at FROM tl_conversations "
+                             "WHERE id = ?", (conversation,))
                 if row is None:
                     raise NotFound(f"no conversation {conversation!r}")
                 if row[0] != agent:
                     raise LedgerError(f"conversation {conversation} belongs to another agent")
                 c = row[1]
-                source = f"reserve:{conversation}"
-                tx.lock([source])
-                st = tx.one("SELECT state, expires_at FROM tl_conversations WHERE id = ?",
-                            (conversation,))
-                assert st is not None
-                if st[0] != "open" or float(st[1]) <= t:
+                if row[2] != "open" or float(row[3]) <= t:
                     raise Conflict(f"conversation {conversation} is "
-                                      f"{'expired' if st[0] == 'open' else st[0]}")
+                                   f"{'expired' if row[2] == 'open' else row[2]}")
+                source = f"reserve:{conversation}"
             else:
                 source = f"wallet:{c}:{agent}"
-                tx.lock([source])
             if hold_id and tx.one("SELECT 1 FROM tl_holds WHERE id = ?", (hid,)):
                 raise Conflict(f"hold {hid} already exists")
             try:
@@ -424,7 +424,8 @@ class Ledger:
 
         return self._op("settle", op, {"hold": hold, "cost": cost, "provider": provider,
                                        "model": model, "usage": usage, "metadata": metadata},
-                        t, body, _none, lambda tx, _: _settlement(tx, op, hold))
+                        t, body, _none, lambda tx, _: _settlement(tx, op, hold),
+                        guarded=key is None)
 
     def void(self, hold: str, *, key: str | None = None, now: float | None = None,
              reason: str | None = None) -> Settlement:
@@ -437,7 +438,7 @@ class Ledger:
             return self._release(tx, op, h, 0, None, t, {"reason": reason} if reason else {})
 
         return self._op("void", op, {"hold": hold, "reason": reason}, t, body, _none,
-                        lambda tx, _: _settlement(tx, op, hold))
+                        lambda tx, _: _settlement(tx, op, hold), guarded=key is None)
 
     def _resolve(self, tx: Tx, hid: str, state: str, t: float, *, cost: int | None = None,
                  provider: str | None = None, expired_only: bool = False) -> Hold:
@@ -463,13 +464,10 @@ class Ledger:
         hacct, wallet = f"hold:{h.id}", f"wallet:{h.currency}:{h.agent}"
         revenue = f"revenue:{h.currency}:{provider}" if provider else None
         target, tkind = wallet, "wallet"
-        locks = [hacct, wallet]
-        if revenue:
-            locks.append(revenue)
+        # Lock order (PostgreSQL): reserve, then revenue, then the release target; every
+        # other operation locks wallets last or in id order, so no cycle can form.
         if h.conversation:
-            locks.append(f"reserve:{h.conversation}")
-        tx.lock(locks)
-        if h.conversation:
+            tx.lock([f"reserve:{h.conversation}"])  # close changes the state under this lock
             st = tx.one("SELECT state FROM tl_conversations WHERE id = ?", (h.conversation,))
             if st is not None and st[0] == "open":
                 target, tkind = f"reserve:{h.conversation}", "reserve"
@@ -547,7 +545,7 @@ class Ledger:
 
         try:
             self._op("expire_hold", op, {"hold": hid}, t, body, _none,
-                     lambda tx, _: _settlement(tx, op, hid))
+                     lambda tx, _: _settlement(tx, op, hid), guarded=True)
         except LedgerError:
             return False  # settled or voided meanwhile
         return True
@@ -557,7 +555,7 @@ class Ledger:
         try:
             self._op("expire_conversation", op, {"conversation": cid}, t,
                      lambda tx: self._close(tx, op, cid, t, "expired"),
-                     Conversation.to_json, _dec(Conversation.from_json))
+                     Conversation.to_json, _dec(Conversation.from_json), guarded=True)
         except LedgerError:
             return False  # closed meanwhile
         return True

@@ -13,10 +13,12 @@ one fsync'd COMMIT acknowledges them all. Nobody's result is returned before tha
 At concurrency 1 this is exactly one transaction per operation.
 
 PostgreSQL (``postgresql://...``, psycopg 3): one transaction per operation at READ
-COMMITTED; every operation first locks the balance rows it will touch with ``SELECT ... FOR
-UPDATE`` in ascending id order (no deadlock between operations), then applies conditional
-updates. Serialization failures, deadlocks and unique violations of a racing idempotency key
-(another process did the same operation first) retry the operation, which then replays.
+COMMITTED; a debit is one conditional update (``balance >= amount`` re-checked on the newest
+row version after waiting for its lock); an operation that touches several contended balance
+rows locks them with ``SELECT ... FOR UPDATE`` in ascending id order, or in the fixed order
+described at ``Ledger._release``, so no two operations can deadlock. Serialization
+failures and deadlocks retry the operation; a unique violation (a twin with the same key in
+another process committed first) is retried once, and the retry then replays.
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
 # ---------------------------------------------------------------- PostgreSQL
 
 _Q = re.compile(r"\?")
-_RETRY_STATES = frozenset({"40001", "40P01", "23505"})
+_RETRY_STATES = {"40001": 12, "40P01": 12, "23505": 2}  # SQLSTATE -> attempts
 
 
 class _PgTx:
@@ -374,8 +376,8 @@ class PostgresBackend:
                 except TeegateError:
                     raise
                 except psycopg.Error as e:
-                    state = getattr(e, "sqlstate", None)
-                    if state not in _RETRY_STATES or attempt == 11:
+                    state = getattr(e, "sqlstate", None) or ""
+                    if attempt + 1 >= _RETRY_STATES.get(state, 0):
                         raise _wrap(e) from e
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
