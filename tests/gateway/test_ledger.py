@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -178,3 +178,36 @@ def test_principals_owner_operator_agent(gw: Gw, ledger: Ledger) -> None:
                                                         "messages": MSG},
                    headers={"authorization": f"Bearer {owner_key}"})
     assert r.status_code == 401
+
+
+def test_stream_without_usage_charges_the_worst_case(
+        make_gateway: GatewayFactory, ledger: Ledger) -> None:
+    """A provider that ignores include_usage: the documented rule charges the whole hold."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> StreamingResponse:
+        await request.body()
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    with serving(Starlette(routes=[Route("/v1/chat/completions", chat,
+                                         methods=["POST"])])) as up:
+        gw = make_gateway([{"id": "nousage", "platform": "open-ai",
+                            "base_url": up.url + "/v1", "models": ["m"],
+                            "prices": {"m": PRICE}}], ledger=ledger)
+        agent = _agent(gw)
+        ledger.deposit(agent, 100_000)
+        client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+        assert [c.choices[0].delta.content for c in client.chat.completions.create(
+            model="m", messages=MSG, stream=True, max_tokens=10) if c.choices] == ["hi"]
+        _wait(_settled(ledger, agent))
+        hold = next(t for t in ledger.transfers(agent) if t.kind == "hold")
+        charge = next(t for t in ledger.transfers(agent) if t.kind == "charge")
+        assert charge.amount == hold.amount >= 2 * 10  # every allowed output token

@@ -522,7 +522,9 @@ class Gateway:
                 if tail:
                     returned.update(tail)
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
-                record.outcome = "success"
+                record.outcome = "failed" if relay.error_event else "success"
+                if relay.error_event:
+                    record.error = "the provider sent an error event mid-stream"
                 record.signature_check = "verified" if relay.verified else None
             except StreamFailure as e:
                 if e.code == "response_signature_missing" and inline and not relay.signed:
@@ -627,9 +629,9 @@ class Gateway:
                 return -1
         if record.status >= 400 or (record.outcome == "failed" and not record.stream):
             return None  # an error answer produced nothing billable
-        if record.outcome == "disconnected":  # what the provider produced until then
+        if record.outcome in ("disconnected", "failed"):  # cut short: what was produced
             return price.cost(record.prompt_estimate, record.content_events)
-        return -1  # a stream without usage: the accounting charges the hold's worst case
+        return -1  # a complete stream without usage: charge the hold's worst case
 
     async def _endpoint_signature(self, p: ProviderRuntime, record: CallRecord) -> None:
         """NEAR AI / RedPill: fetch ``/v1/signature/{id}`` just after delivery and check it;

@@ -3,9 +3,11 @@ before forwarding, settled from the provider's usage or voided on every exit pat
 
 Charging rules (docs/gateway.md):
 - usage reported (plain responses; streams with the usage chunk): its cost, capped at the hold;
-- a client that disconnected mid-stream before usage arrived: the prompt estimate plus one
-  token per content event the provider had produced;
-- a stream that ended or broke without usage for any other reason: the hold's worst case;
+- a stream cut short before usage arrived (client disconnect, provider error event, broken
+  connection, failed signature): the prompt estimate plus one token per content event the
+  provider had produced;
+- a stream that ended normally without usage (a provider ignoring ``include_usage``): the
+  hold's worst case;
 - nothing billable (refused, every provider failed, an error answer): void.
 """
 

@@ -54,6 +54,7 @@ class SseRelay:
     chat_id: str | None = None
     content_events: int = 0
     response_bytes: int = 0
+    error_event: bool = False  # the provider sent an OpenAI error event mid-stream
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, client bytes out. Raises StreamFailure on a bad signature or a
@@ -89,6 +90,12 @@ class SseRelay:
         return event
 
     def _data(self, event: bytes) -> bytes | None:
+        if b'"error"' in event and not self.error_event:
+            try:
+                obj = json.loads(event[5:])
+                self.error_event = isinstance(obj, dict) and isinstance(obj.get("error"), dict)
+            except (ValueError, UnicodeDecodeError):
+                pass
         if self.chat_id is None or b'"usage"' in event:
             try:
                 obj = json.loads(event[5:])
