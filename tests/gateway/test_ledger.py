@@ -211,3 +211,32 @@ def test_stream_without_usage_charges_the_worst_case(
         hold = next(t for t in ledger.transfers(agent) if t.kind == "hold")
         charge = next(t for t in ledger.transfers(agent) if t.kind == "charge")
         assert charge.amount == hold.amount >= 2 * 10  # every allowed output token
+
+
+def test_upstream_timeout_voids_the_hold(make_gateway: GatewayFactory, ledger: Ledger) -> None:
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> Response:
+        await asyncio.sleep(3)
+        return Response(b"{}", media_type="application/json")
+
+    with serving(Starlette(routes=[Route("/v1/chat/completions", chat,
+                                         methods=["POST"])])) as up:
+        gw = make_gateway([{"id": "stuck", "platform": "open-ai", "base_url": up.url + "/v1",
+                            "models": ["m"], "prices": {"m": PRICE}, "timeout": 0.3}],
+                          ledger=ledger)
+        agent = _agent(gw)
+        ledger.deposit(agent, 100_000)
+        client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model="m", messages=MSG)
+        assert e.value.status_code == 502
+        assert "TimeoutError" in e.value.message
+        _wait(_settled(ledger, agent))
+        assert ledger.balance(agent).available == 100_000
+        assert any(t.kind == "hold" for t in ledger.transfers(agent))  # held, then voided
