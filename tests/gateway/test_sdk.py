@@ -11,7 +11,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.gateway.conftest import GatewayFactory, Gw
-from tests.gateway.loopback import Server
+from tests.gateway.loopback import Server, serving
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
@@ -138,3 +138,33 @@ def test_models_providers_health_metrics(gw: Gw) -> None:
     assert 'teegate_requests_total{outcome="success",provider="plain"}' in text
     assert 'teegate_provider_trust_level{provider="node-a"} 2.0' in text
     assert 'teegate_attestation_refreshes_total{provider="node-a",result="accepted"}' in text
+
+
+def test_e2ee_headers_forwarded_and_gateway_headers_not(make_gateway: GatewayFactory) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    seen: list[dict[str, str]] = []
+
+    async def chat(request: Request) -> Response:
+        seen.append(dict(request.headers))
+        return Response(b'{"id":"c","object":"chat.completion","created":0,"model":"m",'
+                        b'"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},'
+                        b'"finish_reason":"stop"}]}', media_type="application/json")
+
+    with serving(Starlette(routes=[Route("/v1/chat/completions", chat,
+                                         methods=["POST"])])) as up:
+        gw = make_gateway([{"id": "up", "platform": "open-ai", "base_url": up.url + "/v1",
+                            "models": ["m"]}])
+        client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+        client.chat.completions.create(model="m", messages=MSG, extra_headers={
+            "X-Client-Pub-Key": "ab" * 32, "X-Signing-Algo": "ecdsa",
+            "X-Teegate-Trust": "standard", "X-Other": "no"})
+    h = seen[0]
+    assert h["x-client-pub-key"] == "ab" * 32
+    assert h["x-signing-algo"] == "ecdsa"
+    assert "x-other" not in h
+    assert "x-teegate-trust" not in h
+    assert gw.key not in h.get("authorization", "")  # the agent's key never leaves

@@ -57,6 +57,10 @@ CONVERSATION_HEADER = b"x-teegate-conversation"
 _SIG_HEADERS = ("x-teegate-signature", "x-teegate-signing-address", "x-teegate-signing-algo",
                 "x-teegate-text")
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# Client headers forwarded unchanged: end-to-end encryption toward the model TEE (NEAR AI
+# E2EE, REFERENCE §7.5) and request correlation. Everything else stays at the gateway.
+FORWARDED = frozenset({b"x-signing-algo", b"x-client-pub-key", b"x-model-pub-key",
+                       b"x-encryption-version", b"x-request-id"})
 
 
 def _sha(data: bytes) -> str:
@@ -189,9 +193,14 @@ class Gateway:
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
         hdrs: dict[bytes, bytes] = {}
+        extra: list[bytes] = []
         for k, v in scope["headers"]:
             if k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER):
                 hdrs[k] = v
+            elif k in FORWARDED and b"\r" not in v and b"\n" not in v:
+                extra.append(k + b": " + v + b"\r\n")
+        if extra:
+            hdrs[b"\0extra"] = b"".join(extra)
         counted = False  # _serve records (and counts) every call it sees
         try:
             auth = hdrs.get(b"authorization")
@@ -306,7 +315,8 @@ class Gateway:
         record.forwarded_sha256 = None if unchanged else _sha(forward)
         try:
             return await self._serve_record(record, req, model, stream, required, forward,
-                                            inject, unchanged, send, receive)
+                                            inject, unchanged, send, receive,
+                                            hdrs.get(b"\0extra", b""))
         except GatewayRefusal as r:
             if record.outcome == "pending":
                 record.outcome = "failed"
@@ -322,7 +332,8 @@ class Gateway:
 
     async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
                             stream: bool, required: TrustLevel, forward: bytes, inject: bool,
-                            unchanged: bool, send: Send, receive: Receive) -> CallRecord:
+                            unchanged: bool, send: Send, receive: Receive,
+                            extra_headers: bytes = b"") -> CallRecord:
         if model not in self.by_model:
             record.outcome, record.status = "refused", 404
             raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
@@ -375,7 +386,7 @@ class Gateway:
             record.attempts.append(p.id)
             t_up = time.perf_counter()
             try:
-                resp = await p.adapter.chat(forward)
+                resp = await p.adapter.chat(forward, extra_headers)
             except UpstreamError as e:
                 p.health.failure(time.monotonic())
                 self.metrics.failovers.labels(p.id, "connect").inc()

@@ -57,11 +57,11 @@ class OpenAIAdapter:
             follow_redirects=False,
         )
 
-    async def chat(self, body: bytes) -> Http11Response:
+    async def chat(self, body: bytes, extra_headers: bytes = b"") -> Http11Response:
         """POST the exact ``body``; the response with its body not yet read (stream it with
         ``aiter_raw`` or ``aread`` it). Connection failures become UpstreamError."""
         try:
-            return await self.pool.post("/chat/completions", body)
+            return await self.pool.post("/chat/completions", body, extra_headers)
         except UpstreamError as e:
             raise UpstreamError(f"{self.provider_id}: {e}") from None
 

@@ -161,13 +161,15 @@ class Http11Pool:
         else:
             conn.close()
 
-    async def post(self, path: str, body: bytes) -> Http11Response:
+    async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> Http11Response:
         """POST ``body`` to ``prefix + path``; the response once its headers arrived.
+        ``extra_headers``: ready-made ``name: value\r\n`` lines for this request only.
 
         A reused connection the server closed meanwhile is retried once on a new one (no
         response byte had arrived, so the server did not answer the first attempt)."""
         request = (b"POST " + (self.prefix + path).encode("latin-1") + b" HTTP/1.1\r\n"
-                   + self._static + b"content-length: " + str(len(body)).encode()
+                   + self._static + extra_headers + b"content-length: "
+                   + str(len(body)).encode()
                    + b"\r\n\r\n" + body)
         for attempt in (0, 1):
             conn = self._take() if attempt == 0 else None
