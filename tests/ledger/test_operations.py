@@ -223,3 +223,15 @@ def test_reopening_keeps_state_and_schema(make_ledger: object) -> None:
     b = factory()  # a second handle (or process) migrates nothing and sees the same money
     assert b.balance("a").available == 42
     assert_consistent(b)
+
+
+def test_provider_revenue_sums_its_shards(ledger: Ledger) -> None:
+    ledger.deposit("a", 10_000)
+    for cost in range(1, 41):
+        ledger.settle(ledger.hold("a", 100).id, cost, provider="near")
+    ledger.settle(ledger.hold("a", 100).id, 7, provider="redpill")
+    assert ledger.revenue("near") == sum(range(1, 41))
+    assert ledger.revenue("redpill") == 7
+    assert ledger.revenue("nobody") == 0
+    assert ledger.balance("a").available == 10_000 - sum(range(1, 41)) - 7
+    assert_consistent(ledger)

@@ -6,7 +6,7 @@ Accounts (id → kind, balance cache):
   ``pool:<cur>:<name>``      a reward pool (deposit into ``"pool:<name>"``)
   ``reserve:<conversation>`` a conversation's budget, reserved from the wallet
   ``hold:<hold>``            one call's worst-case cost, from a reserve or the wallet
-  ``revenue:<cur>:<provider>`` what calls cost, per provider
+  ``revenue:<cur>:<provider>:<shard>`` what calls cost, per provider (16 shards)
   ``external:<cur>``         mint/burn: the only account allowed below zero
 
 Every movement is a transfer row; the balance cache of both accounts is updated in the same
@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -49,6 +50,9 @@ R = TypeVar("R")
 HOLD_TTL = 600.0  # seconds; longer than any call the gateway lets run
 CONVERSATION_TTL = 86_400.0
 GROUPS = ("model", "conversation", "provider", "day")
+# A provider's revenue is spread over this many accounts (by hold id): every settlement
+# credits revenue, and one row would serialise all settlements on PostgreSQL's row lock.
+REVENUE_SHARDS = 16
 
 _TRANSFER_COLS = ("id, seq, debit, credit, amount, currency, kind, agent, operation, "
                   "created_at, metadata")
@@ -462,7 +466,8 @@ class Ledger:
     def _release(self, tx: Tx, op: str, h: Hold, charged: int, provider: str | None,
                  t: float, meta: dict[str, Any]) -> Settlement:
         hacct, wallet = f"hold:{h.id}", f"wallet:{h.currency}:{h.agent}"
-        revenue = f"revenue:{h.currency}:{provider}" if provider else None
+        revenue = (f"revenue:{h.currency}:{provider}:{zlib.crc32(h.id.encode()) % REVENUE_SHARDS}"
+                   if provider else None)
         target, tkind = wallet, "wallet"
         # Lock order (PostgreSQL): reserve, then revenue, then the release target; every
         # other operation locks wallets last or in id order, so no cycle can form.
@@ -575,6 +580,14 @@ class Ledger:
             return WalletBalance(agent, cur, avail, by.get("reserve", 0), by.get("hold", 0))
 
         return self.backend.read(q)
+
+    def revenue(self, provider: str, currency: str | None = None) -> int:
+        """What ``provider`` has earned (the sum of its revenue shards)."""
+        cur = self.currency(currency).code
+        row = self.backend.read(lambda tx: tx.one(
+            "SELECT COALESCE(SUM(balance), 0) FROM tl_accounts WHERE kind = 'revenue' AND "
+            "owner = ? AND currency = ?", (provider, cur)))
+        return int(row[0]) if row else 0
 
     def get_hold(self, hold: str) -> Hold:
         row = self.backend.read(lambda tx: tx.one(
