@@ -27,11 +27,28 @@ Shape (TigerBeetle's model on SQLite/PostgreSQL, REFERENCE §11):
   ``expire(now)`` releases what a crashed gateway left. A hold that expired can no longer be
   settled (the call is then free: an undercharge, never an overspend), so the gateway's hold
   TTL must exceed its longest call.
-- Backends: see ``teegate.ledger.db`` (SQLite: WAL, synchronous=FULL, BEGIN IMMEDIATE, group
-  commit; PostgreSQL: one transaction per operation with row locks in id order).
+- Provider revenue is spread over 16 shard accounts per provider (every settlement credits
+  revenue; one row would serialise all settlements on PostgreSQL); ``Ledger.revenue`` sums
+  them. Spend reports read the charge transfers' metadata (model, provider, conversation,
+  usage), not the revenue accounts.
+- Backends: see ``teegate.ledger.db`` (SQLite: WAL, synchronous=FULL by default,
+  BEGIN IMMEDIATE, group commit; PostgreSQL: one transaction per operation, conditional
+  updates, multi-row locks in a fixed order).
+- Edges: ``teegate.ledger.http.wallet_router`` (FastAPI routes), ``LedgerAccounting`` (the
+  gateway's hold/settle/void adapter), ``teegate.ledger.pricing`` (integer prices, the
+  worst-case hold and the prompt-token upper bound). Something must call ``expire()``
+  periodically (the gateway's background loop, or ``teegate ledger expire`` from cron).
 """
 
-from teegate.ledger.core import CONVERSATION_TTL, GROUPS, HOLD_TTL, Ledger, open_ledger
+from teegate.ledger.accounting import LedgerAccounting
+from teegate.ledger.core import (
+    CONVERSATION_TTL,
+    GROUPS,
+    HOLD_TTL,
+    REVENUE_SHARDS,
+    Ledger,
+    open_ledger,
+)
 from teegate.ledger.model import (
     DEFAULT_CURRENCIES,
     CheckReport,
@@ -54,6 +71,7 @@ __all__ = [
     "DEFAULT_CURRENCIES",
     "GROUPS",
     "HOLD_TTL",
+    "REVENUE_SHARDS",
     "CheckReport",
     "Conflict",
     "Conversation",
@@ -62,6 +80,7 @@ __all__ = [
     "Hold",
     "InsufficientFunds",
     "Ledger",
+    "LedgerAccounting",
     "NotFound",
     "Price",
     "PriceTable",
