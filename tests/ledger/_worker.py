@@ -3,7 +3,7 @@
 ``race URL SCHEMA AGENT THREADS AMOUNT START``: THREADS threads each try one hold of AMOUNT
 on AGENT's wallet at time START, settle the successful ones at full cost; prints a JSON line
 ``{"ok": n, "refused": m}``.
-``load URL AGENT``: holds and settles forever, leaving a few holds open; prints ``ready``
+``load URL AGENT [SCHEMA]``: holds and settles forever, leaving a few holds open; prints ``ready``
 after its first 50 operations (the parent then kills it with SIGKILL).
 """
 
@@ -44,8 +44,8 @@ def race(url: str, schema: str, agent: str, threads: int, amount: int, start: fl
     print(json.dumps({"ok": len(ok), "refused": len(refused)}), flush=True)
 
 
-def load(url: str, agent: str) -> None:
-    lg = open_ledger(url)
+def load(url: str, agent: str, schema: str | None) -> None:
+    lg = open_ledger(url, schema=schema)
     n = 0
     while True:
         h = lg.hold(agent, 10, expires_at=time.time() + 60)
@@ -61,4 +61,4 @@ if __name__ == "__main__":
         race(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]),
              float(sys.argv[7]))
     else:
-        load(sys.argv[2], sys.argv[3])
+        load(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)

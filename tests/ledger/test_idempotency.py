@@ -7,7 +7,7 @@ import pytest
 
 from teegate.errors import BudgetError, LedgerError
 from teegate.ledger import Ledger
-from tests.ledger.conftest import assert_consistent
+from tests.ledger.conftest import Clock, assert_consistent
 
 
 def _transfers(lg: Ledger) -> int:
@@ -84,3 +84,13 @@ def test_without_a_key_each_call_is_a_new_operation(ledger: Ledger) -> None:
     ledger.deposit("a", 5)
     ledger.deposit("a", 5)
     assert ledger.balance("a").available == 10
+
+
+def test_retry_later_with_a_recomputed_expiry_replays(ledger: Ledger, clock: Clock) -> None:
+    ledger.deposit("a", 100)
+    h = ledger.hold("a", 30, key="call-9", expires_at=clock.t + 600)
+    c = ledger.open_conversation("a", 20, key="conv-9")
+    clock.t += 5
+    assert ledger.hold("a", 30, key="call-9", expires_at=clock.t + 600) == h
+    assert ledger.open_conversation("a", 20, key="conv-9") == c
+    assert ledger.balance("a").available == 50

@@ -310,7 +310,7 @@ class Ledger:
             return Conversation(cid, agent, cur, budget, "open", exp, t, None, budget, None)
 
         return self._op("open_conversation", op,
-                        {"agent": agent, "budget": budget, "currency": cur, "expires_at": exp,
+                        {"agent": agent, "budget": budget, "currency": cur,
                          "id": conversation_id}, t, body, Conversation.to_json,
                         _dec(Conversation.from_json),
                         fresh=key is None and conversation_id is None)
@@ -396,10 +396,10 @@ class Ledger:
                     (hid, agent, c, amount, conversation, exp, t))
             return Hold(hid, agent, c, amount, conversation, "open", exp, t)
 
+        # the expiry is not part of the request's identity: a retry computes it anew
         return self._op("hold", op, {"agent": agent, "amount": amount, "currency": cur,
-                                     "conversation": conversation, "expires_at": exp,
-                                     "id": hold_id}, t, body, lambda h: h.id, _first_hold,
-                        fresh=key is None and hold_id is None)
+                                     "conversation": conversation, "id": hold_id}, t, body,
+                        lambda h: h.id, _first_hold, fresh=key is None and hold_id is None)
 
     def settle(self, hold: str, cost: int | None, *, provider: str, model: str | None = None,
                usage: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
