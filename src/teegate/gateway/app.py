@@ -840,7 +840,8 @@ def create_app(
     @api.get("/readyz")
     async def readyz() -> Response:
         now = gw.clock()
-        serving = [p.id for p in gw.providers if not p.blocked(now)]
+        serving = [p.id for p in gw.providers
+                   if not p.blocked(now) and p.status != "unreachable"]
         ready = gw.started and bool(serving)
         return JSONResponse({"ready": ready, "serving": serving}, status_code=200 if ready
                             else 503)
