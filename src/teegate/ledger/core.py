@@ -219,6 +219,8 @@ class Ledger:
                     result: R = prev
                     return result
             result = body(tx)
+            if fresh:
+                return result  # a key nobody knows: nothing can retry it
             enc = encode(result)
             tx.exec("INSERT INTO tl_operations (key, kind, params, result, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -476,19 +478,39 @@ class Ledger:
             st = tx.one("SELECT state FROM tl_conversations WHERE id = ?", (h.conversation,))
             if st is not None and st[0] == "open":
                 target, tkind = f"reserve:{h.conversation}", "reserve"
-        self._debit(tx, hacct, h.amount, h.currency)
-        transfers = []
+        # (leg, credit account, its kind and owner, amount, transfer kind, metadata)
+        legs: list[tuple[int, str, str, str | None, int, str, dict[str, Any]]] = []
         if charged and revenue:
-            self._credit(tx, revenue, "revenue", provider, h.currency, charged, t)
-            transfers.append(self._record(tx, op, 0, hacct, revenue, charged, h.currency,
-                                          "charge", h.agent, t, meta))
+            legs.append((0, revenue, "revenue", provider, charged, "charge", meta))
         rest = h.amount - charged
         if rest:
-            self._credit(tx, target, tkind, h.agent, h.currency, rest, t)
-            transfers.append(self._record(tx, op, 1, hacct, target, rest, h.currency,
-                                          "release", h.agent, t,
-                                          {"hold": h.id, "conversation": h.conversation}))
-        return Settlement(h, charged, rest, tuple(transfers))
+            legs.append((1, target, tkind, h.agent, rest, "release",
+                         {"hold": h.id, "conversation": h.conversation}))
+        # The hold account holds exactly its amount while open (the CHECK constraint refuses
+        # anything else): empty it, then one statement credits every leg, in the lock order
+        # above, and one more writes the transfers.
+        tx.exec("UPDATE tl_accounts SET balance = balance - ? WHERE id = ?", (h.amount, hacct))
+        accts: list[Any] = []
+        for _, acct, akind, owner, amount, _, _ in legs:
+            accts += [acct, akind, owner, h.currency, amount, t]
+        tx.exec("INSERT INTO tl_accounts (id, kind, owner, currency, balance, created_at) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(legs))
+                + " ON CONFLICT (id) DO UPDATE SET balance = tl_accounts.balance + "
+                "excluded.balance", accts)
+        rows: list[Any] = []
+        for leg, acct, _, _, amount, kind, md in legs:
+            rows += [f"{op}/{leg}", hacct, acct, amount, h.currency, kind, h.agent, op, t,
+                     dumps(md)]
+        seqs = {r[0]: int(r[1]) for r in tx.all(
+            "INSERT INTO tl_transfers (id, debit, credit, amount, currency, kind, agent, "
+            "operation, created_at, metadata) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(legs))
+            + " RETURNING id, seq", rows)}
+        transfers = tuple(
+            Transfer(f"{op}/{leg}", seqs[f"{op}/{leg}"], hacct, acct, amount, h.currency, kind,
+                     h.agent, op, t, md)
+            for leg, acct, _, _, amount, kind, md in legs)
+        return Settlement(h, charged, rest, transfers)
 
     # ------------------------------------------------------------ rewards
 

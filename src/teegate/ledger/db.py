@@ -8,8 +8,9 @@ process but an OS crash or power loss can lose the last commits, for ~10x lower 
 upgrade to a write lock once another connection committed, and fails with
 SQLITE_BUSY without waiting). Writes go through a *group commit*: concurrent callers queue
 their operations; one of them (the leader) runs the whole queue inside one ``BEGIN IMMEDIATE``
-transaction, each operation in its own SAVEPOINT (a refused operation rolls back alone), and
-one fsync'd COMMIT acknowledges them all. Nobody's result is returned before that COMMIT.
+transaction and one fsync'd COMMIT acknowledges them all. If one operation of the batch is
+refused, the batch is rolled back and run again with each operation in its own SAVEPOINT (the
+refused one rolls back alone). Nobody's result is returned before that COMMIT.
 At concurrency 1 this is exactly one transaction per operation.
 
 PostgreSQL (``postgresql://...``, psycopg 3): one transaction per operation at READ
@@ -222,6 +223,33 @@ class SqliteBackend:
                     self._leading = False
 
     def _commit(self, batch: list[_Item]) -> None:
+        if len(batch) == 1 or not self._commit_fast(batch):
+            self._commit_isolated(batch)
+
+    def _commit_fast(self, batch: list[_Item]) -> bool:
+        """The whole batch in one transaction without savepoints; False (rolled back) as
+        soon as one operation fails, and the batch is then run with savepoints."""
+        conn, tx = self._w, _SqliteTx(self._w)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for it in batch:
+                it.result = it.fn(tx)
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for it in batch:
+                it.result = None
+            return False
+        try:
+            conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for it in batch:
+                it.error = _wrap(e)
+        return True
+
+    def _commit_isolated(self, batch: list[_Item]) -> None:
         conn, tx, single = self._w, _SqliteTx(self._w), len(batch) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
