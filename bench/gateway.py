@@ -1,7 +1,8 @@
 """Gateway benchmark: teegate serve vs the upstream directly vs LiteLLM proxy, side by side.
 
 Runs (all on 127.0.0.1, each in its own process): a fast mock OpenAI upstream (raw asyncio,
-zero latency, 20-chunk streams), a development teegate node in front of it (signs every
+zero latency, 20-chunk streams), a development teegate node (development TDX, built-in engine
+as in the embedded default, or ``--node-engine mock`` in front of the mock; it signs every
 response), the teegate gateway (one process, httptools + uvloop) with a plain provider (the
 mock) and an attested provider (the node, development TDX, signature checked per response),
 and LiteLLM proxy (2 workers, no database) if it can be installed into
@@ -238,24 +239,17 @@ def proc_cpu(pid: int) -> float:
 
 GATEWAY_SCRIPT = """
 import sys, uvicorn
-from teegate.gateway import GatewayStore, create_app, load_config
-from teegate.receipts import ReceiptLog, load_or_create_log_key
+from teegate.gateway import load_config
+from teegate.gateway.factory import build_app
 cfg = load_config(sys.argv[1])
-store = GatewayStore(cfg.database_url)
-log = ReceiptLog(cfg.database_url, origin="bench.local/log",
-                 key=load_or_create_log_key(cfg.data_dir / "log.key"))
-ledger = None
-if sys.argv[2] == "ledger":
-    from teegate.ledger import open_ledger
-    ledger = open_ledger(cfg.database_url)
-    ledger.deposit("bench", 10**15, key="bench-credit")
-app = create_app(cfg, store=store, receipt_log=log, ledger=ledger)
+app = build_app(cfg, dev_credit=("bench", 10**15, "bench-credit") if cfg.ledger else None)
 uvicorn.run(app, host="127.0.0.1", port=cfg.listen_port, http="httptools", loop="uvloop",
             access_log=False, log_level="warning")
 """
 
 
-def start_gateway(tmp: Path, mock: str, node: str, port: int, *, no_ledger: bool = False
+def start_gateway(tmp: Path, mock: str, node: str, port: int, *, no_ledger: bool = False,
+                  node_model: str = "teegate-builtin", durability: str = "full"
                   ) -> tuple[subprocess.Popen[bytes], str]:
     from teegate.gateway import GatewayStore
 
@@ -265,6 +259,8 @@ def start_gateway(tmp: Path, mock: str, node: str, port: int, *, no_ledger: bool
 listen = "127.0.0.1:{port}"
 database_url = "{db}"
 data_dir = "{tmp}"
+ledger = {"false" if no_ledger else "true"}
+ledger_durability = "{durability}"
 [[providers]]
 id = "mock"
 platform = "open-ai"
@@ -275,13 +271,12 @@ prices.mock-model = {{ input = 100, output = 300 }}
 id = "node"
 platform = "tee-node"
 base_url = "{node}/v1"
-models = ["node-model"]
+models = ["{node_model}"]
 development = true
-prices.node-model = {{ input = 100, output = 300 }}
+prices.{node_model} = {{ input = 100, output = 300 }}
 """)
     key = GatewayStore(db).create_key("bench", trust="standard")
-    proc = subprocess.Popen([PY, "-c", GATEWAY_SCRIPT, str(tmp / "teegate.toml"),
-                             "none" if no_ledger else "ledger"],
+    proc = subprocess.Popen([PY, "-c", GATEWAY_SCRIPT, str(tmp / "teegate.toml")],
                             env={**os.environ, "TEEGATE_HOME": str(tmp)})
     return proc, key
 
@@ -345,6 +340,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--no-ledger", action="store_true", help="gateway without ledger holds")
+    ap.add_argument("--durability", choices=("full", "normal"), default="full",
+                    help="ledger SQLite durability (full: fsync per commit)")
+    ap.add_argument("--node-engine", choices=("builtin", "mock"), default="builtin",
+                    help="engine behind the development node (builtin, as `teegate serve` "
+                    "embeds it; or the mock upstream through the node's HTTP engine)")
     args = ap.parse_args()
     if args.mock:
         run_mock(args.mock)
@@ -362,12 +362,17 @@ def main() -> None:
         node = f"http://{HOST}:{node_port}"
         teegate = shutil.which("teegate", path=str(Path(PY).parent)) or "teegate"
         procs.append(subprocess.Popen(
-            [teegate, "node", "--engine", mock + "/v1", "--tee", "dev-tdx", "--port",
+            [teegate, "node", "--engine", "builtin" if args.node_engine == "builtin"
+             else mock + "/v1", "--tee", "dev-tdx", "--port",
              str(node_port)], env={**os.environ, "TEEGATE_HOME": str(tmp)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if not (wait_http(mock + "/v1/models") and wait_http(node + "/v1/models")):
             raise SystemExit("mock or node did not start")
-        gw_proc, key = start_gateway(tmp, mock, node, gw_port, no_ledger=args.no_ledger)
+        node_model = "teegate-builtin" if args.node_engine == "builtin" else "node-model"
+        gw_proc, key = start_gateway(tmp, mock, node, gw_port, no_ledger=args.no_ledger,
+                                     node_model=node_model, durability=args.durability)
+        print(f"gateway: ledger {'off' if args.no_ledger else args.durability + ' durability'}"
+              f", receipts on; attested node engine: {args.node_engine}")
         procs.append(gw_proc)
         gw = f"http://{HOST}:{gw_port}"
         if not wait_http(gw + "/readyz"):
@@ -383,9 +388,9 @@ def main() -> None:
                     ll_proc = None
         targets: list[tuple[str, str, str, str, int | None]] = [
             ("direct mock", mock, "mock-model", "none", None),
-            ("direct node", node, "node-model", "none", None),
+            ("direct node", node, node_model, "none", None),
             ("teegate plain", gw, "mock-model", key, gw_proc.pid),
-            ("teegate attested", gw, "node-model", key, gw_proc.pid),
+            ("teegate attested", gw, node_model, key, gw_proc.pid),
         ]
         if ll_proc is not None:
             targets.append(("litellm", f"http://{HOST}:{ll_port}", "mock-model", "sk-bench",

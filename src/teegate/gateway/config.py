@@ -76,6 +76,7 @@ class GatewayConfig:
     log_origin: str = "teegate.local/log"  # receipt log origin (C2SP key name)
     receipts: bool = True
     ledger: bool = True  # hold / settle every call in the ledger (wallets, conversations)
+    ledger_durability: str = "full"  # SQLite: "full" survives power loss, "normal" a crash
     embedded: bool = False  # the no-config embedded default (development node)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
@@ -209,7 +210,15 @@ def _agent(raw: Any, i: int) -> AgentConfig:
 _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "default_trust",
                    "prefer", "max_body_bytes", "quarantine_seconds", "cooldown_seconds",
                    "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
-                   "log_origin", "receipts", "ledger"}
+                   "log_origin", "receipts", "ledger", "ledger_durability"}
+
+
+def _durability(value: Any) -> str:
+    text = _want(value, str, "gateway.ledger_durability")
+    if text not in ("full", "normal"):
+        raise ConfigError("gateway.ledger_durability: 'full' (survives power loss) or 'normal' "
+                          "(survives a killed process; faster commits on SQLite)")
+    return str(text)
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
@@ -264,6 +273,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
         receipts=_want(gw.get("receipts", True), bool, "gateway.receipts"),
         ledger=_want(gw.get("ledger", True), bool, "gateway.ledger"),
+        ledger_durability=_durability(gw.get("ledger_durability", "full")),
     )
 
 
@@ -301,6 +311,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)
 # currency = "USD"                     # ledger currency of the prices below
+# ledger_durability = "full"           # SQLite: "normal" = no fsync per commit (crash-safe,
+#                                      # not power-loss-safe), lower latency per call
 
 # A teegate node (or any private-ml-sdk style node): attested by its report API, every
 # response signature checked. `development = true` trusts this installation's development

@@ -29,7 +29,7 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
     if cfg.ledger:
         from teegate.ledger import open_ledger
 
-        ledger = open_ledger(cfg.database_url)
+        ledger = open_ledger(cfg.database_url, durability=cfg.ledger_durability)
         if dev_credit is not None:
             agent, amount, key = dev_credit
             ledger.deposit(agent, amount, key=key)
