@@ -72,6 +72,7 @@ class Tamper:
     corrupt_report: bool = False  # flip a byte inside the attestation quote
     fail_status: int | None = None  # answer chat calls with this status instead
     break_stream: bool = False  # send 200 + SSE headers, then drop the connection
+    inject_before_done: bytes = b""  # an SSE event slipped in after the node's signature
     seen: list[str] = field(default_factory=list)
 
 
@@ -118,7 +119,8 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             async def gen() -> Any:
                 async for chunk in r.aiter_raw():
-                    yield alter(chunk)
+                    yield alter(chunk).replace(b"data: [DONE]",
+                                               tamper.inject_before_done + b"data: [DONE]")
                 await r.aclose()
 
             return StreamingResponse(gen(), r.status_code, headers=out_headers,

@@ -158,6 +158,31 @@ def test_tampered_response_fails_and_quarantines(
         list(client.chat.completions.create(model="shared-model", messages=MSG, stream=True))
 
 
+def test_data_after_the_stream_signature_is_refused(
+        make_gateway: GatewayFactory, tamper: tuple[Tamper, Server]) -> None:
+    """Only [DONE] may follow a node's signature comment: an event slipped in after it was
+    never signed, so the stream ends with an error and the provider is quarantined."""
+    t, proxy = tamper
+    gw = make_gateway([_node("mitm", proxy.url)])
+    client = _client(gw)
+    assert list(client.chat.completions.create(model="shared-model", messages=MSG,
+                                               stream=True, extra_headers=ATTESTED))
+    t.inject_before_done = (b'data: {"id":"x","object":"chat.completion.chunk","choices":'
+                            b'[{"index":0,"delta":{"content":"INJECTED"}}]}\n\n')
+    body = {"model": "shared-model", "messages": MSG, "stream": True}
+    with httpx.stream("POST", gw.url + "/chat/completions", json=body,
+                      headers={"authorization": f"Bearer {gw.key}", **ATTESTED}) as r:
+        raw = b"".join(r.iter_raw())
+    assert b"INJECTED" not in raw
+    assert b"[DONE]" not in raw
+    last = raw.split(b"\n\n")[-2]
+    assert b'"code": "response_signature_invalid"' in last
+    assert b"data after its response signature" in last
+    with pytest.raises(openai.InternalServerError, match="quarantined"):
+        client.chat.completions.create(model="shared-model", messages=MSG,
+                                       extra_headers=ATTESTED)
+
+
 def test_invalid_evidence_mid_run_fails_over_never_below(
         make_gateway: GatewayFactory, tamper: tuple[Tamper, Server], node_a: Server,
         plain_upstream: Server) -> None:

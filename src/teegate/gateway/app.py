@@ -538,7 +538,7 @@ class Gateway:
                     record.error = "the provider sent an error event mid-stream"
                 record.signature_check = "verified" if relay.verified else None
             except StreamFailure as e:
-                if e.code == "response_signature_missing" and inline and not relay.signed:
+                if inline and not relay.rejected:  # missing, malformed or data after it
                     self.manager.signature_failed(p, str(e))
                 record.outcome, record.error = "failed", str(e)
                 record.signature_check = f"failed: {e}"

@@ -49,6 +49,7 @@ class SseRelay:
     pending: bytes = b""
     signed: bool = False
     verified: bool = False
+    rejected: bool = False  # the signature check itself failed (it already acted on it)
     done: bool = False
     usage: dict[str, Any] | None = None
     chat_id: str | None = None
@@ -74,6 +75,9 @@ class SseRelay:
 
     def _event(self, event: bytes) -> bytes | None:
         if event.startswith(SIGNATURE_COMMENT):
+            if self.signed and self.require_signature:
+                raise StreamFailure("the provider sent a second signature comment",
+                                    "response_signature_invalid")
             self._signature(event)
             return event if self.pass_comment else None
         if event.startswith(DONE) and event.strip() == DONE:
@@ -82,7 +86,12 @@ class SseRelay:
                                     "signature", "response_signature_missing")
             self.done = True
             return event
-        if not self.signed:
+        if self.signed:
+            if self.require_signature and event.strip():
+                # Only [DONE] may follow the signature: anything else is unsigned content.
+                raise StreamFailure("the provider sent data after its response signature",
+                                    "response_signature_invalid")
+        else:
             self.hasher.update(event)
         self.response_bytes += len(event)
         if event.startswith(b"data:"):
@@ -127,6 +136,7 @@ class SseRelay:
             return
         why = self.check(sig, self.request_hash + ":" + self.hasher.hexdigest())
         if why is not None:
+            self.rejected = True
             raise StreamFailure(f"response signature check failed: {why}",
                                 "response_signature_invalid")
         self.verified = True

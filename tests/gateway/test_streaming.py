@@ -1,0 +1,86 @@
+"""The SSE relay forwards only what the node signed: the signature comment must cover every
+event before ``[DONE]``, and nothing but blank lines and ``[DONE]`` may follow it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.node import NodeKeys
+from teegate.node.signatures import verify_response_signature
+
+REQUEST = b'{"model":"m","messages":[],"stream":true}'
+EVENTS = [b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+          b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+          b"\n\n"]
+KEYS = NodeKeys()
+SIGNER = KEYS.get("ecdsa")
+
+
+def _check(sig: dict[str, Any], expected: str) -> str | None:
+    if sig["text"] != expected:
+        return "text mismatch"
+    ok = verify_response_signature(sig["text"], sig["signature"], SIGNER.signing_address,
+                                   "ecdsa")
+    return None if ok else "bad signature"
+
+
+def _comment(signed: bytes) -> bytes:
+    sig = KEYS.sign_exchange("ecdsa", REQUEST, signed).to_json()
+    return b": teegate-signature " + json.dumps(sig).encode() + b"\n\n"
+
+
+def _relay() -> SseRelay:
+    return SseRelay(hashlib.sha256(REQUEST).hexdigest(), _check, require_signature=True,
+                    strip_usage=False)
+
+
+def _run(relay: SseRelay, stream: bytes, chunk: int) -> bytes:
+    out = b"".join(relay.feed(stream[i:i + chunk]) for i in range(0, len(stream), chunk))
+    return out + relay.finish()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_signed_stream_passes_whatever_the_chunking(chunk: int) -> None:
+    body = b"".join(EVENTS)
+    relay = _relay()
+    out = _run(relay, body + _comment(body) + b"\n\ndata: [DONE]\n\n", chunk)
+    assert relay.verified
+    assert relay.done
+    assert out == body + b"\n\ndata: [DONE]\n\n"  # the comment is not forwarded
+    assert relay.usage == {"prompt_tokens": 1, "completion_tokens": 1}
+
+
+def test_event_after_signature_is_refused() -> None:
+    body = EVENTS[0]
+    relay = _relay()
+    with pytest.raises(StreamFailure, match="data after its response signature") as e:
+        _run(relay, body + _comment(body) + EVENTS[1] + b"data: [DONE]\n\n", 4096)
+    assert e.value.code == "response_signature_invalid"
+    assert not relay.rejected  # the check passed; the relay refused the extra event
+
+
+def test_second_signature_comment_is_refused() -> None:
+    body = b"".join(EVENTS)
+    relay = _relay()
+    with pytest.raises(StreamFailure, match="second signature"):
+        _run(relay, body + _comment(body) + _comment(body) + b"data: [DONE]\n\n", 4096)
+
+
+def test_altered_event_fails_the_check() -> None:
+    body = b"".join(EVENTS)
+    relay = _relay()
+    with pytest.raises(StreamFailure, match="text mismatch"):
+        _run(relay, body.replace(b"hi", b"ho") + _comment(body) + b"data: [DONE]\n\n", 4096)
+    assert relay.rejected
+
+
+def test_done_without_signature_is_refused() -> None:
+    relay = _relay()
+    with pytest.raises(StreamFailure) as e:
+        _run(relay, b"".join(EVENTS) + b"data: [DONE]\n\n", 4096)
+    assert e.value.code == "response_signature_missing"
