@@ -240,3 +240,40 @@ def test_upstream_timeout_voids_the_hold(make_gateway: GatewayFactory, ledger: L
         _wait(_settled(ledger, agent))
         assert ledger.balance(agent).available == 100_000
         assert any(t.kind == "hold" for t in ledger.transfers(agent))  # held, then voided
+
+
+def test_gateway_releases_holds_a_crashed_gateway_left(make_gateway: GatewayFactory,
+                                                       node_a: Server, ledger: Ledger) -> None:
+    """Holds past their expiry (a gateway died mid-call) are released by every running
+    gateway's sweep, at start and then every ``ledger_expire_seconds``."""
+    ledger.deposit("crashed-agent", 1_000)
+    now = time.time()
+    ledger.hold("crashed-agent", 300, now=now - 700, expires_at=now - 100)  # expired
+    live = ledger.hold("crashed-agent", 200, expires_at=now + 6.0)  # a call still running
+    assert ledger.balance("crashed-agent").held == 500
+    make_gateway([{"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+                   "models": ["teegate-builtin"], "development": True}],
+                 ledger=ledger, gateway={"ledger_expire_seconds": 0.2})
+    _wait(lambda: ledger.balance("crashed-agent").held == 200)  # the sweep at start
+    assert ledger.balance("crashed-agent").available == 800
+    assert ledger.get_hold(live.id).state == "open"
+    _wait(lambda: ledger.balance("crashed-agent").held == 0, timeout=15)  # periodic sweep
+    assert ledger.balance("crashed-agent").available == 1_000
+    assert ledger.get_hold(live.id).state == "expired"
+
+
+def test_hold_seconds_sets_each_call_hold_expiry(make_gateway: GatewayFactory, node_a: Server,
+                                                 ledger: Ledger) -> None:
+    from teegate.gateway.calls import CallRecord
+
+    gw = make_gateway([{"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+                        "models": ["teegate-builtin"], "development": True}],
+                      ledger=ledger, gateway={"hold_seconds": 42})
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000)
+    acc = gw.gateway.accounting
+    assert acc is not None
+    record = CallRecord(agent, "teegate-builtin", "standard", time.time(), "0" * 64)
+    before = time.time()
+    hold = ledger.get_hold(acc.hold(record, 10))
+    assert before + 42 <= hold.expires_at <= time.time() + 42

@@ -736,6 +736,22 @@ def provider_view(p: ProviderRuntime, now: float) -> dict[str, Any]:
     }
 
 
+async def _expire_loop(ledger: Ledger, every_s: float) -> None:
+    """Release holds and conversations past their expiry (left by a gateway that crashed
+    mid-call), at start and then every ``every_s``. Safe with several gateways sharing the
+    database: each release is one guarded, idempotent ledger operation."""
+    while True:
+        try:
+            report = await anyio.to_thread.run_sync(ledger.expire)
+            if report.holds or report.conversations:
+                log.info("ledger: released %d expired holds and closed %d expired "
+                         "conversations", report.holds, report.conversations)
+        except Exception:
+            log.exception("ledger: releasing expired holds failed; retrying in %.0f s",
+                          every_s)
+        await asyncio.sleep(every_s)
+
+
 def create_app(
     config: GatewayConfig, *, store: GatewayStore | None = None,
     clock: Callable[[], float] = time.time, accounting: Accounting | None = None,
@@ -754,17 +770,24 @@ def create_app(
         receipts = ReceiptBridge(receipt_log, currency=config.currency or (
             ledger.currency().code if ledger is not None else ""))
     if ledger is not None and accounting is None:
-        from teegate.gateway.ledger_bridge import LedgerAccounting
+        from teegate.gateway.ledger_bridge import gateway_accounting
 
-        accounting = LedgerAccounting(ledger, currency=config.currency)
+        accounting = gateway_accounting(ledger, currency=config.currency,
+                                        hold_s=config.hold_s)
     gw = Gateway(config, store, clock=clock, accounting=accounting, receipts=receipts)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.startup()
+        sweeper = (asyncio.create_task(_expire_loop(ledger, config.ledger_expire_s))
+                   if ledger is not None else None)
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             await gw.shutdown()
 
     api = FastAPI(title="teegate", lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -71,6 +71,8 @@ class GatewayConfig:
     cooldown_s: float = 30.0
     allowed_fails: int = 3
     state_poll_s: float = 1.0
+    ledger_expire_s: float = 60.0  # how often expired holds and conversations are released
+    hold_s: float = 600.0  # a call's hold expires after this (released by the sweep)
     default_max_tokens: int = 4096
     currency: str | None = None  # ledger currency code; None: the ledger's default
     log_origin: str = "teegate.local/log"  # receipt log origin (C2SP key name)
@@ -210,7 +212,8 @@ def _agent(raw: Any, i: int) -> AgentConfig:
 _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "default_trust",
                    "prefer", "max_body_bytes", "quarantine_seconds", "cooldown_seconds",
                    "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
-                   "log_origin", "receipts", "ledger", "ledger_durability"}
+                   "log_origin", "receipts", "ledger", "ledger_durability",
+                   "ledger_expire_seconds", "hold_seconds"}
 
 
 def _durability(value: Any) -> str:
@@ -268,6 +271,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         cooldown_s=float(num("cooldown_seconds", 30, (int, float))),
         allowed_fails=num("allowed_fails", 3),
         state_poll_s=float(num("state_poll_seconds", 1.0, (int, float))),
+        ledger_expire_s=float(num("ledger_expire_seconds", 60, (int, float))),
+        hold_s=float(num("hold_seconds", 600, (int, float))),
         default_max_tokens=num("default_max_tokens", 4096),
         currency=_want(gw["currency"], str, "gateway.currency") if "currency" in gw else None,
         log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
@@ -310,6 +315,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)
+# ledger_expire_seconds = 60          # release expired holds/conversations (crashed gateways)
+# hold_seconds = 600                   # a call's hold expires (is released) after this
 # currency = "USD"                     # ledger currency of the prices below
 # ledger_durability = "full"           # SQLite: "normal" = no fsync per commit (crash-safe,
 #                                      # not power-loss-safe), lower latency per call

@@ -2,7 +2,8 @@
 settle or void on every exit path. Structural: no import of the gateway (no cycle).
 
 ``record`` is the gateway's ``CallRecord`` (uses ``agent``, ``conversation``, ``model``,
-``provider``, ``usage``, ``hold_id``, ``chat_id``). ``settle(record, -1)`` charges the whole
+``provider``, ``usage``, ``hold_id``, ``chat_id``; ``outcome``, ``error`` and ``cost`` when it
+has them). ``settle(record, -1)`` charges the whole
 hold: the gateway's rule when a stream died without reporting usage (the provider may have
 produced up to the worst case; the hold is what the agent agreed to risk). A worst case of
 0 (a free model) places no hold: ``FREE`` is returned and settling it moves nothing.
@@ -50,13 +51,17 @@ class LedgerAccounting:
         if record.hold_id in (None, FREE):
             return []
         usage = record.usage if isinstance(record.usage, dict) else None
+        meta = {k: v for k in ("chat_id", "outcome")
+                if isinstance(v := getattr(record, k, None), str) and v}
         s = self.ledger.settle(record.hold_id, None if amount < 0 else amount,
                                provider=record.provider or "unknown", model=record.model,
-                               usage=usage,
-                               metadata={"chat_id": record.chat_id} if record.chat_id else None)
+                               usage=usage, metadata=meta or None)
+        if hasattr(record, "cost"):
+            record.cost = s.charged
         return [t.id for t in s.transfers]
 
     def void(self, record: Any) -> None:
         if record.hold_id in (None, FREE):
             return
-        self.ledger.void(record.hold_id, reason=getattr(record, "outcome", None))
+        reason = getattr(record, "error", None) or getattr(record, "outcome", None)
+        self.ledger.void(record.hold_id, reason=reason)
