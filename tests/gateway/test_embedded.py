@@ -3,6 +3,7 @@ the openai SDK, as a newcomer would run it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -55,6 +56,32 @@ def test_embedded_default(tmp_path: Path, dev_pki: Path) -> None:
         wallet = httpx.get(base + "/v1/wallets/default",
                            headers={"authorization": f"Bearer {key}"}).json()
         assert 0 < wallet["available"] + wallet["held"] < 10_000_000  # the call was charged
+        # The banner's audit recipe: the call's bundle verifies offline, evidence included.
+        receipt = r.headers["x-teegate-receipt"]
+        auth = {"authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 20
+        while (b := httpx.get(f"{base}/v1/receipts/{receipt}/bundle", headers=auth)
+               ).status_code != 200:
+            assert time.monotonic() < deadline, b.text
+            time.sleep(0.2)
+        (tmp_path / "call.json").write_bytes(b.content)
+        vkey = httpx.get(base + "/v1/log/vkey").text.strip()
+        policy = home / "dev-pki" / "development-policy.json"
+        audit = subprocess.run([str(exe), "audit", str(tmp_path / "call.json"), "--log-key",
+                                vkey, "--policy", str(policy), "--json"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "TEEGATE_HOME": str(home)})
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        verdict = json.loads(audit.stdout)["receipts"][0]
+        assert verdict["ok"] is True
+        assert verdict["skipped"] == []
+        assert "attestation.evidence" in [c["name"] for c in verdict["checks"]]
+        # The production policy refuses the same development evidence.
+        strict = subprocess.run([str(exe), "audit", str(tmp_path / "call.json"), "--log-key",
+                                 vkey], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "TEEGATE_HOME": str(home)})
+        assert strict.returncode == 1
+        assert "attestation.evidence" in strict.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -66,3 +93,4 @@ def test_embedded_default(tmp_path: Path, dev_pki: Path) -> None:
     assert "DEVELOPMENT" in text
     assert f'base_url="http://127.0.0.1:{port}/v1"' in text
     assert "Traceback" not in text
+    assert f"--policy {home / 'dev-pki' / 'development-policy.json'}" in text

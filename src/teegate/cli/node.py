@@ -57,34 +57,6 @@ def build_node(
     return create_node_app(source, eng, gpus=gpus, gpu=gpu), source
 
 
-def write_development_policy(pki_dir: Path | None = None) -> Path:
-    """Write ``development-policy.json`` beside the development PKI: the default policy plus
-    this installation's development roots (public certificates only), so that
-    ``teegate verify --url ... --policy FILE`` can accept a development node. Returns the
-    path; the file is replaced atomically."""
-    import json
-    import os
-    import tempfile
-
-    from teegate.errors import ConfigError
-    from teegate.paths import dev_pki_dir
-    from teegate.sim import development_policy
-
-    directory = Path(pki_dir or dev_pki_dir())
-    roots = development_policy(directory).roots
-    data = {"roots": {"intel": list(roots.intel), "amd": list(roots.amd),
-                      "nvidia": list(roots.nvidia)}}
-    path = directory / "development-policy.json"
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
-    return path
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def node(
@@ -120,6 +92,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         url = f"http://{host}:{port}"
         if source.development:
+            from teegate.sim.policy_file import write_development_policy
+
             try:
                 dev_policy = write_development_policy(pki_dir)
             except TeegateError as e:

@@ -66,8 +66,11 @@ def register(app: typer.Typer) -> None:
             listen_port = port or cfg.listen_port
             if node is not None:
                 key = emb.default_agent_key(store, cfg.data_dir)
+                from teegate.sim.policy_file import write_development_policy
+
                 typer.echo(emb.banner(f"http://{listen_host}:{listen_port}", key,
-                                      key_path=cfg.data_dir / emb.KEY_FILE))
+                                      key_path=cfg.data_dir / emb.KEY_FILE,
+                                      policy_path=write_development_policy()))
             if workers > 1:
                 if path is None:
                     raise ConfigError("--workers needs a teegate.toml (the embedded "

@@ -88,7 +88,7 @@ def default_agent_key(store: GatewayStore, data_dir: Path) -> str:
     return key
 
 
-def banner(base_url: str, key: str, *, key_path: Path) -> str:
+def banner(base_url: str, key: str, *, key_path: Path, policy_path: Path) -> str:
     return f"""
 teegate gateway (embedded DEVELOPMENT default: simulated TEE, not confidential)
   OpenAI base URL : {base_url}/v1
@@ -101,4 +101,10 @@ teegate gateway (embedded DEVELOPMENT default: simulated TEE, not confidential)
   r = client.chat.completions.with_raw_response.create(
       model="teegate-builtin", messages=[{{"role": "user", "content": "hello"}}])
   print(r.parse().choices[0].message.content, r.headers["x-teegate-trust"])
+
+  audit a call offline (its id is in the x-teegate-receipt header):
+  curl -H "authorization: Bearer $(cat {key_path})" \\
+      {base_url}/v1/receipts/RECEIPT_ID/bundle > call.json
+  teegate audit call.json --log-key "$(curl -s {base_url}/v1/log/vkey)" \\
+      --policy {policy_path}
 """
