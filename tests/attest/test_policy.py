@@ -284,3 +284,9 @@ def test_audit_policy_only_drops_the_nonce_requirement() -> None:
     audit = load_policy(path)
     assert not audit.binding.require_nonce
     assert replace(audit, binding=Policy.default().binding) == Policy.default()
+
+
+def test_policy_path_may_start_with_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "p.toml").write_text('[tcb]\nallowed_statuses = ["UpToDate"]\n')
+    assert load_policy("~/p.toml").tcb.allowed_statuses == frozenset({"UpToDate"})

@@ -150,7 +150,7 @@ class Policy:
 def load_policy(path: str | Path) -> Policy:
     """Load a policy from a ``.toml`` or ``.json`` file; root entries may name PEM files
     relative to the policy file."""
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
