@@ -14,10 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from benchutil import per_call_ms
 
 FLOOR_MS = 1.0
 PLAIN = json.dumps({"model": "teegate-builtin", "max_tokens": 16,
@@ -79,17 +80,6 @@ async def _rps(url: str, body: str, n: int, conc: int) -> float:
         return n / (time.perf_counter() - t)
 
 
-def _per_call_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(runs):
-            fn()
-        best = min(best, (time.perf_counter() - t) / runs * 1000)
-    return best
-
-
 def _signing() -> None:
     from teegate.node.app import NodeState
     from teegate.node.engine import BuiltinEngine
@@ -102,13 +92,13 @@ def _signing() -> None:
                       store=SignatureStore())
     req, resp = PLAIN.encode(), b"x" * 1200
     stream_resp = b"y" * 6000
-    base = _per_call_ms(lambda: signature_text(req, resp), 2000)
-    ec = _per_call_ms(lambda: keys.sign_exchange("ecdsa", req, resp), 2000)
-    ed = _per_call_ms(lambda: keys.sign_exchange("ed25519", req, resp), 2000)
-    both = _per_call_ms(lambda: state.sign_both(req, resp), 2000)
-    both_stream = _per_call_ms(lambda: state.sign_both(req, stream_resp), 2000)
+    base = per_call_ms(lambda: signature_text(req, resp), 2000)
+    ec = per_call_ms(lambda: keys.sign_exchange("ecdsa", req, resp), 2000)
+    ed = per_call_ms(lambda: keys.sign_exchange("ed25519", req, resp), 2000)
+    both = per_call_ms(lambda: state.sign_both(req, resp), 2000)
+    both_stream = per_call_ms(lambda: state.sign_both(req, stream_resp), 2000)
     s = keys.sign_exchange("ecdsa", req, resp)
-    ver = _per_call_ms(lambda: verify_response_signature(
+    ver = per_call_ms(lambda: verify_response_signature(
         s.text, s.signature, s.signing_address, "ecdsa"), 2000)
     print("signing per response (ms)        value   baseline: hashing only")
     print(f"  ecdsa (EIP-191)                  {ec:.3f}   {base:.3f}")

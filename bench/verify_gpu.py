@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from benchutil import per_call_ms
 from teegate.attest import gpu_chain
 from teegate.attest.gpu import appraise_gpus, parse_spdm_evidence, verify_gpu_evidence
 from teegate.attest.policy import BindingPolicy, Policy
@@ -30,17 +29,6 @@ NOW = 1735689600
 FLOOR_MS = 5.0
 # The vectors carry published sample nonces: verify them as an offline audit would.
 POLICY = dataclasses.replace(Policy.default(), binding=BindingPolicy(require_nonce=False))
-
-
-def _per_call_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(runs):
-            fn()
-        best = min(best, (time.perf_counter() - t) / runs * 1000)
-    return best
 
 
 def _clear_caches() -> None:
@@ -86,10 +74,10 @@ def run(runs: int = 200) -> list[tuple[str, float]]:
         key.verify(sig, ev.signed, ec.ECDSA(hashes.SHA384()))
 
     return [
-        ("gpu verify, 1 GPU (warm caches)", _per_call_ms(one, runs)),
-        ("gpu verify, 1 GPU (cold: chain re-parsed, 4 links)", _per_call_ms(one_cold, runs // 4)),
-        ("gpu appraise, 8-GPU nvidia_payload (warm)", _per_call_ms(eight, max(runs // 8, 5))),
-        ("baseline: ECDSA P-384 SPDM signature only", _per_call_ms(bare, runs)),
+        ("gpu verify, 1 GPU (warm caches)", per_call_ms(one, runs)),
+        ("gpu verify, 1 GPU (cold: chain re-parsed, 4 links)", per_call_ms(one_cold, runs // 4)),
+        ("gpu appraise, 8-GPU nvidia_payload (warm)", per_call_ms(eight, max(runs // 8, 5))),
+        ("baseline: ECDSA P-384 SPDM signature only", per_call_ms(bare, runs)),
     ]
 
 

@@ -5,7 +5,6 @@ Run: ``.venv/bin/python bench/verify_snp.py``. Floor (issue 2): at most 1.5 ms p
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from benchutil import per_call_ms
 from teegate.attest.policy import Policy
 from teegate.attest.snp import verify_report
 
@@ -27,17 +27,6 @@ CASES = {
     "Turin v5": ("project-oak/derived-turin-report.bin", "project-oak/derived-turin-vcek.der"),
 }
 FLOOR_MS = 1.5
-
-
-def _per_call_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(runs):
-            fn()
-        best = min(best, (time.perf_counter() - t) / runs * 1000)
-    return best
 
 
 def _bare_signature(report: bytes, cert: bytes) -> Callable[[], object]:
@@ -62,10 +51,10 @@ def run(runs: int = 300) -> list[tuple[str, float]]:
         def call(r: bytes = report, c: bytes = vcek) -> object:
             return verify_report(r, c, policy=policy, now=NOW)
 
-        out.append((f"snp full verify {label}", _per_call_ms(call, runs)))
+        out.append((f"snp full verify {label}", per_call_ms(call, runs)))
     report, vcek = (DATA / CASES["Milan v2"][0]).read_bytes(), (DATA / CASES["Milan v2"][1]
                                                                 ).read_bytes()
-    out.append(("baseline: ECDSA P-384 report signature only", _per_call_ms(
+    out.append(("baseline: ECDSA P-384 report signature only", per_call_ms(
         _bare_signature(report, vcek), runs)))
     return out
 
