@@ -61,6 +61,10 @@ class VendorState:
     faults: dict[str, Fault] = field(default_factory=dict)
     # POST /ocsp: DER OCSP request -> DER OCSP response (set by OCSP tests).
     ocsp: Callable[[bytes], bytes] | None = None
+    # Intel collateral served instead of the vectors': dcap-qvl collateral JSON (a dict) per
+    # upper-case FMSPC, and which of them each PCK CA ("platform", "processor") names.
+    intel: dict[str, dict[str, str]] | None = None
+    intel_ca: dict[str, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, prefix: str) -> int:
@@ -68,23 +72,31 @@ class VendorState:
             return sum(1 for r in self.requests if r.startswith(prefix))
 
 
-def _intel(path: str, query: dict[str, str]) -> Response:
+def _vector_collateral() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    # The TDX vector's PCK chain is under the Platform CA, the SGX vector's under the
+    # Processor CA (tests/data/collateral/PROVENANCE.md).
+    return ({fmspc: _load(name) for fmspc, name in INTEL.items()},
+            {"platform": "B0C06F000000", "processor": "00A067110000"})
+
+
+def _intel(path: str, query: dict[str, str], table: dict[str, dict[str, str]],
+           by_ca: dict[str, str]) -> Response:
     hdr = urllib.parse.quote
     if path.endswith("/pckcrl"):
-        ca = query.get("ca")
-        col = _intel_collateral_for_ca(ca)
-        if col is None or query.get("encoding") != "der":
+        fmspc = by_ca.get(query.get("ca") or "")
+        if fmspc is None or query.get("encoding") != "der":
             return 404, {}, b""
+        col = table[fmspc]
         return 200, {"SGX-PCK-CRL-Issuer-Chain": hdr(col["pck_crl_issuer_chain"]),
                      "Content-Type": "application/pkix-crl"}, bytes.fromhex(col["pck_crl"])
     if path.endswith("/rootcacrl"):
-        col = _load(INTEL["B0C06F000000"])
+        col = table[by_ca["platform"]]
         return 200, {"Content-Type": "text/plain"}, col["root_ca_crl"].encode()
     if path.endswith("/tcb"):
         fmspc = query.get("fmspc", "")
-        if fmspc not in INTEL:
+        if fmspc not in table:
             return 404, {}, b""
-        col = _load(INTEL[fmspc])
+        col = table[fmspc]
         tee = "tdx" if "/tdx/" in path else "sgx"
         if (tee == "tdx") != ('"id":"TDX"' in col["tcb_info"]):
             return 404, {}, b""
@@ -92,19 +104,16 @@ def _intel(path: str, query: dict[str, str]) -> Response:
         return 200, {"TCB-Info-Issuer-Chain": hdr(col["tcb_info_issuer_chain"]),
                      "Content-Type": "application/json"}, body.encode()
     if path.endswith("/qe/identity"):
-        col = _load(INTEL["B0C06F000000" if "/tdx/" in path else "00A067110000"])
+        found = [c for c in table.values()
+                 if ('"id":"TDX"' in c["tcb_info"]) == ("/tdx/" in path)]
+        if not found:
+            return 404, {}, b""
+        col = found[0]
         body = (f'{{"enclaveIdentity":{col["qe_identity"]},'
                 f'"signature":"{col["qe_identity_signature"]}"}}')
         return 200, {"SGX-Enclave-Identity-Issuer-Chain": hdr(col["qe_identity_issuer_chain"]),
                      "Content-Type": "application/json"}, body.encode()
     return 404, {}, b""
-
-
-def _intel_collateral_for_ca(ca: str | None) -> dict[str, str] | None:
-    # The TDX vector's PCK chain is under the Platform CA, the SGX vector's under the
-    # Processor CA (tests/data/collateral/PROVENANCE.md).
-    name = {"platform": "B0C06F000000", "processor": "00A067110000"}.get(ca or "")
-    return _load(INTEL[name]) if name else None
 
 
 def _load(name: str) -> dict[str, str]:
@@ -170,10 +179,14 @@ def make_handler(state: VendorState) -> type[BaseHTTPRequestHandler]:
                         f.times -= 1
                         fault = f
                         break
-            route: Callable[[str, dict[str, str]], Response] = (
-                _intel if "/certification/" in url.path else
-                _rim if url.path.startswith("/v1/rim/") else _kds)
-            status, headers, body = route(url.path, query)
+            if "/certification/" in url.path:
+                table, by_ca = (state.intel, state.intel_ca or {}) if (
+                    state.intel is not None) else _vector_collateral()
+                status, headers, body = _intel(url.path, query, table, by_ca)
+            else:
+                route: Callable[[str, dict[str, str]], Response] = (
+                    _rim if url.path.startswith("/v1/rim/") else _kds)
+                status, headers, body = route(url.path, query)
             self._answer(status, headers, body, fault)
 
         def do_POST(self) -> None:

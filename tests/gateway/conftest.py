@@ -67,12 +67,13 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
 
     def make(providers: list[dict[str, Any]], *, agent_trust: str = "standard",
              gateway: dict[str, Any] | None = None, db: str | None = None,
-             **kwargs: Any) -> Gw:
+             collateral: dict[str, Any] | None = None, **kwargs: Any) -> Gw:
         url = db or f"sqlite:///{tmp_path / ('gw-' + uuid.uuid4().hex[:8] + '.db')}"
         cfg = parse_config({
             "gateway": {"database_url": url, "state_poll_seconds": 0.2,
                         "admin_key_env": "TG_TEST_ADMIN", **(gateway or {})},
             "providers": providers,
+            "collateral": {"cache_dir": str(tmp_path / "collateral"), **(collateral or {})},
         })
         store = kwargs.pop("store", None) or GatewayStore(url)
         key = store.create_key("agent-" + uuid.uuid4().hex[:8], trust=agent_trust)

@@ -73,6 +73,7 @@ class Tamper:
     fail_status: int | None = None  # answer chat calls with this status instead
     break_stream: bool = False  # send 200 + SSE headers, then drop the connection
     inject_before_done: bytes = b""  # an SSE event slipped in after the node's signature
+    strip_collateral: bool = False  # serve bare quotes, as hosted providers do
     seen: list[str] = field(default_factory=list)
 
 
@@ -83,6 +84,13 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
     async def report(request: Request) -> Response:
         r = await client.get("/v1/attestation/report", params=dict(request.query_params))
         body = r.content
+        if tamper.strip_collateral:
+            import json
+
+            obj = json.loads(body)
+            for rep in (obj, *obj.get("all_attestations", [])):
+                rep.pop("collateral", None)
+            body = json.dumps(obj).encode()
         if tamper.corrupt_report:
             import json
 

@@ -106,6 +106,7 @@ def _quote_verdict(raw: bytes, collateral: str | None, policy: Policy, now: int)
 
 def _cpu_verdict(
     report: Mapping[str, Any], policy: Policy, now: int, collateral: str | None,
+    snp_certificates: bytes | None = None,
 ) -> Verdict:
     quote_hex = _str_field(report, "intel_quote", "quote")
     snp_hex = _str_field(report, "snp_report")
@@ -115,8 +116,9 @@ def _cpu_verdict(
         from teegate.attest.snp import verify_report
 
         certs = _str_field(report, "snp_certificates")
-        return pin_kind_check(verify_report(snp_hex.encode("ascii", "replace"),
-                                            certs.encode("ascii", "replace") if certs else None,
+        given = snp_certificates if snp_certificates is not None else (
+            certs.encode("ascii", "replace") if certs else None)
+        return pin_kind_check(verify_report(snp_hex.encode("ascii", "replace"), given,
                                             policy=policy, now=now), policy)
     if quote_hex is None:
         raise EvidenceError("report has no CPU evidence (intel_quote, quote or snp_report)")
@@ -205,17 +207,19 @@ def verify_provider_report(
     policy: Policy,
     now: int,
     collateral: str | None = None,
+    snp_certificates: bytes | None = None,
     app_compose: bytes | None = None,
 ) -> Verdict:
     """Verify a provider attestation report (NEAR AI / RedPill / private-ml-sdk shape).
 
     ``nonce`` is the one we sent; ``collateral`` (dcap-qvl JSON) overrides a ``collateral``
-    field in the report; ``app_compose`` overrides ``info.tcb_info.app_compose``. Malformed
+    field in the report, ``snp_certificates`` (VCEK/VLEK + chain, PEM or DER) its
+    ``snp_certificates``; ``app_compose`` overrides ``info.tcb_info.app_compose``. Malformed
     reports raise ``EvidenceError``; everything else is a named check in the verdict.
     """
     if not isinstance(report, Mapping):
         raise EvidenceError("an attestation report must be a JSON object")
-    cpu = _cpu_verdict(report, policy, now, collateral)
+    cpu = _cpu_verdict(report, policy, now, collateral, snp_certificates)
     event_checks, dstack = _event_checks(report, cpu, policy, app_compose)
 
     algo = _str_field(report, "signing_algo") or "ecdsa"

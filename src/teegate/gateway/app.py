@@ -28,6 +28,7 @@ from teegate.errors import TeegateError, UpstreamError
 from teegate.gateway.attestation import AttestationManager, Attested, ProviderRuntime
 from teegate.gateway.auth import Agent, KeyCache, Principal, bearer
 from teegate.gateway.calls import Accounting, CallRecord, Receipts
+from teegate.gateway.collateral import CollateralSource
 from teegate.gateway.config import GatewayConfig, Price
 from teegate.gateway.errors import JSON_CT, GatewayRefusal, error_body
 from teegate.gateway.metrics import Metrics
@@ -100,9 +101,11 @@ class Gateway:
         for p in self.providers:
             for m in p.config.models:
                 self.by_model.setdefault(m, []).append(p)
-        self.manager = AttestationManager(self.providers, store, self.metrics,
-                                          quarantine_s=config.quarantine_s,
-                                          poll_s=config.state_poll_s, clock=clock)
+        self.manager = AttestationManager(
+            self.providers, store, self.metrics, quarantine_s=config.quarantine_s,
+            poll_s=config.state_poll_s, clock=clock,
+            collateral=CollateralSource(config.collateral, config.data_dir)
+            if any(p.attestable for p in self.providers) else None)
         self.started = False
         self.closers: list[Callable[[], None]] = []  # run after shutdown (logs, ledger)
         self._poll: asyncio.Task[None] | None = None

@@ -21,7 +21,8 @@ import anyio.to_thread
 
 from teegate.attest.binding import fresh_nonce
 from teegate.attest.verdict import Verdict
-from teegate.errors import TeegateError
+from teegate.errors import CollateralError, TeegateError
+from teegate.gateway.collateral import CollateralSource, Fetched
 from teegate.gateway.config import ProviderConfig
 from teegate.gateway.metrics import Metrics
 from teegate.gateway.store import GatewayStore, ProviderState
@@ -72,7 +73,8 @@ class ProviderRuntime:
     adapter: OpenAIAdapter
     health: Health
     attested: Attested | None = None
-    status: str = "pending"  # pending, attested, unproven, unreachable, rejected, quarantined
+    # pending attested unproven unreachable unverifiable rejected quarantined
+    status: str = "pending"
     detail: str = "no attestation yet"
     last_verdict: Verdict | None = None  # the latest verdict, accepted or not
     quarantined_until: float = 0.0
@@ -136,8 +138,10 @@ class AttestationManager:
     """Background attestation of every provider whose platform offers evidence."""
 
     def __init__(self, providers: list[ProviderRuntime], store: GatewayStore, metrics: Metrics,
-                 *, quarantine_s: int, poll_s: float = 1.0, clock: Clock = time.time) -> None:
+                 *, quarantine_s: int, poll_s: float = 1.0, clock: Clock = time.time,
+                 collateral: CollateralSource | None = None) -> None:
         self.providers = providers
+        self.collateral = collateral
         self.store = store
         self.metrics = metrics
         self.quarantine_s = quarantine_s
@@ -193,8 +197,23 @@ class AttestationManager:
         now = self.clock()
         replicas = replica_reports(report)
         try:
+            fetched = [await self.collateral.for_report(r, now=int(now))
+                       if self.collateral is not None else Fetched() for r in replicas]
+        except CollateralError as e:
+            # Not the provider's fault: no quarantine, but nothing to verify with either.
+            self.metrics.refreshes.labels(p.id, "collateral_unavailable").inc()
+            if p.current(self.clock()) is None:
+                p.status, p.detail = "unverifiable", f"collateral unavailable: {e}"
+            log.error("provider %s: collateral unavailable: %s", p.id, e)
+            self._publish_level(p)
+            return
+        except TeegateError as e:
+            self._reject(p, f"malformed report: {e}", "evidence.malformed")
+            return
+        try:
             verdicts = await anyio.to_thread.run_sync(
-                lambda: [self._verify(p, r, nonce, int(now)) for r in replicas])
+                lambda: [self._verify(p, r, nonce, int(now), f)
+                         for r, f in zip(replicas, fetched, strict=True)])
         except TeegateError as e:
             self._reject(p, f"malformed report: {e}", "evidence.malformed")
             return
@@ -244,12 +263,13 @@ class AttestationManager:
         await self._store_state(p, verdict, int(not_after), report_sha, raw)
 
     def _verify(self, p: ProviderRuntime, report: dict[str, Any], nonce: bytes,
-                now: int) -> Verdict:
+                now: int, fetched: Fetched) -> Verdict:
         from teegate.client.report import verify_report
 
         assert p.config.policy is not None
         return verify_report(report, nonce=nonce, policy=p.config.policy, now=now,
-                             signing_algo=p.adapter.signing_algo)
+                             signing_algo=p.adapter.signing_algo, collateral=fetched.intel,
+                             snp_certificates=fetched.snp_certificates)
 
     def _reject(self, p: ProviderRuntime, why: str, check: str) -> None:
         log.error("provider %s: attestation rejected: %s", p.id, why)

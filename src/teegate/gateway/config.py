@@ -21,6 +21,17 @@ from teegate.routing.trust import TrustLevel, parse_trust
 
 
 @dataclass(frozen=True)
+class CollateralConfig:
+    """``[collateral]``: where the gateway fetches the Intel/AMD collateral a provider's
+    report does not carry (cached on disk until the collateral itself expires)."""
+
+    online: bool = True
+    pccs_url: str = ""  # "" = $TEEGATE_PCCS_URL or Phala's PCCS
+    kds_url: str = ""  # "" = $TEEGATE_KDS_URL or AMD KDS
+    cache_dir: Path | None = None  # None = <data_dir>/collateral
+
+
+@dataclass(frozen=True)
 class Price:
     """Integer price in the smallest currency unit per 1,000,000 tokens."""
 
@@ -59,6 +70,7 @@ class AgentConfig:
 class GatewayConfig:
     providers: tuple[ProviderConfig, ...]
     agents: tuple[AgentConfig, ...] = ()
+    collateral: CollateralConfig = field(default_factory=CollateralConfig)
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     database_url: str = ""
@@ -224,10 +236,26 @@ def _durability(value: Any) -> str:
     return str(text)
 
 
+def _collateral(raw: dict[str, Any], base: Path) -> CollateralConfig:
+    _only(raw, {"online", "pccs_url", "kds_url", "cache_dir"}, "collateral")
+    urls = {}
+    for name in ("pccs_url", "kds_url"):
+        url = _want(raw.get(name, ""), str, f"collateral.{name}")
+        if url and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"collateral.{name}: {url!r} is not an http(s) URL")
+        urls[name] = url
+    cache = raw.get("cache_dir")
+    return CollateralConfig(
+        online=_want(raw.get("online", True), bool, "collateral.online"),
+        pccs_url=urls["pccs_url"], kds_url=urls["kds_url"],
+        cache_dir=(base / Path(_want(cache, str, "collateral.cache_dir")).expanduser())
+        if cache is not None else None)
+
+
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
     """Build a GatewayConfig from parsed TOML; ConfigError naming the field otherwise."""
     base = base_dir or Path.cwd()
-    _only(data, {"gateway", "providers", "agents"}, "config")
+    _only(data, {"gateway", "providers", "agents", "collateral"}, "config")
     gw = _want(data.get("gateway", {}), dict, "gateway")
     _only(gw, _GATEWAY_FIELDS, "gateway")
     listen = _want(gw.get("listen", "127.0.0.1:8080"), str, "gateway.listen")
@@ -255,6 +283,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
     agents = tuple(_agent(a, i) for i, a in enumerate(_want(data.get("agents", []), list,
                                                             "agents")))
 
+    collateral = _collateral(_want(data.get("collateral", {}), dict, "collateral"), base)
+
     def num(name: str, default: Any, kind: type | tuple[type, ...] = int) -> Any:
         value = _want(gw.get(name, default), kind, f"gateway.{name}")
         if value <= 0:
@@ -262,7 +292,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         return value
 
     return GatewayConfig(
-        providers=tuple(providers), agents=agents, listen_host=host, listen_port=int(port_s),
+        providers=tuple(providers), agents=agents, collateral=collateral,
+        listen_host=host, listen_port=int(port_s),
         database_url=db, data_dir=data_dir, admin_key=admin,
         default_trust=parse_trust(_want(gw.get("default_trust", "standard"), str,
                                         "gateway.default_trust"), field="gateway.default_trust"),
@@ -321,6 +352,14 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # ledger_durability = "full"           # SQLite: "normal" = no fsync per commit (crash-safe,
 #                                      # not power-loss-safe), lower latency per call
 
+# Intel/AMD collateral for evidence that does not carry its own (hosted providers send bare
+# quotes): fetched once, cached on disk until the collateral itself expires.
+# [collateral]
+# online = true
+# pccs_url = "https://pccs.phala.network"  # or https://api.trustedservices.intel.com, a PCCS
+# kds_url = "https://kdsintf.amd.com"
+# cache_dir = "~/.teegate/collateral"
+
 # A teegate node (or any private-ml-sdk style node): attested by its report API, every
 # response signature checked. `development = true` trusts this installation's development
 # roots (simulated TEEs): never in production.
@@ -330,7 +369,7 @@ platform = "tee-node"
 base_url = "http://127.0.0.1:8001/v1"
 models = ["teegate-builtin"]
 development = true
-# policy = "policy.toml"              # see docs/attest.md; default: the production policy
+# policy = "policy.toml"              # see docs/policy.example.toml; default: production
 # attestation_ttl = 600               # re-attest at least this often (seconds)
 [providers.prices.teegate-builtin]
 input = 100                           # smallest currency unit per 1,000,000 tokens

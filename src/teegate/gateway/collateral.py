@@ -1,0 +1,73 @@
+"""Collateral for the providers' evidence: what a report does not carry itself (hosted
+providers send a bare Intel quote, or an SEV-SNP report without its VCEK) is fetched from the
+configured Intel PCCS/PCS and AMD KDS and cached on disk until the collateral itself expires,
+so every gateway process sharing the cache fetches it once while it is valid.
+
+A report's own ``collateral`` / ``snp_certificates`` are used when present: they are verified
+to the pinned (or policy) roots like everything else in the report, and the policy bounds
+their age. Fetched collateral is never chosen by the evidence: only the configured URLs are
+asked (GHSA-m52x-2r7m-5p42)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from teegate.collateral import CollateralCache
+from teegate.collateral.amd import fetch_snp_certificates
+from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy
+from teegate.collateral.intel import fetch_tdx_collateral
+from teegate.errors import EvidenceError
+from teegate.gateway.config import CollateralConfig
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What to verify a report with: Intel collateral JSON and/or SNP certificates (PEM);
+    None where the report carries its own or nothing is needed."""
+
+    intel: str | None = None
+    snp_certificates: bytes | None = None
+
+
+class CollateralSource:
+    def __init__(self, config: CollateralConfig, data_dir: Path, *,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        from teegate.collateral.amd import default_kds_url
+        from teegate.collateral.intel import default_pccs_url
+
+        self.online = config.online
+        self.pccs_url = config.pccs_url or default_pccs_url()
+        self.kds_url = config.kds_url or default_kds_url()
+        self.cache = CollateralCache(config.cache_dir or data_dir / "collateral")
+        self.retry = retry
+
+    async def for_report(self, report: dict[str, Any], *, now: int) -> Fetched:
+        """Fetch what ``report`` lacks. CollateralError when a vendor service fails: the
+        caller must then not accept the report (it has nothing to verify it with)."""
+        if not self.online:
+            return Fetched()
+        quote = _text(report, "intel_quote") or _text(report, "quote")
+        if quote is not None and report.get("collateral") in (None, "", {}):
+            return Fetched(intel=await fetch_tdx_collateral(
+                _hex(quote, "intel_quote"), pccs_url=self.pccs_url, cache=self.cache,
+                now=now, retry=self.retry))
+        snp = _text(report, "snp_report")
+        if snp is not None and not _text(report, "snp_certificates"):
+            return Fetched(snp_certificates=await fetch_snp_certificates(
+                _hex(snp, "snp_report"), kds_url=self.kds_url, cache=self.cache, now=now,
+                retry=self.retry))
+        return Fetched()
+
+
+def _text(report: dict[str, Any], name: str) -> str | None:
+    value = report.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _hex(value: str, name: str) -> bytes:
+    try:
+        return bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise EvidenceError(f"report field {name!r} is not hex") from None

@@ -1,0 +1,100 @@
+"""Hosted providers send bare quotes: the gateway fetches the Intel collateral itself from
+the configured PCCS (a local server speaking the PCCS protocol), caches it on disk for every
+gateway sharing the cache, and never accepts a report it has nothing to verify with."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from teegate.sim.tdx import DEV_FMSPC, DevTdx
+from tests.collateral.vendor_server import Fault, VendorState, vendor_server
+from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.loopback import Server, Tamper, serving, tampering_proxy
+
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+ATTESTED = {"X-Teegate-Trust": "attested"}
+TCB = "/tdx/certification/v4/tcb"
+
+
+@pytest.fixture
+def bare_node(node_a: Server) -> Iterator[Server]:
+    with serving(tampering_proxy(node_a.url, Tamper(strip_collateral=True))) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def pccs(dev_pki: Path) -> Iterator[tuple[str, VendorState]]:
+    fmspc = DEV_FMSPC.hex().upper()
+    with vendor_server() as (url, state):
+        state.intel = {fmspc: json.loads(DevTdx.load_or_create(dev_pki).collateral())}
+        state.intel_ca = {"platform": fmspc, "processor": fmspc}
+        yield url, state
+
+
+def _gateway(make_gateway: GatewayFactory, node: Server, **collateral: object) -> Gw:
+    return make_gateway([{"id": "bare", "platform": "tee-node", "base_url": node.url + "/v1",
+                          "models": ["shared-model"], "development": True}],
+                        collateral=collateral)
+
+
+def _reattest(gw: Gw) -> dict[str, object]:
+    admin = {"authorization": f"Bearer {os.environ['TG_TEST_ADMIN']}"}
+    view: dict[str, object] = httpx.post(gw.server.url + "/admin/providers/bare/reattest",
+                                         headers=admin).json()["attestation"]
+    return view
+
+
+def test_bare_quote_is_attested_with_fetched_collateral_cached_for_all_gateways(
+        make_gateway: GatewayFactory, bare_node: Server, pccs: tuple[str, VendorState]
+) -> None:
+    url, state = pccs
+    gw = _gateway(make_gateway, bare_node, pccs_url=url)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    r = client.chat.completions.with_raw_response.create(
+        model="shared-model", messages=MSG, extra_headers=ATTESTED)
+    assert r.headers["x-teegate-trust"] == "attested"
+    assert state.count(TCB) == 1
+    assert state.count("/sgx/certification/v4/pckcrl") == 1
+    assert _reattest(gw)["status"] == "attested"  # a cache hit, not a second fetch
+    second = _gateway(make_gateway, bare_node, pccs_url=url)  # shares the disk cache
+    assert second.provider("bare").status == "attested"
+    assert state.count(TCB) == 1
+
+
+def test_without_collateral_the_bare_quote_is_rejected_by_name(
+        make_gateway: GatewayFactory, bare_node: Server) -> None:
+    gw = _gateway(make_gateway, bare_node, online=False)
+    view = _reattest(gw)
+    assert view["status"] == "quarantined"
+    assert "tdx.collateral" in str(view["detail"])
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    with pytest.raises(openai.APIStatusError, match="attestation rejected"):
+        client.chat.completions.create(model="shared-model", messages=MSG,
+                                       extra_headers=ATTESTED)
+
+
+def test_pccs_failure_leaves_the_provider_unverified_not_quarantined(
+        make_gateway: GatewayFactory, bare_node: Server, pccs: tuple[str, VendorState]
+) -> None:
+    url, state = pccs
+    state.faults["/"] = Fault("500")
+    gw = _gateway(make_gateway, bare_node, pccs_url=url)
+    p = gw.provider("bare")
+    assert p.status == "unverifiable"
+    assert "collateral unavailable" in p.detail
+    assert p.quarantined_until == 0.0  # the provider did nothing wrong
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="shared-model", messages=MSG,
+                                       extra_headers=ATTESTED)
+    assert "below attested" in e.value.message
+    state.faults.clear()  # the PCCS is back: the next refresh attests
+    assert _reattest(gw)["status"] == "attested"
