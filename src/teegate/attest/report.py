@@ -189,9 +189,7 @@ def _gpu_checks(
     if payload is not None and not isinstance(payload, (str, Mapping)):
         raise EvidenceError("report field 'nvidia_payload' must be a JSON string or object")
     appraise = _gpu_appraiser()
-    if appraise is None:
-        # TODO(lead): teegate.attest.gpu is not installed in this tree; until it is, GPU
-        # evidence is not appraised and a policy that requires a GPU fails closed here.
+    if appraise is None:  # a build without the GPU verifier: fail closed when one is required
         if policy.gpu.mode == "required":
             return [Check("gpu.verifier", False,
                           "the policy requires GPU evidence but no GPU verifier is available")], ()
