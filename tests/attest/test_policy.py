@@ -220,6 +220,7 @@ CASES: dict[str, Case] = {
                           "snp.guest_svn"),
     "snp.products": (_set("snp", products=frozenset({"Turin"})), _SAME, _snp(),
                      "snp.product"),
+    "snp.require_crl": (_set("snp", require_crl=True), _SAME, _snp(), "snp.revocation"),
     "dstack.compose_hashes": (_set("dstack", compose_hashes=frozenset({WRONG32})), _SAME,
                               _tdx(), "dstack.compose_hash"),
     "dstack.app_ids": (_set("dstack", app_ids=frozenset({WRONG20})), _SAME, _tdx(),

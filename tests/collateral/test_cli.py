@@ -156,3 +156,19 @@ def test_messages_with_markup_characters_print_literally(tmp_path: Path) -> None
     assert r.exit_code == 2
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert "[/]such[bold]" in r.output
+
+
+def test_verify_online_with_a_policy_requiring_the_crl_fails_closed_without_it(
+    server: tuple[str, VendorState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, state = server
+    monkeypatch.setenv("TEEGATE_KDS_URL", url)
+    report = tmp_path / "report.bin"
+    report.write_bytes((DATA / "sev-snp/project-oak/derived-turin-report.bin").read_bytes())
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[snp]\nrequire_crl = true\n")
+    r = runner.invoke(app, ["verify", "--json", "--online", "--cache", str(tmp_path / "c"),
+                            "--policy", str(policy), "--now", str(SNP_NOW), str(report)])
+    assert r.exit_code == 2, r.output  # the KDS has no CRL for it: no verdict, not a pass
+    assert "/vcek/v1/Turin/crl" in r.stdout
+    assert state.count("/vcek/v1/Turin/crl") >= 1

@@ -14,14 +14,16 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from teegate.collateral.http import RetryPolicy
 from teegate.sim.tdx import DEV_FMSPC, DevTdx
-from tests.collateral.vendor_server import Fault, VendorState, vendor_server
+from tests.collateral.vendor_server import DATA, Fault, VendorState, vendor_server
 from tests.gateway.conftest import GatewayFactory, Gw
 from tests.gateway.loopback import Server, Tamper, serving, tampering_proxy
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 ATTESTED = {"X-Teegate-Trust": "attested"}
 TCB = "/tdx/certification/v4/tcb"
+FAST = RetryPolicy(attempts=2, backoff=0.01, max_wait=5, timeout=2)
 
 
 @pytest.fixture
@@ -98,3 +100,35 @@ def test_pccs_failure_leaves_the_provider_unverified_not_quarantined(
     assert "below attested" in e.value.message
     state.faults.clear()  # the PCCS is back: the next refresh attests
     assert _reattest(gw)["status"] == "attested"
+
+
+SNP_NOW = 1756684800  # inside the derived Genoa VCEK's validity
+
+
+def _snp_report() -> dict[str, object]:
+    raw = (DATA / "sev-snp/project-oak/derived-genoa-report.bin").read_bytes()
+    return {"snp_report": raw.hex(), "signing_address": "0x" + "00" * 20}
+
+
+async def test_snp_vcek_is_fetched_and_amd_crl_is_required_from_real_providers(
+        tmp_path: Path) -> None:
+    """A production SEV-SNP provider's report is verified with AMD's CRL: when KDS has none
+    to give (or gives one the pinned ARK did not sign) the report is not verifiable."""
+    from teegate.errors import CollateralError
+    from teegate.gateway.collateral import CollateralSource
+    from teegate.gateway.config import CollateralConfig
+    from teegate.sim.snp import DevSnp
+
+    with vendor_server() as (url, state):
+        source = CollateralSource(CollateralConfig(kds_url=url), tmp_path, retry=FAST)
+        dev = await source.for_report(_snp_report(), now=SNP_NOW, development=True)
+        assert dev.snp_certificates is not None  # the VCEK, fetched for the report
+        assert b"BEGIN CERTIFICATE" in dev.snp_certificates
+        assert dev.snp_crl is None
+        assert state.count("/vcek/v1/Genoa/crl") == 0
+        with pytest.raises(CollateralError, match="CRL"):  # the fake KDS has no CRL
+            await source.for_report(_snp_report(), now=SNP_NOW)
+        forged = DevSnp.load_or_create(tmp_path / "pki").crl(now=SNP_NOW - 60)
+        state.faults["/vcek/v1/Genoa/crl"] = Fault("body", body=forged)
+        with pytest.raises(CollateralError, match="not signed"):
+            await source.for_report(_snp_report(), now=SNP_NOW)

@@ -63,6 +63,9 @@ class SnpPolicy:
     min_guest_svn: int = 0
     # Allowed products ("Milan", "Genoa", "Turin"); empty means any the verifier knows.
     products: frozenset[str] = frozenset()
+    # Require AMD's CRL (ASK/ASVK and VCEK/VLEK not revoked). A CRL that is given is always
+    # checked; the gateway always fetches one.
+    require_crl: bool = False
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ def _quote_verdict(raw: bytes, collateral: str | None, policy: Policy, now: int)
 def _cpu_verdict(
     report: Mapping[str, Any], policy: Policy, now: int, collateral: str | None,
     snp_certificates: bytes | None = None,
+    snp_crl: bytes | None = None,
 ) -> Verdict:
     quote_hex = _str_field(report, "intel_quote", "quote")
     snp_hex = _str_field(report, "snp_report")
@@ -119,7 +120,7 @@ def _cpu_verdict(
         given = snp_certificates if snp_certificates is not None else (
             certs.encode("ascii", "replace") if certs else None)
         return pin_kind_check(verify_report(snp_hex.encode("ascii", "replace"), given,
-                                            policy=policy, now=now), policy)
+                                            policy=policy, now=now, crl=snp_crl), policy)
     if quote_hex is None:
         raise EvidenceError("report has no CPU evidence (intel_quote, quote or snp_report)")
     raw = load_quote(quote_hex)
@@ -206,18 +207,20 @@ def verify_provider_report(
     now: int,
     collateral: str | None = None,
     snp_certificates: bytes | None = None,
+    snp_crl: bytes | None = None,
     app_compose: bytes | None = None,
 ) -> Verdict:
     """Verify a provider attestation report (NEAR AI / RedPill / private-ml-sdk shape).
 
     ``nonce`` is the one we sent; ``collateral`` (dcap-qvl JSON) overrides a ``collateral``
     field in the report, ``snp_certificates`` (VCEK/VLEK + chain, PEM or DER) its
-    ``snp_certificates``; ``app_compose`` overrides ``info.tcb_info.app_compose``. Malformed
-    reports raise ``EvidenceError``; everything else is a named check in the verdict.
+    ``snp_certificates``; ``snp_crl`` is AMD's CRL (DER); ``app_compose`` overrides
+    ``info.tcb_info.app_compose``. Malformed reports raise ``EvidenceError``; everything
+    else is a named check in the verdict.
     """
     if not isinstance(report, Mapping):
         raise EvidenceError("an attestation report must be a JSON object")
-    cpu = _cpu_verdict(report, policy, now, collateral, snp_certificates)
+    cpu = _cpu_verdict(report, policy, now, collateral, snp_certificates, snp_crl)
     event_checks, dstack = _event_checks(report, cpu, policy, app_compose)
 
     algo = _str_field(report, "signing_algo") or "ecdsa"
@@ -340,11 +343,12 @@ def verify_snp_evidence(
     nonce: bytes | None = None,
     event_log: str | bytes | list[Any] | None = None,
     app_compose: bytes | None = None,
+    crl: bytes | None = None,
 ) -> Verdict:
     """A bare SEV-SNP report under the whole policy: as ``verify_quote_evidence`` (nonce in
     report_data, GPU mode, dstack pins, pins for other TEE kinds) around ``verify_report``."""
     from teegate.attest.snp import verify_report
 
     data = raw.encode("ascii", "replace") if isinstance(raw, str) else raw
-    cpu = pin_kind_check(verify_report(data, certs, policy=policy, now=now), policy)
+    cpu = pin_kind_check(verify_report(data, certs, policy=policy, now=now, crl=crl), policy)
     return _bare_context(cpu, policy, nonce, event_log, app_compose)

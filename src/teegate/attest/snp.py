@@ -24,9 +24,11 @@ from teegate.attest.snp_certs import (
     SnpCertificates,
     amd_signed,
     any_signed,
+    crl_signed_by,
     development_roots,
     key_extensions,
     load_certificates,
+    load_crl,
     pinned_roots,
 )
 from teegate.attest.snp_report import (
@@ -234,12 +236,14 @@ def verify_report(
     policy: Policy,
     now: int,
     product: str | None = None,
+    crl: bytes | None = None,
 ) -> Verdict:
     """Verify an SEV-SNP report (binary or hex) with its VCEK/VLEK (+ optional ASK/ARK).
 
-    Malformed report or certificates raise ``EvidenceError``; everything else becomes a
+    Malformed report, certificates or CRL raise ``EvidenceError``; everything else becomes a
     named check in the returned verdict. ``product`` is needed only for v2 reports whose
-    certificate does not name one.
+    certificate does not name one. ``crl``: AMD's CRL for the product (DER or PEM), checked
+    for the chain's intermediate and leaf (``snp.revocation``).
     """
     report = parse_report(load_report(raw), product=product)
     bundle = certs if isinstance(certs, SnpCertificates) else (
@@ -304,6 +308,7 @@ def verify_report(
             cl.add("snp.cert_validity", not bad,
                    f"not valid at {now}: " + "; ".join(bad) if bad
                    else f"all certificates valid at {now}")
+            _revocation(cl, crl, chain, now, policy)
         if leaf.role != kind:
             cl.failed("snp.report_signature",
                       f"report says {kind.upper()} but the certificate is a {leaf.role.upper()}")
@@ -312,6 +317,9 @@ def verify_report(
         _key_checks(cl, report, leaf, ext)
     else:
         cl.failed("snp.report_signature", "not verified: no signing certificate")
+    if policy.snp.require_crl and all(c.name != "snp.revocation" for c in cl.checks):
+        cl.failed("snp.revocation", "the policy requires AMD's CRL, and no chain was verified "
+                  "to check it against")
 
     reserved = [f"{a:#x}..{b:#x}" for a, b in report.reserved_nonzero()]
     if report.signer_info >> 5:
@@ -330,6 +338,32 @@ def verify_report(
         not_before=not_before,
         not_after=not_after,
     )
+
+
+def _revocation(cl: CheckList, crl_data: bytes | None, chain: _Chain, now: int,
+                policy: Policy) -> None:
+    """``snp.revocation``: the ARK's CRL lists neither the ASK/ASVK nor the VCEK/VLEK."""
+    if crl_data is None:
+        if policy.snp.require_crl:
+            cl.failed("snp.revocation", "the policy requires AMD's CRL (fetch it with "
+                      "--online; the gateway always does)")
+        return
+    crl = load_crl(crl_data)
+    if not crl_signed_by(crl, chain.root):
+        cl.failed("snp.revocation", f"the CRL is not signed by {chain.root.describe()}")
+        return
+    this = int(crl.last_update_utc.timestamp())
+    nxt = crl.next_update_utc
+    if not this <= now or nxt is None or int(nxt.timestamp()) < now:
+        cl.failed("snp.revocation", f"the CRL is not current at {now} (thisUpdate {this}, "
+                  f"nextUpdate {int(nxt.timestamp()) if nxt else 'none'})")
+        return
+    revoked = [c.describe() for c in (chain.intermediate, chain.leaf)
+               if crl.get_revoked_certificate_by_serial_number(c.cert.serial_number)]
+    cl.add("snp.revocation", not revoked,
+           "revoked by AMD: " + ", ".join(revoked) if revoked else
+           f"{chain.intermediate.common_name} and {chain.leaf.common_name} are not on "
+           f"{chain.root.common_name}'s CRL")
 
 
 def _measurements(r: SnpReport) -> dict[str, str]:

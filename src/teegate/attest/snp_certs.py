@@ -289,6 +289,35 @@ def any_signed(child: AmdCert, issuer: AmdCert) -> bool:
     return True
 
 
+def crl_signed_by(crl: x509.CertificateRevocationList, issuer: AmdCert) -> bool:
+    """AMD signs its CRLs with the ARK, RSA-PSS SHA-384 (go-sev-guest ``verifyCRL``); a
+    development issuer with an EC key signs with ECDSA."""
+    if crl.issuer != issuer.cert.subject:
+        return False
+    key = issuer.cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
+            return False
+        try:
+            key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
+        except InvalidSignature:
+            return False
+        return True
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return crl.is_signature_valid(key)
+    return False
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL in DER or PEM; EvidenceError otherwise."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as e:
+        raise EvidenceError(f"AMD CRL is not a DER or PEM CRL: {e}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class ProductRoots:
     product: str

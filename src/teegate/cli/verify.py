@@ -82,13 +82,19 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
         if certs is None:
             beside = _find_beside(path, ("certs.pem", "vcek.pem", "cert_chain.pem"))
             certs = _read(beside, "certificates") if beside else None
-        if certs is None and inputs.online:
-            certs = _fetch_snp_certs(raw, inputs)
+        crl = None
+        if inputs.online:
+            from teegate import collateral as coll
+
+            if certs is None:
+                certs = _fetch_snp_certs(raw, inputs)
+            if inputs.policy.snp.require_crl:  # the gateway always fetches it
+                crl = coll.fetch_report_crl_sync(raw, cache_dir=inputs.cache, now=inputs.now)
         from teegate.attest.report import verify_snp_evidence
 
         return verify_snp_evidence(raw, certs, policy=inputs.policy, now=inputs.now,
                                    nonce=inputs.nonce, event_log=inputs.event_log,
-                                   app_compose=inputs.app_compose)
+                                   app_compose=inputs.app_compose, crl=crl)
     if kind is EvidenceKind.GPU_EVIDENCE:
         if inputs.certs is None:
             raise EvidenceError("GPU evidence needs its certificate chain: give --certs FILE")

@@ -13,14 +13,13 @@ import time
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import SignatureAlgorithmOID
 
 from teegate.attest.snp_certs import (
     AmdCert,
+    crl_signed_by,
     key_extensions,
     load_certificates,
     load_der,
@@ -159,32 +158,13 @@ async def fetch_cert_chain(
     return body
 
 
-def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: AmdCert) -> bool:
-    """AMD signs its CRLs with the ARK, RSA-PSS SHA-384 (go-sev-guest ``verifyCRL``); a
-    development issuer with an EC key signs with ECDSA."""
-    if crl.issuer != issuer.cert.subject:
-        return False
-    key = issuer.cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
-            return False
-        try:
-            key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
-        except InvalidSignature:
-            return False
-        return True
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return crl.is_signature_valid(key)
-    return False
-
-
 def _checked_crl(body: bytes, issuer: AmdCert, url: str, now: int) -> int:
     """Parse and verify a CRL; its nextUpdate (which must be in the future)."""
     try:
         crl = x509.load_der_x509_crl(body)
     except ValueError as e:
         raise CollateralError(f"AMD KDS {url}: body is not a DER CRL: {e}") from e
-    if not _crl_signed_by(crl, issuer):
+    if not crl_signed_by(crl, issuer):
         raise CollateralError(f"AMD KDS {url}: CRL is not signed by {issuer.describe()}")
     nxt = crl.next_update_utc
     if nxt is None or int(nxt.timestamp()) <= now:
@@ -227,6 +207,39 @@ async def fetch_crl(
     if cache is not None:
         cache.put(key, body, expires=next_update, now=t)
     return body
+
+
+async def fetch_report_crl(
+    report: bytes | SnpReport,
+    *,
+    kds_url: str = AMD_KDS_URL,
+    cache: CollateralCache | None = None,
+    client: httpx.AsyncClient | None = None,
+    now: int | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> bytes | None:
+    """AMD's CRL for the report's product and signing key (VCEK or VLEK chain), checked
+    against the pinned ARK; None when a v2 report does not name its product (a policy that
+    requires the CRL then fails by name)."""
+    r = _report(report, None)
+    if r.product is None or r.signing_key not in ("vcek", "vlek"):
+        return None
+    return await fetch_crl(r.product, kind=r.signing_key, kds_url=kds_url, cache=cache,
+                           client=client, now=now, retry=retry)
+
+
+def fetch_report_crl_sync(
+    report: bytes,
+    *,
+    kds_url: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    now: int | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> bytes | None:
+    """``fetch_report_crl`` for the CLI's ``--online``."""
+    cache = CollateralCache(cache_dir) if cache_dir is not None else None
+    return asyncio.run(fetch_report_crl(report, kds_url=kds_url or default_kds_url(),
+                                        cache=cache, now=now, retry=retry))
 
 
 async def fetch_snp_certificates(

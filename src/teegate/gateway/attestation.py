@@ -197,7 +197,8 @@ class AttestationManager:
         now = self.clock()
         replicas = replica_reports(report)
         try:
-            fetched = [await self.collateral.for_report(r, now=int(now))
+            fetched = [await self.collateral.for_report(
+                           r, now=int(now), development=p.config.development)
                        if self.collateral is not None else Fetched() for r in replicas]
         except CollateralError as e:
             # Not the provider's fault: no quarantine, but nothing to verify with either.
@@ -269,7 +270,8 @@ class AttestationManager:
         assert p.config.policy is not None
         return verify_report(report, nonce=nonce, policy=p.config.policy, now=now,
                              signing_algo=p.adapter.signing_algo, collateral=fetched.intel,
-                             snp_certificates=fetched.snp_certificates)
+                             snp_certificates=fetched.snp_certificates,
+                             snp_crl=fetched.snp_crl)
 
     def _reject(self, p: ProviderRuntime, why: str, check: str) -> None:
         log.error("provider %s: attestation rejected: %s", p.id, why)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from teegate.collateral import CollateralCache
-from teegate.collateral.amd import fetch_snp_certificates
+from teegate.collateral.amd import fetch_report_crl, fetch_snp_certificates
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy
 from teegate.collateral.intel import fetch_tdx_collateral
 from teegate.errors import EvidenceError
@@ -29,6 +29,7 @@ class Fetched:
 
     intel: str | None = None
     snp_certificates: bytes | None = None
+    snp_crl: bytes | None = None
 
 
 class CollateralSource:
@@ -43,9 +44,11 @@ class CollateralSource:
         self.cache = CollateralCache(config.cache_dir or data_dir / "collateral")
         self.retry = retry
 
-    async def for_report(self, report: dict[str, Any], *, now: int) -> Fetched:
-        """Fetch what ``report`` lacks. CollateralError when a vendor service fails: the
-        caller must then not accept the report (it has nothing to verify it with)."""
+    async def for_report(self, report: dict[str, Any], *, now: int,
+                         development: bool = False) -> Fetched:
+        """Fetch what ``report`` lacks, and AMD's CRL for every SEV-SNP report (except from
+        development providers, whose chain AMD never signed). CollateralError when a vendor
+        service fails: the caller must then not accept the report."""
         if not self.online:
             return Fetched()
         quote = _text(report, "intel_quote") or _text(report, "quote")
@@ -54,11 +57,14 @@ class CollateralSource:
                 _hex(quote, "intel_quote"), pccs_url=self.pccs_url, cache=self.cache,
                 now=now, retry=self.retry))
         snp = _text(report, "snp_report")
-        if snp is not None and not _text(report, "snp_certificates"):
-            return Fetched(snp_certificates=await fetch_snp_certificates(
-                _hex(snp, "snp_report"), kds_url=self.kds_url, cache=self.cache, now=now,
-                retry=self.retry))
-        return Fetched()
+        if snp is None:
+            return Fetched()
+        raw = _hex(snp, "snp_report")
+        certs = None if _text(report, "snp_certificates") else await fetch_snp_certificates(
+            raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
+        crl = None if development else await fetch_report_crl(
+            raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
+        return Fetched(snp_certificates=certs, snp_crl=crl)
 
 
 def _text(report: dict[str, Any], name: str) -> str | None:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from teegate.errors import ConfigError
@@ -120,6 +121,22 @@ class DevSnp:
     def cert_chain_pem(self) -> bytes:
         """VCEK, ASK, ARK as concatenated PEM."""
         return (self.vcek_pem + self.ask_pem + self.ark_pem).encode("ascii")
+
+    def crl(self, *, revoke: tuple[str, ...] = (), now: int | None = None,
+            days: int = 7) -> bytes:
+        """The ARK's CRL (DER, RSA-PSS SHA-384 like AMD's) valid ``days`` from ``now``,
+        listing the certificates named in ``revoke`` ("ask", "vcek")."""
+        start = dt.datetime.fromtimestamp(
+            int(dt.datetime.now(dt.UTC).timestamp()) if now is None else now, dt.UTC)
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self._certs["ark"].subject)
+             .last_update(start).next_update(start + dt.timedelta(days=days)))
+        for role in revoke:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(self._certs[role].serial_number).revocation_date(start).build())
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+        return b.sign(self._keys.ark, hashes.SHA384(), rsa_padding=pss).public_bytes(
+            Encoding.DER)
 
     def report(
         self,
