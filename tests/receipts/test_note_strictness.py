@@ -1,4 +1,4 @@
-"""Review: signed-note and checkpoint parsing strictness (C2SP signed-note v1.0.0)."""
+"""Signed-note and checkpoint parsing strictness (C2SP signed-note v1.0.0)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review findings on receipts and the log writer (each test failed before its fix)."""
+"""Receipts and the log writer: edge cases found in review (each test failed before its fix)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review findings on the receipt routes (each test failed before its fix)."""
+"""The receipt routes: edge cases found in review (each test failed before its fix)."""
 
 from __future__ import annotations
 

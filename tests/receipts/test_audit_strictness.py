@@ -1,4 +1,4 @@
-"""Review findings on ``teegate audit`` (each test failed before its fix)."""
+"""``teegate audit`` edge cases found in review (each test failed before its fix)."""
 
 from __future__ import annotations
 

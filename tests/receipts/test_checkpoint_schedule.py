@@ -1,4 +1,4 @@
-"""Review findings on the log writer's checkpoint schedule (each test failed before its fix)."""
+"""The log writer's checkpoint schedule (each test failed before its fix)."""
 
 from __future__ import annotations
 
