@@ -89,3 +89,22 @@ def test_parse_amount_is_exact() -> None:
     for bad in ("1.5", "1e3", "", "0", "0.0", "1.", "nan"):
         with pytest.raises(_Usage):
             parse_amount(bad, 0 if bad == "1.5" else 2)
+
+
+def test_without_db_the_gateway_config_in_the_working_directory_names_the_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEEGATE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("TEEGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    (tmp_path / "teegate.toml").write_text(f'[gateway]\ndatabase_url = "{url}"\n')
+    code, out = run("wallet", "deposit", "alice", "3")
+    assert code == 0, out
+    rows = sqlite3.connect(tmp_path / "gateway.db").execute(
+        "SELECT COUNT(*) FROM tl_transfers").fetchone()
+    assert rows[0] == 1
+    assert not (tmp_path / "home" / "teegate.db").exists()
+    (tmp_path / "teegate.toml").write_text("[gateway\n")  # broken: said, not ignored
+    code, out = run("wallet", "balance", "alice")
+    assert code != 0
+    assert "teegate.toml" in out

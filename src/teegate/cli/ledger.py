@@ -1,7 +1,8 @@
 """``teegate wallet|conversation|ledger``: the ledger from the command line.
 
-Talks to the database directly (``--db``, default ``$TEEGATE_DATABASE_URL`` or the SQLite
-file in ``$TEEGATE_HOME``). Amounts are integers in the currency's smallest unit, or decimals
+Talks to the database directly (``--db``, default ``$TEEGATE_DATABASE_URL``, else the
+``database_url`` of ``./teegate.toml`` when there is one, else the SQLite file in
+``$TEEGATE_HOME`` that the embedded gateway uses). Amounts are integers in the currency's smallest unit, or decimals
 with at most the currency's digits (``1.5`` USD = ``1500000``). Exit codes: 0 ok, 1 refused
 (short of funds, check failed, unknown conversation), 2 malformed input or usage error.
 """
@@ -25,8 +26,8 @@ _out = Console()
 _err = Console(stderr=True)
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (sqlite:///path or "
-                                           "postgresql://...); default: TEEGATE_DATABASE_URL "
-                                           "or $TEEGATE_HOME/teegate.db.")]
+                                           "postgresql://...); default: TEEGATE_DATABASE_URL, "
+                                           "./teegate.toml's, or $TEEGATE_HOME/teegate.db.")]
 CurOpt = Annotated[str, typer.Option("--currency", help="Currency code.")]
 DecOpt = Annotated[int, typer.Option("--decimals", help="Decimals of the currency's smallest "
                                      "unit (for parsing and display).")]
@@ -54,11 +55,36 @@ def parse_amount(text: str, decimals: int) -> int:
     return value
 
 
-def _open(db: str | None, currency: str, decimals: int) -> object:
-    from teegate.ledger import Currency, open_ledger
+def database_url(db: str | None) -> str:
+    """``--db``, else ``$TEEGATE_DATABASE_URL``, else ``./teegate.toml``'s
+    ``gateway.database_url``, else the default SQLite file: the gateway's own database."""
+    import os
+    import tomllib
+    from pathlib import Path
+
+    from teegate.errors import ConfigError
     from teegate.paths import default_database_url
 
-    return open_ledger(db or default_database_url(), currencies=(Currency(currency, decimals),))
+    if db:
+        return db
+    if os.environ.get("TEEGATE_DATABASE_URL"):
+        return default_database_url()
+    here = Path("teegate.toml")
+    if here.is_file():
+        try:
+            url = tomllib.loads(here.read_text(encoding="utf-8")).get("gateway", {}).get(
+                "database_url")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{here}: cannot read its database_url: {e}") from e
+        if isinstance(url, str) and url:
+            return url
+    return default_database_url()
+
+
+def _open(db: str | None, currency: str, decimals: int) -> object:
+    from teegate.ledger import Currency, open_ledger
+
+    return open_ledger(database_url(db), currencies=(Currency(currency, decimals),))
 
 
 def _run(db: str | None, currency: str, decimals: int, fn: Callable[..., T]) -> T:
