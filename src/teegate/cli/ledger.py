@@ -2,9 +2,10 @@
 
 Talks to the database directly (``--db``, default ``$TEEGATE_DATABASE_URL``, else the
 ``database_url`` of ``./teegate.toml`` when there is one, else the SQLite file in
-``$TEEGATE_HOME`` that the embedded gateway uses). Amounts are integers in the currency's smallest unit, or decimals
-with at most the currency's digits (``1.5`` USD = ``1500000``). Exit codes: 0 ok, 1 refused
-(short of funds, check failed, unknown conversation), 2 malformed input or usage error.
+``$TEEGATE_HOME`` that the embedded gateway uses). Amounts are integers in the currency's
+smallest unit, or decimals with at most the currency's digits (``1.5`` USD = ``1500000``).
+Exit codes: 0 ok, 1 refused (short of funds, check failed, unknown conversation), 2 malformed
+input or usage error.
 """
 
 from __future__ import annotations
