@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,14 @@ def test_cli_init_agents_and_bad_config(tmp_path: Path, monkeypatch: pytest.Monk
     assert r.exit_code == 2
     assert "providers[0].platform: unknown platform 'nope'" in r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(("price", "field"), [
+    ({"per_call": -1}, "prices.m: prices must be >= 0"),
+    ({"per_call": 1.5}, "prices.m.per_call"),
+    ({"flat": 3}, "prices.m"),
+])
+def test_bad_prices_name_the_field(price: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        parse_config({"providers": [{"id": "p", "platform": "open-ai", "models": ["m"],
+                                     "prices": {"m": price}}]})

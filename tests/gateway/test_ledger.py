@@ -277,3 +277,19 @@ def test_hold_seconds_sets_each_call_hold_expiry(make_gateway: GatewayFactory, n
     before = time.time()
     hold = ledger.get_hold(acc.hold(record, 10))
     assert before + 42 <= hold.expires_at <= time.time() + 42
+
+
+def test_flat_per_call_price_is_charged_with_the_tokens(make_gateway: GatewayFactory,
+                                                        node_a: Server, ledger: Ledger) -> None:
+    gw = make_gateway([{"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+                        "models": ["teegate-builtin"], "development": True,
+                        "prices": {"teegate-builtin": {"per_call": 500, **PRICE}}}],
+                      ledger=ledger)
+    agent = _agent(gw)
+    ledger.deposit(agent, 100_000)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    r = client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=50)
+    assert r.usage is not None
+    _wait(_settled(ledger, agent))
+    tokens = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
+    assert ledger.balance(agent).available == 100_000 - 500 - tokens

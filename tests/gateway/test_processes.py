@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from teegate.gateway import GatewayStore
-from teegate.gateway.config import Price
 from teegate.ledger import Ledger, open_ledger
+from teegate.ledger.pricing import Price
 from teegate.node import BuiltinEngine, engine_app
 from tests.gateway.loopback import Server, serving
 from tests.gateway.test_errors import SlowStream

@@ -8,12 +8,12 @@ from teegate.gateway.config import (
     STARTER,
     AgentConfig,
     GatewayConfig,
-    Price,
     ProviderConfig,
     load_config,
     parse_config,
 )
 from teegate.gateway.store import GatewayStore
+from teegate.ledger.pricing import Price  # prices in teegate.toml
 
 __all__ = [
     "STARTER",

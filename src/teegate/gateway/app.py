@@ -29,11 +29,12 @@ from teegate.gateway.attestation import AttestationManager, Attested, ProviderRu
 from teegate.gateway.auth import Agent, KeyCache, Principal, bearer
 from teegate.gateway.calls import Accounting, CallRecord, Receipts
 from teegate.gateway.collateral import CollateralSource
-from teegate.gateway.config import GatewayConfig, Price
+from teegate.gateway.config import GatewayConfig
 from teegate.gateway.errors import JSON_CT, GatewayRefusal, error_body
 from teegate.gateway.metrics import Metrics
 from teegate.gateway.store import GatewayStore
 from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.ledger.pricing import Price
 from teegate.node.signatures import signature_text
 from teegate.providers.adapter import OpenAIAdapter
 from teegate.providers.http11 import Http11Response
@@ -639,7 +640,7 @@ class Gateway:
             try:
                 return price.cost(max(int(usage.get("prompt_tokens") or 0), 0),
                                   max(int(usage.get("completion_tokens") or 0), 0))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, TeegateError):  # absurd usage: the hold's worst case
                 return -1
         if record.status >= 400 or (record.outcome == "failed" and not record.stream):
             return None  # an error answer produced nothing billable

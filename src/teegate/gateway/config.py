@@ -16,6 +16,7 @@ from typing import Any
 from teegate import paths
 from teegate.attest.policy import Policy, load_policy
 from teegate.errors import ConfigError, TeegateError
+from teegate.ledger.pricing import Price
 from teegate.providers.registry import Platform, get_platform
 from teegate.routing.trust import TrustLevel, parse_trust
 
@@ -29,18 +30,6 @@ class CollateralConfig:
     pccs_url: str = ""  # "" = $TEEGATE_PCCS_URL or Phala's PCCS
     kds_url: str = ""  # "" = $TEEGATE_KDS_URL or AMD KDS
     cache_dir: Path | None = None  # None = <data_dir>/collateral
-
-
-@dataclass(frozen=True)
-class Price:
-    """Integer price in the smallest currency unit per 1,000,000 tokens."""
-
-    input: int = 0
-    output: int = 0
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
-        total = prompt_tokens * self.input + completion_tokens * self.output
-        return -(-total // 1_000_000)  # ceil: never undercharge by rounding
 
 
 @dataclass(frozen=True)
@@ -129,12 +118,15 @@ def _prices(data: Any, models: tuple[str, ...], where: str) -> dict[str, Price]:
         if model not in models:
             raise ConfigError(f"{w}: model is not in this provider's models")
         _want(spec, dict, w)
-        _only(spec, {"input", "output"}, w)
-        p_in = _want(spec.get("input", 0), int, w + ".input")
-        p_out = _want(spec.get("output", 0), int, w + ".output")
-        if p_in < 0 or p_out < 0:
+        _only(spec, {"per_call", "input", "output"}, w)
+        amounts = {k: _want(spec.get(k, 0), int, f"{w}.{k}")
+                   for k in ("per_call", "input", "output")}
+        if any(v < 0 for v in amounts.values()):
             raise ConfigError(f"{w}: prices must be >= 0")
-        out[model] = Price(p_in, p_out)
+        try:
+            out[model] = Price(**amounts)
+        except TeegateError as e:
+            raise ConfigError(f"{w}: {e}") from None
     return out
 
 
@@ -374,6 +366,7 @@ development = true
 [providers.prices.teegate-builtin]
 input = 100                           # smallest currency unit per 1,000,000 tokens
 output = 300
+# per_call = 0                        # flat, per call, in the smallest currency unit
 
 # A hosted OpenAI-compatible provider (trust level "standard").
 # [[providers]]
