@@ -347,3 +347,18 @@ def test_event_log_with_an_snp_provider_report_is_not_ignored(tmp_path: Path) ->
                      str(_fixture_log(tmp_path)), str(report))
     assert code == 1
     assert "eventlog.tee" in _failed(out)
+
+
+def test_gpu_measurements_are_summarised_in_the_table_and_listed_in_json() -> None:
+    data = Path(__file__).resolve().parents[1] / "data" / "nvidia"
+    args = ["verify", str(data / "hopperAttestationReport.txt"), "--certs",
+            str(data / "hopperCertChain.txt"), "--policy",
+            str(Path(__file__).resolve().parents[2] / "docs" / "policy.audit.toml"),
+            "--now", "1750000000"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "64 SPDM blocks" in r.output
+    assert "block_1 " not in r.output
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0
+    assert len([k for k in json.loads(r.output)["measurements"] if k.startswith("block_")]) == 64

@@ -8,6 +8,7 @@ or usage error.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -227,6 +228,9 @@ def _when(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
 
 
+_GPU_BLOCK = re.compile(r"block_\d+")
+
+
 def _summary(verdict: Verdict, width: int) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
@@ -249,7 +253,14 @@ def _summary(verdict: Verdict, width: int) -> Table:
         grid.add_row("freshness", "not checked: no --nonce given (the evidence may be replayed)")
     for name, value in verdict.identity.items():
         grid.add_row(name, _hex_lines(value, value_width))
+    blocks = {k: v for k, v in verdict.measurements.items() if _GPU_BLOCK.fullmatch(k)}
+    if blocks:  # a GPU's 64 measurement blocks: summarised here, listed by --json
+        used = sum(1 for v in blocks.values() if v.strip("0"))
+        grid.add_row("measurements", f"{len(blocks)} SPDM blocks ({used} non-zero); "
+                                     "--json lists every one")
     for name, value in verdict.measurements.items():
+        if name in blocks:
+            continue
         if name == "report_data" and len(value) == 128:
             grid.add_row("report_data[0:32]", _hex_lines(value[:64], value_width))
             grid.add_row("report_data[32:64]", _hex_lines(value[64:], value_width))
