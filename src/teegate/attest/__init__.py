@@ -18,7 +18,11 @@ from teegate.attest.gpu import (
     verify_rim,
 )
 from teegate.attest.policy import Policy, load_policy
-from teegate.attest.report import verify_provider_report
+from teegate.attest.report import (
+    verify_provider_report,
+    verify_quote_evidence,
+    verify_snp_evidence,
+)
 from teegate.attest.snp import SnpCertificates, SnpReport
 from teegate.attest.snp import load_certificates as load_snp_certificates
 from teegate.attest.snp import parse_report as parse_snp_report
@@ -56,6 +60,8 @@ __all__ = [
     "verify_gpu_evidence",
     "verify_provider_report",
     "verify_quote",
+    "verify_quote_evidence",
     "verify_rim",
+    "verify_snp_evidence",
     "verify_snp_report",
 ]
