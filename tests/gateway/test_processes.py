@@ -168,7 +168,9 @@ def _ledger_check(db: str) -> subprocess.CompletedProcess[str]:
 
 def _setup(db: str, deposit: int) -> tuple[Ledger, str, str]:
     agent = "agent-" + uuid.uuid4().hex[:8]
-    key = GatewayStore(db).create_key(agent, trust="standard")
+    store = GatewayStore(db)
+    key = store.create_key(agent, trust="standard")
+    store.close()
     ledger = open_ledger(db)
     ledger.deposit(agent, deposit)
     return ledger, agent, key
@@ -185,6 +187,7 @@ def test_64_calls_through_one_gateway_process_on_sqlite(tmp_path: Path,
     finally:
         gw.stop()
     _assert_money(ledger, agent, 90, results)
+    ledger.close()
     check = _ledger_check(db)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -206,11 +209,18 @@ def test_64_calls_through_two_gateway_processes_sharing_postgresql(
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'teegate.db'}"
+    return str(request.getfixturevalue("pg_db"))
+
+
 def test_sigkill_mid_load_then_check_passes_and_restart_releases_holds(
-        tmp_path: Path) -> None:
+        tmp_path: Path, any_db: str) -> None:
     slow = SlowStream()
+    db = any_db
     with serving(slow.app()) as up:
-        db = f"sqlite:///{tmp_path / 'teegate.db'}"
         cfg = _config(tmp_path, db, up.url, hold_seconds=2, ledger_expire_seconds=0.2)
         ledger, agent, key = _setup(db, deposit=1_000_000)
         gw = Gateway(cfg, tmp_path)
@@ -252,5 +262,6 @@ def test_sigkill_mid_load_then_check_passes_and_restart_releases_holds(
     spent = sum(r.amount for r in ledger.spend(agent))
     assert b.available + spent == 1_000_000
     assert ledger.check().ok
+    ledger.close()
     check = _ledger_check(db)
     assert check.returncode == 0, check.stdout + check.stderr
