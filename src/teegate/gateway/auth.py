@@ -3,6 +3,7 @@ and receipts) and the operator (the admin key)."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class KeyCache:
     def __init__(self, store: GatewayStore, admin_key: str | None) -> None:
         self.store = store
         self.admin_key = admin_key
+        self._admin_digest = hashlib.sha256((admin_key or "").encode()).digest()
         self._by_hash: dict[str, Agent] = {}
         self._owned: dict[str, frozenset[str]] = {}
 
@@ -85,7 +87,13 @@ class KeyCache:
         self._by_hash = {h: a for h, a in self._by_hash.items() if a.id != agent_id}
 
     def is_admin(self, key: str | None) -> bool:
-        return bool(key and self.admin_key and hmac.compare_digest(key, self.admin_key))
+        """Timing-safe: fixed-length digests are compared (``compare_digest`` on the raw
+        strings would leak the admin key's length and raises on non-ASCII text, which a
+        client controls through the Authorization header)."""
+        if not key or not self.admin_key:
+            return False
+        given = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        return hmac.compare_digest(given, self._admin_digest)
 
     def principal(self, agent: Agent) -> Principal:
         if agent.kind == "owner":

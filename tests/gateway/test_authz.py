@@ -1,0 +1,165 @@
+"""Who may see and spend what, through a real gateway on loopback: an agent reaches only its
+own wallet, conversations and receipts on every route; funding needs the owner or the
+operator; the admin API needs the admin key; odd Authorization headers are 401, never 500."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from openai.types.chat import ChatCompletionMessageParam
+
+from teegate.ledger import Ledger, open_ledger
+from teegate.receipts import ReceiptLog
+from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.loopback import Server
+
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+PRICE = {"input": 1_000_000, "output": 2_000_000}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield lg
+    lg.close()
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[ReceiptLog]:
+    rl = ReceiptLog(f"sqlite:///{tmp_path / 'log.db'}", origin="teegate.test/log",
+                    key=Ed25519PrivateKey.generate(), checkpoint_interval=0)
+    yield rl
+    rl.close()
+
+
+@pytest.fixture
+def gw(make_gateway: GatewayFactory, plain_upstream: Server, ledger: Ledger,
+       log: ReceiptLog) -> Gw:
+    return make_gateway([
+        {"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
+         "models": ["gpt-plain"], "prices": {"gpt-plain": PRICE}}],
+        ledger=ledger, receipt_log=log)
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def _agent_id(gw: Gw) -> str:
+    agent = gw.gateway.keys.cached(gw.key)
+    assert agent is not None
+    return str(agent.id)
+
+
+def test_an_agent_reaches_only_its_own_wallet_conversations_and_receipts(
+        gw: Gw, ledger: Ledger, log: ReceiptLog) -> None:
+    base = gw.server.url
+    alice, alice_key = _agent_id(gw), gw.key
+    bob_key = gw.store.create_key("bob")
+    ledger.deposit(alice, 100_000)
+    ledger.deposit("bob", 100_000)
+    # Alice makes a call (a receipt) and opens a conversation.
+    raw = openai.OpenAI(base_url=gw.url, api_key=alice_key, max_retries=0
+                        ).chat.completions.with_raw_response.create(
+        model="gpt-plain", messages=MSG, max_tokens=20)
+    rid = raw.headers["x-teegate-receipt"]
+    _wait(lambda: ledger.balance(alice).held == 0)
+    log.flush()
+    conv = httpx.post(base + "/v1/conversations", json={"budget": 1_000},
+                      headers=_auth(alice_key))
+    assert conv.status_code == 201
+    cid = conv.json()["id"]
+
+    bob = _auth(bob_key)
+    # Wallet routes: forbidden, and they say nothing about Alice's money.
+    for path in (f"/v1/wallets/{alice}", f"/v1/wallets/{alice}/transfers",
+                 f"/v1/wallets/{alice}/spend"):
+        r = httpx.get(base + path, headers=bob)
+        assert r.status_code == 403, path
+        assert "available" not in r.text
+    assert httpx.post(f"{base}/v1/conversations", json={"agent": alice, "budget": 10},
+                      headers=bob).status_code == 403
+    for kind in ("deposits", "withdrawals"):
+        for key in (bob_key, alice_key):  # neither another agent nor the agent itself
+            assert httpx.post(f"{base}/v1/wallets/{alice}/{kind}", json={"amount": 5},
+                              headers=_auth(key)).status_code == 403
+    # Conversations: Bob cannot see, close or pay rewards from Alice's conversation.
+    assert httpx.get(f"{base}/v1/conversations/{cid}", headers=bob).status_code == 404
+    assert httpx.post(f"{base}/v1/conversations/{cid}/close", headers=bob).status_code == 404
+    r = httpx.post(f"{base}/v1/conversations/{cid}/rewards", headers=bob,
+                   json={"rewards": [{"agent": "bob", "amount": 10}]})
+    assert r.status_code == 404
+    r = httpx.post(f"{base}/v1/conversations/{cid}/rewards", headers=_auth(alice_key),
+                   json={"rewards": [{"agent": "bob", "amount": 10}], "source": "pool:x"})
+    assert r.status_code == 403  # only the operator pays from a pool
+    # Bob cannot spend from Alice's conversation by naming it on a call.
+    with pytest.raises(openai.BadRequestError):
+        openai.OpenAI(base_url=gw.url, api_key=bob_key, max_retries=0).chat.completions.create(
+            model="gpt-plain", messages=MSG, max_tokens=5,
+            extra_headers={"X-Teegate-Conversation": cid})
+    # Receipts: 404 exactly as for an unknown id, on every route that takes a receipt id.
+    for path in (f"/v1/receipts/{rid}", f"/v1/receipts/{rid}/bundle",
+                 f"/v1/aci/receipts/{rid}",
+                 f"/v1/log/proof/inclusion?tree_size=1&receipt_id={rid}"):
+        assert httpx.get(base + path, headers=bob).status_code == 404, path
+        assert httpx.get(base + path, headers=_auth(alice_key)).status_code == 200, path
+    # Nothing moved.
+    _wait(lambda: ledger.balance("bob").held == 0)
+    assert ledger.balance("bob").available == 100_000
+    assert ledger.conversation(cid).to_json()["state"] == "open"
+
+
+def test_admin_api_needs_the_admin_key(gw: Gw) -> None:
+    base = gw.server.url
+    owner_key = gw.store.create_key("owner-z", kind="owner")
+    for key in (gw.key, owner_key, "tgk_nope", "x" * 5000):
+        for method, path in (("GET", "/admin/agents"), ("POST", "/admin/agents"),
+                             ("DELETE", f"/admin/agents/{_agent_id(gw)}"),
+                             ("POST", "/admin/providers/plain/reattest")):
+            r = httpx.request(method, base + path, headers=_auth(key), json={"id": "evil"})
+            assert r.status_code == 401, (key, path)
+    assert gw.store.agent_by_key(gw.key) is not None  # not revoked
+
+
+@pytest.mark.parametrize("value", [b"Bearer \xe9\xe9\xe9", b"Bearer caf\xc3\xa9", b"Basic x",
+                                   b"Bearer", b"bearer x y"])
+def test_odd_authorization_headers_are_401_not_500(gw: Gw, value: bytes) -> None:
+    base = gw.server.url
+    for method, path in (("GET", "/admin/agents"), ("GET", "/v1/wallets/x"),
+                         ("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
+        r = httpx.request(method, base + path, headers={"authorization": value},
+                          json={"model": "gpt-plain", "messages": []})
+        assert r.status_code == 401, (value, path, r.text)
+        assert r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_owner_acts_only_for_its_agents(gw: Gw, ledger: Ledger) -> None:
+    base = gw.server.url
+    owner_key = gw.store.create_key("owner-q", kind="owner")
+    gw.store.create_key("bot-q", owner="owner-q")
+    _wait(lambda: (a := gw.gateway.keys.cached(owner_key)) is not None
+          and "bot-q" in gw.gateway.keys.principal(a).agents)
+    own = _auth(owner_key)
+    assert httpx.post(f"{base}/v1/wallets/bot-q/deposits", json={"amount": 7},
+                      headers=own).status_code == 201
+    assert httpx.get(f"{base}/v1/wallets/bot-q", headers=own).json()["available"] == 7
+    other = _agent_id(gw)
+    assert httpx.get(f"{base}/v1/wallets/{other}", headers=own).status_code == 403
+    assert httpx.post(f"{base}/v1/wallets/{other}/deposits", json={"amount": 7},
+                      headers=own).status_code == 403
+    admin = _auth(os.environ["TG_TEST_ADMIN"])
+    assert httpx.get(f"{base}/v1/wallets/{other}", headers=admin).status_code == 200
