@@ -178,6 +178,10 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=not ca, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+            encipher_only=False, decipher_only=False), critical=True)
         .sign(signing_key, hashes.SHA384())
     )
 

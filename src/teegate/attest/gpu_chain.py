@@ -1,7 +1,8 @@
 """Certificate chains for NVIDIA evidence: device identity chains and RIM signing chains.
 
 Both are short, fixed-shape ECDSA P-384 chains handed to us leaf first; each link is checked
-(issuer name, signature, CA flag) and the top must be, or be signed by, a pinned root or a
+(issuer name, signature, CA flag, certificate-signing key usage, path length; the leaf's
+key usage must allow signing) and the top must be, or be signed by, a pinned root or a
 development root from the policy. Parsing and link signatures are cached by DER bytes: the
 eight GPUs of one board share three CA certificates, and the pinned roots never change.
 """
@@ -68,12 +69,41 @@ def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except (x509.ExtensionNotFound, ValueError):
-        return False
-    return bc.ca
+        return None
+
+
+def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _ca_problem(cert: x509.Certificate, below: int) -> str | None:
+    """Why ``cert`` may not sign the next certificate down, with ``below`` CA certificates
+    between it and the leaf (RFC 5280 §4.2.1.3, §4.2.1.9), or None."""
+    bc = _basic_constraints(cert)
+    if bc is None or not bc.ca:
+        return "signs a certificate but is not a CA"
+    ku = _key_usage(cert)
+    if ku is None or not ku.key_cert_sign:
+        return "signs a certificate but its key usage does not allow certificate signing"
+    if bc.path_length is not None and below > bc.path_length:
+        return (f"allows at most {bc.path_length} CA certificate(s) below it, the chain has "
+                f"{below}")
+    return None
+
+
+def _leaf_problem(cert: x509.Certificate) -> str | None:
+    """A leaf whose key usage is stated must allow digital signatures (it signs evidence)."""
+    ku = _key_usage(cert)
+    if ku is not None and not ku.digital_signature:
+        return "its key usage does not allow digital signatures"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +144,9 @@ def verify_chain(
             return ChainResult(False, f"{what}: '{_cn(child)}' is not signed by the next "
                                       f"certificate '{_cn(parent)}' (missing or wrong "
                                       "intermediate)")
-        if not _is_ca(parent):
-            return ChainResult(False, f"{what}: '{_cn(parent)}' signs a certificate but is "
-                                      "not a CA")
+        problem = _ca_problem(parent, i)
+        if problem is not None:
+            return ChainResult(False, f"{what}: '{_cn(parent)}' {problem}")
     top = certs[-1]
     anchor: x509.Certificate | None = None
     dev = False
@@ -128,6 +158,12 @@ def verify_chain(
         return ChainResult(False, f"{what}: '{_cn(top)}' does not chain to the pinned "
                                   f"'{_cn(pinned)}' (truncated chain or foreign root)")
     path = list(certs) + ([anchor] if top != anchor else [])
+    root_problem = _ca_problem(anchor, len(certs) - 1) if top != anchor else None
+    if root_problem is not None:
+        return ChainResult(False, f"{what}: root '{_cn(anchor)}' {root_problem}")
+    leaf_problem = _leaf_problem(certs[0])
+    if leaf_problem is not None:
+        return ChainResult(False, f"{what}: leaf '{_cn(certs[0])}' {leaf_problem}")
     not_before = max(int(c.not_valid_before_utc.timestamp()) for c in path)
     not_after = min(int(c.not_valid_after_utc.timestamp()) for c in path)
     expired = [c for c in path if not (
