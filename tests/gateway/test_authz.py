@@ -40,8 +40,8 @@ def log(tmp_path: Path) -> Iterator[ReceiptLog]:
 
 
 @pytest.fixture
-def gw(make_gateway: GatewayFactory, plain_upstream: Server, ledger: Ledger,
-       log: ReceiptLog) -> Gw:
+def gw(ledger: Ledger, log: ReceiptLog, make_gateway: GatewayFactory,
+       plain_upstream: Server) -> Gw:  # ledger and log close after the gateway stopped
     return make_gateway([
         {"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
          "models": ["gpt-plain"], "prices": {"gpt-plain": PRICE}}],
@@ -141,7 +141,7 @@ def test_odd_authorization_headers_are_401_not_500(gw: Gw, value: bytes) -> None
     base = gw.server.url
     for method, path in (("GET", "/admin/agents"), ("GET", "/v1/wallets/x"),
                          ("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
-        r = httpx.request(method, base + path, headers={"authorization": value},
+        r = httpx.request(method, base + path, headers={b"authorization": value},
                           json={"model": "gpt-plain", "messages": []})
         assert r.status_code == 401, (value, path, r.text)
         assert r.json()["error"]["code"] == "invalid_api_key"

@@ -34,6 +34,7 @@ from teegate.gateway.errors import JSON_CT, GatewayRefusal, error_body
 from teegate.gateway.metrics import Metrics
 from teegate.gateway.store import GatewayStore
 from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.ledger.model import MAX_AMOUNT
 from teegate.ledger.pricing import Price
 from teegate.node.signatures import signature_text
 from teegate.providers.adapter import OpenAIAdapter
@@ -199,7 +200,9 @@ class Gateway:
         hdrs: dict[bytes, bytes] = {}
         extra: list[bytes] = []
         for k, v in scope["headers"]:
-            if k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER):
+            if k == TRUST_HEADER and k in hdrs:  # repeated: every value must agree (_parse)
+                hdrs[k] += b"," + v
+            elif k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER):
                 hdrs[k] = v
             elif k in FORWARDED and b"\r" not in v and b"\n" not in v:
                 extra.append(k + b": " + v + b"\r\n")
@@ -247,8 +250,9 @@ class Gateway:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, body: bytes, trust_header: bytes | None, agent: Agent
-               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool]:
-        """(request, model, stream, required level, bytes to forward, usage injected)."""
+               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool, int | None]:
+        """(request, model, stream, required level, bytes to forward, usage injected, the
+        larger token limit given)."""
         try:
             req = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -269,21 +273,35 @@ class Gateway:
                                  param="stream")
         changed = False
         asked: TrustLevel | None = None
+        limits = [_token_limit(req, name) for name in ("max_completion_tokens", "max_tokens")]
+        opts = req.get("stream_options")
+        if opts is not None and (not isinstance(opts, dict) or not isinstance(
+                opts.get("include_usage", False), bool)):
+            raise GatewayRefusal(400, "'stream_options' must be an object whose "
+                                 "'include_usage' is a boolean", code="invalid_request",
+                                 param="stream_options")
         if "@" in model and model not in self.by_model:
             base, _, suffix = model.rpartition("@")
             try:
                 asked = parse_trust(suffix)
-            except TeegateError:
+            except TeegateError as e:
+                if base in self.by_model:  # a mistyped level, not another model
+                    raise GatewayRefusal(400, f"model suffix: {e}", code="invalid_trust_level",
+                                         param="model") from None
                 asked = None
             if asked is not None:
                 model, changed = base, True
                 req["model"] = base
         if trust_header is not None:
             try:
-                from_header = parse_trust(trust_header.decode("latin-1"))
+                levels = {parse_trust(v) for v in trust_header.decode("latin-1").split(",")}
             except TeegateError as e:
                 raise GatewayRefusal(400, f"X-Teegate-Trust: {e}", code="invalid_trust_level",
                                      param="x-teegate-trust") from None
+            if len(levels) != 1:
+                raise GatewayRefusal(400, "X-Teegate-Trust is repeated with different levels",
+                                     code="invalid_trust_level", param="x-teegate-trust")
+            from_header = levels.pop()
             if asked is not None and asked != from_header:
                 raise GatewayRefusal(400, "X-Teegate-Trust and the model suffix name different "
                                      "trust levels", code="invalid_trust_level", param="model")
@@ -296,13 +314,14 @@ class Gateway:
                 req["stream_options"] = {**(opts or {}), "include_usage": True}
                 inject = changed = True
         forward = json.dumps(req, separators=(",", ":")).encode() if changed else body
-        return req, model, bool(stream), required, forward, inject
+        given = [n for n in limits if n is not None]
+        return req, model, bool(stream), required, forward, inject, max(given, default=None)
 
     async def _serve(self, agent: Agent, body: bytes, hdrs: dict[bytes, bytes], send: Send,
                      receive: Receive, t0: float) -> CallRecord:
         conv = hdrs.get(CONVERSATION_HEADER)
         try:
-            req, model, stream, required, forward, inject = self._parse(
+            req, model, stream, required, forward, inject, limit = self._parse(
                 body, hdrs.get(TRUST_HEADER), agent)
         except GatewayRefusal as r:  # refused calls get a record (and receipt) too
             bad = CallRecord(agent.id, "", agent.trust.label, time.time(), _sha(body),
@@ -320,7 +339,7 @@ class Gateway:
         try:
             return await self._serve_record(record, req, model, stream, required, forward,
                                             inject, unchanged, send, receive,
-                                            hdrs.get(b"\0extra", b""))
+                                            hdrs.get(b"\0extra", b""), limit)
         except GatewayRefusal as r:
             if record.outcome == "pending":
                 record.outcome = "failed"
@@ -337,7 +356,8 @@ class Gateway:
     async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
                             stream: bool, required: TrustLevel, forward: bytes, inject: bool,
                             unchanged: bool, send: Send, receive: Receive,
-                            extra_headers: bytes = b"") -> CallRecord:
+                            extra_headers: bytes = b"", limit: int | None = None
+                            ) -> CallRecord:
         if model not in self.by_model:
             record.outcome, record.status = "refused", 404
             raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
@@ -361,11 +381,15 @@ class Gateway:
         if self.accounting is not None:
             from teegate.ledger.pricing import estimate_prompt_tokens
 
-            max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
-            if not isinstance(max_tokens, int) or max_tokens <= 0:
-                max_tokens = self.config.default_max_tokens
+            # A provider may honour either limit: hold for the larger one.
+            max_tokens = limit or self.config.default_max_tokens
             record.prompt_estimate = estimate_prompt_tokens(req)
-            worst = self.worst_case(providers, model, record.prompt_estimate, max_tokens)
+            try:
+                worst = self.worst_case(providers, model, record.prompt_estimate, max_tokens)
+            except TeegateError as e:  # beyond any amount the ledger can hold
+                record.outcome, record.status = "refused", 400
+                raise GatewayRefusal(400, f"the call's worst case cannot be held: {e}",
+                                     code="invalid_request", param="max_tokens") from None
             if worst > 0:
                 try:
                     record.hold_id = await anyio.to_thread.run_sync(
@@ -675,6 +699,18 @@ class Gateway:
         del req_hash
 
 
+def _token_limit(req: dict[str, Any], name: str) -> int | None:
+    """A token limit from the request: absent/null, or a positive integer (a float, a bool
+    or a string would leave the hold guessing what the provider makes of it)."""
+    value = req.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
+        raise GatewayRefusal(400, f"'{name}' must be a positive integer", code="invalid_request",
+                             param=name)
+    return value
+
+
 async def _chain(first: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
     if first:
         yield first
@@ -892,7 +928,8 @@ def create_app(
         try:
             body = json.loads(await request.body() or b"{}")
             agent_id = body["id"]
-            trust = parse_trust(str(body.get("trust", "standard")))
+            trust = parse_trust(str(body["trust"])) if "trust" in body else (
+                config.default_trust)  # "level for agents without one"
             floor = parse_trust(str(body.get("min_trust", "standard")))
             kind = str(body.get("kind", "agent"))
             key = await anyio.to_thread.run_sync(lambda: gw.store.create_key(
@@ -902,7 +939,11 @@ def create_app(
             return JSONResponse(json.loads(error_body(400, f"bad agent: {e}",
                                                       code="invalid_request")), 400)
         await anyio.to_thread.run_sync(gw.keys.reload)
-        return JSONResponse({"id": agent_id, "api_key": key, "kind": kind}, status_code=201)
+        # What is stored (a new key for an existing agent keeps its settings), not what was
+        # asked: the operator must not believe a floor is in force that is not.
+        row = await anyio.to_thread.run_sync(gw.store.agent_by_key, key)
+        view = row.to_json() if row is not None else {"id": agent_id, "kind": kind}
+        return JSONResponse({**view, "api_key": key}, status_code=201)
 
     @api.delete("/admin/agents/{agent_id}")
     async def revoke_agent(agent_id: str, request: Request) -> Response:

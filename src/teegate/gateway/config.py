@@ -198,14 +198,14 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
     )
 
 
-def _agent(raw: Any, i: int) -> AgentConfig:
+def _agent(raw: Any, i: int, default: TrustLevel) -> AgentConfig:
     where = f"agents[{i}]"
     _want(raw, dict, where)
     _only(raw, {"id", "trust", "min_trust", "owner"}, where)
     if "id" not in raw:
         raise ConfigError(f"{where}.id: missing")
-    trust = parse_trust(_want(raw.get("trust", "standard"), str, where + ".trust"),
-                        field=where + ".trust")
+    trust = parse_trust(_want(raw["trust"], str, where + ".trust"), field=where + ".trust"
+                        ) if "trust" in raw else default
     floor = parse_trust(_want(raw.get("min_trust", "standard"), str, where + ".min_trust"),
                         field=where + ".min_trust")
     owner = raw.get("owner")
@@ -272,8 +272,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         providers.append(p)
     if not providers:
         raise ConfigError("providers: configure at least one [[providers]] entry")
-    agents = tuple(_agent(a, i) for i, a in enumerate(_want(data.get("agents", []), list,
-                                                            "agents")))
+    default_trust = parse_trust(_want(gw.get("default_trust", "standard"), str,
+                                      "gateway.default_trust"), field="gateway.default_trust")
+    agents = tuple(_agent(a, i, default_trust) for i, a in enumerate(
+        _want(data.get("agents", []), list, "agents")))
 
     collateral = _collateral(_want(data.get("collateral", {}), dict, "collateral"), base)
 
@@ -287,8 +289,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         providers=tuple(providers), agents=agents, collateral=collateral,
         listen_host=host, listen_port=int(port_s),
         database_url=db, data_dir=data_dir, admin_key=admin,
-        default_trust=parse_trust(_want(gw.get("default_trust", "standard"), str,
-                                        "gateway.default_trust"), field="gateway.default_trust"),
+        default_trust=default_trust,
         prefer=prefer, max_body_bytes=num("max_body_bytes", 4 * 1024 * 1024),
         quarantine_s=num("quarantine_seconds", 300),
         cooldown_s=float(num("cooldown_seconds", 30, (int, float))),

@@ -1,0 +1,185 @@
+"""Hostile or sloppy chat requests through a real gateway: token limits of the wrong type or
+size, stream options that are not an object, conflicting trust headers and suffixes, the
+agent's floor and the configured default level. Each is refused with a clear 4xx (nothing
+forwarded, nothing held) or served at the level the rules require."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from teegate.ledger import Ledger, open_ledger
+from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.loopback import Server
+
+PRICE = {"input": 1_000_000, "output": 2_000_000}  # 1 unit per prompt token, 2 per output
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield lg
+    lg.close()
+
+
+@pytest.fixture
+def gw(ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server,
+       node_a: Server) -> Gw:  # the ledger first: it closes after the gateway stopped
+    return make_gateway([
+        {"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
+         "models": ["gpt-plain", "shared-model"], "prices": {"gpt-plain": PRICE}},
+        {"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+         "models": ["teegate-builtin", "shared-model"], "development": True},
+    ], ledger=ledger)
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def _agent(gw: Gw) -> str:
+    agent = gw.gateway.keys.cached(gw.key)
+    assert agent is not None
+    return str(agent.id)
+
+
+def _chat(gw: Gw, body: dict[str, Any], key: str | None = None,
+          headers: list[tuple[str, str]] | None = None) -> httpx.Response:
+    return httpx.post(gw.url + "/chat/completions", json=body, headers=[
+        ("authorization", f"Bearer {key or gw.key}"), *(headers or [])])
+
+
+def _msg(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+@pytest.mark.parametrize("value", [1.5, 100.0, True, 0, -5, "10", [1], 10**30])
+@pytest.mark.parametrize("model", ["gpt-plain", "teegate-builtin"])  # priced and free
+def test_bad_token_limits_are_400(gw: Gw, ledger: Ledger, field: str, value: Any,
+                                  model: str) -> None:
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000_000)
+    r = _chat(gw, _msg(model, **{field: value}))
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request"
+    assert err["param"] == field
+    assert r.headers["x-should-retry"] == "false"
+    assert ledger.balance(agent).available == 1_000_000
+    assert ledger.balance(agent).held == 0
+
+
+def test_huge_but_valid_token_limit_is_402_with_the_amounts(gw: Gw, ledger: Ledger) -> None:
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000_000)
+    r = _chat(gw, _msg("gpt-plain", max_tokens=10**15))
+    assert r.status_code == 402
+    err = r.json()["error"]
+    assert err["needed"] > 2 * 10**15
+    assert err["available"] == 1_000_000
+
+
+def test_hold_covers_the_larger_of_both_token_limits(gw: Gw, ledger: Ledger) -> None:
+    """A provider that only knows ``max_tokens`` may produce that many tokens although
+    ``max_completion_tokens`` is small: the hold must cover both."""
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000)  # covers the prompt and ~5 tokens, not 1000 tokens
+    r = _chat(gw, _msg("gpt-plain", max_completion_tokens=5, max_tokens=1000))
+    assert r.status_code == 402
+    assert r.json()["error"]["needed"] >= 2_000
+    r = _chat(gw, _msg("gpt-plain", max_completion_tokens=1000, max_tokens=5))
+    assert r.status_code == 402
+    r = _chat(gw, _msg("gpt-plain", max_completion_tokens=5, max_tokens=None))
+    assert r.status_code == 200
+    _wait(lambda: ledger.balance(agent).held == 0)
+
+
+@pytest.mark.parametrize("opts", ["yes", [True], 1, {"include_usage": "no"}])
+def test_stream_options_must_be_an_object(gw: Gw, opts: Any) -> None:
+    r = _chat(gw, _msg("teegate-builtin", stream=True, stream_options=opts))
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "stream_options"
+
+
+def test_conflicting_trust_headers_are_400(gw: Gw) -> None:
+    r = _chat(gw, _msg("shared-model"), headers=[("x-teegate-trust", "attested"),
+                                                 ("x-teegate-trust", "standard")])
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_trust_level"
+    r = _chat(gw, _msg("shared-model"), headers=[("x-teegate-trust", "attested"),
+                                                 ("x-teegate-trust", "Attested")])
+    assert r.status_code == 200
+    assert r.headers["x-teegate-trust"] == "attested"
+
+
+@pytest.mark.parametrize(("model", "header", "status", "served"), [
+    ("shared-model@ATTESTED", None, 200, "attested"),
+    ("shared-model@attested", "attested", 200, "attested"),
+    ("shared-model@attested", "standard", 400, None),
+    ("shared-model@standard", "ATTESTED", 400, None),
+    ("shared-model@atested", None, 400, None),  # a typo is not silently another model
+    ("shared-model@attested@standard", None, 404, None),
+    ("shared-model", "attested-gpu", 403, None),
+    ("shared-model", "bogus", 400, None),
+    ("shared-model", "", 400, None),
+])
+def test_trust_suffix_and_header_edge_cases(gw: Gw, model: str, header: str | None,
+                                            status: int, served: str | None) -> None:
+    r = _chat(gw, _msg(model), headers=[("x-teegate-trust", header)] if header is not None
+              else None)
+    assert r.status_code == status, r.text
+    if served is not None:
+        assert r.headers["x-teegate-trust"] == served
+        assert r.headers["x-teegate-provider"] == "node-a"
+
+
+def test_a_request_never_goes_below_the_agent_floor(gw: Gw) -> None:
+    key = gw.store.create_key("floored", trust="attested", min_trust="attested")
+    for extra in ([("x-teegate-trust", "standard")], None):
+        r = _chat(gw, _msg("gpt-plain"), key=key, headers=extra)
+        assert r.status_code == 403
+        assert r.json()["error"]["code"] == "trust_level_unmet"
+    r = _chat(gw, _msg("shared-model@standard"), key=key)
+    assert r.status_code == 200
+    assert r.headers["x-teegate-trust"] == "attested"
+
+
+def test_default_trust_applies_to_agents_without_a_level(
+        make_gateway: GatewayFactory, plain_upstream: Server) -> None:
+    gw = make_gateway([
+        {"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
+         "models": ["gpt-plain"]}], gateway={"default_trust": "tee"})
+    admin = {"authorization": f"Bearer {os.environ['TG_TEST_ADMIN']}"}
+    r = httpx.post(gw.server.url + "/admin/agents", json={"id": "no-level"}, headers=admin)
+    assert r.status_code == 201
+    assert r.json()["trust"] == "tee"
+    got = _chat(gw, _msg("gpt-plain"), key=r.json()["api_key"])
+    assert got.status_code == 403  # a standard provider cannot serve the default level
+    # An explicit level still wins over the default.
+    r = httpx.post(gw.server.url + "/admin/agents", json={"id": "explicit",
+                                                          "trust": "standard"}, headers=admin)
+    assert _chat(gw, _msg("gpt-plain"), key=r.json()["api_key"]).status_code == 200
+
+
+def test_admin_create_answers_the_stored_settings(gw: Gw) -> None:
+    """A new key for an existing agent keeps that agent's levels: the answer says so."""
+    admin = {"authorization": f"Bearer {os.environ['TG_TEST_ADMIN']}"}
+    url = gw.server.url + "/admin/agents"
+    first = httpx.post(url, json={"id": "rekeyed", "trust": "tee"}, headers=admin).json()
+    assert (first["trust"], first["min_trust"], first["kind"]) == ("tee", "standard", "agent")
+    again = httpx.post(url, json={"id": "rekeyed", "trust": "attested",
+                                  "min_trust": "attested"}, headers=admin).json()
+    assert again["api_key"] != first["api_key"]
+    stored = next(a for a in httpx.get(url, headers=admin).json()["data"]
+                  if a["id"] == "rekeyed")
+    assert (again["trust"], again["min_trust"]) == (stored["trust"], stored["min_trust"])
