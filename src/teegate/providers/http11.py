@@ -12,6 +12,7 @@ close; bodies are returned as the exact bytes received (no content decoding: we 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from teegate.errors import UpstreamError
 
 _NO_BODY = frozenset({204, 304})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed in a field value
 
 
 class _Conn:
@@ -199,6 +201,10 @@ class Http11Pool:
             status = int(status_s)
             if not version.startswith("HTTP/1."):
                 raise ValueError(version)
+            # A bare CR/LF or another control character inside a line would smuggle a header
+            # (or a broken value) into what the gateway relays: the head is malformed.
+            if _CONTROL.search(head[:-4].replace(b"\r\n", b"")):
+                raise ValueError("control character in the response head")
         except (ValueError, IndexError):
             conn.close()
             raise UpstreamError(f"{self.host}:{self.port}: malformed response head") from None

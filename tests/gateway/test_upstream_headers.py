@@ -1,0 +1,108 @@
+"""A provider's response head is untrusted input: a header line smuggling a second header
+through a bare LF (or carrying control characters) is a broken response, failed over like a
+provider that never answered, and nothing of it reaches the client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from teegate.ledger import Ledger, open_ledger
+from tests.gateway.conftest import GatewayFactory
+from tests.gateway.loopback import Server
+
+BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+class RawUpstream:
+    """Answers every request on a loopback socket with ``head`` (raw bytes) and BODY."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.calls = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                n = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                             if line.lower().startswith(b"content-length")))
+                while len(rest) < n:
+                    rest += conn.recv(65536)
+                self.calls += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\n" + self.head + b"content-length: "
+                             + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield lg
+    lg.close()
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("head", [
+    b"content-type: application/json\nx-injected: yes\r\n",
+    b"content-type: application/json\rx-injected: yes\r\n",
+    b"content-type: application/json\x00x-injected: yes\r\n",
+])
+def test_smuggled_header_lines_fail_over_and_never_reach_the_client(
+        ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server,
+        head: bytes) -> None:
+    bad = RawUpstream(head)
+    try:
+        price = {"input": 1_000_000, "output": 1_000_000}
+        gw = make_gateway([
+            {"id": "bad", "platform": "open-ai", "base_url": bad.url, "models": ["gpt-plain"],
+             "prices": {"gpt-plain": price}},
+            {"id": "good", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
+             "models": ["gpt-plain"], "prices": {"gpt-plain": {**price, "input": 2_000_000}}},
+        ], ledger=ledger)
+        agent = gw.gateway.keys.cached(gw.key)
+        assert agent is not None
+        ledger.deposit(agent.id, 1_000_000)
+        body = {"model": "gpt-plain", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 10}
+        r = httpx.post(gw.url + "/chat/completions", json=body,
+                       headers={"authorization": f"Bearer {gw.key}"})
+        assert bad.calls == 1  # the cheaper provider was tried first ...
+        assert r.status_code == 200  # ... and its broken answer failed over
+        assert r.headers["x-teegate-provider"] == "good"
+        assert "x-injected" not in r.headers
+        assert r.headers["content-type"] == "application/json"
+        _wait(lambda: ledger.balance(agent.id).held == 0)
+        usage = r.json()["usage"]
+        spent = 1_000_000 - ledger.balance(agent.id).available
+        assert spent == 2 * usage["prompt_tokens"] + usage["completion_tokens"]  # once, "good"
+        assert ledger.check().ok
+    finally:
+        bad.close()
