@@ -4,6 +4,7 @@ operator; the admin API needs the admin key; odd Authorization headers are 401, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -163,3 +164,46 @@ def test_owner_acts_only_for_its_agents(gw: Gw, ledger: Ledger) -> None:
                       headers=own).status_code == 403
     admin = _auth(os.environ["TG_TEST_ADMIN"])
     assert httpx.get(f"{base}/v1/wallets/{other}", headers=admin).status_code == 200
+
+
+def _shared_db(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    url = os.environ.get("TEEGATE_TEST_PG")
+    if not url:
+        pytest.skip("TEEGATE_TEST_PG not set")
+    return url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_key_revoked_at_one_gateway_stops_working_at_another(
+        make_gateway: GatewayFactory, plain_upstream: Server, tmp_path: Path,
+        kind: str) -> None:
+    url = _shared_db(kind, tmp_path)
+    providers = [{"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
+                  "models": ["gpt-plain"]}]
+    a = make_gateway(providers, db=url)
+    b = make_gateway(providers, db=url)
+    admin = _auth(os.environ["TG_TEST_ADMIN"])
+    agent = "rev-" + os.urandom(4).hex()
+    key = httpx.post(a.server.url + "/admin/agents", json={"id": agent},
+                     headers=admin).json()["api_key"]
+    body = {"model": "gpt-plain", "messages": [{"role": "user", "content": "hi"}]}
+
+    def status(gw: Gw) -> int:
+        return httpx.post(gw.url + "/chat/completions", json=body,
+                          headers=_auth(key)).status_code
+
+    # Keys are stored only as sha256: the plaintext is nowhere in the table.
+    stored = next(r for r in b.store.agents() if r.id == agent)
+    assert stored.key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert all(key not in str(r) for r in b.store.agents())
+    assert status(b) == 200  # a key created elsewhere works at once
+    assert status(a) == 200
+    assert httpx.delete(f"{a.server.url}/admin/agents/{agent}", headers=admin).status_code == 200
+    assert status(a) == 401
+    _wait(lambda: status(b) == 401)  # within B's poll interval
+    assert httpx.get(f"{b.server.url}/v1/models", headers=_auth(key)).status_code == 401
+    row = next(r for r in b.store.agents() if r.id == agent)
+    assert row.key_hash is None
+    assert row.revoked_at is not None
