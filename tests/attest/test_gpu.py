@@ -159,6 +159,16 @@ def test_missing_nonce_fails_unless_auditing() -> None:
     assert verify_gpu_evidence(evidence, chain, nonce=None, policy=AUDIT, now=NOW).accepted
 
 
+def test_verdict_nonce_is_ours_and_the_gpus_nonce_is_identity() -> None:
+    """Like every verdict, ``nonce`` is the caller's; the SPDM request nonce is the GPU's
+    claim, recorded as ``spdm_nonce`` (showing it as ours would fake freshness)."""
+    evidence, chain = hopper()
+    v = verify_gpu_evidence(evidence, chain, nonce=None, policy=AUDIT, now=NOW)
+    assert v.nonce is None
+    assert v.identity["spdm_nonce"] == SAMPLE_NONCE.hex()
+    assert v.measurements["rim_comparison"] == "not compared"
+
+
 def test_payload_nonce_differing_from_the_spdm_nonce_is_caught() -> None:
     """A payload that claims our nonce but carries evidence for another one."""
     payload = ppcie_payload()

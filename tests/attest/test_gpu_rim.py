@@ -324,6 +324,7 @@ def test_an_index_claimed_by_both_rims_fails(dev_gpu: DevGpu, signer: RimSigner)
     v = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
                             policy=dev_policy(dev_gpu, signer), now=DEV_NOW, rims=rims)
     assert [c.name for c in v.failures] == ["gpu.0.measurements"]
+    assert v.measurements["rim_comparison"] == "failed"
     assert "claimed by both" in v.check("gpu.0.measurements").detail  # type: ignore[union-attr]
 
 
@@ -334,6 +335,10 @@ def test_only_one_rim_supplied(dev_gpu: DevGpu, signer: RimSigner) -> None:
                             policy=policy, now=DEV_NOW, rims=rims)
     assert v.accepted
     assert "no verified vbios RIM" in v.check("gpu.0.measurements").detail  # type: ignore[union-attr]
+    assert v.measurements["rim_comparison"] == "partly compared"
+    full = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
+                               policy=policy, now=DEV_NOW, rims=dev_rims(signer))
+    assert full.measurements["rim_comparison"] == "compared"
     v = verify_gpu_evidence(dev_gpu.evidence(NONCE), dev_gpu.cert_chain_pem(), nonce=NONCE,
                             policy=with_gpu(policy, require_rim=True), now=DEV_NOW, rims=rims)
     assert [c.name for c in v.failures] == ["gpu.0.measurements"]

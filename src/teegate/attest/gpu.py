@@ -249,7 +249,9 @@ def _version_check(cl: CheckList, name: str, what: str, value: str | None,
 
 
 def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | Rim],
-                policy: Policy, now: int) -> tuple[int | None, int | None]:
+                policy: Policy, now: int) -> tuple[str, tuple[int | None, int | None]]:
+    """RIM checks and the comparison's outcome for the verdict's ``rim_comparison``:
+    "compared", "partly compared", "not compared" or "failed"."""
     parsed = [r if isinstance(r, Rim) else parse_rim(r) for r in rims]
     chosen = select_rims(parsed, driver=ev.driver_version, vbios=ev.vbios_version)
     bounds: list[tuple[int | None, int | None]] = []
@@ -271,14 +273,17 @@ def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | 
             c.name.endswith("_rim") and not c.ok for c in cl.checks):
         cl.failed(f"{p}.measurements", "measurements were not compared: the matching RIMs "
                                        "do not verify")
-        return (None, None)
+        return "failed", (None, None)
     runtime = {b.index: b.value for b in ev.blocks}
+    status = "not compared"
     if chosen:
         ok, detail = compare(runtime, chosen)
+        status = "compared" if ok else "failed"
         if ok and missing:
             detail += (f"; no verified {' or '.join(missing)} RIM was supplied, so those "
                        "were not compared")
             ok = not policy.gpu.require_rim
+            status = "partly compared"
         cl.add(f"{p}.measurements", ok, detail)
     else:
         note = (f"{len(ev.blocks)} measurements were NOT compared with reference values: no "
@@ -287,7 +292,7 @@ def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | 
             cl.failed(f"{p}.measurements", note + " and the policy requires RIM comparison")
         else:
             cl.passed(f"{p}.measurements", note)
-    return window(*bounds) if bounds else (None, None)
+    return status, (window(*bounds) if bounds else (None, None))
 
 
 def verify_gpu_evidence(
@@ -344,7 +349,7 @@ def verify_gpu_evidence(
                "the evidence FWID equals the leaf certificate's" if ev.fwid == cert_fwid else
                "the evidence FWID differs from the leaf certificate's TcbInfo FWID")
     _nonce_check(cl, f"{p}.nonce", ev, nonce, policy)
-    rim_window = _rim_checks(cl, p, ev, rims, policy, now)
+    rim_status, rim_window = _rim_checks(cl, p, ev, rims, policy, now)
     _version_check(cl, f"{p}.driver_version", "driver version", ev.driver_version,
                    policy.gpu.driver_versions)
     _version_check(cl, f"{p}.vbios_version", "VBIOS version", ev.vbios_version,
@@ -353,6 +358,7 @@ def verify_gpu_evidence(
     for k, v in (("driver_version", ev.driver_version), ("vbios_version", ev.vbios_version)):
         if v is not None:
             measurements[k] = v
+    measurements["rim_comparison"] = rim_status
     identity = {
         "gpu_index": str(index),
         "leaf_serial": format(leaf.serial_number, "x"),
@@ -363,6 +369,8 @@ def verify_gpu_evidence(
         "project_sku": ev.project_sku,
         "chip_sku": ev.chip_sku,
         "responder_nonce": ev.responder_nonce.hex(),
+        # The nonce the GPU answered; ``nonce`` below is the caller's, as in every verdict.
+        "spdm_nonce": ev.request_nonce.hex(),
     }
     not_before, not_after = window((chain.not_before, chain.not_after), rim_window)
     return Verdict(
@@ -370,7 +378,7 @@ def verify_gpu_evidence(
         checks=cl.checks,
         measurements=measurements,
         identity={k: v for k, v in identity.items() if v is not None},
-        nonce=ev.request_nonce.hex(),
+        nonce=nonce.hex() if nonce is not None else None,
         not_before=not_before,
         not_after=not_after,
     )
