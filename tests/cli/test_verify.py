@@ -349,16 +349,70 @@ def test_event_log_with_an_snp_provider_report_is_not_ignored(tmp_path: Path) ->
     assert "eventlog.tee" in _failed(out)
 
 
+WIDE = {"COLUMNS": "160"}  # the GPU summary lines below are compared unwrapped
+
+
+def _run_wide(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["verify", *args], env=WIDE)
+    return result.exit_code, result.output
+
+
 def test_gpu_measurements_are_summarised_in_the_table_and_listed_in_json() -> None:
     data = Path(__file__).resolve().parents[1] / "data" / "nvidia"
     args = ["verify", str(data / "hopperAttestationReport.txt"), "--certs",
             str(data / "hopperCertChain.txt"), "--policy",
             str(Path(__file__).resolve().parents[2] / "docs" / "policy.audit.toml"),
             "--now", "1750000000"]
-    r = runner.invoke(app, args)
+    r = runner.invoke(app, args, env=WIDE)
     assert r.exit_code == 0, r.output
-    assert "64 SPDM blocks" in r.output
-    assert "block_1 " not in r.output
+    assert "NVIDIA:GH100:48B02D92494BADF4" in r.output
+    assert "driver 550.90.07, VBIOS 96.00.9F.00.01" in r.output
+    assert "64 SPDM measurements (26 non-zero), NOT compared with reference values" in r.output
+    assert "block_" not in r.output
+    assert "responder_nonce" not in r.output
     r = runner.invoke(app, [*args, "--json"])
     assert r.exit_code == 0
-    assert len([k for k in json.loads(r.output)["measurements"] if k.startswith("block_")]) == 64
+    doc = json.loads(r.output)
+    assert len([k for k in doc["measurements"] if k.startswith("block_")]) == 64
+    assert doc["measurements"]["rim_comparison"] == "not compared"
+    assert doc["identity"]["responder_nonce"]
+
+
+def test_gpu_evidence_without_nonce_is_not_shown_as_our_nonce() -> None:
+    """The sample's SPDM nonce is the GPU's, not one the operator sent: no freshness."""
+    data = Path(__file__).resolve().parents[1] / "data" / "nvidia"
+    code, out = _run_wide(str(data / "hopperAttestationReport.txt"), "--certs",
+                     str(data / "hopperCertChain.txt"), "--policy",
+                     str(Path(__file__).resolve().parents[2] / "docs" / "policy.audit.toml"),
+                     "--now", "1750000000")
+    assert code == 0, out
+    assert "our nonce" not in out
+    assert "freshness  not checked" in out
+
+
+def test_nvidia_payload_summarises_every_gpu_and_shows_our_nonce(tmp_path: Path) -> None:
+    from teegate.sim.gpu import DevGpu
+    from teegate.sim.policy_file import write_development_policy
+
+    gpu = DevGpu.load_or_create(tmp_path / "pki")
+    policy = write_development_policy(tmp_path / "pki")
+    nonce = bytes(range(32))
+    payload = tmp_path / "payload.json"
+    payload.write_text(gpu.nvidia_payload(nonce, 3))
+    args = [str(payload), "--policy", str(policy), "--nonce", nonce.hex()]
+    code, out = _run_wide(*args)
+    assert code == 0, out
+    assert f"our nonce  {nonce.hex()}" in out
+    assert "freshness" not in out
+    assert "GPUs       3;" in out
+    for i in range(3):
+        assert f"gpu {i}  " in out
+    assert out.count("64 SPDM measurements (64 non-zero), NOT compared") == 3
+    assert "block_" not in out
+    assert "valid  " in out
+    code, out = _run("--json", *args)
+    doc = json.loads(out)
+    assert doc["nonce"] == nonce.hex()
+    assert len(doc["components"]) == 3
+    assert all(len([k for k in c["measurements"] if k.startswith("block_")]) == 64
+               for c in doc["components"])

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
-from teegate.attest.verdict import Check, Verdict
+from teegate.attest.verdict import Check, Verdict, window
 from teegate.errors import EvidenceError, TeegateError
 
 _err = Console(stderr=True)
@@ -110,7 +110,10 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
         checks, gpus = appraise_gpus(
             raw.decode(), nonce=inputs.nonce, policy=inputs.policy, now=inputs.now
         )
-        return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus)
+        lo, hi = window(*((g.not_before, g.not_after) for g in gpus))
+        return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus,
+                       nonce=inputs.nonce.hex() if inputs.nonce is not None else None,
+                       not_before=lo, not_after=hi)
     return _verify_report(raw, inputs)
 
 
@@ -228,7 +231,31 @@ def _when(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
 
 
+GPU_TEE = "nvidia-gpu"  # teegate.attest.gpu.TEE, not imported: it pulls in the GPU stack
 _GPU_BLOCK = re.compile(r"block_\d+")
+_RIM_NOTE = {
+    "compared": "all compared with signed RIMs",
+    "partly compared": "partly compared with signed RIMs (one RIM missing)",
+    "not compared": "NOT compared with reference values (no RIM)",
+    "failed": "RIM comparison FAILED",
+}
+
+
+def _gpu_rows(grid: Table, gpu: Verdict) -> None:
+    """One GPU in three lines: identity, versions, measurements (--json has every field)."""
+    idn, m = gpu.identity, gpu.measurements
+    blocks = [v for k, v in m.items() if _GPU_BLOCK.fullmatch(k)]
+    used = sum(1 for v in blocks if v.strip("0"))
+    device = idn.get("device_id") or f"serial {idn.get('subject_serial', '?')}"
+    board = ", ".join(f"{k.replace('_', ' ')} {idn[k]}"
+                      for k in ("project", "project_sku", "chip_sku") if k in idn)
+    rim = m.get("rim_comparison", "not compared")
+    grid.add_row(f"gpu {idn.get('gpu_index', '?')}",
+                 f"{device} ({board})" if board else device)
+    grid.add_row("", f"driver {m.get('driver_version', '?')}, "
+                     f"VBIOS {m.get('vbios_version', '?')}")
+    grid.add_row("", f"{len(blocks)} SPDM measurements ({used} non-zero), "
+                     f"{_RIM_NOTE.get(rim, rim)}")
 
 
 def _summary(verdict: Verdict, width: int) -> Table:
@@ -251,16 +278,16 @@ def _summary(verdict: Verdict, width: int) -> Table:
         grid.add_row("our nonce", _hex_lines(verdict.nonce, value_width))
     else:
         grid.add_row("freshness", "not checked: no --nonce given (the evidence may be replayed)")
+    gpus = [v for v in (verdict, *verdict.components) if v.tee == GPU_TEE and v.measurements]
+    if gpus:
+        grid.add_row("GPUs", f"{len(gpus)}; identities, nonces and all measurements: --json")
+    for gpu in gpus:
+        _gpu_rows(grid, gpu)
+    if verdict.tee == GPU_TEE:
+        return grid
     for name, value in verdict.identity.items():
         grid.add_row(name, _hex_lines(value, value_width))
-    blocks = {k: v for k, v in verdict.measurements.items() if _GPU_BLOCK.fullmatch(k)}
-    if blocks:  # a GPU's 64 measurement blocks: summarised here, listed by --json
-        used = sum(1 for v in blocks.values() if v.strip("0"))
-        grid.add_row("measurements", f"{len(blocks)} SPDM blocks ({used} non-zero); "
-                                     "--json lists every one")
     for name, value in verdict.measurements.items():
-        if name in blocks:
-            continue
         if name == "report_data" and len(value) == 128:
             grid.add_row("report_data[0:32]", _hex_lines(value[:64], value_width))
             grid.add_row("report_data[32:64]", _hex_lines(value[64:], value_width))
