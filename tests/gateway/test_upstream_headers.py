@@ -26,8 +26,9 @@ BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choice
 class RawUpstream:
     """Answers every request on a loopback socket with ``head`` (raw bytes) and BODY."""
 
-    def __init__(self, head: bytes) -> None:
+    def __init__(self, head: bytes, status: bytes = b"200 OK") -> None:
         self.head = head
+        self.status = status
         self.calls = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
@@ -49,7 +50,7 @@ class RawUpstream:
                 while len(rest) < n:
                     rest += conn.recv(65536)
                 self.calls += 1
-                conn.sendall(b"HTTP/1.1 200 OK\r\n" + self.head + b"content-length: "
+                conn.sendall(b"HTTP/1.1 " + self.status + b"\r\n" + self.head + b"content-length: "
                              + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY)
 
     def close(self) -> None:
@@ -106,3 +107,29 @@ def test_smuggled_header_lines_fail_over_and_never_reach_the_client(
         assert ledger.check().ok
     finally:
         bad.close()
+
+
+@pytest.mark.parametrize("status", [b"302 Found", b"301 Moved Permanently", b"204 No Content"])
+def test_an_answer_that_is_not_a_completion_charges_nothing(
+        ledger: Ledger, make_gateway: GatewayFactory, status: bytes) -> None:
+    """A redirect (a misconfigured base_url) or an empty answer delivered nothing: the hold
+    is voided, not charged at its worst case."""
+    up = RawUpstream(b"location: https://elsewhere.example/v1/chat/completions\r\n"
+                     b"content-type: application/json\r\n", status)
+    try:
+        gw = make_gateway([
+            {"id": "moved", "platform": "open-ai", "base_url": up.url, "models": ["m"],
+             "prices": {"m": {"input": 1_000_000, "output": 1_000_000}}}], ledger=ledger)
+        agent = gw.gateway.keys.cached(gw.key)
+        assert agent is not None
+        ledger.deposit(agent.id, 1_000_000)
+        r = httpx.post(gw.url + "/chat/completions", headers={
+            "authorization": f"Bearer {gw.key}"}, json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10})
+        assert up.calls == 1
+        assert r.status_code == int(status[:3])
+        _wait(lambda: ledger.balance(agent.id).held == 0)
+        assert ledger.balance(agent.id).available == 1_000_000
+        assert "location" not in r.headers  # provider headers are not relayed
+    finally:
+        up.close()

@@ -508,7 +508,9 @@ class Gateway:
             record.signature = {k: upstream.headers.get(k, "") for k in _SIG_HEADERS}
             if record.forwarded_sha256 is None:  # client's bytes unchanged: it may check too
                 headers += [(k.encode(), v.encode()) for k, v in record.signature.items()]
-        if upstream.status_code < 400:
+        # Only a 2xx with a body is a completion: a redirect (misconfigured base_url) or a
+        # 204 delivered nothing, so its hold is voided rather than charged at the worst case.
+        if 200 <= upstream.status_code < 300 and upstream.status_code != 204:
             with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
                 obj = json.loads(data)
                 usage = obj.get("usage")
