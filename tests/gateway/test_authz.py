@@ -207,3 +207,13 @@ def test_a_key_revoked_at_one_gateway_stops_working_at_another(
     row = next(r for r in b.store.agents() if r.id == agent)
     assert row.key_hash is None
     assert row.revoked_at is not None
+
+
+@pytest.mark.parametrize("query", ["transfers?before=99999999999999999999999",
+                                   "transfers?before=-1", "transfers?limit=0",
+                                   "spend?since=nan", "spend?until=inf", "spend?group_by=x"])
+def test_wallet_query_parameters_out_of_range_are_400(gw: Gw, query: str) -> None:
+    r = httpx.get(f"{gw.server.url}/v1/wallets/{_agent_id(gw)}/{query}",
+                  headers=_auth(gw.key))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request"

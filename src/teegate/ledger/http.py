@@ -35,6 +35,7 @@ from teegate.ledger.core import GROUPS, Ledger
 from teegate.ledger.model import Conflict, Conversation, InsufficientFunds, NotFound, Transfer
 
 T = TypeVar("T")
+MAX_SEQ = (1 << 63) - 1  # BIGINT: a larger cursor is an overflow in the driver, not a page
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,8 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
             raise _bad("limit and before must be integers") from None
         if not 1 <= limit <= 1000:
             raise _bad("limit must be 1..1000", "limit")
+        if before is not None and not 0 <= before <= MAX_SEQ:
+            raise _bad(f"before must be a transfer seq 0..{MAX_SEQ}", "before")
         cur = cur_q(request)
         rows = await call(lambda: ledger.transfers(agent, limit=limit + 1, before=before,
                                                    currency=cur))
@@ -314,6 +317,8 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
             until = float(q["until"]) if "until" in q else None
         except ValueError:
             raise _bad("since and until are seconds since the epoch") from None
+        if not all(math.isfinite(t) for t in (since, until) if t is not None):
+            raise _bad("since and until are finite seconds since the epoch")
         cur = cur_q(request)
         rows = await call(lambda: ledger.spend(agent, group_by=group_by, since=since,
                                                until=until, currency=cur))
