@@ -96,7 +96,7 @@ def test_measurements_not_compared_without_rims_is_said_and_can_be_required() ->
 
 def test_all_eight_ppcie_gpus_pass_with_their_nonce() -> None:
     checks, gpus = appraise_gpus(ppcie_payload(), nonce=ppcie_nonce(), policy=AUDIT, now=NOW)
-    assert [c.name for c in checks] == ["gpu.present", "gpu.nonce_binding"]
+    assert [c.name for c in checks] == ["gpu.present", "gpu.nonce_binding", "gpu.distinct"]
     assert all(c.ok for c in checks)
     assert len(gpus) == 8
     assert all(g.accepted for g in gpus), [g.failures for g in gpus]
@@ -286,7 +286,19 @@ def test_payload_without_nonce_is_not_bound() -> None:
     del payload["nonce"]
     checks, _ = appraise_gpus(payload, nonce=ppcie_nonce(), policy=AUDIT, now=NOW)
     assert [(c.name, c.ok) for c in checks] == [("gpu.present", True),
-                                                ("gpu.nonce_binding", False)]
+                                                ("gpu.nonce_binding", False),
+                                                ("gpu.distinct", True)]
+
+
+def test_one_gpus_evidence_listed_twice_is_not_two_gpus() -> None:
+    """Every listed GPU verifies on its own, but GPUs 2 and 6 are one device."""
+    payload = ppcie_payload()
+    payload["evidence_list"][6] = payload["evidence_list"][2]
+    checks, gpus = appraise_gpus(payload, nonce=ppcie_nonce(), policy=AUDIT, now=NOW)
+    assert all(g.accepted for g in gpus)
+    verdict = Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus)
+    assert [c.name for c in verdict.failures] == ["gpu.distinct"]
+    assert "GPUs 2 and 6" in verdict.check("gpu.distinct").detail  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("bad", [

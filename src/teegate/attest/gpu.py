@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -387,6 +387,23 @@ def verify_gpu_evidence(
 # --- a provider's nvidia_payload ----------------------------------------------------------
 
 
+def _distinct_check(gpus: Sequence[GpuEvidence]) -> Check:
+    """One device's evidence listed twice must not count as two GPUs: leaf keys differ."""
+    seen: dict[bytes, int] = {}
+    for i, g in enumerate(gpus):
+        try:
+            leaf = load_pem_chain(g.certificate)[0]
+            key = leaf.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        except (EvidenceError, ValueError, TypeError, UnsupportedAlgorithm):
+            continue  # the GPU's own chain check reports it
+        if key in seen:
+            return Check("gpu.distinct", False, f"GPUs {seen[key]} and {i} are the same device "
+                                                "(same leaf key): evidence listed twice")
+        seen[key] = i
+    return Check("gpu.distinct", True, f"{len(gpus)} distinct device key(s)")
+
+
 def appraise_gpus(
     nvidia_payload: str | Mapping[str, Any] | None,
     *,
@@ -398,8 +415,9 @@ def appraise_gpus(
     """Apply ``policy.gpu.mode`` to a provider's ``nvidia_payload`` and verify every GPU.
 
     Returns top-level checks (``gpu.required`` / ``gpu.forbidden``, ``gpu.present``,
-    ``gpu.nonce_binding``) and one verdict per GPU. ``nonce`` is the caller's nonce, the one
-    the CPU quote's report_data carries, so GPU and CPU evidence answer the same request.
+    ``gpu.nonce_binding``, ``gpu.distinct``) and one verdict per GPU. ``nonce`` is the
+    caller's nonce, the one the CPU quote's report_data carries, so GPU and CPU evidence
+    answer the same request.
     """
     mode = policy.gpu.mode
     if nvidia_payload is None or nvidia_payload == "":
@@ -425,6 +443,7 @@ def appraise_gpus(
             "gpu.nonce_binding", bound,
             "the GPU payload answers the nonce the CPU quote binds" if bound else
             f"the GPU payload's nonce {payload.nonce.hex()} is not ours ({nonce.hex()})"))
+    checks.append(_distinct_check(payload.gpus))
     parsed_rims = [r if isinstance(r, Rim) else parse_rim(r) for r in rims]
     # Each GPU's SPDM nonce must be the caller's; without one (offline audit, where
     # gpu.nonce_binding has already decided) at least the payload's own.
