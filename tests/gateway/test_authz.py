@@ -217,3 +217,15 @@ def test_wallet_query_parameters_out_of_range_are_400(gw: Gw, query: str) -> Non
                   headers=_auth(gw.key))
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("body", [{"id": "a:b"}, {"id": "a\x00b"}, {"id": 5}, {"id": ""},
+                                  {"id": "x" * 129}, {"id": "ok", "owner": 5},
+                                  {"id": "ok", "owner": "o:x"}, {"id": "ok", "kind": "operator"},
+                                  [], "x"])
+def test_admin_refuses_agent_ids_the_ledger_cannot_use(gw: Gw, body: object) -> None:
+    admin = _auth(os.environ["TG_TEST_ADMIN"])
+    r = httpx.post(gw.server.url + "/admin/agents", json=body, headers=admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert [a.id for a in gw.store.agents() if a.id != _agent_id(gw)] == []

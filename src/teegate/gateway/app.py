@@ -930,6 +930,8 @@ def create_app(
         try:
             body = json.loads(await request.body() or b"{}")
             agent_id = body["id"]
+            if not isinstance(agent_id, str) or not isinstance(body.get("owner", ""), str):
+                raise TypeError("id and owner must be strings")
             trust = parse_trust(str(body["trust"])) if "trust" in body else (
                 config.default_trust)  # "level for agents without one"
             floor = parse_trust(str(body.get("min_trust", "standard")))

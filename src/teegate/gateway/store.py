@@ -138,8 +138,14 @@ class GatewayStore:
         a revocation). The key is returned once and only its hash is stored."""
         if kind not in ("agent", "owner"):
             raise TeegateError("kind must be 'agent' or 'owner'")
-        if not agent_id or len(agent_id) > 128:
-            raise TeegateError("agent id must be 1-128 characters")
+        for what, name in (("agent id", agent_id), ("owner", owner)):
+            # The ledger's rules for account names (a wallet is ``wallet:<currency>:<id>``):
+            # an id it cannot use would make every call of the agent fail at the hold.
+            if name is None and what == "owner":
+                continue
+            if (not isinstance(name, str) or not name or len(name) > 128 or ":" in name
+                    or not name.isprintable()):
+                raise TeegateError(f"{what} must be 1-128 printable characters without ':'")
         key = new_key()
         now = int(time.time())
         self._exec(
