@@ -635,13 +635,24 @@ class Gateway:
             log.exception("receipts: cannot submit the receipt of a call")
 
     async def _account(self, record: CallRecord) -> None:
+        """Fetch the signature, then settle and write the receipt: the latter always, also
+        when the fetch fails unexpectedly or the gateway stops (cancels) meanwhile, so the
+        hold never waits for its expiry."""
         p = self.by_id.get(record.provider or "")
-        if record.signature_check == "pending" and p is not None:
-            await self._endpoint_signature(p, record)
-        if record.hold_id is not None:
-            self._settler.put(record)
-        elif self.receipts is not None:
-            self._submit_receipt(record)
+        try:
+            if record.signature_check == "pending" and p is not None:
+                await self._endpoint_signature(p, record)
+        except asyncio.CancelledError:
+            record.signature_check = "not checked: the gateway stopped first"
+            raise
+        except Exception as e:
+            log.exception("cannot check the response signature of %s", record.chat_id)
+            record.signature_check = f"not checked: {type(e).__name__}"
+        finally:
+            if record.hold_id is not None:
+                self._settler.put(record)
+            elif self.receipts is not None:
+                self._submit_receipt(record)
 
     def _settle(self, record: CallRecord) -> None:
         assert self.accounting is not None

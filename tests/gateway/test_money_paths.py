@@ -1,0 +1,80 @@
+"""Every hold is settled or voided, also on the exit paths nobody plans for: a gateway that
+stops while a delivered call still waits for its provider's response signature."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from teegate.ledger import Ledger, open_ledger
+from tests.gateway.conftest import GatewayFactory
+from tests.gateway.loopback import Server, serving
+
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield lg
+    lg.close()
+
+
+def _stalling_signatures(target: str) -> Starlette:
+    """NEAR-style provider (a dev node behind it) whose ``/v1/signature/{id}`` never
+    answers."""
+    client = httpx.AsyncClient(base_url=target, timeout=30)
+
+    async def report(request: Request) -> Response:
+        r = await client.get("/v1/attestation/report", params=dict(request.query_params))
+        return Response(r.content, r.status_code, media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        r = await client.post("/v1/chat/completions", content=await request.body(),
+                              headers={"content-type": "application/json"})
+        return Response(r.content, r.status_code, media_type="application/json")
+
+    async def signature(request: Request) -> Response:
+        await asyncio.sleep(3600)
+        return Response(b"{}", 500)  # pragma: no cover
+
+    return Starlette(routes=[
+        Route("/v1/attestation/report", report, methods=["GET"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
+    ])
+
+
+def test_stopping_while_a_signature_is_fetched_still_settles_the_hold(
+        ledger: Ledger, make_gateway: GatewayFactory, node_a: Server) -> None:
+    with serving(_stalling_signatures(node_a.url)) as proxy:
+        gw = make_gateway([
+            {"id": "near", "platform": "tee-near-ai", "base_url": proxy.url + "/v1",
+             "models": ["shared-model"], "development": True,
+             "prices": {"shared-model": {"input": 1_000_000, "output": 1_000_000}}}],
+            ledger=ledger)
+        agent = gw.gateway.keys.cached(gw.key)
+        assert agent is not None
+        ledger.deposit(agent.id, 1_000_000)
+        client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+        r = client.chat.completions.with_raw_response.create(
+            model="shared-model", messages=MSG, max_tokens=20,
+            extra_headers={"X-Teegate-Trust": "attested"})
+        usage = r.parse().usage
+        assert usage is not None
+        assert ledger.balance(agent.id).held > 0  # waiting for the signature
+        gw.server.stop()  # graceful shutdown cancels the signature fetch
+        balance = ledger.balance(agent.id)
+        assert balance.held == 0
+        assert balance.available == 1_000_000 - usage.prompt_tokens - usage.completion_tokens
+        assert ledger.check().ok
