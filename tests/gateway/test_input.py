@@ -183,3 +183,26 @@ def test_admin_create_answers_the_stored_settings(gw: Gw) -> None:
     stored = next(a for a in httpx.get(url, headers=admin).json()["data"]
                   if a["id"] == "rekeyed")
     assert (again["trust"], again["min_trust"]) == (stored["trust"], stored["min_trust"])
+
+
+@pytest.mark.parametrize("model", ["gpt-plain", "teegate-builtin"])
+def test_a_lone_surrogate_in_a_message_is_served_and_held(gw: Gw, ledger: Ledger,
+                                                          model: str) -> None:
+    """Valid JSON that is not valid Unicode text: the prompt bound comes from the bytes."""
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000_000)
+    body = (b'{"model":"' + model.encode() + b'","max_tokens":5,'
+            b'"messages":[{"role":"user","content":"\\ud800 hi"}]}')
+    r = httpx.post(gw.url + "/chat/completions", content=body,
+                   headers={"authorization": f"Bearer {gw.key}"})
+    assert r.status_code == 200, r.text
+    _wait(lambda: ledger.balance(agent).held == 0)
+    assert ledger.check().ok
+
+
+def test_deeply_nested_json_is_400(gw: Gw) -> None:
+    body = b'{"model":"gpt-plain","messages":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+    r = httpx.post(gw.url + "/chat/completions", content=body,
+                   headers={"authorization": f"Bearer {gw.key}"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json"

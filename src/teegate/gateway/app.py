@@ -255,7 +255,7 @@ class Gateway:
         larger token limit given)."""
         try:
             req = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
             raise GatewayRefusal(400, "request body is not valid JSON", code="invalid_json"
                                  ) from None
         if not isinstance(req, dict):
@@ -383,7 +383,10 @@ class Gateway:
 
             # A provider may honour either limit: hold for the larger one.
             max_tokens = limit or self.config.default_max_tokens
-            record.prompt_estimate = estimate_prompt_tokens(req)
+            try:
+                record.prompt_estimate = estimate_prompt_tokens(req)
+            except UnicodeEncodeError:  # a lone surrogate (valid JSON): bound by the bytes
+                record.prompt_estimate = estimate_prompt_tokens(forward)
             try:
                 worst = self.worst_case(providers, model, record.prompt_estimate, max_tokens)
             except TeegateError as e:  # beyond any amount the ledger can hold
