@@ -229,3 +229,12 @@ def test_admin_refuses_agent_ids_the_ledger_cannot_use(gw: Gw, body: object) -> 
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_request"
     assert [a.id for a in gw.store.agents() if a.id != _agent_id(gw)] == []
+
+
+def test_deeply_nested_json_bodies_are_400(gw: Gw) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    admin = _auth(os.environ["TG_TEST_ADMIN"])
+    for path, key in (("/admin/agents", admin), ("/v1/conversations", _auth(gw.key)),
+                      (f"/v1/wallets/{_agent_id(gw)}/deposits", admin)):
+        r = httpx.post(gw.server.url + path, content=deep, headers=key)
+        assert r.status_code == 400, path
