@@ -206,3 +206,17 @@ def test_deeply_nested_json_is_400(gw: Gw) -> None:
                    headers={"authorization": f"Bearer {gw.key}"})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("name", ["llama@attested", "llama@TEE", "org/m@attested-gpu"])
+def test_a_model_named_like_a_trust_suffix_is_a_config_error(name: str) -> None:
+    """Otherwise ``llama@attested`` would reach a standard provider serving a model of that
+    name instead of requiring the attested level."""
+    from teegate.errors import ConfigError
+    from teegate.gateway import parse_config
+
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.models\[0\].*trust level"):
+        parse_config({"providers": [{"id": "p", "platform": "open-ai",
+                                     "base_url": "http://127.0.0.1:9/v1", "models": [name]}]})
+    parse_config({"providers": [{"id": "p", "platform": "open-ai",  # other '@' are fine
+                                 "base_url": "http://127.0.0.1:9/v1", "models": ["m@v2"]}]})

@@ -178,6 +178,17 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
     if not models_raw:
         raise ConfigError(f"{where}.models: list at least one model")
     models = tuple(_want(m, str, f"{where}.models[{j}]") for j, m in enumerate(models_raw))
+    for j, m in enumerate(models):
+        # "m@attested" is how a request asks for a level: a model literally named so would
+        # be served as itself, at whatever level its provider has.
+        _, at, suffix = m.rpartition("@")
+        try:
+            level = parse_trust(suffix) if at else None
+        except ConfigError:
+            level = None
+        if level is not None:
+            raise ConfigError(f"{where}.models[{j}]: {m!r} ends in a trust level suffix "
+                              f"('@{suffix}'), which requests use to ask for a level")
     api_key = (_secret(raw["api_key_env"], where + ".api_key_env", required=True)
                if "api_key_env" in raw else None)
     development = bool(_want(raw.get("development", False), bool, where + ".development"))
