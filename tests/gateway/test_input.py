@@ -220,3 +220,19 @@ def test_a_model_named_like_a_trust_suffix_is_a_config_error(name: str) -> None:
                                      "base_url": "http://127.0.0.1:9/v1", "models": [name]}]})
     parse_config({"providers": [{"id": "p", "platform": "open-ai",  # other '@' are fine
                                  "base_url": "http://127.0.0.1:9/v1", "models": ["m@v2"]}]})
+
+
+def test_the_hold_covers_every_choice(gw: Gw, ledger: Ledger) -> None:
+    """``n`` completions may each use ``max_tokens``: a hold for one would undercharge."""
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000)  # the prompt and 2 x 100 output tokens, not 10 x 100
+    r = _chat(gw, _msg("gpt-plain", max_tokens=100, n=10))
+    assert r.status_code == 402
+    assert r.json()["error"]["needed"] >= 2_000
+    for bad in (0, 1.5, "2", True):
+        r = _chat(gw, _msg("gpt-plain", max_tokens=100, n=bad))
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == "n"
+    r = _chat(gw, _msg("gpt-plain", max_tokens=100, n=1))
+    assert r.status_code == 200
+    _wait(lambda: ledger.balance(agent).held == 0)

@@ -250,9 +250,9 @@ class Gateway:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, body: bytes, trust_header: bytes | None, agent: Agent
-               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool, int | None]:
+               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool, int]:
         """(request, model, stream, required level, bytes to forward, usage injected, the
-        larger token limit given)."""
+        output tokens the call may produce)."""
         try:
             req = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
@@ -314,8 +314,12 @@ class Gateway:
                 req["stream_options"] = {**(opts or {}), "include_usage": True}
                 inject = changed = True
         forward = json.dumps(req, separators=(",", ":")).encode() if changed else body
+        # The output bound the hold covers: a provider may honour either limit, and each of
+        # ``n`` choices may use all of it.
         given = [n for n in limits if n is not None]
-        return req, model, bool(stream), required, forward, inject, max(given, default=None)
+        choices = _token_limit(req, "n") or 1
+        out = (max(given) if given else self.config.default_max_tokens) * choices
+        return req, model, bool(stream), required, forward, inject, out
 
     async def _serve(self, agent: Agent, body: bytes, hdrs: dict[bytes, bytes], send: Send,
                      receive: Receive, t0: float) -> CallRecord:
@@ -356,8 +360,7 @@ class Gateway:
     async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
                             stream: bool, required: TrustLevel, forward: bytes, inject: bool,
                             unchanged: bool, send: Send, receive: Receive,
-                            extra_headers: bytes = b"", limit: int | None = None
-                            ) -> CallRecord:
+                            extra_headers: bytes = b"", limit: int = 0) -> CallRecord:
         if model not in self.by_model:
             record.outcome, record.status = "refused", 404
             raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
@@ -381,7 +384,6 @@ class Gateway:
         if self.accounting is not None:
             from teegate.ledger.pricing import estimate_prompt_tokens
 
-            # A provider may honour either limit: hold for the larger one.
             max_tokens = limit or self.config.default_max_tokens
             try:
                 record.prompt_estimate = estimate_prompt_tokens(req)
@@ -716,8 +718,8 @@ class Gateway:
 
 
 def _token_limit(req: dict[str, Any], name: str) -> int | None:
-    """A token limit from the request: absent/null, or a positive integer (a float, a bool
-    or a string would leave the hold guessing what the provider makes of it)."""
+    """A token limit (or ``n``) from the request: absent/null, or a positive integer (a
+    float, a bool or a string would leave the hold guessing what the provider makes of it)."""
     value = req.get(name)
     if value is None:
         return None
