@@ -238,3 +238,24 @@ def test_deeply_nested_json_bodies_are_400(gw: Gw) -> None:
                       (f"/v1/wallets/{_agent_id(gw)}/deposits", admin)):
         r = httpx.post(gw.server.url + path, content=deep, headers=key)
         assert r.status_code == 400, path
+
+
+def test_every_route_keeps_the_body_limit(ledger: Ledger, make_gateway: GatewayFactory,
+                                          plain_upstream: Server) -> None:
+    gw = make_gateway([{"id": "plain", "platform": "open-ai",
+                        "base_url": plain_upstream.url + "/v1", "models": ["gpt-plain"]}],
+                      gateway={"max_body_bytes": 4096}, ledger=ledger)
+    big = b'{"budget": 5, "memo": "' + b"x" * 5000 + b'"}'
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield big[:3000]
+        yield big[3000:]
+
+    admin = _auth(os.environ["TG_TEST_ADMIN"])
+    for path, key in (("/v1/conversations", _auth(gw.key)), ("/admin/agents", admin)):
+        for content in (big, chunks()):
+            r = httpx.post(gw.server.url + path, content=content, headers=key)
+            assert r.status_code == 413, path
+            assert r.json()["error"]["code"] == "request_too_large"
+    ok = httpx.post(gw.server.url + "/admin/agents", json={"id": "small"}, headers=admin)
+    assert ok.status_code == 201

@@ -761,7 +761,29 @@ class GatewayApp:
         if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
             await self.gateway.chat(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            # The other routes take small JSON bodies: read them here, under the same
+            # max_body_bytes as chat, so no route buffers an unbounded body.
+            try:
+                body = await self.gateway._read_body(
+                    receive, dict(scope["headers"]).get(b"content-length"))
+            except GatewayRefusal as r:
+                await _send_error(send, r)
+                return
+            except _Disconnected:
+                return
+            receive = _replay(body, receive)
         await self.api(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that hands out the body already read, then waits for the disconnect."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def again() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return again
 
 
 def _json_error(status: int, message: str, code: str) -> JSONResponse:
