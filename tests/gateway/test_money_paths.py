@@ -78,3 +78,19 @@ def test_stopping_while_a_signature_is_fetched_still_settles_the_hold(
         assert balance.held == 0
         assert balance.available == 1_000_000 - usage.prompt_tokens - usage.completion_tokens
         assert ledger.check().ok
+
+
+def test_a_failing_store_is_an_openai_shaped_500(
+        ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server) -> None:
+    gw = make_gateway([{"id": "plain", "platform": "open-ai",
+                        "base_url": plain_upstream.url + "/v1", "models": ["gpt-plain"]}],
+                      ledger=ledger)
+    gw.store.close()  # the database is gone: a key not cached must be looked up there
+    for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
+                         ("GET", "/v1/wallets/x")):
+        r = httpx.request(method, gw.server.url + path, json={"model": "gpt-plain",
+                                                                "messages": []},
+                          headers={"authorization": "Bearer tgk_" + "a" * 43})
+        assert r.status_code == 500, (path, r.text)
+        assert r.json()["error"]["code"] == "internal_error"
+        assert r.headers["x-should-retry"] == "true"

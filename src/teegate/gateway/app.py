@@ -221,6 +221,12 @@ class Gateway:
             await _send_error(send, r)
         except _Disconnected:
             return
+        except Exception:  # a bug or a failing store: an OpenAI-shaped 500, no traceback out
+            log.exception("chat: unexpected error")
+            # (the _serve record, if any, was finished: its hold is settled or voided)
+            with contextlib.suppress(Exception):  # fails when the response had started
+                await _send_error(send, GatewayRefusal(
+                    500, "internal error in the gateway", code="internal_error"))
 
     async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
         limit = self.config.max_body_bytes
@@ -788,7 +794,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 def _json_error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse(json.loads(error_body(status, message, code=code)), status_code=status,
-                        headers={"x-should-retry": "false"})
+                        headers={"x-should-retry": "true" if status >= 500 else "false"})
 
 
 def provider_view(p: ProviderRuntime, now: float) -> dict[str, Any]:
@@ -891,6 +897,10 @@ def create_app(
     @api.exception_handler(401)
     async def _unauth(request: Request, exc: Exception) -> JSONResponse:
         return _json_error(401, "invalid API key", "invalid_api_key")
+
+    @api.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        return _json_error(500, "internal error in the gateway", "internal_error")
 
     @api.exception_handler(404)
     async def _missing(request: Request, exc: Exception) -> JSONResponse:
