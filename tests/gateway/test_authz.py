@@ -231,6 +231,7 @@ def test_admin_refuses_agent_ids_the_ledger_cannot_use(gw: Gw, body: object) -> 
     assert [a.id for a in gw.store.agents() if a.id != _agent_id(gw)] == []
 
 
+@pytest.mark.usefixtures("raised_recursion_limit")
 def test_deeply_nested_json_bodies_are_400(gw: Gw) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     admin = _auth(os.environ["TG_TEST_ADMIN"])

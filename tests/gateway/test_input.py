@@ -200,6 +200,7 @@ def test_a_lone_surrogate_in_a_message_is_served_and_held(gw: Gw, ledger: Ledger
     assert ledger.check().ok
 
 
+@pytest.mark.usefixtures("raised_recursion_limit")
 def test_deeply_nested_json_is_400(gw: Gw) -> None:
     body = b'{"model":"gpt-plain","messages":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
     r = httpx.post(gw.url + "/chat/completions", content=body,

@@ -11,6 +11,7 @@ import string
 import struct
 from typing import Any
 
+from teegate import safejson
 from teegate.errors import EvidenceError
 
 SNP_REPORT_SIZE = 0x4A0
@@ -56,7 +57,7 @@ def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
     stripped = data.strip()
     if stripped.startswith(b"{"):
         try:
-            obj: Any = json.loads(stripped)
+            obj: Any = safejson.loads(stripped)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"input looks like JSON but does not parse: {e}") from e
         if not isinstance(obj, dict):

@@ -20,6 +20,7 @@ from typing import Any
 
 import rfc8785
 
+from teegate import safejson
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Check
 from teegate.errors import EvidenceError
@@ -111,7 +112,7 @@ def parse_event_log(data: str | bytes | list[Any]) -> list[Event]:
     items: Any = data
     if isinstance(data, (str, bytes, bytearray)):
         try:
-            items = json.loads(data)
+            items = safejson.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise EvidenceError(f"event log is not JSON: {e}") from None
         if isinstance(items, str):  # some APIs double-encode the log

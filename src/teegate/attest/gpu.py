@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from teegate import safejson
 from teegate.attest.binding import NONCE_SIZE, is_sample_nonce
 from teegate.attest.gpu_chain import (
     DEVICE_ROOT_FILE,
@@ -128,7 +129,7 @@ def parse_nvidia_payload(payload: str | bytes | Mapping[str, Any] | Sequence[Any
     data: Any = payload
     if isinstance(payload, (str, bytes)):
         try:
-            data = json.loads(payload)
+            data = safejson.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"nvidia_payload is not valid JSON: {e}") from e
     nonce: bytes | None = None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from teegate import safejson
 from teegate.errors import ConfigError
 
 DEFAULT_TCB_STATUSES = frozenset({"UpToDate", "SWHardeningNeeded"})
@@ -159,7 +160,7 @@ def load_policy(path: str | Path) -> Policy:
     except OSError as e:
         raise ConfigError(f"policy file {p}: cannot read: {e.strerror or e}") from e
     try:
-        data: Any = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        data: Any = safejson.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         kind = p.suffix.lstrip(".") or "TOML"
         raise ConfigError(f"policy file {p}: not valid {kind}: {e}") from e

@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from teegate import safejson
 from teegate.attest.binding import (
     NONCE_SIZE,
     check_report_data,
@@ -70,7 +71,7 @@ def _tcb_info(report: Mapping[str, Any]) -> Mapping[str, Any]:
     tcb = info.get("tcb_info")
     if isinstance(tcb, str):
         try:
-            tcb = json.loads(tcb)
+            tcb = safejson.loads(tcb)
         except (json.JSONDecodeError, RecursionError):
             raise EvidenceError("report info.tcb_info is not JSON") from None
     return tcb if isinstance(tcb, Mapping) else {}

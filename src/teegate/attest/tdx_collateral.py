@@ -21,6 +21,7 @@ import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from teegate import safejson
 from teegate.attest.verdict import window
 from teegate.errors import ConfigError, EvidenceError
 
@@ -84,7 +85,7 @@ def _crl_window(der: bytes) -> tuple[int | None, int | None]:
 def parse_collateral(text: str) -> Collateral:
     """Parse dcap-qvl collateral JSON; ``EvidenceError`` when it is not usable collateral."""
     try:
-        data = json.loads(text)
+        data = safejson.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
         raise EvidenceError(f"collateral is not JSON: {e}") from None
     if not isinstance(data, dict):
@@ -96,8 +97,8 @@ def parse_collateral(text: str) -> Collateral:
     except BaseException as e:  # ValueError, or a Rust panic (pyo3 PanicException)
         raise EvidenceError(f"collateral is not dcap-qvl QuoteCollateralV3 JSON: {e}") from None
     try:
-        tcb = json.loads(qvl.tcb_info)
-        qe = json.loads(qvl.qe_identity)
+        tcb = safejson.loads(qvl.tcb_info)
+        qe = safejson.loads(qvl.qe_identity)
     except (json.JSONDecodeError, RecursionError) as e:
         raise EvidenceError(f"collateral tcb_info / qe_identity is not JSON: {e}") from None
     if not isinstance(tcb, dict) or not isinstance(qe, dict):

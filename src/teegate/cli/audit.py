@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from teegate import safejson
 from teegate.attest.policy import load_policy
 from teegate.errors import ConfigError, EvidenceError, LogError, TeegateError
 from teegate.receipts.audit import AuditReport, audit_bundle, check_consistency, decode_hashes
@@ -57,7 +58,7 @@ class HttpLogClient:
 
     def _hashes(self, path: str, params: dict[str, Any]) -> tuple[Any, list[bytes]]:
         try:
-            body = self._get(path, params).json()
+            body = safejson.loads(self._get(path, params).content)
             return body, decode_hashes(body["hashes"])
         except (ValueError, KeyError, TypeError) as e:
             raise LogError(f"log {path}: malformed answer ({type(e).__name__}: {e})") from None

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from teegate import safejson
 from teegate.errors import CollateralError, EvidenceError, TeegateError
 
 _err = Console(stderr=True)
@@ -58,7 +59,7 @@ def _fetch(data: bytes, *, pccs_url: str | None, kds_url: str | None, cache_dir:
     kind, raw = detect(data)
     if kind is EvidenceKind.PROVIDER_REPORT:
         try:
-            report: Any = json.loads(raw)
+            report: Any = safejson.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise EvidenceError(f"provider report is not JSON: {e}") from e
         if not isinstance(report, dict):

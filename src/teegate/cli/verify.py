@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from teegate import safejson
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
 from teegate.attest.verdict import Check, Verdict, window
@@ -138,7 +139,7 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
     from teegate.attest.report import verify_provider_report
 
     try:
-        report: Any = json.loads(raw)
+        report: Any = safejson.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EvidenceError(f"provider report is not valid JSON: {e}") from e
     if not isinstance(report, dict):

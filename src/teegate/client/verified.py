@@ -21,6 +21,7 @@ import httpx
 import httpx2
 import openai
 
+from teegate import safejson
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Verdict
 from teegate.client.errors import ClientHaltedError, ResponseSignatureError
@@ -37,7 +38,7 @@ Clock = Callable[[], int]
 
 def _completion_id(data: bytes) -> str | None:
     try:
-        obj = json.loads(data)
+        obj = safejson.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     cid = obj.get("id") if isinstance(obj, dict) else None
@@ -48,7 +49,7 @@ def _signature_json(resp: httpx.Response, chat_id: str) -> dict[str, Any]:
     if resp.status_code != 200:
         raise ResponseSignatureError(f"signature for {chat_id}: HTTP {resp.status_code}")
     try:
-        data = resp.json()
+        data = safejson.loads(resp.content)
     except ValueError as e:
         raise ResponseSignatureError(f"signature for {chat_id} is not JSON") from e
     if not isinstance(data, dict):
@@ -206,7 +207,7 @@ class _Scanner:
             if end == -1:
                 return None  # the comment line is not complete yet
             try:
-                sig = json.loads(bytes(self.seen[pos + len(_COMMENT) : end]))
+                sig = safejson.loads(bytes(self.seen[pos + len(_COMMENT) : end]))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ResponseSignatureError("malformed teegate-signature comment") from e
             if not isinstance(sig, dict):

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from teegate import safejson
 from teegate.errors import CollateralError
 
 _SUFFIX = ".entry"
@@ -64,7 +65,7 @@ class CollateralCache:
             raise CollateralError(f"collateral cache {path}: cannot read: {e}") from e
         head, sep, payload = blob.partition(b"\n")
         try:
-            meta = json.loads(head) if sep else None
+            meta = safejson.loads(head) if sep else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             meta = None
         if not isinstance(meta, dict) or not isinstance(meta.get("expires"), int):

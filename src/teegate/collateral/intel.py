@@ -22,6 +22,7 @@ import dcap_qvl
 import httpx
 from cryptography import x509
 
+from teegate import safejson
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get
@@ -120,7 +121,7 @@ def _signed_body(text: str, field: str, what: str) -> tuple[str, bytes]:
     if not obj.startswith("{"):
         raise CollateralError(f"{what}: {field!r} is not an object")
     try:
-        sig_text = json.loads(members["signature"])
+        sig_text = safejson.loads(members["signature"])
         sig = bytes.fromhex(sig_text)
     except (ValueError, TypeError) as e:
         raise CollateralError(f"{what}: signature is not a hex string") from e
@@ -172,11 +173,11 @@ def collateral_window(collateral_json: str) -> tuple[int, int]:
     """(usable from, usable until) of QuoteCollateralV3 JSON: max of issue dates, CRL
     thisUpdate and cert notBefore; min of nextUpdate, CRL nextUpdate and cert notAfter."""
     try:
-        c = json.loads(collateral_json)
+        c = safejson.loads(collateral_json)
         starts: list[int] = []
         ends: list[int] = []
         for field in ("tcb_info", "qe_identity"):
-            body = json.loads(c[field])
+            body = safejson.loads(c[field])
             starts.append(_ts(body.get("issueDate"), field))
             ends.append(_ts(body.get("nextUpdate"), field))
         for field in ("pck_crl", "root_ca_crl"):
@@ -302,7 +303,7 @@ async def _fetch(
 
 def _check_fmspc(tcb_info: str, target: IntelTarget, resp: httpx.Response) -> None:
     try:
-        body = json.loads(tcb_info)
+        body = safejson.loads(tcb_info)
     except ValueError as e:  # pragma: no cover - raw_decode already parsed it
         raise CollateralError(f"Intel TCB info from {resp.request.url}: {e}") from e
     fmspc = str(body.get("fmspc", "")).upper()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from teegate import safejson
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get, request
 from teegate.errors import CollateralError
@@ -82,7 +83,7 @@ async def fetch_rim(
     async with client_or(client, retry) as c:
         resp = await get(c, url, what="NVIDIA RIM service", retry=retry)
     try:
-        body = json.loads(resp.content)
+        body = safejson.loads(resp.content)
         xml = base64.b64decode(body["rim"], validate=True)
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
         raise CollateralError(f"NVIDIA RIM service {url}: answer is not "

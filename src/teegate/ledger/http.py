@@ -30,6 +30,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from teegate import safejson
 from teegate.errors import BudgetError, LedgerError
 from teegate.ledger.core import GROUPS, Ledger
 from teegate.ledger.model import Conflict, Conversation, InsufficientFunds, NotFound, Transfer
@@ -110,9 +111,8 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        import json
 
-        body = json.loads(raw)
+        body = safejson.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise _bad("the request body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from teegate import safejson
 from teegate.errors import LedgerError
 from teegate.ledger.model import check_amount
 
@@ -95,7 +96,7 @@ def estimate_prompt_tokens(request: bytes | Mapping[str, Any]) -> int:
     if isinstance(request, bytes | bytearray):
         raw = bytes(request)
         try:
-            body = json.loads(raw)
+            body = safejson.loads(raw)
         except ValueError:
             body = {}
     else:

@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import teegate
+from teegate import safejson
 from teegate.errors import TeegateError, UpstreamError
 from teegate.node.engine import JSON_TYPE, Engine, EngineReply, openai_error
 from teegate.node.signatures import SIGNING_ALGOS, signature_text
@@ -46,7 +47,7 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error",
 def _completion_id(data: bytes) -> str | None:
     """The ``id`` of a completion or chunk: its first top-level ``"id"`` key."""
     try:
-        obj = json.loads(data)
+        obj = safejson.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     cid = obj.get("id") if isinstance(obj, dict) else None

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from teegate import safejson
 from teegate.errors import UpstreamError
 
 BUILTIN_MODEL = "teegate-builtin"
@@ -100,7 +101,7 @@ class _Plan:
 
 def _plan(body: bytes) -> _Plan:
     try:
-        req = json.loads(body)
+        req = safejson.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _BadRequestError("request body is not valid JSON") from None
     if not isinstance(req, dict):

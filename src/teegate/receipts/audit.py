@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from teegate import safejson
 from teegate.attest.policy import Policy
 from teegate.errors import TeegateError
 from teegate.receipts import merkle
@@ -350,7 +350,7 @@ def _audit_evidence(
     if want is not None:
         rep.add("attestation.evidence_digest", "ok", "bundle evidence is what the receipt cites")
     try:
-        report = json.loads(ev) if isinstance(ev, str) else ev
+        report = safejson.loads(ev) if isinstance(ev, str) else ev
     except ValueError:
         rep.add("attestation.evidence", "fail", "bundle evidence is not JSON")
         return

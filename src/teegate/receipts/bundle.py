@@ -16,12 +16,12 @@ auditor passes in.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from teegate import safejson
 from teegate.errors import EvidenceError, LogError
 from teegate.receipts.note import b64, b64decode_strict, parse_note
 
@@ -115,7 +115,7 @@ class Bundle:
 def parse_bundle(data: bytes | str) -> Bundle:
     """Accept a bundle, a ``GET /v1/receipts/{id}`` answer, or a bare receipt document."""
     try:
-        obj = json.loads(data)
+        obj = safejson.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise EvidenceError(f"not JSON: {e}") from None
     if not isinstance(obj, dict):

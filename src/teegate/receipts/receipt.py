@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from teegate import safejson
 from teegate.errors import EvidenceError, VerificationError
 
 ACI_VERSION = "aci/1"
@@ -434,7 +435,7 @@ class SignedReceipt:
             doc = dict(data)
         else:
             try:
-                doc = json.loads(data)
+                doc = safejson.loads(data)
             except (ValueError, UnicodeDecodeError) as e:
                 raise EvidenceError(f"receipt: not JSON: {e}") from None
         if not isinstance(doc, dict):
