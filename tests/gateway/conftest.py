@@ -62,8 +62,9 @@ GatewayFactory = Callable[..., Gw]
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
-    running: list[Server] = []
+def make_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> GatewayFactory:
+    """Each gateway stops when its test ends, before any fixture it was given (a ledger, a
+    receipt log) is closed: closing SQLite under the settle thread can crash the process."""
 
     def make(providers: list[dict[str, Any]], *, agent_trust: str = "standard",
              gateway: dict[str, Any] | None = None, db: str | None = None,
@@ -79,9 +80,7 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         key = store.create_key("agent-" + uuid.uuid4().hex[:8], trust=agent_trust)
         app = create_app(cfg, store=store, **kwargs)
         server = Server(app, lifespan="on")
-        running.append(server)
+        request.node.addfinalizer(server.stop)  # runs before the item's fixtures close
         return Gw(server, app, key, store)
 
-    yield make
-    for s in running:
-        s.stop()
+    return make
