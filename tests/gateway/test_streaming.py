@@ -84,3 +84,15 @@ def test_done_without_signature_is_refused() -> None:
     with pytest.raises(StreamFailure) as e:
         _run(relay, b"".join(EVENTS) + b"data: [DONE]\n\n", 4096)
     assert e.value.code == "response_signature_missing"
+
+
+def test_an_event_that_never_ends_is_a_broken_stream() -> None:
+    """Bytes are held until their event ends: an endless event must not grow memory."""
+    from teegate.errors import UpstreamError
+    from teegate.gateway.streaming import MAX_EVENT
+
+    relay = _relay()
+    assert relay.feed(EVENTS[0]) == EVENTS[0]
+    relay.feed(b"data: " + b"x" * (MAX_EVENT - 1024))  # large, but within the limit
+    with pytest.raises(UpstreamError, match="SSE event exceeds"):
+        relay.feed(b"x" * 2048)

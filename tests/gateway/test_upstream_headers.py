@@ -133,3 +133,65 @@ def test_an_answer_that_is_not_a_completion_charges_nothing(
         assert "location" not in r.headers  # provider headers are not relayed
     finally:
         up.close()
+
+
+@pytest.mark.parametrize("status", [b"401 Unauthorized", b"403 Forbidden"])
+def test_a_provider_refusing_the_gateway_key_is_a_502_not_the_agents_401(
+        ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server,
+        status: bytes) -> None:
+    """The provider's 401 is about the operator's provider key: relayed, the agent's SDK would
+    report *its* teegate key as invalid. The call fails over, or is a 502 naming the cause."""
+    refusing = RawUpstream(b"content-type: application/json\r\n", status)
+    try:
+        price = {"m": {"input": 1, "output": 1}}
+        alone = make_gateway([{"id": "refusing", "platform": "open-ai", "base_url": refusing.url,
+                               "models": ["m"], "prices": price}], ledger=ledger)
+        agent = alone.gateway.keys.cached(alone.key)
+        assert agent is not None
+        ledger.deposit(agent.id, 1_000)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+        r = httpx.post(alone.url + "/chat/completions", json=body,
+                       headers={"authorization": f"Bearer {alone.key}"})
+        assert r.status_code == 502
+        err = r.json()["error"]
+        assert err["code"] == "upstream_unavailable"
+        assert f"refusing: HTTP {status[:3].decode()}" in err["message"]
+        assert "credentials" in err["message"]
+        _wait(lambda: ledger.balance(agent.id).held == 0)
+        assert ledger.balance(agent.id).available == 1_000  # nothing was charged
+
+        both = make_gateway([
+            {"id": "refusing", "platform": "open-ai", "base_url": refusing.url,
+             "models": ["gpt-plain"], "prices": {"gpt-plain": {"input": 1, "output": 1}}},
+            {"id": "good", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
+             "models": ["gpt-plain"], "prices": {"gpt-plain": {"input": 2, "output": 2}}},
+        ], ledger=ledger)
+        other = both.gateway.keys.cached(both.key)
+        assert other is not None
+        ledger.deposit(other.id, 1_000)
+        calls = refusing.calls
+        r = httpx.post(both.url + "/chat/completions", json={**body, "model": "gpt-plain"},
+                       headers={"authorization": f"Bearer {both.key}"})
+        assert refusing.calls == calls + 1  # the cheaper provider was tried first ...
+        assert r.status_code == 200, r.text  # ... and the call failed over
+        assert r.headers["x-teegate-provider"] == "good"
+    finally:
+        refusing.close()
+
+
+def test_an_answer_past_max_response_bytes_is_a_failed_call_that_costs_nothing(
+        ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server) -> None:
+    gw = make_gateway([{"id": "plain", "platform": "open-ai",
+                        "base_url": plain_upstream.url + "/v1", "models": ["gpt-plain"],
+                        "prices": {"gpt-plain": {"input": 1, "output": 1}}}],
+                      gateway={"max_response_bytes": 64}, ledger=ledger)
+    agent = gw.gateway.keys.cached(gw.key)
+    assert agent is not None
+    ledger.deposit(agent.id, 1_000)
+    r = httpx.post(gw.url + "/chat/completions", headers={"authorization": f"Bearer {gw.key}"},
+                   json={"model": "gpt-plain", "max_tokens": 5,
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 502
+    assert "exceeds 64 bytes" in r.json()["error"]["message"]
+    _wait(lambda: ledger.balance(agent.id).held == 0)
+    assert ledger.balance(agent.id).available == 1_000

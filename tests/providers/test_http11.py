@@ -92,3 +92,34 @@ async def test_errors_are_upstream_errors() -> None:
         server.close()
     with pytest.raises(UpstreamError, match="unsupported upstream URL"):
         Http11Pool("ftp://x")
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2000\r\n\r\n" + b"x" * 2000,            # declared
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"                      # chunked
+    + b"200\r\n" + b"x" * 512 + b"\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 2000,                                     # until close
+])
+async def test_a_body_past_the_limit_is_refused_whatever_its_framing(answer: bytes) -> None:
+    """A provider cannot make the gateway buffer an unbounded answer."""
+    server, url, _ = await _server([(answer, True)])
+    pool = Http11Pool(url, max_body=1024)
+    try:
+        r = await pool.post("/chat/completions", b"{}")
+        with pytest.raises(UpstreamError, match="exceeds 1024 bytes"):
+            await r.aread()
+    finally:
+        await pool.aclose()
+        server.close()
+
+
+async def test_a_body_at_the_limit_is_read() -> None:
+    server, url, _ = await _server([(b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n"
+                                     + b"y" * 1024, True)])
+    pool = Http11Pool(url, max_body=1024)
+    try:
+        r = await pool.post("/chat/completions", b"{}")
+        assert await r.aread() == b"y" * 1024
+    finally:
+        await pool.aclose()
+        server.close()

@@ -24,6 +24,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from teegate import safejson
 from teegate.errors import TeegateError, UpstreamError
 from teegate.gateway.attestation import AttestationManager, Attested, ProviderRuntime
 from teegate.gateway.auth import Agent, KeyCache, Principal, bearer
@@ -60,6 +61,9 @@ CONVERSATION_HEADER = b"x-teegate-conversation"
 _SIG_HEADERS = ("x-teegate-signature", "x-teegate-signing-address", "x-teegate-signing-algo",
                 "x-teegate-text")
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# The provider refused the gateway's own credentials: the operator's problem, not the
+# agent's; relayed as-is, the SDK would tell the agent its teegate key is wrong.
+_PROVIDER_AUTH = frozenset({401, 403})
 # Client headers forwarded unchanged: end-to-end encryption toward the model TEE (NEAR AI
 # E2EE, REFERENCE §7.5) and request correlation. Everything else stays at the gateway.
 FORWARDED = frozenset({b"x-signing-algo", b"x-client-pub-key", b"x-model-pub-key",
@@ -95,7 +99,7 @@ class Gateway:
         self.providers: list[ProviderRuntime] = []
         for pc in config.providers:
             adapter = OpenAIAdapter(pc.id, pc.platform, pc.base_url, api_key=pc.api_key,
-                                    timeout=pc.timeout)
+                                    timeout=pc.timeout, max_body=config.max_response_bytes)
             self.providers.append(ProviderRuntime(
                 pc, adapter, Health(config.allowed_fails, config.cooldown_s)))
         self.by_id = {p.id: p for p in self.providers}
@@ -260,8 +264,8 @@ class Gateway:
         """(request, model, stream, required level, bytes to forward, usage injected, the
         output tokens the call may produce)."""
         try:
-            req = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
+            req = safejson.loads(body)
+        except (ValueError, UnicodeDecodeError):  # too deep is a JSONDecodeError too
             raise GatewayRefusal(400, "request body is not valid JSON", code="invalid_json"
                                  ) from None
         if not isinstance(req, dict):
@@ -431,11 +435,16 @@ class Gateway:
                 self.metrics.failovers.labels(p.id, "connect").inc()
                 errors.append(str(e))
                 continue
-            if resp.status_code in _RETRYABLE:
+            if resp.status_code in _RETRYABLE or resp.status_code in _PROVIDER_AUTH:
                 await resp.aclose()
                 p.health.failure(time.monotonic())
                 self.metrics.failovers.labels(p.id, str(resp.status_code)).inc()
-                errors.append(f"{p.id}: HTTP {resp.status_code}")
+                errors.append(f"{p.id}: HTTP {resp.status_code}" + (
+                    " (the provider refused the gateway's credentials: check its api_key_env)"
+                    if resp.status_code in _PROVIDER_AUTH else ""))
+                if resp.status_code in _PROVIDER_AUTH:
+                    log.warning("provider %s refused the gateway's credentials (HTTP %d)",
+                                p.id, resp.status_code)
                 continue
             # Nothing reaches the client before the provider's first body bytes: a provider
             # that breaks before them is failed over like one that never answered.
@@ -523,7 +532,7 @@ class Gateway:
         # 204 delivered nothing, so its hold is voided rather than charged at the worst case.
         if 200 <= upstream.status_code < 300 and upstream.status_code != 204:
             with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
-                obj = json.loads(data)
+                obj = safejson.loads(data)
                 usage = obj.get("usage")
                 record.usage = usage if isinstance(usage, dict) else None
                 if a is not None and mode == "endpoint" and isinstance(obj.get("id"), str):
@@ -976,7 +985,7 @@ def create_app(
     async def create_agent(request: Request) -> Response:
         _admin(request)
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = safejson.loads(await request.body() or b"{}")
             agent_id = body["id"]
             if not isinstance(agent_id, str) or not isinstance(body.get("owner", ""), str):
                 raise TypeError("id and owner must be strings")

@@ -68,6 +68,7 @@ class GatewayConfig:
     default_trust: TrustLevel = TrustLevel.STANDARD
     prefer: str = "price"
     max_body_bytes: int = 4 * 1024 * 1024
+    max_response_bytes: int = 64 * 1024 * 1024  # a provider's answer (plain or stream)
     quarantine_s: int = 300
     cooldown_s: float = 30.0
     allowed_fails: int = 3
@@ -225,7 +226,8 @@ def _agent(raw: Any, i: int, default: TrustLevel) -> AgentConfig:
 
 
 _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "default_trust",
-                   "prefer", "max_body_bytes", "quarantine_seconds", "cooldown_seconds",
+                   "prefer", "max_body_bytes", "max_response_bytes", "quarantine_seconds",
+                   "cooldown_seconds",
                    "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
                    "log_origin", "receipts", "ledger", "ledger_durability",
                    "ledger_expire_seconds", "hold_seconds"}
@@ -302,6 +304,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         database_url=db, data_dir=data_dir, admin_key=admin,
         default_trust=default_trust,
         prefer=prefer, max_body_bytes=num("max_body_bytes", 4 * 1024 * 1024),
+        max_response_bytes=num("max_response_bytes", 64 * 1024 * 1024),
         quarantine_s=num("quarantine_seconds", 300),
         cooldown_s=float(num("cooldown_seconds", 30, (int, float))),
         allowed_fails=num("allowed_fails", 3),
@@ -343,7 +346,8 @@ listen = "127.0.0.1:8080"
 admin_key_env = "TEEGATE_ADMIN_KEY"   # protects /admin/*; unset = admin API disabled
 default_trust = "standard"            # standard < tee < attested < attested+gpu
 prefer = "price"                      # among eligible providers: "price" or "latency"
-# max_body_bytes = 4194304
+# max_body_bytes = 4194304            # a request body
+# max_response_bytes = 67108864       # a provider's answer; larger ones are a failed call
 # quarantine_seconds = 300            # after a failed response signature or rejected evidence
 # cooldown_seconds = 30               # after allowed_fails consecutive upstream failures
 # allowed_fails = 3

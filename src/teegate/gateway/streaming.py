@@ -8,15 +8,21 @@ the caller does the I/O."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from teegate import safejson
+from teegate.errors import UpstreamError
+
 SIGNATURE_COMMENT = b": teegate-signature "
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 DONE = b"data: [DONE]"
+
+MAX_EVENT = 4 << 20
+"""Longest SSE event relayed: bytes are held until their event ends, so a provider that never
+ends one would otherwise grow the gateway's memory without bound."""
 
 # (signature json) -> None when it verifies over the hashed bytes, else the reason
 SignatureCheck = Callable[[dict[str, Any], str], "str | None"]
@@ -59,7 +65,7 @@ class SseRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, client bytes out. Raises StreamFailure on a bad signature or a
-        ``[DONE]`` without the required signature."""
+        ``[DONE]`` without the required signature, UpstreamError on an endless event."""
         self.pending += chunk
         out: list[bytes] = []
         start = 0
@@ -71,6 +77,8 @@ class SseRelay:
             if out_event:
                 out.append(out_event)
         self.pending = pending[start:]
+        if len(self.pending) > MAX_EVENT:
+            raise UpstreamError(f"an SSE event exceeds {MAX_EVENT} bytes")
         return b"".join(out)
 
     def _event(self, event: bytes) -> bytes | None:
@@ -101,13 +109,13 @@ class SseRelay:
     def _data(self, event: bytes) -> bytes | None:
         if b'"error"' in event and not self.error_event:
             try:
-                obj = json.loads(event[5:])
+                obj = safejson.loads(event[5:])
                 self.error_event = isinstance(obj, dict) and isinstance(obj.get("error"), dict)
             except (ValueError, UnicodeDecodeError):
                 pass
         if self.chat_id is None or b'"usage"' in event:
             try:
-                obj = json.loads(event[5:])
+                obj = safejson.loads(event[5:])
             except (ValueError, UnicodeDecodeError):
                 return event
             if not isinstance(obj, dict):
@@ -126,7 +134,7 @@ class SseRelay:
     def _signature(self, event: bytes) -> None:
         self.signed = True
         try:
-            sig = json.loads(event[len(SIGNATURE_COMMENT):])
+            sig = safejson.loads(event[len(SIGNATURE_COMMENT):])
         except (ValueError, UnicodeDecodeError):
             sig = None
         if not isinstance(sig, dict):

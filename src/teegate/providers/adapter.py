@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from teegate import safejson
 from teegate.errors import EvidenceError, UpstreamError
 from teegate.providers.http11 import Http11Pool, Http11Response
 from teegate.providers.registry import Platform
@@ -30,13 +31,14 @@ class OpenAIAdapter:
     def __init__(
         self, provider_id: str, platform: Platform, base_url: str, *, api_key: str | None = None,
         timeout: float = 600.0, connect_timeout: float = 5.0, max_connections: int = 512,
-        signing_algo: str = "ecdsa",
+        signing_algo: str = "ecdsa", max_body: int = 64 << 20,
     ) -> None:
         self.provider_id = provider_id
         self.platform = platform
         self.base_url = base_url.rstrip("/")
         self.root = _api_root(self.base_url)
         self.signing_algo = signing_algo
+        self.max_body = max_body
         headers = {"content-type": JSON_TYPE, "accept-encoding": "identity"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
@@ -47,7 +49,7 @@ class OpenAIAdapter:
         # The chat hot path uses a lean keep-alive HTTP/1.1 pool (see http11.py); reports and
         # signatures (rare) use httpx.
         self.pool = Http11Pool(self.base_url, connect_timeout=connect_timeout, timeout=timeout,
-                               max_idle=max_connections,
+                               max_idle=max_connections, max_body=max_body,
                                headers={**headers, "user-agent": "teegate-gateway"})
         self.client = httpx.AsyncClient(
             headers=headers,
@@ -68,19 +70,32 @@ class OpenAIAdapter:
     async def _get_json(self, url: str, params: Mapping[str, str], what: str,
                         timeout: float) -> tuple[dict[str, Any], bytes]:
         try:
-            resp = await self.client.get(url, params=params, timeout=timeout)
+            async with self.client.stream("GET", url, params=params, timeout=timeout) as resp:
+                content = await self._read_bounded(resp, what)
         except httpx.HTTPError as e:
             raise UpstreamError(f"{self.provider_id}: {what}: {type(e).__name__}: {e}") from e
         if resp.status_code != 200:
-            raise UpstreamError(f"{self.provider_id}: {what}: HTTP {resp.status_code}: "
-                                f"{resp.text[:200]}")
+            text = content[:200].decode("utf-8", "replace")
+            raise UpstreamError(f"{self.provider_id}: {what}: HTTP {resp.status_code}: {text}")
         try:
-            data = json.loads(resp.content)
+            data = safejson.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"{self.provider_id}: {what} is not JSON: {e}") from e
         if not isinstance(data, dict):
             raise EvidenceError(f"{self.provider_id}: {what} is not a JSON object")
-        return data, resp.content
+        return data, content
+
+    async def _read_bounded(self, resp: httpx.Response, what: str) -> bytes:
+        """The body, refused past ``max_body``: a report is untrusted input."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_body:
+                raise UpstreamError(f"{self.provider_id}: {what}: the body exceeds "
+                                    f"{self.max_body} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def fetch_report(self, nonce: bytes, *, model: str | None = None,
                            timeout: float = 30.0) -> tuple[dict[str, Any], bytes]:

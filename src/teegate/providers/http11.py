@@ -44,12 +44,13 @@ class Http11Response:
     The connection goes back to the pool only when the body was read to its end."""
 
     def __init__(self, pool: Http11Pool, conn: _Conn, status: int, headers: dict[str, str],
-                 timeout: float) -> None:
+                 timeout: float, max_body: int = 64 << 20) -> None:
         self._pool = pool
         self._conn = conn
         self.status_code = status
         self.headers = headers
         self._timeout = timeout
+        self._max_body = max_body
         self._done = False
         te = headers.get("transfer-encoding", "").lower()
         self._chunked = "chunked" in te
@@ -65,6 +66,7 @@ class Http11Response:
         read, never the whole body (a long stream is fine while bytes keep coming)."""
         reader = self._conn.reader
         t = self._timeout
+        budget = self._max_body  # a provider cannot make the gateway buffer without bound
         try:
             if self._chunked:
                 while True:
@@ -76,10 +78,16 @@ class Http11Response:
                             while (await reader.readuntil(b"\r\n")) != b"\r\n":
                                 pass  # trailers
                         break
+                    budget -= size
+                    if budget < 0:
+                        raise ValueError(f"the body exceeds {self._max_body} bytes")
                     async with asyncio.timeout(t):
                         data = await reader.readexactly(size + 2)
                     yield data[:-2]
             elif self._length is not None:
+                if self._length > budget:
+                    raise ValueError(f"the body of {self._length} bytes exceeds "
+                                     f"{self._max_body} bytes")
                 left = self._length
                 while left > 0:
                     async with asyncio.timeout(t):
@@ -94,6 +102,9 @@ class Http11Response:
                         data = await reader.read(1 << 16)
                     if not data:
                         break
+                    budget -= len(data)
+                    if budget < 0:
+                        raise ValueError(f"the body exceeds {self._max_body} bytes")
                     yield data
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError) as e:
@@ -120,7 +131,8 @@ class Http11Pool:
     """Keep-alive connections to one origin (``http://host:port`` or ``https://...``)."""
 
     def __init__(self, base_url: str, *, connect_timeout: float = 5.0, timeout: float = 600.0,
-                 max_idle: int = 512, headers: dict[str, str] | None = None) -> None:
+                 max_idle: int = 512, headers: dict[str, str] | None = None,
+                 max_body: int = 64 << 20) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamError(f"unsupported upstream URL {base_url!r}")
@@ -132,6 +144,7 @@ class Http11Pool:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.max_idle = max_idle
+        self.max_body = max_body
         host_header = self.host if parts.port is None else f"{self.host}:{self.port}"
         lines = [f"host: {host_header}"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
         self._static = ("\r\n".join(lines) + "\r\n").encode("latin-1")
@@ -214,7 +227,8 @@ class Http11Pool:
             key = name.strip().lower()
             value = value.strip()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        return Http11Response(self, conn, status, headers, self.timeout)
+        return Http11Response(self, conn, status, headers, self.timeout,
+                              self.max_body)
 
     async def aclose(self) -> None:
         self._closed = True
