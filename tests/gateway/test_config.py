@@ -105,6 +105,16 @@ def test_cli_init_agents_and_bad_config(tmp_path: Path, monkeypatch: pytest.Monk
     assert runner.invoke(app, ["agents", "revoke", "bot"]).exit_code == 0
     assert runner.invoke(app, ["agents", "revoke", "ghost"]).exit_code == 1
     assert runner.invoke(app, ["agents", "create", "x", "--trust", "max"]).exit_code == 2
+    # Without --trust an agent gets the gateway's default_trust, as agents made by the
+    # admin API do; a new key for an existing agent reports the settings it keeps.
+    (tmp_path / "teegate.toml").write_text(text.replace('default_trust = "standard"',
+                                                        'default_trust = "tee"'))
+    r = runner.invoke(app, ["agents", "create", "plain-bot"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["trust"] == "tee"
+    r = runner.invoke(app, ["agents", "create", "plain-bot", "--trust", "attested-gpu"])
+    assert json.loads(r.stdout)["trust"] == "tee"
+    assert "keeps its trust tee" in r.stderr
     (tmp_path / "teegate.toml").write_text('[[providers]]\nid = "a"\nplatform = "nope"\n')
     r = runner.invoke(app, ["serve"])
     assert r.exit_code == 2

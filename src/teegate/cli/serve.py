@@ -118,17 +118,26 @@ def register(app: typer.Typer) -> None:
     app.add_typer(agents, name="agents")
 
     def _store(config: Path | None) -> GatewayStore:
+        return _store_and_trust(config)[0]
+
+    def _store_and_trust(config: Path | None) -> tuple[GatewayStore, str]:
+        """The agents' database and the gateway's ``default_trust`` (``standard`` without a
+        configuration file)."""
         from teegate import paths
         from teegate.gateway import GatewayStore, load_config
 
         path = _config_path(config)
-        url = load_config(path).database_url if path else paths.default_database_url()
-        return GatewayStore(url)
+        if path is None:
+            return GatewayStore(paths.default_database_url()), "standard"
+        cfg = load_config(path)
+        return GatewayStore(cfg.database_url), cfg.default_trust.label
 
     @agents.command("create")
     def create(
         agent_id: Annotated[str, typer.Argument(help="agent id")],
-        trust: Annotated[str, typer.Option(help="default trust level")] = "standard",
+        trust: Annotated[str | None, typer.Option(
+            help="the agent's default trust level [default: the gateway's default_trust]")
+                         ] = None,
         min_trust: Annotated[str, typer.Option(help="floor no request can go below")
                              ] = "standard",
         owner: Annotated[str | None, typer.Option(help="owner id")] = None,
@@ -139,15 +148,22 @@ def register(app: typer.Typer) -> None:
         from teegate.routing import parse_trust
 
         try:
+            store, default_trust = _store_and_trust(config)
             floor = parse_trust(min_trust, field="--min-trust")
-            level = max(parse_trust(trust, field="--trust"), floor)
-            store = _store(config)
+            level = max(parse_trust(trust or default_trust, field="--trust"), floor)
             key = store.create_key(agent_id, trust=level.label, min_trust=floor.label,
                                    owner=owner, kind=kind)
+            row = store.agent_by_key(key)
         except TeegateError as e:
             raise _fail(str(e)) from None
-        typer.echo(json.dumps({"id": agent_id, "kind": kind, "trust": level.label,
-                               "api_key": key}))
+        # What is stored (a new key for an existing agent keeps its settings), not what was
+        # asked: the operator must not believe a level is in force that is not.
+        view = row.to_json() if row is not None else {"id": agent_id, "kind": kind}
+        if view.get("trust", level.label) != level.label or view.get(
+                "min_trust", floor.label) != floor.label:
+            typer.echo(f"note: {agent_id!r} exists; its new key keeps its trust "
+                       f"{view['trust']} and floor {view['min_trust']}", err=True)
+        typer.echo(json.dumps({**view, "api_key": key}))
 
     @agents.command("revoke")
     def revoke(
