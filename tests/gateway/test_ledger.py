@@ -293,3 +293,34 @@ def test_flat_per_call_price_is_charged_with_the_tokens(make_gateway: GatewayFac
     _wait(_settled(ledger, agent))
     tokens = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
     assert ledger.balance(agent).available == 100_000 - 500 - tokens
+
+
+def test_a_free_call_cannot_name_a_conversation_it_cannot_use(
+        ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server) -> None:
+    """No hold is placed for a free model, but the conversation header is still checked: the
+    call's receipt would otherwise file it under another agent's (or a closed) conversation."""
+    gw = make_gateway([{"id": "plain", "platform": "open-ai",
+                        "base_url": plain_upstream.url + "/v1", "models": ["gpt-plain"]}],
+                      ledger=ledger)
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000)
+    ledger.deposit("someone-else", 1_000)
+    own = ledger.open_conversation(agent, 100).id
+    theirs = ledger.open_conversation("someone-else", 100).id
+    closed = ledger.open_conversation(agent, 100).id
+    ledger.close_conversation(closed)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+
+    def call(cid: str) -> object:
+        return client.chat.completions.create(model="gpt-plain", messages=MSG,
+                                              extra_headers={"X-Teegate-Conversation": cid})
+
+    assert call(own) is not None
+    for cid, why in ((theirs, "belongs to another agent"), (closed, "is closed"),
+                     ("conv_nope", "no conversation")):
+        with pytest.raises(openai.BadRequestError, match=why) as e:
+            call(cid)
+        assert e.value.code == "invalid_conversation"
+    _wait(_settled(ledger, agent))
+    assert ledger.balance(agent).available == 1_000 - 2 * 100 + 100  # the closed one refunded
+    assert ledger.check().ok

@@ -405,7 +405,7 @@ class Gateway:
                 record.outcome, record.status = "refused", 400
                 raise GatewayRefusal(400, f"the call's worst case cannot be held: {e}",
                                      code="invalid_request", param="max_tokens") from None
-            if worst > 0:
+            if worst > 0 or record.conversation:  # a free call's conversation is checked
                 try:
                     record.hold_id = await anyio.to_thread.run_sync(
                         self.accounting.hold, record, worst)

@@ -6,7 +6,8 @@ settle or void on every exit path. Structural: no import of the gateway (no cycl
 has them). ``settle(record, -1)`` charges the whole
 hold: the gateway's rule when a stream died without reporting usage (the provider may have
 produced up to the worst case; the hold is what the agent agreed to risk). A worst case of
-0 (a free model) places no hold: ``FREE`` is returned and settling it moves nothing.
+0 (a free model) places no hold: ``FREE`` is returned (after the conversation named, if any,
+was checked) and settling it moves nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from teegate.errors import TeegateError
+from teegate.errors import LedgerError, TeegateError
 from teegate.ledger.core import Ledger
+from teegate.ledger.model import Conflict
 
 FREE = "free"
 
@@ -33,10 +35,14 @@ class LedgerAccounting:
         self.refuse = refuse
 
     def hold(self, record: Any, worst_case: int) -> str:
-        if worst_case <= 0:
-            return FREE
         now = self.ledger.clock()
         try:
+            if worst_case <= 0:
+                # Nothing to hold, but a call must not be filed under a conversation the
+                # agent cannot use (its receipt would name it).
+                if record.conversation:
+                    self._usable(record.agent, record.conversation, now)
+                return FREE
             h = self.ledger.hold(
                 record.agent, worst_case, conversation=record.conversation or None,
                 currency=self.currency, now=now,
@@ -46,6 +52,15 @@ class LedgerAccounting:
                 raise
             raise self.refuse(e) from e
         return h.id
+
+    def _usable(self, agent: str, conversation: str, now: float) -> None:
+        """The checks ``Ledger.hold`` makes of a conversation, with the same errors."""
+        c = self.ledger.conversation(conversation)
+        if c.agent != agent:
+            raise LedgerError(f"conversation {conversation} belongs to another agent")
+        if c.state != "open" or c.expires_at <= now:
+            raise Conflict(f"conversation {conversation} is "
+                           f"{'expired' if c.state == 'open' else c.state}")
 
     def settle(self, record: Any, amount: int) -> list[str]:
         if record.hold_id in (None, FREE):
