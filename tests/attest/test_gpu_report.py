@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from teegate.attest.binding import fresh_nonce
-from teegate.attest.policy import GpuPolicy, Policy
+from teegate.attest.policy import BindingPolicy, GpuPolicy, Policy
 from teegate.attest.report import verify_provider_report
 from teegate.attest.verdict import Verdict
 from teegate.sim.gpu import DevGpu
@@ -52,6 +52,28 @@ def test_gpu_evidence_for_another_nonce_is_not_bound(pki: tuple[DevTdx, DevGpu])
     report = node_report(tdx, nonce, now=now, nvidia_payload=gpu.nvidia_payload(other, 2))
     v = verify_provider_report(report, nonce=nonce, policy=_policy(tdx, gpu), now=now)
     assert failing(v) == ["gpu.nonce_binding", "gpu.0.nonce", "gpu.1.nonce"]
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_without_a_caller_nonce_gpu_and_cpu_must_still_answer_one_request(
+        pki: tuple[DevTdx, DevGpu], same: bool) -> None:
+    """Offline audit of a captured report (no nonce of ours, ``require_nonce`` off): the
+    GPU payload's nonce must be the one the CPU quote's report_data binds, else GPU evidence
+    from another request could be stapled to this quote."""
+    tdx, gpu = pki
+    now, nonce = int(time.time()), fresh_nonce()
+    report = node_report(tdx, nonce, now=now,
+                         nvidia_payload=gpu.nvidia_payload(nonce if same else fresh_nonce(), 2))
+    audit = replace(_policy(tdx, gpu), binding=BindingPolicy(require_nonce=False))
+    v = verify_provider_report(report, nonce=None, policy=audit, now=now)
+    check = v.check("gpu.nonce_binding")
+    assert check is not None
+    if same:
+        assert v.accepted, v.failures
+        assert "the nonce the CPU quote binds" in check.detail
+    else:
+        assert failing(v) == ["gpu.nonce_binding"]
+        assert "answer different requests" in check.detail
 
 
 def test_gpu_mode_in_reports(pki: tuple[DevTdx, DevGpu]) -> None:

@@ -205,8 +205,8 @@ def test_gpu_verdicts_are_composed(dev: DevTdx, monkeypatch: pytest.MonkeyPatch)
     seen: dict[str, Any] = {}
     gpu = Verdict(tee="nvidia-gpu", checks=(Check("gpu.0.signature", False, "bad"),))
 
-    def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int
-                 ) -> tuple[list[Check], tuple[Verdict, ...]]:
+    def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int,
+                 cpu_binds: Any = None) -> tuple[list[Check], tuple[Verdict, ...]]:
         seen.update(payload=payload, nonce=nonce, now=now)
         return [Check("gpu.count", True, "1 GPU")], (gpu,)
 
@@ -332,8 +332,8 @@ def test_composed_window_is_the_intersection(dev: DevTdx, monkeypatch: pytest.Mo
     gpu = Verdict(tee="nvidia-gpu", checks=(Check("gpu.0.signature", True, "ok"),),
                   not_before=now - 10, not_after=now + 60)
 
-    def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int
-                 ) -> tuple[list[Check], tuple[Verdict, ...]]:
+    def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int,
+                 cpu_binds: Any = None) -> tuple[list[Check], tuple[Verdict, ...]]:
         return [Check("gpu.present", True, "1 GPU")], (gpu,)
 
     monkeypatch.setattr(report_mod, "_gpu_appraiser", lambda: appraise)

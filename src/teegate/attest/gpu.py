@@ -12,7 +12,7 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -412,13 +412,16 @@ def appraise_gpus(
     policy: Policy,
     now: int,
     rims: Sequence[bytes | Rim] = (),
+    cpu_binds: Callable[[bytes], bool] | None = None,
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
     """Apply ``policy.gpu.mode`` to a provider's ``nvidia_payload`` and verify every GPU.
 
     Returns top-level checks (``gpu.required`` / ``gpu.forbidden``, ``gpu.present``,
     ``gpu.nonce_binding``, ``gpu.distinct``) and one verdict per GPU. ``nonce`` is the
     caller's nonce, the one the CPU quote's report_data carries, so GPU and CPU evidence
-    answer the same request.
+    answer the same request. Without one (an offline look at a captured report),
+    ``cpu_binds`` says whether the CPU quote's report_data binds a given nonce: GPU and CPU
+    must still answer the same request, even if its freshness cannot be judged.
     """
     mode = policy.gpu.mode
     if nvidia_payload is None or nvidia_payload == "":
@@ -434,6 +437,14 @@ def appraise_gpus(
                     f"{len(payload.gpus)} GPU(s), arch {payload.arch or 'unknown'}")]
     if payload.nonce is None:
         checks.append(Check("gpu.nonce_binding", False, "the nvidia_payload names no nonce"))
+    elif nonce is None and cpu_binds is not None:
+        same = cpu_binds(payload.nonce)
+        checks.append(Check(
+            "gpu.nonce_binding", same,
+            "the GPU payload answers the nonce the CPU quote binds (no caller nonce: its "
+            "freshness is not judged)" if same else
+            f"the GPU payload's nonce {payload.nonce.hex()} is not the one the CPU quote's "
+            "report_data binds: GPU and CPU evidence answer different requests"))
     elif nonce is None:
         checks.append(Check(
             "gpu.nonce_binding", not policy.binding.require_nonce,

@@ -186,6 +186,7 @@ def _gpu_appraiser() -> GpuAppraiser | None:
 
 def _gpu_checks(
     report: Mapping[str, Any], nonce: bytes | None, policy: Policy, now: int,
+    cpu_binds: Callable[[bytes], bool] | None = None,
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
     payload = report.get("nvidia_payload")
     if payload is not None and not isinstance(payload, (str, Mapping)):
@@ -196,7 +197,8 @@ def _gpu_checks(
             return [Check("gpu.verifier", False,
                           "the policy requires GPU evidence but no GPU verifier is available")], ()
         return [], ()
-    checks, gpus = appraise(payload or None, nonce=nonce, policy=policy, now=now)
+    checks, gpus = appraise(payload or None, nonce=nonce, policy=policy, now=now,
+                            cpu_binds=cpu_binds)
     return list(checks), tuple(gpus)
 
 
@@ -243,7 +245,15 @@ def verify_provider_report(
                              "the report answers our nonce" if ok else
                              "the report's request_nonce is not the nonce we sent"))
 
-    gpu_checks, gpus = _gpu_checks(report, nonce, policy, now)
+    def cpu_binds(candidate: bytes) -> bool:
+        """Whether report_data binds the signing key with ``candidate`` as the nonce."""
+        if key is None or cpu.report_data is None:
+            return False
+        return all(c.ok for c in check_report_data(
+            bytes.fromhex(cpu.report_data), signing_key=key, nonce=candidate,
+            signing_algo=algo, policy=policy))
+
+    gpu_checks, gpus = _gpu_checks(report, nonce, policy, now, cpu_binds)
     # bound_key names a key only when report_data was shown to bind it.
     raw_key = identity_bytes(key, algo) if key is not None else None
     key_bound = any(c.name == "binding.key" and c.ok for c in binding)
