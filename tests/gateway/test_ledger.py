@@ -324,3 +324,27 @@ def test_a_free_call_cannot_name_a_conversation_it_cannot_use(
     _wait(_settled(ledger, agent))
     assert ledger.balance(agent).available == 1_000 - 2 * 100 + 100  # the closed one refunded
     assert ledger.check().ok
+
+
+def test_a_call_longer_than_hold_seconds_is_still_charged(
+        ledger: Ledger, make_gateway: GatewayFactory, slow: tuple[SlowStream, Server]) -> None:
+    """The stream takes 2 s, the hold 0.6 s, the sweep runs every 0.1 s: the gateway renews
+    the holds of running calls, so the call is settled (charged), not expired (free)."""
+    gw = make_gateway([{"id": "slow", "platform": "ollama", "base_url": slow[1].url + "/v1",
+                        "models": ["slow-model"], "prices": {"slow-model": PRICE}}],
+                      ledger=ledger, gateway={"hold_seconds": 0.6,
+                                              "ledger_expire_seconds": 0.1})
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000_000)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    t0 = time.monotonic()
+    chunks = list(client.chat.completions.create(model="slow-model", messages=MSG,
+                                                 max_tokens=200, stream=True))
+    assert time.monotonic() - t0 > 1.5
+    assert len(chunks) == 100
+    _wait(_settled(ledger, agent))
+    spent = 1_000_000 - ledger.balance(agent).available
+    # No usage in this provider's stream: the documented rule charges the whole hold.
+    assert spent >= 2 * 200
+    assert ledger.revenue("slow") == spent
+    assert ledger.check().ok

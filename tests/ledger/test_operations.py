@@ -137,6 +137,28 @@ def test_expire_releases_holds_and_conversations(ledger: Ledger, clock: Clock) -
     assert_consistent(ledger)
 
 
+def test_renewing_holds_pushes_only_open_unexpired_holds_later(ledger: Ledger,
+                                                                clock: Clock) -> None:
+    """What the gateway does for calls still running: their holds outlive the sweep."""
+    ledger.deposit("a", 1000)
+    running = ledger.hold("a", 100, expires_at=clock.t + 60)
+    lapsed = ledger.hold("a", 100, expires_at=clock.t + 10)
+    later = ledger.hold("a", 100, expires_at=clock.t + 900)
+    done = ledger.hold("a", 100, expires_at=clock.t + 60)
+    ledger.settle(done.id, 10, provider="p")
+    n = ledger.renew_holds([running.id, lapsed.id, later.id, done.id, running.id, "hold_nope"],
+                           clock.t + 600, now=clock.t + 30)
+    assert n == 1  # lapsed is past its expiry, later already runs longer, done is settled
+    assert ledger.get_hold(running.id).expires_at == clock.t + 600
+    assert ledger.get_hold(lapsed.id).expires_at == clock.t + 10
+    assert ledger.get_hold(later.id).expires_at == clock.t + 900
+    assert ledger.renew_holds([], clock.t + 600) == 0
+    assert ledger.expire(now=clock.t + 61).holds == 1  # only lapsed
+    ledger.settle(running.id, 20, provider="p")
+    assert ledger.revenue("p") == 30
+    assert_consistent(ledger)
+
+
 def test_reward_is_all_legs_or_none(ledger: Ledger) -> None:
     ledger.deposit("facilitator", 100)
     with pytest.raises(InsufficientFunds, match="needed 120, available 100"):

@@ -115,6 +115,9 @@ class Gateway:
         self.started = False
         self.closers: list[Callable[[], None]] = []  # run after shutdown (logs, ledger)
         self._poll: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        # Holds of calls not settled yet: renewed so a long call outlives its first expiry.
+        self._running_holds: set[str] = set()
         self._settler: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
         self._settle_thread = threading.Thread(target=self._settle_worker, daemon=True,
                                                name="teegate-settle")
@@ -132,6 +135,8 @@ class Gateway:
         await anyio.to_thread.run_sync(self.keys.reload)
         await self.manager.start()
         self._poll = asyncio.create_task(self._reload_keys())
+        if self.accounting is not None:
+            self._renewer = asyncio.create_task(self._renew_holds())
         self.started = True
         for p in self.providers:
             log.info("provider %s (%s): %s, trust level %s%s", p.id, p.config.platform.name,
@@ -139,10 +144,11 @@ class Gateway:
                      " [DEVELOPMENT]" if p.config.development else "")
 
     async def shutdown(self) -> None:
-        if self._poll is not None:
-            self._poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll
+        for task in (self._poll, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.manager.stop()
         for p in self.providers:
             await p.adapter.aclose()
@@ -153,6 +159,22 @@ class Gateway:
                 close()
             except Exception:
                 log.exception("shutdown: closing a resource failed")
+
+    async def _renew_holds(self) -> None:
+        """Every third of ``hold_seconds``, give running calls' holds a full hold time again:
+        otherwise the expiry sweep releases the hold of a call that outlives it (a slow reader
+        can stretch a stream) and its settlement finds nothing to charge."""
+        assert self.accounting is not None
+        while True:
+            await asyncio.sleep(self.config.hold_s / 3)
+            running = list(self._running_holds)
+            if not running:
+                continue
+            try:
+                await anyio.to_thread.run_sync(self.accounting.renew, running)
+            except Exception:
+                log.exception("ledger: cannot renew the holds of %d running calls",
+                              len(running))
 
     async def _reload_keys(self) -> None:
         while True:
@@ -409,6 +431,7 @@ class Gateway:
                 try:
                     record.hold_id = await anyio.to_thread.run_sync(
                         self.accounting.hold, record, worst)
+                    self._running_holds.add(record.hold_id)
                 except GatewayRefusal as r:
                     record.outcome, record.status = "refused", r.status
                     raise
@@ -644,6 +667,7 @@ class Gateway:
                 self._settle(record)
             except Exception:
                 log.exception("ledger: cannot settle hold %s", record.hold_id)
+            self._running_holds.discard(record.hold_id)
         if self.receipts is not None:
             self._submit_receipt(record)
 

@@ -3,6 +3,7 @@ the interfaces those parts plug in through."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,7 @@ class Accounting(Protocol):
     def hold(self, record: CallRecord, worst_case: int) -> str: ...
     def settle(self, record: CallRecord, amount: int) -> list[str]: ...
     def void(self, record: CallRecord) -> None: ...
+    def renew(self, holds: Sequence[str]) -> int: ...
 
 
 class Receipts(Protocol):

@@ -355,7 +355,7 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)
 # ledger_expire_seconds = 60          # release expired holds/conversations (crashed gateways)
-# hold_seconds = 600                   # a call's hold expires (is released) after this
+# hold_seconds = 600                   # a crashed gateway's holds are released after this
 # currency = "USD"                     # ledger currency of the prices below
 # ledger_durability = "full"           # SQLite: "normal" = no fsync per commit (crash-safe,
 #                                      # not power-loss-safe), lower latency per call

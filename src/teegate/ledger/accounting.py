@@ -12,7 +12,7 @@ was checked) and settling it moves nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from teegate.errors import LedgerError, TeegateError
@@ -52,6 +52,12 @@ class LedgerAccounting:
                 raise
             raise self.refuse(e) from e
         return h.id
+
+    def renew(self, holds: Sequence[str]) -> int:
+        """Give the holds of calls still running a full hold time again."""
+        now = self.ledger.clock()
+        ttl = self.ledger.hold_ttl if self.hold_ttl is None else self.hold_ttl
+        return self.ledger.renew_holds([h for h in holds if h != FREE], now + ttl, now=now)
 
     def _usable(self, agent: str, conversation: str, now: float) -> None:
         """The checks ``Ledger.hold`` makes of a conversation, with the same errors."""

@@ -446,6 +446,29 @@ class Ledger:
         return self._op("void", op, {"hold": hold, "reason": reason}, t, body, _none,
                         lambda tx, _: _settlement(tx, op, hold), guarded=key is None)
 
+    def renew_holds(self, holds: Sequence[str], expires_at: float, *,
+                    now: float | None = None) -> int:
+        """Push the expiry of open, unexpired holds out to ``expires_at`` (never earlier):
+        the gateway renews the holds of calls still running, so a long call is not released
+        by the expiry sweep and then served for free. Moves no money; returns how many."""
+        t = self._now(now)
+        until = _time(expires_at, "expires_at")
+        ids = list(dict.fromkeys(holds))
+        if not ids:
+            return 0
+
+        def fn(tx: Tx) -> int:
+            n = 0
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                n += len(tx.all(
+                    "UPDATE tl_holds SET expires_at = ? WHERE state = 'open' AND expires_at > ? "
+                    f"AND expires_at < ? AND id IN ({', '.join('?' * len(part))}) RETURNING id",
+                    (until, t, until, *part)))
+            return n
+
+        return self.backend.run(fn)
+
     def _resolve(self, tx: Tx, hid: str, state: str, t: float, *, cost: int | None = None,
                  provider: str | None = None, expired_only: bool = False) -> Hold:
         """Close an open hold (conditional state change: only the first resolution wins)."""
