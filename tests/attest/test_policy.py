@@ -236,6 +236,7 @@ CASES: dict[str, Case] = {
                            _gpu(), "gpu.0.vbios_version"),
     "gpu.require_rim": (_set("gpu", require_rim=True), _SAME, _gpu(with_rims=False),
                         "gpu.0.measurements"),
+    "gpu.require_ocsp": (_set("gpu", require_ocsp=True), _SAME, _gpu(), "gpu.0.revocation"),
     "binding.require_nonce": (_SAME, _set("binding", require_nonce=False), _report(None),
                               "binding.nonce"),
     "binding.layouts": (_set("binding", layouts=frozenset({"sha512"})), _SAME,

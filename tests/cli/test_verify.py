@@ -416,3 +416,36 @@ def test_nvidia_payload_summarises_every_gpu_and_shows_our_nonce(tmp_path: Path)
     assert len(doc["components"]) == 3
     assert all(len([k for k in c["measurements"] if k.startswith("block_")]) == 64
                for c in doc["components"])
+
+
+def test_online_asks_nvidia_ocsp_when_the_policy_requires_it(tmp_path: Path) -> None:
+    from teegate.sim.gpu import DevGpu
+    from teegate.sim.gpu_ocsp import DevGpuOcsp
+    from teegate.sim.policy_file import write_development_policy
+    from tests.collateral.vendor_server import vendor_server
+
+    gpu = DevGpu.load_or_create(tmp_path / "pki")
+    responder = DevGpuOcsp(tmp_path / "pki")
+    base = json.loads(write_development_policy(tmp_path / "pki").read_text())
+    policy = tmp_path / "ocsp-policy.json"
+    policy.write_text(json.dumps({**base, "gpu": {"require_ocsp": True}}))
+    nonce = bytes(range(32))
+    payload = tmp_path / "payload.json"
+    payload.write_text(gpu.nvidia_payload(nonce, 2))
+    args = ["verify", str(payload), "--policy", str(policy), "--nonce", nonce.hex()]
+    offline = runner.invoke(app, args, env=WIDE)
+    assert offline.exit_code == 1
+    assert "requires NVIDIA OCSP answers" in offline.output
+    with vendor_server() as (url, state):
+        state.ocsp = responder.respond
+        env = {**WIDE, "TEEGATE_NVIDIA_OCSP_URL": url + "/ocsp"}
+        good = runner.invoke(app, [*args, "--online"], env=env)
+        assert good.exit_code == 0, good.output
+        assert responder.requests == 4
+        responder.revoked.update(responder.serials())
+        revoked = runner.invoke(app, [*args, "--online", "--json"], env=env)
+    assert revoked.exit_code == 1
+    failed = [c for g in json.loads(revoked.output)["components"] for c in g["checks"]
+              if not c["ok"]]
+    assert {c["name"] for c in failed} == {"gpu.0.revocation", "gpu.1.revocation"}
+    assert all("is revoked" in c["detail"] for c in failed)

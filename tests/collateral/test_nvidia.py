@@ -207,3 +207,40 @@ async def test_planted_ocsp_cache_entry_is_not_trusted(server: tuple[str, Vendor
                                     now=NOW)
     assert again == st
     assert state.count("POST /ocsp") == 1
+
+
+async def test_device_chains_are_asked_once_per_certificate_and_cached(
+        server: tuple[str, VendorState], tmp_path: Path) -> None:
+    """Two GPUs share their ICA and identity CA: four questions, not six; a second gateway
+    sharing the cache asks none; a revoked certificate is reported, not hidden."""
+    import time
+
+    from teegate.attest.gpu import device_chains
+    from teegate.attest.gpu_ocsp import certificate_key
+    from teegate.collateral import fetch_chain_ocsp
+    from teegate.sim.gpu import DevGpu
+    from teegate.sim.gpu_ocsp import DevGpuOcsp
+
+    url, state = server
+    responder = DevGpuOcsp(tmp_path / "pki")
+    state.ocsp = responder.respond
+    gpu = DevGpu.load_or_create(tmp_path / "pki")
+    chains = device_chains(gpu.nvidia_payload(bytes(32), 2))
+    cache = CollateralCache(tmp_path / "cache")
+    now = int(time.time())
+    answers = await fetch_chain_ocsp(chains, ocsp_url=url + "/ocsp", cache=cache, now=now,
+                                     retry=FAST)
+    assert responder.requests == 4
+    assert len(answers) == 4
+    assert all(a.good for a in answers.values())
+    again = await fetch_chain_ocsp(chains, ocsp_url=url + "/ocsp", cache=cache, now=now,
+                                   retry=FAST)
+    assert again == answers
+    assert responder.requests == 4
+    ica = chains[0][2]
+    responder.revoked.add(ica.serial_number)
+    fresh = await fetch_chain_ocsp(chains, ocsp_url=url + "/ocsp", now=now, retry=FAST)
+    assert fresh[certificate_key(ica)].status == "revoked"
+    state.ocsp = None  # the responder is gone: an error, never a silent "good"
+    with pytest.raises(CollateralError):
+        await fetch_chain_ocsp(chains, ocsp_url=url + "/ocsp", now=now, retry=FAST)

@@ -132,3 +132,59 @@ async def test_snp_vcek_is_fetched_and_amd_crl_is_required_from_real_providers(
         state.faults["/vcek/v1/Genoa/crl"] = Fault("body", body=forged)
         with pytest.raises(CollateralError, match="not signed"):
             await source.for_report(_snp_report(), now=SNP_NOW)
+
+
+def test_gpu_chain_revocation_is_checked_when_the_policy_requires_it(
+        make_gateway: GatewayFactory, dev_pki: Path) -> None:
+    """gpu.require_ocsp: the gateway asks the configured NVIDIA OCSP responder about every
+    GPU's device chain; good answers give attested+gpu, a revoked certificate quarantines the
+    provider by name, a responder that is down leaves it unverified (not quarantined)."""
+    import time
+
+    from teegate.node import BuiltinEngine, DevTdxSource, create_node_app
+    from teegate.sim import DevGpu
+    from teegate.sim.gpu_ocsp import DevGpuOcsp
+
+    responder = DevGpuOcsp(dev_pki)
+    app = create_node_app(DevTdxSource(dev_pki), BuiltinEngine(("gpu-model",)), gpus=2,
+                          gpu=DevGpu.load_or_create(dev_pki))
+    with vendor_server() as (url, state), serving(app) as node:
+        state.ocsp = responder.respond
+        gw = make_gateway([{"id": "bare", "platform": "tee-node", "base_url": node.url + "/v1",
+                            "models": ["gpu-model"], "development": True,
+                            "policy_inline": {"gpu": {"mode": "required",
+                                                      "require_ocsp": True}}}],
+                          collateral={"nvidia_ocsp_url": url + "/ocsp"})
+        p = gw.provider("bare")
+        assert p.level(time.time()).label == "attested+gpu", p.detail
+        assert responder.requests == 4  # BROM x2, ICA, identity
+        verdict = p.last_verdict
+        assert verdict is not None
+        checks = {c.name: c.ok for g in verdict.components for c in g.checks}
+        assert checks["gpu.0.revocation"]
+        assert checks["gpu.1.revocation"]
+
+        responder.revoked.update(responder.serials())  # everything revoked from now on
+        # Cached answers stay good until their nextUpdate: a new cache sees the revocation.
+        gw2 = make_gateway([{"id": "bare", "platform": "tee-node",
+                             "base_url": node.url + "/v1", "models": ["gpu-model"],
+                             "development": True,
+                             "policy_inline": {"gpu": {"mode": "required",
+                                                       "require_ocsp": True}}}],
+                           collateral={"nvidia_ocsp_url": url + "/ocsp",
+                                       "cache_dir": str(dev_pki.parent / "fresh-cache")})
+        view = _reattest(gw2)
+        assert view["status"] == "quarantined"
+        assert "gpu.0.revocation" in str(view["detail"])
+        assert "is revoked" in str(view["detail"])
+
+        state.ocsp = None  # responder down, no cache: nothing to verify with
+        gw3 = make_gateway([{"id": "bare", "platform": "tee-node",
+                             "base_url": node.url + "/v1", "models": ["gpu-model"],
+                             "development": True,
+                             "policy_inline": {"gpu": {"mode": "required",
+                                                       "require_ocsp": True}}}],
+                           collateral={"nvidia_ocsp_url": url + "/ocsp",
+                                       "cache_dir": str(dev_pki.parent / "empty-cache")})
+        assert gw3.provider("bare").status == "unverifiable"
+        assert "collateral unavailable" in gw3.provider("bare").detail

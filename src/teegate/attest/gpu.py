@@ -32,6 +32,7 @@ from teegate.attest.gpu_chain import (
     pinned_root,
     verify_chain,
 )
+from teegate.attest.gpu_ocsp import OcspStatus, revocation_check
 from teegate.attest.gpu_rim import Rim, compare, parse_rim, select_rims, verify_rim
 from teegate.attest.gpu_spdm import SpdmEvidence, parse_spdm_evidence
 from teegate.attest.policy import Policy
@@ -44,6 +45,8 @@ __all__ = [
     "SpdmEvidence",
     "appraise_gpus",
     "decode_evidence",
+    "device_chains",
+    "load_device_chain",
     "parse_nvidia_payload",
     "parse_rim",
     "parse_spdm_evidence",
@@ -296,6 +299,24 @@ def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | 
     return status, (window(*bounds) if bounds else (None, None))
 
 
+def load_device_chain(cert_chain: bytes | str) -> tuple[x509.Certificate, ...]:
+    """A GPU's device chain, leaf first, from PEM text or base64(PEM)."""
+    if isinstance(cert_chain, (bytes, bytearray)) and b"-----BEGIN" in cert_chain:
+        return load_pem_chain(bytes(cert_chain))
+    if isinstance(cert_chain, (str, bytes, bytearray)):
+        text = cert_chain if isinstance(cert_chain, str) else bytes(cert_chain).decode(
+            "ascii", "replace")
+        return load_pem_chain(_decode_certificate(text, "GPU certificate chain"))
+    raise EvidenceError("GPU certificate chain must be PEM text or base64(PEM)")
+
+
+def device_chains(nvidia_payload: str | Mapping[str, Any]
+                  ) -> list[tuple[x509.Certificate, ...]]:
+    """Every GPU's device chain in a provider's ``nvidia_payload``: what the collateral edge
+    asks NVIDIA's OCSP responder about."""
+    return [load_device_chain(g.certificate) for g in parse_nvidia_payload(nvidia_payload).gpus]
+
+
 def verify_gpu_evidence(
     evidence: bytes | str,
     cert_chain: bytes | str,
@@ -305,24 +326,21 @@ def verify_gpu_evidence(
     now: int,
     index: int = 0,
     rims: Sequence[bytes | Rim] = (),
+    ocsp: Mapping[str, OcspStatus] | None = None,
 ) -> Verdict:
     """Verify one GPU's SPDM evidence and device chain; ``rims`` are candidate driver/VBIOS
     RIM XML documents (those matching the evidence's versions are used). ``evidence`` may be
     raw SPDM bytes, hex or base64; ``cert_chain`` PEM (leaf first) or base64 of it.
+
+    ``ocsp``: verified OCSP answers for the device chain by certificate fingerprint
+    (``gpu_ocsp.certificate_key``), None when none were fetched.
 
     Malformed evidence, chain or RIMs raise ``EvidenceError``; every judgement is a check
     named ``gpu.<index>.…``.
     """
     p = f"gpu.{index}"
     ev = parse_spdm_evidence(decode_evidence(evidence))
-    if isinstance(cert_chain, (bytes, bytearray)) and b"-----BEGIN" in cert_chain:
-        certs = load_pem_chain(bytes(cert_chain))
-    elif isinstance(cert_chain, (str, bytes, bytearray)):
-        text = cert_chain if isinstance(cert_chain, str) else bytes(cert_chain).decode(
-            "ascii", "replace")
-        certs = load_pem_chain(_decode_certificate(text, "GPU certificate chain"))
-    else:
-        raise EvidenceError("GPU certificate chain must be PEM text or base64(PEM)")
+    certs = load_device_chain(cert_chain)
     cl = CheckList()
     dev = development_roots(policy.roots.nvidia) if policy.roots.nvidia else ()
     chain = verify_chain(certs, pinned=pinned_root(DEVICE_ROOT_FILE), development=dev,
@@ -333,6 +351,8 @@ def verify_gpu_evidence(
             cl.passed(f"{p}.development_root",
                       "the device chain ends at a development root from the policy")
         cl.add(f"{p}.cert_validity", chain.validity_ok, chain.validity_detail)
+    ocsp_window = revocation_check(cl, p, certs, ocsp, policy, now) if chain.ok else (
+        None, None)
     leaf = certs[0]
     key = p384_key(leaf)
     if key is None:
@@ -373,7 +393,8 @@ def verify_gpu_evidence(
         # The nonce the GPU answered; ``nonce`` below is the caller's, as in every verdict.
         "spdm_nonce": ev.request_nonce.hex(),
     }
-    not_before, not_after = window((chain.not_before, chain.not_after), rim_window)
+    not_before, not_after = window((chain.not_before, chain.not_after), rim_window,
+                                   ocsp_window)
     return Verdict(
         tee=TEE,
         checks=cl.checks,
@@ -413,6 +434,7 @@ def appraise_gpus(
     now: int,
     rims: Sequence[bytes | Rim] = (),
     cpu_binds: Callable[[bytes], bool] | None = None,
+    ocsp: Mapping[str, OcspStatus] | None = None,
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
     """Apply ``policy.gpu.mode`` to a provider's ``nvidia_payload`` and verify every GPU.
 
@@ -462,7 +484,7 @@ def appraise_gpus(
     gpu_nonce = nonce if nonce is not None else payload.nonce
     verdicts = tuple(
         verify_gpu_evidence(g.evidence, g.certificate, nonce=gpu_nonce, policy=policy,
-                            now=now, index=i, rims=parsed_rims)
+                            now=now, index=i, rims=parsed_rims, ocsp=ocsp)
         for i, g in enumerate(payload.gpus)
     )
     return checks, verdicts

@@ -85,6 +85,8 @@ class GpuPolicy:
     vbios_versions: frozenset[str] = frozenset()
     # Require the evidence's measurements to be compared with signed RIMs.
     require_rim: bool = False
+    # Require NVIDIA OCSP answers saying the device chain is not revoked.
+    require_ocsp: bool = False
 
 
 @dataclass(frozen=True)

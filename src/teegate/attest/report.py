@@ -187,6 +187,7 @@ def _gpu_appraiser() -> GpuAppraiser | None:
 def _gpu_checks(
     report: Mapping[str, Any], nonce: bytes | None, policy: Policy, now: int,
     cpu_binds: Callable[[bytes], bool] | None = None,
+    gpu_ocsp: Mapping[str, Any] | None = None,
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
     payload = report.get("nvidia_payload")
     if payload is not None and not isinstance(payload, (str, Mapping)):
@@ -198,7 +199,7 @@ def _gpu_checks(
                           "the policy requires GPU evidence but no GPU verifier is available")], ()
         return [], ()
     checks, gpus = appraise(payload or None, nonce=nonce, policy=policy, now=now,
-                            cpu_binds=cpu_binds)
+                            cpu_binds=cpu_binds, ocsp=gpu_ocsp)
     return list(checks), tuple(gpus)
 
 
@@ -212,13 +213,16 @@ def verify_provider_report(
     snp_certificates: bytes | None = None,
     snp_crl: bytes | None = None,
     app_compose: bytes | None = None,
+    gpu_ocsp: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Verify a provider attestation report (NEAR AI / RedPill / private-ml-sdk shape).
 
     ``nonce`` is the one we sent; ``collateral`` (dcap-qvl JSON) overrides a ``collateral``
     field in the report, ``snp_certificates`` (VCEK/VLEK + chain, PEM or DER) its
     ``snp_certificates``; ``snp_crl`` is AMD's CRL (DER); ``app_compose`` overrides
-    ``info.tcb_info.app_compose``. Malformed reports raise ``EvidenceError``; everything
+    ``info.tcb_info.app_compose``; ``gpu_ocsp``: verified NVIDIA OCSP answers for the GPUs'
+    device chains (``teegate.collateral.nvidia.fetch_chain_ocsp``). Malformed reports raise
+    ``EvidenceError``; everything
     else is a named check in the verdict.
     """
     if not isinstance(report, Mapping):
@@ -253,7 +257,7 @@ def verify_provider_report(
             bytes.fromhex(cpu.report_data), signing_key=key, nonce=candidate,
             signing_algo=algo, policy=policy))
 
-    gpu_checks, gpus = _gpu_checks(report, nonce, policy, now, cpu_binds)
+    gpu_checks, gpus = _gpu_checks(report, nonce, policy, now, cpu_binds, gpu_ocsp)
     # bound_key names a key only when report_data was shown to bind it.
     raw_key = identity_bytes(key, algo) if key is not None else None
     key_bound = any(c.name == "binding.key" and c.ok for c in binding)

@@ -108,8 +108,10 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
     if kind is EvidenceKind.NVIDIA_PAYLOAD:
         from teegate.attest.gpu import appraise_gpus
 
+        payload = raw.decode()
         checks, gpus = appraise_gpus(
-            raw.decode(), nonce=inputs.nonce, policy=inputs.policy, now=inputs.now
+            payload, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now,
+            ocsp=_fetch_gpu_ocsp(payload, inputs)
         )
         lo, hi = window(*((g.not_before, g.not_after) for g in gpus))
         return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus,
@@ -165,6 +167,7 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         now=inputs.now,
         collateral=collateral,
         app_compose=inputs.app_compose,
+        gpu_ocsp=_fetch_gpu_ocsp(report.get("nvidia_payload"), inputs),
     )
     if inputs.event_log is not None and verdict.tee != "tdx":
         verdict = verdict.with_checks([Check(
@@ -191,6 +194,23 @@ def _fetch_tdx_collateral(raw: bytes, inputs: _Inputs) -> str:
     from teegate import collateral as coll
 
     return coll.fetch_tdx_collateral_sync(raw, cache_dir=inputs.cache, now=inputs.now)
+
+
+def _fetch_gpu_ocsp(payload: Any, inputs: _Inputs) -> dict[str, Any] | None:
+    """NVIDIA's OCSP answers for the GPUs' device chains, with --online when the policy
+    requires them (as the gateway does)."""
+    if not (inputs.online and inputs.policy.gpu.require_ocsp and payload
+            and isinstance(payload, (str, dict))):
+        return None
+    import asyncio
+
+    from teegate.attest.gpu import device_chains
+    from teegate.collateral import CollateralCache
+    from teegate.collateral.nvidia import fetch_chain_ocsp
+
+    cache = CollateralCache(inputs.cache) if inputs.cache is not None else None
+    return dict(asyncio.run(fetch_chain_ocsp(device_chains(payload), cache=cache,
+                                             now=inputs.now)))
 
 
 def _fetch_snp_certs(raw: bytes, inputs: _Inputs) -> bytes:
@@ -361,7 +381,8 @@ def register(app: typer.Typer) -> None:
             typer.Option("--url", help="Fetch a fresh report from a node with our own nonce."),
         ] = None,
         online: Annotated[
-            bool, typer.Option("--online", help="Fetch missing collateral from Intel/AMD.")
+            bool, typer.Option("--online", help="Fetch missing collateral from Intel/AMD "
+                                "(and NVIDIA OCSP answers when the policy requires them).")
         ] = False,
         cache: Annotated[
             Path | None, typer.Option("--cache", help="Collateral cache directory.")

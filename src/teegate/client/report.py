@@ -102,7 +102,7 @@ async def aget_report(
 def verify_report(
     report: Mapping[str, Any], *, nonce: bytes, policy: Policy, now: int, signing_algo: str,
     collateral: str | None = None, snp_certificates: bytes | None = None,
-    snp_crl: bytes | None = None,
+    snp_crl: bytes | None = None, gpu_ocsp: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Verify a report we asked for with ``nonce``: the attestation verdict, plus the client's
     own checks that the report speaks of the algorithm we asked for and that its report_data
@@ -112,7 +112,7 @@ def verify_report(
 
     verdict = verify_provider_report(report, nonce=nonce, policy=policy, now=now,
                                      collateral=collateral, snp_certificates=snp_certificates,
-                                     snp_crl=snp_crl)
+                                     snp_crl=snp_crl, gpu_ocsp=gpu_ocsp)
     extra: list[Check] = []
     algo = report.get("signing_algo", "ecdsa")
     extra.append(Check("client.signing_algo", algo == signing_algo,

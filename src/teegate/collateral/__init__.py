@@ -6,6 +6,7 @@ collateral, VCEKs), bounded in time and retries, and turns every failure into a
 ``CollateralError`` that says which URL failed and how.
 """
 
+from teegate.attest.gpu_ocsp import OcspStatus
 from teegate.collateral.amd import (
     AMD_KDS_URL,
     default_kds_url,
@@ -35,7 +36,7 @@ from teegate.collateral.intel import (
 from teegate.collateral.nvidia import (
     NVIDIA_OCSP_URL,
     NVIDIA_RIM_URL,
-    OcspStatus,
+    fetch_chain_ocsp,
     fetch_ocsp_status,
     fetch_rim,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "default_kds_url",
     "default_pccs_url",
     "fetch_cert_chain",
+    "fetch_chain_ocsp",
     "fetch_crl",
     "fetch_intel_collateral",
     "fetch_ocsp_status",

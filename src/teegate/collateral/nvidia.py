@@ -11,11 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import httpx
 from cryptography import x509
@@ -26,6 +25,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from teegate import safejson
+from teegate.attest.gpu_ocsp import OcspStatus, asked_about, certificate_key
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get, request
 from teegate.errors import CollateralError
@@ -99,27 +99,6 @@ async def fetch_rim(
     if cache is not None:
         cache.put(key, xml, expires=expires, now=t)
     return xml
-
-
-@dataclass(frozen=True, slots=True)
-class OcspStatus:
-    """A verified OCSP answer for one certificate."""
-
-    status: str  # "good", "revoked", "unknown"
-    this_update: int
-    next_update: int
-    revocation_time: int | None = None
-    revocation_reason: str | None = None
-
-    @property
-    def good(self) -> bool:
-        return self.status == "good"
-
-    def to_json(self) -> str:
-        return json.dumps({"status": self.status, "this_update": self.this_update,
-                           "next_update": self.next_update,
-                           "revocation_time": self.revocation_time,
-                           "revocation_reason": self.revocation_reason})
 
 
 def _verify_sig(key: object, signature: bytes, data: bytes, algo: hashes.HashAlgorithm) -> bool:
@@ -262,3 +241,26 @@ async def fetch_ocsp_status(
     if cache is not None:
         cache.put(key, resp.content, expires=status.next_update, now=t)
     return status
+
+
+async def fetch_chain_ocsp(
+    chains: Sequence[Sequence[x509.Certificate]],
+    *,
+    ocsp_url: str | None = None,
+    cache: CollateralCache | None = None,
+    now: int | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> dict[str, OcspStatus]:
+    """Verified OCSP answers for every certificate ``teegate.attest.gpu_ocsp`` asks about in
+    these device chains (leaf first), by certificate fingerprint; each certificate is asked
+    once however many GPUs share it. CollateralError when the responder fails."""
+    out: dict[str, OcspStatus] = {}
+    async with client_or(None, retry) as c:
+        for chain in chains:
+            for cert, issuer in asked_about(chain):
+                key = certificate_key(cert)
+                if key not in out:
+                    out[key] = await fetch_ocsp_status(cert, issuer, ocsp_url=ocsp_url,
+                                                       cache=cache, client=c, now=now,
+                                                       retry=retry)
+    return out

@@ -1,7 +1,8 @@
 """Collateral for the providers' evidence: what a report does not carry itself (hosted
 providers send a bare Intel quote, or an SEV-SNP report without its VCEK) is fetched from the
-configured Intel PCCS/PCS and AMD KDS and cached on disk until the collateral itself expires,
-so every gateway process sharing the cache fetches it once while it is valid.
+configured Intel PCCS/PCS, AMD KDS and NVIDIA OCSP responder and cached on disk until the
+collateral itself expires, so every gateway process sharing the cache fetches it once while it
+is valid.
 
 A report's own ``collateral`` / ``snp_certificates`` are used when present: they are verified
 to the pinned (or policy) roots like everything else in the report, and the policy bounds
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from teegate.attest.gpu import device_chains
+from teegate.attest.gpu_ocsp import OcspStatus
 from teegate.collateral import CollateralCache
 from teegate.collateral.amd import fetch_report_crl, fetch_snp_certificates
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy
 from teegate.collateral.intel import fetch_tdx_collateral
+from teegate.collateral.nvidia import fetch_chain_ocsp
 from teegate.errors import EvidenceError
 from teegate.gateway.config import CollateralConfig
 
@@ -30,6 +34,7 @@ class Fetched:
     intel: str | None = None
     snp_certificates: bytes | None = None
     snp_crl: bytes | None = None
+    gpu_ocsp: dict[str, OcspStatus] | None = None
 
 
 class CollateralSource:
@@ -37,34 +42,46 @@ class CollateralSource:
                  retry: RetryPolicy = DEFAULT_RETRY) -> None:
         from teegate.collateral.amd import default_kds_url
         from teegate.collateral.intel import default_pccs_url
+        from teegate.collateral.nvidia import default_ocsp_url
 
         self.online = config.online
         self.pccs_url = config.pccs_url or default_pccs_url()
         self.kds_url = config.kds_url or default_kds_url()
+        self.ocsp_url = config.nvidia_ocsp_url or default_ocsp_url()
         self.cache = CollateralCache(config.cache_dir or data_dir / "collateral")
         self.retry = retry
 
     async def for_report(self, report: dict[str, Any], *, now: int,
-                         development: bool = False) -> Fetched:
-        """Fetch what ``report`` lacks, and AMD's CRL for every SEV-SNP report (except from
-        development providers, whose chain AMD never signed). CollateralError when a vendor
-        service fails: the caller must then not accept the report."""
+                         development: bool = False, gpu_ocsp: bool = False) -> Fetched:
+        """Fetch what ``report`` lacks, AMD's CRL for every SEV-SNP report (except from
+        development providers, whose chain AMD never signed) and, when ``gpu_ocsp`` (the
+        policy requires it), NVIDIA's OCSP answers for the GPUs' device chains.
+        CollateralError when a vendor service fails: the caller must then not accept the
+        report."""
         if not self.online:
             return Fetched()
+        ocsp = await self._gpu_ocsp(report, now) if gpu_ocsp else None
         quote = _text(report, "intel_quote") or _text(report, "quote")
         if quote is not None and report.get("collateral") in (None, "", {}):
             return Fetched(intel=await fetch_tdx_collateral(
                 _hex(quote, "intel_quote"), pccs_url=self.pccs_url, cache=self.cache,
-                now=now, retry=self.retry))
+                now=now, retry=self.retry), gpu_ocsp=ocsp)
         snp = _text(report, "snp_report")
         if snp is None:
-            return Fetched()
+            return Fetched(gpu_ocsp=ocsp)
         raw = _hex(snp, "snp_report")
         certs = None if _text(report, "snp_certificates") else await fetch_snp_certificates(
             raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
         crl = None if development else await fetch_report_crl(
             raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
-        return Fetched(snp_certificates=certs, snp_crl=crl)
+        return Fetched(snp_certificates=certs, snp_crl=crl, gpu_ocsp=ocsp)
+
+    async def _gpu_ocsp(self, report: dict[str, Any], now: int) -> dict[str, OcspStatus] | None:
+        payload = report.get("nvidia_payload")
+        if not payload or not isinstance(payload, (str, dict)):
+            return None  # no GPU evidence: the GPU policy decides
+        return await fetch_chain_ocsp(device_chains(payload), ocsp_url=self.ocsp_url,
+                                      cache=self.cache, now=now, retry=self.retry)
 
 
 def _text(report: dict[str, Any], name: str) -> str | None:
