@@ -66,3 +66,27 @@ def test_random_bytes_only_raise_evidence_error(blob: bytes) -> None:
 def test_related_json_documents_are_explained(doc: dict[str, object], message: str) -> None:
     with pytest.raises(EvidenceError, match=message):
         detect(json.dumps(doc).encode())
+
+
+def test_nvtrust_ppcie_files_and_neighbours_of_evidence() -> None:
+    """nvtrust's PPCIe GPU evidence list is a GPU payload; NVSwitch evidence, certificate
+    chains and RIM files are named for what they are, not called unrecognised."""
+    from pathlib import Path
+
+    from teegate.attest.gpu import parse_nvidia_payload
+
+    nvidia = Path(__file__).parent.parent / "data" / "nvidia"
+    gpus = (nvidia / "ppcie_gpu_evidence.json").read_bytes()
+    kind, raw = detect(gpus)
+    assert kind is EvidenceKind.NVIDIA_PAYLOAD
+    assert len(parse_nvidia_payload(raw).gpus) == 8
+    switches = (nvidia / "ppcie_switch_evidence.json").read_bytes()
+    assert detect(switches)[0] is EvidenceKind.NVIDIA_PAYLOAD
+    with pytest.raises(EvidenceError, match="NVSwitch"):
+        parse_nvidia_payload(switches)
+    with pytest.raises(EvidenceError, match="certificate chain, not evidence: pass it with"):
+        detect((nvidia / "hopperCertChain.txt").read_bytes())
+    with pytest.raises(EvidenceError, match="RIM"):
+        detect((nvidia / "Driver_RIM_test_no_gpu.swidtag").read_bytes())
+    with pytest.raises(EvidenceError, match="list of GPU evidence objects"):
+        detect(b'[{"quote": "00"}]')

@@ -51,10 +51,31 @@ def _kind_of_binary(raw: bytes) -> EvidenceKind | None:
     return None
 
 
+def _kind_of_json_list(text: bytes) -> EvidenceKind:
+    """nvtrust's PPCIe evidence file: a list of ``{evidence, certificate, nonce, …}``."""
+    try:
+        items: Any = safejson.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EvidenceError(f"input looks like JSON but does not parse: {e}") from e
+    if items and all(isinstance(i, dict) and "evidence" in i and "certificate" in i
+                     for i in items):
+        return EvidenceKind.NVIDIA_PAYLOAD
+    raise EvidenceError("a JSON list is evidence only as a list of GPU evidence objects "
+                        "({evidence, certificate, nonce}, as nvtrust writes them)")
+
+
 def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
     """Return the evidence kind and its raw bytes (hex decoded; JSON left as text)."""
     data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM from editors on Windows
     stripped = data.strip()
+    if stripped.startswith(b"["):
+        return _kind_of_json_list(stripped), stripped
+    if stripped.startswith(b"-----BEGIN CERTIFICATE-----"):
+        raise EvidenceError("this is a certificate chain, not evidence: pass it with --certs "
+                            "next to the GPU evidence or SEV-SNP report it belongs to")
+    if b"SoftwareIdentity" in stripped[:4096] and stripped.startswith(b"<"):
+        raise EvidenceError("this is an NVIDIA RIM (SWID tag) with reference measurements, "
+                            "not evidence")
     if stripped.startswith(b"{"):
         try:
             obj: Any = safejson.loads(stripped)

@@ -148,6 +148,10 @@ def parse_nvidia_payload(payload: str | bytes | Mapping[str, Any] | Sequence[Any
         raise EvidenceError("nvidia_payload must be a JSON object with an evidence_list")
     if not isinstance(items, list) or not items:
         raise EvidenceError("nvidia_payload: 'evidence_list' must be a non-empty list")
+    archs = {arch} | {i.get("arch") for i in items if isinstance(i, Mapping)}
+    if any(isinstance(a, str) and a.upper().startswith("LS") for a in archs):
+        raise EvidenceError("this is NVSwitch (LS10) evidence: teegate verifies GPU evidence "
+                            "only; NVSwitch attestation is not supported")
     if len(items) > MAX_GPUS:
         raise EvidenceError(f"nvidia_payload: more than {MAX_GPUS} GPUs")
     gpus = []
