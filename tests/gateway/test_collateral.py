@@ -135,7 +135,7 @@ async def test_snp_vcek_is_fetched_and_amd_crl_is_required_from_real_providers(
 
 
 def test_gpu_chain_revocation_is_checked_when_the_policy_requires_it(
-        make_gateway: GatewayFactory, dev_pki: Path) -> None:
+        make_gateway: GatewayFactory, dev_pki: Path, tmp_path: Path) -> None:
     """gpu.require_ocsp: the gateway asks the configured NVIDIA OCSP responder about every
     GPU's device chain; good answers give attested+gpu, a revoked certificate quarantines the
     provider by name, a responder that is down leaves it unverified (not quarantined)."""
@@ -150,12 +150,16 @@ def test_gpu_chain_revocation_is_checked_when_the_policy_requires_it(
                           gpu=DevGpu.load_or_create(dev_pki))
     with vendor_server() as (url, state), serving(app) as node:
         state.ocsp = responder.respond
-        gw = make_gateway([{"id": "bare", "platform": "tee-node", "base_url": node.url + "/v1",
-                            "models": ["gpu-model"], "development": True,
-                            "policy_inline": {"gpu": {"mode": "required",
-                                                      "require_ocsp": True}}}],
-                          collateral={"nvidia_ocsp_url": url + "/ocsp"})
-        p = gw.provider("bare")
+
+        def gateway(cache: str) -> Gw:  # each with a cache of its own
+            return make_gateway(
+                [{"id": "bare", "platform": "tee-node", "base_url": node.url + "/v1",
+                  "models": ["gpu-model"], "development": True,
+                  "policy_inline": {"gpu": {"mode": "required", "require_ocsp": True}}}],
+                collateral={"nvidia_ocsp_url": url + "/ocsp",
+                            "cache_dir": str(tmp_path / cache)})
+
+        p = gateway("first").provider("bare")
         assert p.level(time.time()).label == "attested+gpu", p.detail
         assert responder.requests == 4  # BROM x2, ICA, identity
         verdict = p.last_verdict
@@ -166,25 +170,12 @@ def test_gpu_chain_revocation_is_checked_when_the_policy_requires_it(
 
         responder.revoked.update(responder.serials())  # everything revoked from now on
         # Cached answers stay good until their nextUpdate: a new cache sees the revocation.
-        gw2 = make_gateway([{"id": "bare", "platform": "tee-node",
-                             "base_url": node.url + "/v1", "models": ["gpu-model"],
-                             "development": True,
-                             "policy_inline": {"gpu": {"mode": "required",
-                                                       "require_ocsp": True}}}],
-                           collateral={"nvidia_ocsp_url": url + "/ocsp",
-                                       "cache_dir": str(dev_pki.parent / "fresh-cache")})
-        view = _reattest(gw2)
+        view = _reattest(gateway("second"))
         assert view["status"] == "quarantined"
         assert "gpu.0.revocation" in str(view["detail"])
         assert "is revoked" in str(view["detail"])
 
         state.ocsp = None  # responder down, no cache: nothing to verify with
-        gw3 = make_gateway([{"id": "bare", "platform": "tee-node",
-                             "base_url": node.url + "/v1", "models": ["gpu-model"],
-                             "development": True,
-                             "policy_inline": {"gpu": {"mode": "required",
-                                                       "require_ocsp": True}}}],
-                           collateral={"nvidia_ocsp_url": url + "/ocsp",
-                                       "cache_dir": str(dev_pki.parent / "empty-cache")})
+        gw3 = gateway("third")
         assert gw3.provider("bare").status == "unverifiable"
         assert "collateral unavailable" in gw3.provider("bare").detail
