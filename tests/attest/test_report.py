@@ -206,7 +206,7 @@ def test_gpu_verdicts_are_composed(dev: DevTdx, monkeypatch: pytest.MonkeyPatch)
     gpu = Verdict(tee="nvidia-gpu", checks=(Check("gpu.0.signature", False, "bad"),))
 
     def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int,
-                 cpu_binds: Any = None) -> tuple[list[Check], tuple[Verdict, ...]]:
+                 **_: Any) -> tuple[list[Check], tuple[Verdict, ...]]:
         seen.update(payload=payload, nonce=nonce, now=now)
         return [Check("gpu.count", True, "1 GPU")], (gpu,)
 
@@ -333,7 +333,7 @@ def test_composed_window_is_the_intersection(dev: DevTdx, monkeypatch: pytest.Mo
                   not_before=now - 10, not_after=now + 60)
 
     def appraise(payload: Any, *, nonce: bytes | None, policy: Policy, now: int,
-                 cpu_binds: Any = None) -> tuple[list[Check], tuple[Verdict, ...]]:
+                 **_: Any) -> tuple[list[Check], tuple[Verdict, ...]]:
         return [Check("gpu.present", True, "1 GPU")], (gpu,)
 
     monkeypatch.setattr(report_mod, "_gpu_appraiser", lambda: appraise)
