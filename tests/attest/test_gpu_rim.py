@@ -366,3 +366,17 @@ def test_dev_payload_with_rims_through_appraise(dev_gpu: DevGpu, signer: RimSign
     checks, gpus = appraise_gpus(payload, nonce=NONCE, policy=policy, now=DEV_NOW)
     assert [c.name for g in gpus for c in g.failures] == [
         f"gpu.{i}.measurements" for i in range(8)]
+
+
+def test_rim_ids_are_the_ones_nvidia_publishes_under() -> None:
+    """The RIM service's ids, from the evidence: nvtrust's sample H100 and the PPCIe H100s
+    (whose VBIOS RIM file names, e.g. ``1010_0200_882_96005E0001``, follow the same scheme)."""
+    from teegate.attest.gpu import decode_evidence, payload_rim_ids, rim_ids
+
+    data = Path(__file__).parent.parent / "data" / "nvidia"
+    ev = parse_spdm_evidence(decode_evidence((data / "hopperAttestationReport.txt").read_text()))
+    assert rim_ids(ev) == ["NV_GPU_DRIVER_GH100_550.90.07",
+                           "NV_GPU_VBIOS_1010_0200_882_96009F0001"]
+    assert rim_ids(ev, "BLACKWELL") == ["NV_GPU_VBIOS_1010_0200_882_96009F0001"]
+    assert payload_rim_ids((data / "ppcie_gpu_evidence.json").read_text()) == [
+        "NV_GPU_DRIVER_GH100_590.12", "NV_GPU_VBIOS_G520_0200_885_9600A50001"]  # 8 GPUs, 2 ids

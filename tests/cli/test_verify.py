@@ -449,3 +449,39 @@ def test_online_asks_nvidia_ocsp_when_the_policy_requires_it(tmp_path: Path) -> 
               if not c["ok"]]
     assert {c["name"] for c in failed} == {"gpu.0.revocation", "gpu.1.revocation"}
     assert all("is revoked" in c["detail"] for c in failed)
+
+
+def test_online_fetches_the_rims_when_the_policy_requires_the_comparison(
+        tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from teegate.attest.gpu import decode_evidence, parse_spdm_evidence, rim_ids
+    from teegate.sim.gpu import DevGpu
+    from teegate.sim.policy_file import write_development_policy
+    from tests.attest.test_gpu_rim import RimSigner, _cert, dev_rims
+    from tests.collateral.vendor_server import vendor_server
+
+    root_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(
+        ec.SECP384R1())
+    signer = RimSigner(key, [_cert("Dev RIM Signer", key, "Dev CoRIM Root", root_key, False),
+                             _cert("Dev CoRIM Root", root_key, "Dev CoRIM Root", root_key,
+                                   True)])
+    gpu = DevGpu.load_or_create(tmp_path / "pki")
+    base = json.loads(write_development_policy(tmp_path / "pki").read_text())
+    base["roots"]["nvidia_rim"] = [signer.root_pem]
+    policy = tmp_path / "rim-policy.json"
+    policy.write_text(json.dumps({**base, "gpu": {"require_rim": True}}))
+    nonce = bytes(range(32))
+    payload = tmp_path / "payload.json"
+    payload.write_text(gpu.nvidia_payload(nonce, 1))
+    args = ["verify", str(payload), "--policy", str(policy), "--nonce", nonce.hex(), "--json"]
+    offline = runner.invoke(app, args)
+    assert offline.exit_code == 1
+    ids = rim_ids(parse_spdm_evidence(decode_evidence(gpu.evidence(nonce))))
+    with vendor_server() as (url, state):
+        state.rims = dict(zip(ids, dev_rims(signer), strict=True))
+        online = runner.invoke(app, [*args, "--online"],
+                               env={"TEEGATE_NVIDIA_RIM_URL": url + "/v1/rim/"})
+    assert online.exit_code == 0, online.output
+    (component,) = json.loads(online.output)["components"]
+    assert component["measurements"]["rim_comparison"].startswith("compared")

@@ -65,6 +65,8 @@ class VendorState:
     # upper-case FMSPC, and which of them each PCK CA ("platform", "processor") names.
     intel: dict[str, dict[str, str]] | None = None
     intel_ca: dict[str, str] | None = None
+    # RIM XML served by id, besides the vectors' RIMs (development RIMs).
+    rims: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, prefix: str) -> int:
@@ -146,11 +148,15 @@ def _kds(path: str, query: dict[str, str]) -> Response:
     return 404, {}, b"Not Found"
 
 
-def _rim(path: str, query: dict[str, str]) -> Response:
+def _rim(path: str, extra: dict[str, bytes]) -> Response:
     rim_id = path.rsplit("/", 1)[-1]
-    if rim_id not in RIMS:
+    if rim_id in extra:
+        xml = extra[rim_id]
+    elif rim_id in RIMS:
+        xml = (DATA / RIMS[rim_id]).read_bytes()
+    else:
         return 404, {}, b'{"error": "RIM not found"}'
-    xml = (DATA / RIMS[rim_id]).read_bytes()
+
     body = {"id": rim_id, "rim": base64.b64encode(xml).decode(), "rim_format": "SWID",
             "sha256": hashlib.sha256(xml).hexdigest()}
     return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
@@ -183,10 +189,10 @@ def make_handler(state: VendorState) -> type[BaseHTTPRequestHandler]:
                 table, by_ca = (state.intel, state.intel_ca or {}) if (
                     state.intel is not None) else _vector_collateral()
                 status, headers, body = _intel(url.path, query, table, by_ca)
+            elif url.path.startswith("/v1/rim/"):
+                status, headers, body = _rim(url.path, state.rims)
             else:
-                route: Callable[[str, dict[str, str]], Response] = (
-                    _rim if url.path.startswith("/v1/rim/") else _kds)
-                status, headers, body = route(url.path, query)
+                status, headers, body = _kds(url.path, query)
             self._answer(status, headers, body, fault)
 
         def do_POST(self) -> None:

@@ -179,3 +179,54 @@ def test_gpu_chain_revocation_is_checked_when_the_policy_requires_it(
         gw3 = gateway("third")
         assert gw3.provider("bare").status == "unverifiable"
         assert "collateral unavailable" in gw3.provider("bare").detail
+
+
+def test_gpu_measurements_are_compared_with_rims_fetched_when_the_policy_requires_them(
+        make_gateway: GatewayFactory, dev_pki: Path, tmp_path: Path) -> None:
+    """gpu.require_rim: the gateway fetches each GPU's driver and VBIOS RIMs by the ids the
+    evidence names from the configured RIM service, verifies them to the policy's RIM root
+    and compares the measurements; without the RIMs the provider stays unverified."""
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from teegate.attest.gpu import decode_evidence, parse_spdm_evidence, rim_ids
+    from teegate.node import BuiltinEngine, DevTdxSource, create_node_app
+    from teegate.sim import DevGpu
+    from tests.attest.test_gpu_rim import RimSigner, _cert, dev_rims
+
+    root_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(
+        ec.SECP384R1())
+    signer = RimSigner(key, [_cert("Dev RIM Signer", key, "Dev CoRIM Root", root_key, False),
+                             _cert("Dev CoRIM Root", root_key, "Dev CoRIM Root", root_key,
+                                   True)])
+    gpu = DevGpu.load_or_create(dev_pki)
+    driver_id, vbios_id = rim_ids(parse_spdm_evidence(decode_evidence(gpu.evidence(
+        bytes(32)))))
+    assert driver_id.startswith("NV_GPU_DRIVER_GH100_")
+    assert vbios_id.startswith("NV_GPU_VBIOS_")
+    app = create_node_app(DevTdxSource(dev_pki), BuiltinEngine(("gpu-model",)), gpus=2,
+                          gpu=gpu)
+    with vendor_server() as (url, state), serving(app) as node:
+
+        def gateway(cache: str) -> Gw:
+            return make_gateway(
+                [{"id": "bare", "platform": "tee-node", "base_url": node.url + "/v1",
+                  "models": ["gpu-model"], "development": True,
+                  "policy_inline": {"gpu": {"mode": "required", "require_rim": True},
+                                    "roots": {"nvidia_rim": [signer.root_pem]}}}],
+                collateral={"nvidia_rim_url": url + "/v1/rim/",
+                            "cache_dir": str(tmp_path / cache)})
+
+        state.rims = dict(zip((driver_id, vbios_id), dev_rims(signer), strict=True))
+        p = gateway("first").provider("bare")
+        assert p.level(time.time()).label == "attested+gpu", p.detail
+        assert state.count("/v1/rim/") == 2  # two GPUs, one driver and one VBIOS RIM
+        assert p.last_verdict is not None
+        details = {c.name: c.detail for g in p.last_verdict.components for c in g.checks}
+        assert "64 active measurements match" in details["gpu.1.measurements"]
+
+        state.rims = {}  # the RIM service does not know this VBIOS (nvtrust #66)
+        unknown = gateway("second").provider("bare")
+        assert unknown.status == "unverifiable"
+        assert "HTTP 404" in unknown.detail

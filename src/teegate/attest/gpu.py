@@ -50,6 +50,8 @@ __all__ = [
     "parse_nvidia_payload",
     "parse_rim",
     "parse_spdm_evidence",
+    "payload_rim_ids",
+    "rim_ids",
     "verify_gpu_evidence",
     "verify_rim",
 ]
@@ -319,6 +321,30 @@ def device_chains(nvidia_payload: str | Mapping[str, Any]
     """Every GPU's device chain in a provider's ``nvidia_payload``: what the collateral edge
     asks NVIDIA's OCSP responder about."""
     return [load_device_chain(g.certificate) for g in parse_nvidia_payload(nvidia_payload).gpus]
+
+
+def rim_ids(evidence: SpdmEvidence, arch: str | None = None) -> list[str]:
+    """The NVIDIA RIM service ids of this GPU's driver and VBIOS reference measurements
+    (``NV_GPU_DRIVER_GH100_<driver>``, ``NV_GPU_VBIOS_<project>_<SKU>_<chip SKU>_<VBIOS>``);
+    none for what the evidence does not name. Driver RIMs are published for Hopper only."""
+    ids = []
+    if evidence.driver_version and (arch or "HOPPER").upper() == "HOPPER":
+        ids.append(f"NV_GPU_DRIVER_GH100_{evidence.driver_version}")
+    parts = (evidence.project, evidence.project_sku, evidence.chip_sku, evidence.vbios_version)
+    if all(parts):
+        project, sku, chip, vbios = (str(x).strip().upper() for x in parts)
+        ids.append(f"NV_GPU_VBIOS_{project}_{sku}_{chip}_{vbios.replace('.', '')}")
+    return ids
+
+
+def payload_rim_ids(nvidia_payload: str | Mapping[str, Any]) -> list[str]:
+    """Every RIM id the GPUs of a provider's ``nvidia_payload`` need, each once."""
+    payload = parse_nvidia_payload(nvidia_payload)
+    ids: dict[str, None] = {}
+    for g in payload.gpus:
+        ids.update(dict.fromkeys(rim_ids(parse_spdm_evidence(decode_evidence(g.evidence)),
+                                         payload.arch)))
+    return list(ids)
 
 
 def verify_gpu_evidence(

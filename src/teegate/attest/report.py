@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import importlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from teegate import safejson
@@ -188,6 +188,7 @@ def _gpu_checks(
     report: Mapping[str, Any], nonce: bytes | None, policy: Policy, now: int,
     cpu_binds: Callable[[bytes], bool] | None = None,
     gpu_ocsp: Mapping[str, Any] | None = None,
+    gpu_rims: Sequence[bytes] = (),
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
     payload = report.get("nvidia_payload")
     if payload is not None and not isinstance(payload, (str, Mapping)):
@@ -199,7 +200,7 @@ def _gpu_checks(
                           "the policy requires GPU evidence but no GPU verifier is available")], ()
         return [], ()
     checks, gpus = appraise(payload or None, nonce=nonce, policy=policy, now=now,
-                            cpu_binds=cpu_binds, ocsp=gpu_ocsp)
+                            cpu_binds=cpu_binds, ocsp=gpu_ocsp, rims=gpu_rims)
     return list(checks), tuple(gpus)
 
 
@@ -214,6 +215,7 @@ def verify_provider_report(
     snp_crl: bytes | None = None,
     app_compose: bytes | None = None,
     gpu_ocsp: Mapping[str, Any] | None = None,
+    gpu_rims: Sequence[bytes] = (),
 ) -> Verdict:
     """Verify a provider attestation report (NEAR AI / RedPill / private-ml-sdk shape).
 
@@ -221,7 +223,8 @@ def verify_provider_report(
     field in the report, ``snp_certificates`` (VCEK/VLEK + chain, PEM or DER) its
     ``snp_certificates``; ``snp_crl`` is AMD's CRL (DER); ``app_compose`` overrides
     ``info.tcb_info.app_compose``; ``gpu_ocsp``: verified NVIDIA OCSP answers for the GPUs'
-    device chains (``teegate.collateral.nvidia.fetch_chain_ocsp``). Malformed reports raise
+    device chains (``teegate.collateral.nvidia.fetch_chain_ocsp``); ``gpu_rims``: candidate
+    driver/VBIOS RIM files (those matching each GPU's versions are used). Malformed reports raise
     ``EvidenceError``; everything
     else is a named check in the verdict.
     """
@@ -257,7 +260,7 @@ def verify_provider_report(
             bytes.fromhex(cpu.report_data), signing_key=key, nonce=candidate,
             signing_algo=algo, policy=policy))
 
-    gpu_checks, gpus = _gpu_checks(report, nonce, policy, now, cpu_binds, gpu_ocsp)
+    gpu_checks, gpus = _gpu_checks(report, nonce, policy, now, cpu_binds, gpu_ocsp, gpu_rims)
     # bound_key names a key only when report_data was shown to bind it.
     raw_key = identity_bytes(key, algo) if key is not None else None
     key_bound = any(c.name == "binding.key" and c.ok for c in binding)

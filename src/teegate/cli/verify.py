@@ -111,7 +111,7 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
         payload = raw.decode()
         checks, gpus = appraise_gpus(
             payload, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now,
-            ocsp=_fetch_gpu_ocsp(payload, inputs)
+            ocsp=_fetch_gpu_ocsp(payload, inputs), rims=_fetch_gpu_rims(payload, inputs)
         )
         lo, hi = window(*((g.not_before, g.not_after) for g in gpus))
         return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus,
@@ -168,6 +168,7 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         collateral=collateral,
         app_compose=inputs.app_compose,
         gpu_ocsp=_fetch_gpu_ocsp(report.get("nvidia_payload"), inputs),
+        gpu_rims=_fetch_gpu_rims(report.get("nvidia_payload"), inputs),
     )
     if inputs.event_log is not None and verdict.tee != "tdx":
         verdict = verdict.with_checks([Check(
@@ -211,6 +212,27 @@ def _fetch_gpu_ocsp(payload: Any, inputs: _Inputs) -> dict[str, Any] | None:
     cache = CollateralCache(inputs.cache) if inputs.cache is not None else None
     return dict(asyncio.run(fetch_chain_ocsp(device_chains(payload), cache=cache,
                                              now=inputs.now)))
+
+
+def _fetch_gpu_rims(payload: Any, inputs: _Inputs) -> tuple[bytes, ...]:
+    """The GPUs' driver and VBIOS RIMs from NVIDIA's RIM service, with --online when the
+    policy requires the measurements compared (as the gateway does)."""
+    if not (inputs.online and inputs.policy.gpu.require_rim and payload
+            and isinstance(payload, (str, dict))):
+        return ()
+    import asyncio
+
+    from teegate.attest.gpu import payload_rim_ids
+    from teegate.collateral import CollateralCache
+    from teegate.collateral.nvidia import fetch_rim
+
+    cache = CollateralCache(inputs.cache) if inputs.cache is not None else None
+
+    async def fetch_all() -> tuple[bytes, ...]:
+        return tuple([await fetch_rim(i, cache=cache, now=inputs.now)
+                      for i in payload_rim_ids(payload)])
+
+    return asyncio.run(fetch_all())
 
 
 def _fetch_snp_certs(raw: bytes, inputs: _Inputs) -> bytes:
@@ -382,7 +404,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         online: Annotated[
             bool, typer.Option("--online", help="Fetch missing collateral from Intel/AMD "
-                                "(and NVIDIA OCSP answers when the policy requires them).")
+                                "(and NVIDIA OCSP answers and RIMs when the policy requires "
+                                "them).")
         ] = False,
         cache: Annotated[
             Path | None, typer.Option("--cache", help="Collateral cache directory.")

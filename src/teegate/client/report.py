@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,7 @@ def verify_report(
     report: Mapping[str, Any], *, nonce: bytes, policy: Policy, now: int, signing_algo: str,
     collateral: str | None = None, snp_certificates: bytes | None = None,
     snp_crl: bytes | None = None, gpu_ocsp: Mapping[str, Any] | None = None,
+    gpu_rims: Sequence[bytes] = (),
 ) -> Verdict:
     """Verify a report we asked for with ``nonce``: the attestation verdict, plus the client's
     own checks that the report speaks of the algorithm we asked for and that its report_data
@@ -112,7 +113,8 @@ def verify_report(
 
     verdict = verify_provider_report(report, nonce=nonce, policy=policy, now=now,
                                      collateral=collateral, snp_certificates=snp_certificates,
-                                     snp_crl=snp_crl, gpu_ocsp=gpu_ocsp)
+                                     snp_crl=snp_crl, gpu_ocsp=gpu_ocsp,
+                                     gpu_rims=gpu_rims)
     extra: list[Check] = []
     algo = report.get("signing_algo", "ecdsa")
     extra.append(Check("client.signing_algo", algo == signing_algo,

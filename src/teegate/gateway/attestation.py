@@ -200,7 +200,9 @@ class AttestationManager:
             fetched = [await self.collateral.for_report(
                            r, now=int(now), development=p.config.development,
                            gpu_ocsp=p.config.policy is not None
-                           and p.config.policy.gpu.require_ocsp)
+                           and p.config.policy.gpu.require_ocsp,
+                           gpu_rims=p.config.policy is not None
+                           and p.config.policy.gpu.require_rim)
                        if self.collateral is not None else Fetched() for r in replicas]
         except CollateralError as e:
             # Not the provider's fault: no quarantine, but nothing to verify with either.
@@ -273,7 +275,8 @@ class AttestationManager:
         return verify_report(report, nonce=nonce, policy=p.config.policy, now=now,
                              signing_algo=p.adapter.signing_algo, collateral=fetched.intel,
                              snp_certificates=fetched.snp_certificates,
-                             snp_crl=fetched.snp_crl, gpu_ocsp=fetched.gpu_ocsp)
+                             snp_crl=fetched.snp_crl, gpu_ocsp=fetched.gpu_ocsp,
+                             gpu_rims=fetched.gpu_rims)
 
     def _reject(self, p: ProviderRuntime, why: str, check: str) -> None:
         log.error("provider %s: attestation rejected: %s", p.id, why)

@@ -11,17 +11,17 @@ asked (GHSA-m52x-2r7m-5p42)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from teegate.attest.gpu import device_chains
+from teegate.attest.gpu import device_chains, payload_rim_ids
 from teegate.attest.gpu_ocsp import OcspStatus
 from teegate.collateral import CollateralCache
 from teegate.collateral.amd import fetch_report_crl, fetch_snp_certificates
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy
 from teegate.collateral.intel import fetch_tdx_collateral
-from teegate.collateral.nvidia import fetch_chain_ocsp
+from teegate.collateral.nvidia import fetch_chain_ocsp, fetch_rim
 from teegate.errors import EvidenceError
 from teegate.gateway.config import CollateralConfig
 
@@ -35,6 +35,7 @@ class Fetched:
     snp_certificates: bytes | None = None
     snp_crl: bytes | None = None
     gpu_ocsp: dict[str, OcspStatus] | None = None
+    gpu_rims: tuple[bytes, ...] = ()
 
 
 class CollateralSource:
@@ -42,46 +43,61 @@ class CollateralSource:
                  retry: RetryPolicy = DEFAULT_RETRY) -> None:
         from teegate.collateral.amd import default_kds_url
         from teegate.collateral.intel import default_pccs_url
-        from teegate.collateral.nvidia import default_ocsp_url
+        from teegate.collateral.nvidia import default_ocsp_url, default_rim_url
 
         self.online = config.online
         self.pccs_url = config.pccs_url or default_pccs_url()
         self.kds_url = config.kds_url or default_kds_url()
         self.ocsp_url = config.nvidia_ocsp_url or default_ocsp_url()
+        self.rim_url = config.nvidia_rim_url or default_rim_url()
         self.cache = CollateralCache(config.cache_dir or data_dir / "collateral")
         self.retry = retry
 
     async def for_report(self, report: dict[str, Any], *, now: int,
-                         development: bool = False, gpu_ocsp: bool = False) -> Fetched:
+                         development: bool = False, gpu_ocsp: bool = False,
+                         gpu_rims: bool = False) -> Fetched:
         """Fetch what ``report`` lacks, AMD's CRL for every SEV-SNP report (except from
-        development providers, whose chain AMD never signed) and, when ``gpu_ocsp`` (the
-        policy requires it), NVIDIA's OCSP answers for the GPUs' device chains.
-        CollateralError when a vendor service fails: the caller must then not accept the
-        report."""
+        development providers, whose chain AMD never signed) and, when the policy requires
+        them, NVIDIA's OCSP answers for the GPUs' device chains (``gpu_ocsp``) and the
+        GPUs' driver and VBIOS RIMs (``gpu_rims``). CollateralError when a vendor service
+        fails: the caller must then not accept the report."""
         if not self.online:
             return Fetched()
-        ocsp = await self._gpu_ocsp(report, now) if gpu_ocsp else None
+        gpu = Fetched(gpu_ocsp=await self._gpu_ocsp(report, now) if gpu_ocsp else None,
+                      gpu_rims=await self._gpu_rims(report, now) if gpu_rims else ())
         quote = _text(report, "intel_quote") or _text(report, "quote")
         if quote is not None and report.get("collateral") in (None, "", {}):
-            return Fetched(intel=await fetch_tdx_collateral(
+            return replace(gpu, intel=await fetch_tdx_collateral(
                 _hex(quote, "intel_quote"), pccs_url=self.pccs_url, cache=self.cache,
-                now=now, retry=self.retry), gpu_ocsp=ocsp)
+                now=now, retry=self.retry))
         snp = _text(report, "snp_report")
         if snp is None:
-            return Fetched(gpu_ocsp=ocsp)
+            return gpu
         raw = _hex(snp, "snp_report")
         certs = None if _text(report, "snp_certificates") else await fetch_snp_certificates(
             raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
         crl = None if development else await fetch_report_crl(
             raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
-        return Fetched(snp_certificates=certs, snp_crl=crl, gpu_ocsp=ocsp)
+        return replace(gpu, snp_certificates=certs, snp_crl=crl)
 
     async def _gpu_ocsp(self, report: dict[str, Any], now: int) -> dict[str, OcspStatus] | None:
-        payload = report.get("nvidia_payload")
-        if not payload or not isinstance(payload, (str, dict)):
+        payload = _payload(report)
+        if payload is None:
             return None  # no GPU evidence: the GPU policy decides
         return await fetch_chain_ocsp(device_chains(payload), ocsp_url=self.ocsp_url,
                                       cache=self.cache, now=now, retry=self.retry)
+
+    async def _gpu_rims(self, report: dict[str, Any], now: int) -> tuple[bytes, ...]:
+        payload = _payload(report)
+        if payload is None:
+            return ()
+        return tuple([await fetch_rim(rim_id, rim_url=self.rim_url, cache=self.cache, now=now,
+                                      retry=self.retry) for rim_id in payload_rim_ids(payload)])
+
+
+def _payload(report: dict[str, Any]) -> str | dict[str, Any] | None:
+    payload = report.get("nvidia_payload")
+    return payload if payload and isinstance(payload, (str, dict)) else None
 
 
 def _text(report: dict[str, Any], name: str) -> str | None:

@@ -30,6 +30,7 @@ class CollateralConfig:
     pccs_url: str = ""  # "" = $TEEGATE_PCCS_URL or Phala's PCCS
     kds_url: str = ""  # "" = $TEEGATE_KDS_URL or AMD KDS
     nvidia_ocsp_url: str = ""  # "" = $TEEGATE_NVIDIA_OCSP_URL or NVIDIA's responder
+    nvidia_rim_url: str = ""  # "" = $TEEGATE_NVIDIA_RIM_URL or NVIDIA's RIM service
     cache_dir: Path | None = None  # None = <data_dir>/collateral
 
 
@@ -243,9 +244,10 @@ def _durability(value: Any) -> str:
 
 
 def _collateral(raw: dict[str, Any], base: Path) -> CollateralConfig:
-    _only(raw, {"online", "pccs_url", "kds_url", "nvidia_ocsp_url", "cache_dir"}, "collateral")
+    _only(raw, {"online", "pccs_url", "kds_url", "nvidia_ocsp_url", "nvidia_rim_url",
+                "cache_dir"}, "collateral")
     urls = {}
-    for name in ("pccs_url", "kds_url", "nvidia_ocsp_url"):
+    for name in ("pccs_url", "kds_url", "nvidia_ocsp_url", "nvidia_rim_url"):
         url = _want(raw.get(name, ""), str, f"collateral.{name}")
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"collateral.{name}: {url!r} is not an http(s) URL")
@@ -254,7 +256,7 @@ def _collateral(raw: dict[str, Any], base: Path) -> CollateralConfig:
     return CollateralConfig(
         online=_want(raw.get("online", True), bool, "collateral.online"),
         pccs_url=urls["pccs_url"], kds_url=urls["kds_url"],
-        nvidia_ocsp_url=urls["nvidia_ocsp_url"],
+        nvidia_ocsp_url=urls["nvidia_ocsp_url"], nvidia_rim_url=urls["nvidia_rim_url"],
         cache_dir=(base / Path(_want(cache, str, "collateral.cache_dir")).expanduser())
         if cache is not None else None)
 
@@ -370,6 +372,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # kds_url = "https://kdsintf.amd.com"
 # nvidia_ocsp_url = "https://ocsp.ndis.nvidia.com/"  # asked when a policy sets
 #                                                    # gpu.require_ocsp
+# nvidia_rim_url = "https://rim.attestation.nvidia.com/v1/rim/"  # asked when a policy
+#                                                    # sets gpu.require_rim
 # cache_dir = "~/.teegate/collateral"
 
 # A teegate node (or any private-ml-sdk style node): attested by its report API, every
