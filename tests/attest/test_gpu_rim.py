@@ -186,13 +186,18 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
     )
 
 
-@pytest.fixture(scope="module")
-def signer() -> RimSigner:
+def new_signer() -> RimSigner:
+    """A RIM signer under a fresh development CoRIM root."""
     root_key = ec.generate_private_key(ec.SECP384R1())
     key = ec.generate_private_key(ec.SECP384R1())
     root = _cert("Dev CoRIM Root", root_key, "Dev CoRIM Root", root_key, ca=True)
     leaf = _cert("Dev RIM Signer", key, "Dev CoRIM Root", root_key, ca=False)
     return RimSigner(key, [leaf, root])
+
+
+@pytest.fixture(scope="module")
+def signer() -> RimSigner:
+    return new_signer()
 
 
 @pytest.fixture(scope="module")

@@ -453,19 +453,13 @@ def test_online_asks_nvidia_ocsp_when_the_policy_requires_it(tmp_path: Path) -> 
 
 def test_online_fetches_the_rims_when_the_policy_requires_the_comparison(
         tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from teegate.attest.gpu import decode_evidence, parse_spdm_evidence, rim_ids
     from teegate.sim.gpu import DevGpu
     from teegate.sim.policy_file import write_development_policy
-    from tests.attest.test_gpu_rim import RimSigner, _cert, dev_rims
+    from tests.attest.test_gpu_rim import dev_rims, new_signer
     from tests.collateral.vendor_server import vendor_server
 
-    root_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(
-        ec.SECP384R1())
-    signer = RimSigner(key, [_cert("Dev RIM Signer", key, "Dev CoRIM Root", root_key, False),
-                             _cert("Dev CoRIM Root", root_key, "Dev CoRIM Root", root_key,
-                                   True)])
+    signer = new_signer()
     gpu = DevGpu.load_or_create(tmp_path / "pki")
     base = json.loads(write_development_policy(tmp_path / "pki").read_text())
     base["roots"]["nvidia_rim"] = [signer.root_pem]

@@ -188,18 +188,12 @@ def test_gpu_measurements_are_compared_with_rims_fetched_when_the_policy_require
     and compares the measurements; without the RIMs the provider stays unverified."""
     import time
 
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from teegate.attest.gpu import decode_evidence, parse_spdm_evidence, rim_ids
     from teegate.node import BuiltinEngine, DevTdxSource, create_node_app
     from teegate.sim import DevGpu
-    from tests.attest.test_gpu_rim import RimSigner, _cert, dev_rims
+    from tests.attest.test_gpu_rim import dev_rims, new_signer
 
-    root_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(
-        ec.SECP384R1())
-    signer = RimSigner(key, [_cert("Dev RIM Signer", key, "Dev CoRIM Root", root_key, False),
-                             _cert("Dev CoRIM Root", root_key, "Dev CoRIM Root", root_key,
-                                   True)])
+    signer = new_signer()
     gpu = DevGpu.load_or_create(dev_pki)
     driver_id, vbios_id = rim_ids(parse_spdm_evidence(decode_evidence(gpu.evidence(
         bytes(32)))))
