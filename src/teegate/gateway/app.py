@@ -35,6 +35,7 @@ from teegate.gateway.errors import JSON_CT, GatewayRefusal, error_body
 from teegate.gateway.metrics import Metrics
 from teegate.gateway.store import GatewayStore
 from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.ledger.accounting import FREE
 from teegate.ledger.model import MAX_AMOUNT
 from teegate.ledger.pricing import Price
 from teegate.node.signatures import signature_text
@@ -431,7 +432,8 @@ class Gateway:
                 try:
                     record.hold_id = await anyio.to_thread.run_sync(
                         self.accounting.hold, record, worst)
-                    self._running_holds.add(record.hold_id)
+                    if record.hold_id != FREE:  # nothing held for a free call
+                        self._running_holds.add(record.hold_id)
                 except GatewayRefusal as r:
                     record.outcome, record.status = "refused", r.status
                     raise

@@ -1,8 +1,8 @@
 """Collateral for the providers' evidence: what a report does not carry itself (hosted
 providers send a bare Intel quote, or an SEV-SNP report without its VCEK) is fetched from the
-configured Intel PCCS/PCS, AMD KDS and NVIDIA OCSP responder and cached on disk until the
-collateral itself expires, so every gateway process sharing the cache fetches it once while it
-is valid.
+configured Intel PCCS/PCS, AMD KDS, NVIDIA OCSP responder and RIM service and cached on disk
+until the collateral itself expires, so every gateway process sharing the cache fetches it once
+while it is valid.
 
 A report's own ``collateral`` / ``snp_certificates`` are used when present: they are verified
 to the pinned (or policy) roots like everything else in the report, and the policy bounds
