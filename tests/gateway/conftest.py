@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from teegate.gateway import GatewayStore, create_app, parse_config
+from teegate.ledger import Ledger, open_ledger
 from teegate.node import BuiltinEngine, engine_app
+from teegate.receipts import ReceiptLog
 from tests.gateway.loopback import Server, dev_node, serving
 
 
@@ -84,3 +88,26 @@ def make_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> GatewayFacto
         return Gw(server, app, key, store)
 
     return make
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield lg
+    lg.close()
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[ReceiptLog]:
+    rl = ReceiptLog(f"sqlite:///{tmp_path / 'log.db'}", origin="teegate.test/log",
+                    key=Ed25519PrivateKey.generate(), checkpoint_interval=0)
+    yield rl
+    rl.close()
+
+
+def wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Until ``cond()`` holds (settlement and receipts run after the response)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)

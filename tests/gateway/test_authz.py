@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from openai.types.chat import ChatCompletionMessageParam
 
-from teegate.ledger import Ledger, open_ledger
+from teegate.ledger import Ledger
 from teegate.receipts import ReceiptLog
-from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.conftest import GatewayFactory, Gw, wait
 from tests.gateway.loopback import Server
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -26,34 +24,12 @@ PRICE = {"input": 1_000_000, "output": 2_000_000}
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield lg
-    lg.close()
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[ReceiptLog]:
-    rl = ReceiptLog(f"sqlite:///{tmp_path / 'log.db'}", origin="teegate.test/log",
-                    key=Ed25519PrivateKey.generate(), checkpoint_interval=0)
-    yield rl
-    rl.close()
-
-
-@pytest.fixture
 def gw(ledger: Ledger, log: ReceiptLog, make_gateway: GatewayFactory,
-       plain_upstream: Server) -> Gw:  # ledger and log close after the gateway stopped
+       plain_upstream: Server) -> Gw:
     return make_gateway([
         {"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
          "models": ["gpt-plain"], "prices": {"gpt-plain": PRICE}}],
         ledger=ledger, receipt_log=log)
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -78,7 +54,7 @@ def test_an_agent_reaches_only_its_own_wallet_conversations_and_receipts(
                         ).chat.completions.with_raw_response.create(
         model="gpt-plain", messages=MSG, max_tokens=20)
     rid = raw.headers["x-teegate-receipt"]
-    _wait(lambda: ledger.balance(alice).held == 0)
+    wait(lambda: ledger.balance(alice).held == 0)
     log.flush()
     conv = httpx.post(base + "/v1/conversations", json={"budget": 1_000},
                       headers=_auth(alice_key))
@@ -119,7 +95,7 @@ def test_an_agent_reaches_only_its_own_wallet_conversations_and_receipts(
         assert httpx.get(base + path, headers=bob).status_code == 404, path
         assert httpx.get(base + path, headers=_auth(alice_key)).status_code == 200, path
     # Nothing moved.
-    _wait(lambda: ledger.balance("bob").held == 0)
+    wait(lambda: ledger.balance("bob").held == 0)
     assert ledger.balance("bob").available == 100_000
     assert ledger.conversation(cid).to_json()["state"] == "open"
 
@@ -152,7 +128,7 @@ def test_owner_acts_only_for_its_agents(gw: Gw, ledger: Ledger) -> None:
     base = gw.server.url
     owner_key = gw.store.create_key("owner-q", kind="owner")
     gw.store.create_key("bot-q", owner="owner-q")
-    _wait(lambda: (a := gw.gateway.keys.cached(owner_key)) is not None
+    wait(lambda: (a := gw.gateway.keys.cached(owner_key)) is not None
           and "bot-q" in gw.gateway.keys.principal(a).agents)
     own = _auth(owner_key)
     assert httpx.post(f"{base}/v1/wallets/bot-q/deposits", json={"amount": 7},
@@ -202,7 +178,7 @@ def test_a_key_revoked_at_one_gateway_stops_working_at_another(
     assert status(a) == 200
     assert httpx.delete(f"{a.server.url}/admin/agents/{agent}", headers=admin).status_code == 200
     assert status(a) == 401
-    _wait(lambda: status(b) == 401)  # within B's poll interval
+    wait(lambda: status(b) == 401)  # within B's poll interval
     assert httpx.get(f"{b.server.url}/v1/models", headers=_auth(key)).status_code == 401
     row = next(r for r in b.store.agents() if r.id == agent)
     assert row.key_hash is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.gateway import GatewayStore
 from teegate.node import NodeKeys
-from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.conftest import GatewayFactory, Gw, wait
 from tests.gateway.loopback import Server, Tamper, dev_node, serving, tampering_proxy
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -38,14 +38,6 @@ def _node(pid: str, url: str, **kw: object) -> dict[str, object]:
 
 def _client(gw: Gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def _reattest(gw: Gw, pid: str) -> dict[str, object]:
@@ -123,7 +115,7 @@ def test_signing_key_change(make_gateway: GatewayFactory, dev_pki: Path) -> None
             client.chat.completions.create(model="shared-model", messages=MSG,
                                            extra_headers=ATTESTED)
         # The verdict was dropped and the node re-attested at once with its new key.
-        _wait(lambda: gw.provider("n").current(time.time()) is not None)
+        wait(lambda: gw.provider("n").current(time.time()) is not None)
         assert gw.provider("n").attested.signing_address != old
         r = client.chat.completions.with_raw_response.create(
             model="shared-model", messages=MSG, extra_headers=ATTESTED)
@@ -143,7 +135,7 @@ def test_tampered_response_fails_and_quarantines(
     assert "withheld" in e.value.message
     with pytest.raises(openai.InternalServerError, match="quarantined"):
         client.chat.completions.create(model="shared-model", messages=MSG)
-    _wait(lambda: gw.store.states().get("mitm") is not None and
+    wait(lambda: gw.store.states().get("mitm") is not None and
           gw.store.states()["mitm"].quarantined_until > time.time())
     # Streams: the signature is checked before [DONE]; a bad one ends the stream with an error.
     _reattest(gw, "mitm")
@@ -250,7 +242,7 @@ def _shared_quarantine(make_gateway: GatewayFactory, proxy: Server, t: Tamper,
     with pytest.raises(openai.InternalServerError):
         c1.chat.completions.create(model="shared-model", messages=MSG)
     # The other process adopts the quarantine from the shared database within its poll.
-    _wait(lambda: gw2.provider("mitm").quarantined_until > time.time())
+    wait(lambda: gw2.provider("mitm").quarantined_until > time.time())
     with pytest.raises(openai.InternalServerError, match="quarantined"):
         c2.chat.completions.create(model="shared-model", messages=MSG)
     assert t.seen.count("chat") == 2  # gateway 2 never forwarded after the quarantine
@@ -298,13 +290,13 @@ def test_signature_endpoint_providers(make_gateway: GatewayFactory,
     r = client.chat.completions.with_raw_response.create(model="shared-model", messages=MSG,
                                                          extra_headers=ATTESTED)
     assert r.headers["x-teegate-trust"] == "attested"
-    _wait(lambda: _metric(gw, verified) == 1.0)
+    wait(lambda: _metric(gw, verified) == 1.0)
     list(client.chat.completions.create(model="shared-model", messages=MSG, stream=True,
                                         extra_headers=ATTESTED))
-    _wait(lambda: _metric(gw, verified) == 2.0)
+    wait(lambda: _metric(gw, verified) == 2.0)
     t.alter_response = True
     client.chat.completions.create(model="shared-model", messages=MSG)  # delivered, then...
-    _wait(lambda: gw.provider("near").quarantined_until > time.time())
+    wait(lambda: gw.provider("near").quarantined_until > time.time())
     with pytest.raises(openai.InternalServerError, match="quarantined"):
         client.chat.completions.create(model="shared-model", messages=MSG)
 
@@ -361,7 +353,7 @@ def test_replicas_behind_a_load_balancer(make_gateway: GatewayFactory, dev_pki: 
                 r = client.chat.completions.with_raw_response.create(
                     model="shared-model", messages=MSG, extra_headers=ATTESTED)
                 assert r.headers["x-teegate-trust"] == "attested"
-                _wait(lambda i=i: _metric(gw, verified) == i + 1)  # type: ignore[misc]
+                wait(lambda i=i: _metric(gw, verified) == i + 1)  # type: ignore[misc]
             lb_app.state.lb["corrupt"] = 1
             view = _reattest(gw, "lb")
             assert view["attestation"]["status"] == "quarantined"  # type: ignore[index]

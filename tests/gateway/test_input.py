@@ -6,44 +6,27 @@ forwarded, nothing held) or served at the level the rules require."""
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from teegate.ledger import Ledger, open_ledger
-from tests.gateway.conftest import GatewayFactory, Gw
+from teegate.ledger import Ledger
+from tests.gateway.conftest import GatewayFactory, Gw, wait
 from tests.gateway.loopback import Server
 
 PRICE = {"input": 1_000_000, "output": 2_000_000}  # 1 unit per prompt token, 2 per output
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield lg
-    lg.close()
-
-
-@pytest.fixture
 def gw(ledger: Ledger, make_gateway: GatewayFactory, plain_upstream: Server,
-       node_a: Server) -> Gw:  # the ledger first: it closes after the gateway stopped
+       node_a: Server) -> Gw:
     return make_gateway([
         {"id": "plain", "platform": "open-ai", "base_url": plain_upstream.url + "/v1",
          "models": ["gpt-plain", "shared-model"], "prices": {"gpt-plain": PRICE}},
         {"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
          "models": ["teegate-builtin", "shared-model"], "development": True},
     ], ledger=ledger)
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def _agent(gw: Gw) -> str:
@@ -101,7 +84,7 @@ def test_hold_covers_the_larger_of_both_token_limits(gw: Gw, ledger: Ledger) -> 
     assert r.status_code == 402
     r = _chat(gw, _msg("gpt-plain", max_completion_tokens=5, max_tokens=None))
     assert r.status_code == 200
-    _wait(lambda: ledger.balance(agent).held == 0)
+    wait(lambda: ledger.balance(agent).held == 0)
 
 
 @pytest.mark.parametrize("opts", ["yes", [True], 1, {"include_usage": "no"}])
@@ -196,7 +179,7 @@ def test_a_lone_surrogate_in_a_message_is_served_and_held(gw: Gw, ledger: Ledger
     r = httpx.post(gw.url + "/chat/completions", content=body,
                    headers={"authorization": f"Bearer {gw.key}"})
     assert r.status_code == 200, r.text
-    _wait(lambda: ledger.balance(agent).held == 0)
+    wait(lambda: ledger.balance(agent).held == 0)
     assert ledger.check().ok
 
 
@@ -236,4 +219,4 @@ def test_the_hold_covers_every_choice(gw: Gw, ledger: Ledger) -> None:
         assert r.json()["error"]["param"] == "n"
     r = _chat(gw, _msg("gpt-plain", max_tokens=100, n=1))
     assert r.status_code == 200
-    _wait(lambda: ledger.balance(agent).held == 0)
+    wait(lambda: ledger.balance(agent).held == 0)

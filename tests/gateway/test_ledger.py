@@ -6,27 +6,19 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from teegate.ledger import Ledger, open_ledger
-from tests.gateway.conftest import GatewayFactory, Gw
+from teegate.ledger import Ledger
+from tests.gateway.conftest import GatewayFactory, Gw, wait
 from tests.gateway.loopback import Server, Tamper, serving, tampering_proxy
 from tests.gateway.test_errors import SlowStream
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 PRICE = {"input": 1_000_000, "output": 2_000_000}  # 1 unit per prompt token, 2 per output
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield lg
-    lg.close()
 
 
 @pytest.fixture
@@ -66,26 +58,19 @@ def _settled(ledger: Ledger, agent: str) -> Callable[[], bool]:
     return lambda: ledger.balance(agent).held == 0
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 def test_plain_and_stream_charge_usage(gw: Gw, ledger: Ledger) -> None:
     agent = _agent(gw)
     ledger.deposit(agent, 100_000)
     client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
     r = client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=50)
     assert r.usage is not None
-    _wait(_settled(ledger, agent))
+    wait(_settled(ledger, agent))
     cost = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
     assert ledger.balance(agent).available == 100_000 - cost
     chunks = list(client.chat.completions.create(model="teegate-builtin", messages=MSG,
                                                  stream=True, max_tokens=50))
     words = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).split()
-    _wait(_settled(ledger, agent))
+    wait(_settled(ledger, agent))
     # The usage chunk the gateway asked for (and stripped) settled the stream exactly.
     assert ledger.balance(agent).available == 100_000 - cost - (2 + 2 * len(words))
     assert ledger.check().ok
@@ -114,7 +99,7 @@ def test_failed_upstream_voids_and_disconnect_charges_what_was_produced(
     client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(model="down-model", messages=MSG)
-    _wait(_settled(ledger, agent))
+    wait(_settled(ledger, agent))
     assert ledger.balance(agent).available == 1_000_000  # voided
     state, _ = slow
     body = (b'{"model":"slow-model","messages":[{"role":"user","content":"hi"}],'
@@ -126,8 +111,8 @@ def test_failed_upstream_voids_and_disconnect_charges_what_was_produced(
         got = b""
         while b"w4 " not in got:
             got += sock.recv(4096)
-    _wait(lambda: state.closed_early)
-    _wait(_settled(ledger, agent))
+    wait(lambda: state.closed_early)
+    wait(_settled(ledger, agent))
     spent = 1_000_000 - ledger.balance(agent).available
     # Charged the prompt estimate plus the content produced, far below the 2,000+ unit hold.
     assert 2 * 5 <= spent < 2 * 100 + 100
@@ -146,7 +131,7 @@ def test_conversation_header(gw: Gw, ledger: Ledger) -> None:
                                        extra_headers={"X-Teegate-Conversation": cid})
     assert r.usage is not None
     cost = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
-    _wait(lambda: ledger.conversation(cid).to_json()["remaining"] == 5_000 - cost)
+    wait(lambda: ledger.conversation(cid).to_json()["remaining"] == 5_000 - cost)
     wallet = httpx.get(f"{gw.server.url}/v1/wallets/{agent}", headers=auth).json()
     assert wallet["available"] == 100_000 - 5_000
     with pytest.raises(openai.BadRequestError):
@@ -160,7 +145,7 @@ def test_principals_owner_operator_agent(gw: Gw, ledger: Ledger) -> None:
     owner_key = gw.store.create_key("owner-1", kind="owner")
     bot_key = gw.store.create_key("bot-x", owner="owner-1")
     base = gw.server.url
-    _wait(lambda: gw.gateway.keys.principal(gw.gateway.keys.cached(owner_key)).agents == (
+    wait(lambda: gw.gateway.keys.principal(gw.gateway.keys.cached(owner_key)).agents == (
         frozenset({"bot-x"})) if gw.gateway.keys.cached(owner_key) else False)
 
     def deposit(key: str, agent: str = "bot-x") -> int:
@@ -207,7 +192,7 @@ def test_stream_without_usage_charges_the_worst_case(
         client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
         assert [c.choices[0].delta.content for c in client.chat.completions.create(
             model="m", messages=MSG, stream=True, max_tokens=10) if c.choices] == ["hi"]
-        _wait(_settled(ledger, agent))
+        wait(_settled(ledger, agent))
         hold = next(t for t in ledger.transfers(agent) if t.kind == "hold")
         charge = next(t for t in ledger.transfers(agent) if t.kind == "charge")
         assert charge.amount == hold.amount >= 2 * 10  # every allowed output token
@@ -237,7 +222,7 @@ def test_upstream_timeout_voids_the_hold(make_gateway: GatewayFactory, ledger: L
             client.chat.completions.create(model="m", messages=MSG)
         assert e.value.status_code == 502
         assert "TimeoutError" in e.value.message
-        _wait(_settled(ledger, agent))
+        wait(_settled(ledger, agent))
         assert ledger.balance(agent).available == 100_000
         assert any(t.kind == "hold" for t in ledger.transfers(agent))  # held, then voided
 
@@ -254,10 +239,10 @@ def test_gateway_releases_holds_a_crashed_gateway_left(make_gateway: GatewayFact
     make_gateway([{"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
                    "models": ["teegate-builtin"], "development": True}],
                  ledger=ledger, gateway={"ledger_expire_seconds": 0.2})
-    _wait(lambda: ledger.balance("crashed-agent").held == 200)  # the sweep at start
+    wait(lambda: ledger.balance("crashed-agent").held == 200)  # the sweep at start
     assert ledger.balance("crashed-agent").available == 800
     assert ledger.get_hold(live.id).state == "open"
-    _wait(lambda: ledger.balance("crashed-agent").held == 0, timeout=15)  # periodic sweep
+    wait(lambda: ledger.balance("crashed-agent").held == 0, timeout=15)  # periodic sweep
     assert ledger.balance("crashed-agent").available == 1_000
     assert ledger.get_hold(live.id).state == "expired"
 
@@ -290,7 +275,7 @@ def test_flat_per_call_price_is_charged_with_the_tokens(make_gateway: GatewayFac
     client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
     r = client.chat.completions.create(model="teegate-builtin", messages=MSG, max_tokens=50)
     assert r.usage is not None
-    _wait(_settled(ledger, agent))
+    wait(_settled(ledger, agent))
     tokens = r.usage.prompt_tokens + 2 * r.usage.completion_tokens
     assert ledger.balance(agent).available == 100_000 - 500 - tokens
 
@@ -321,7 +306,7 @@ def test_a_free_call_cannot_name_a_conversation_it_cannot_use(
         with pytest.raises(openai.BadRequestError, match=why) as e:
             call(cid)
         assert e.value.code == "invalid_conversation"
-    _wait(_settled(ledger, agent))
+    wait(_settled(ledger, agent))
     assert ledger.balance(agent).available == 1_000 - 2 * 100 + 100  # the closed one refunded
     assert ledger.check().ok
 
@@ -342,7 +327,7 @@ def test_a_call_longer_than_hold_seconds_is_still_charged(
                                                  max_tokens=200, stream=True))
     assert time.monotonic() - t0 > 1.5
     assert len(chunks) == 100
-    _wait(_settled(ledger, agent))
+    wait(_settled(ledger, agent))
     spent = 1_000_000 - ledger.balance(agent).available
     # No usage in this provider's stream: the documented rule charges the whole hold.
     assert spent >= 2 * 200

@@ -4,30 +4,20 @@ stops while a delivered call still waits for its provider's response signature."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
-import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from teegate.ledger import Ledger, open_ledger
+from teegate.ledger import Ledger
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.loopback import Server, serving
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield lg
-    lg.close()
 
 
 def _stalling_signatures(target: str) -> Starlette:

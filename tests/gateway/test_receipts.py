@@ -4,13 +4,11 @@ auditable offline with the evidence the gateway kept."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from openai.types.chat import ChatCompletionMessageParam
 from typer.testing import CliRunner
 
@@ -21,14 +19,6 @@ from tests.gateway.conftest import GatewayFactory, Gw
 from tests.gateway.loopback import Server
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[ReceiptLog]:
-    rl = ReceiptLog(f"sqlite:///{tmp_path / 'log.db'}", origin="teegate.test/log",
-                    key=Ed25519PrivateKey.generate(), checkpoint_interval=0)
-    yield rl
-    rl.close()
 
 
 @pytest.fixture

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from teegate.ledger import Ledger, open_ledger
-from tests.gateway.conftest import GatewayFactory
+from teegate.ledger import Ledger
+from tests.gateway.conftest import GatewayFactory, wait
 from tests.gateway.loopback import Server
 
 BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
@@ -57,20 +54,6 @@ class RawUpstream:
         self.sock.close()
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    lg = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield lg
-    lg.close()
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("head", [
     b"content-type: application/json\nx-injected: yes\r\n",
     b"content-type: application/json\rx-injected: yes\r\n",
@@ -100,7 +83,7 @@ def test_smuggled_header_lines_fail_over_and_never_reach_the_client(
         assert r.headers["x-teegate-provider"] == "good"
         assert "x-injected" not in r.headers
         assert r.headers["content-type"] == "application/json"
-        _wait(lambda: ledger.balance(agent.id).held == 0)
+        wait(lambda: ledger.balance(agent.id).held == 0)
         usage = r.json()["usage"]
         spent = 1_000_000 - ledger.balance(agent.id).available
         assert spent == 2 * usage["prompt_tokens"] + usage["completion_tokens"]  # once, "good"
@@ -128,7 +111,7 @@ def test_an_answer_that_is_not_a_completion_charges_nothing(
             "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10})
         assert up.calls == 1
         assert r.status_code == int(status[:3])
-        _wait(lambda: ledger.balance(agent.id).held == 0)
+        wait(lambda: ledger.balance(agent.id).held == 0)
         assert ledger.balance(agent.id).available == 1_000_000
         assert "location" not in r.headers  # provider headers are not relayed
     finally:
@@ -157,7 +140,7 @@ def test_a_provider_refusing_the_gateway_key_is_a_502_not_the_agents_401(
         assert err["code"] == "upstream_unavailable"
         assert f"refusing: HTTP {status[:3].decode()}" in err["message"]
         assert "credentials" in err["message"]
-        _wait(lambda: ledger.balance(agent.id).held == 0)
+        wait(lambda: ledger.balance(agent.id).held == 0)
         assert ledger.balance(agent.id).available == 1_000  # nothing was charged
 
         both = make_gateway([
@@ -193,5 +176,5 @@ def test_an_answer_past_max_response_bytes_is_a_failed_call_that_costs_nothing(
                          "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 502
     assert "exceeds 64 bytes" in r.json()["error"]["message"]
-    _wait(lambda: ledger.balance(agent.id).held == 0)
+    wait(lambda: ledger.balance(agent.id).held == 0)
     assert ledger.balance(agent.id).available == 1_000
