@@ -113,7 +113,7 @@ def parse_event_log(data: str | bytes | list[Any]) -> list[Event]:
     if isinstance(data, (str, bytes, bytearray)):
         try:
             items = safejson.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"event log is not JSON: {e}") from None
         if isinstance(items, str):  # some APIs double-encode the log
             return parse_event_log(items)

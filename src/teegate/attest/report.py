@@ -72,7 +72,7 @@ def _tcb_info(report: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(tcb, str):
         try:
             tcb = safejson.loads(tcb)
-        except (json.JSONDecodeError, RecursionError):
+        except json.JSONDecodeError:
             raise EvidenceError("report info.tcb_info is not JSON") from None
     return tcb if isinstance(tcb, Mapping) else {}
 
@@ -223,10 +223,9 @@ def verify_provider_report(
     field in the report, ``snp_certificates`` (VCEK/VLEK + chain, PEM or DER) its
     ``snp_certificates``; ``snp_crl`` is AMD's CRL (DER); ``app_compose`` overrides
     ``info.tcb_info.app_compose``; ``gpu_ocsp``: verified NVIDIA OCSP answers for the GPUs'
-    device chains (``teegate.collateral.nvidia.fetch_chain_ocsp``); ``gpu_rims``: candidate
-    driver/VBIOS RIM files (those matching each GPU's versions are used). Malformed reports raise
-    ``EvidenceError``; everything
-    else is a named check in the verdict.
+    device chains (``teegate.collateral.nvidia.fetch_gpu_collateral``); ``gpu_rims``:
+    candidate driver/VBIOS RIM files (those matching each GPU's versions are used). Malformed
+    reports raise ``EvidenceError``; everything else is a named check in the verdict.
     """
     if not isinstance(report, Mapping):
         raise EvidenceError("an attestation report must be a JSON object")

@@ -86,7 +86,7 @@ def parse_collateral(text: str) -> Collateral:
     """Parse dcap-qvl collateral JSON; ``EvidenceError`` when it is not usable collateral."""
     try:
         data = safejson.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except json.JSONDecodeError as e:
         raise EvidenceError(f"collateral is not JSON: {e}") from None
     if not isinstance(data, dict):
         raise EvidenceError("collateral must be a JSON object (dcap-qvl QuoteCollateralV3)")
@@ -99,7 +99,7 @@ def parse_collateral(text: str) -> Collateral:
     try:
         tcb = safejson.loads(qvl.tcb_info)
         qe = safejson.loads(qvl.qe_identity)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except json.JSONDecodeError as e:
         raise EvidenceError(f"collateral tcb_info / qe_identity is not JSON: {e}") from None
     if not isinstance(tcb, dict) or not isinstance(qe, dict):
         raise EvidenceError("collateral tcb_info and qe_identity must be JSON objects")

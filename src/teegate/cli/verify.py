@@ -109,9 +109,10 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
         from teegate.attest.gpu import appraise_gpus
 
         payload = raw.decode()
+        ocsp, rims = _fetch_gpu_collateral(payload, inputs)
         checks, gpus = appraise_gpus(
-            payload, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now,
-            ocsp=_fetch_gpu_ocsp(payload, inputs), rims=_fetch_gpu_rims(payload, inputs)
+            payload, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now, ocsp=ocsp,
+            rims=rims
         )
         lo, hi = window(*((g.not_before, g.not_after) for g in gpus))
         return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus,
@@ -160,6 +161,7 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         from teegate.attest.tdx import load_quote
 
         collateral = _fetch_tdx_collateral(load_quote(report["intel_quote"].encode()), inputs)
+    gpu_ocsp, gpu_rims = _fetch_gpu_collateral(report.get("nvidia_payload"), inputs)
     verdict = verify_provider_report(
         report,
         nonce=inputs.nonce,
@@ -167,8 +169,8 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
         now=inputs.now,
         collateral=collateral,
         app_compose=inputs.app_compose,
-        gpu_ocsp=_fetch_gpu_ocsp(report.get("nvidia_payload"), inputs),
-        gpu_rims=_fetch_gpu_rims(report.get("nvidia_payload"), inputs),
+        gpu_ocsp=gpu_ocsp,
+        gpu_rims=gpu_rims,
     )
     if inputs.event_log is not None and verdict.tee != "tdx":
         verdict = verdict.with_checks([Check(
@@ -197,42 +199,22 @@ def _fetch_tdx_collateral(raw: bytes, inputs: _Inputs) -> str:
     return coll.fetch_tdx_collateral_sync(raw, cache_dir=inputs.cache, now=inputs.now)
 
 
-def _fetch_gpu_ocsp(payload: Any, inputs: _Inputs) -> dict[str, Any] | None:
-    """NVIDIA's OCSP answers for the GPUs' device chains, with --online when the policy
-    requires them (as the gateway does)."""
-    if not (inputs.online and inputs.policy.gpu.require_ocsp and payload
-            and isinstance(payload, (str, dict))):
-        return None
+def _fetch_gpu_collateral(payload: Any, inputs: _Inputs
+                          ) -> tuple[dict[str, Any] | None, tuple[bytes, ...]]:
+    """NVIDIA's OCSP answers and the GPUs' RIMs, with --online when the policy requires them
+    (as the gateway does)."""
+    ocsp, rims = inputs.policy.gpu.require_ocsp, inputs.policy.gpu.require_rim
+    if not (inputs.online and (ocsp or rims) and payload and isinstance(payload, (str, dict))):
+        return None, ()
     import asyncio
 
-    from teegate.attest.gpu import device_chains
     from teegate.collateral import CollateralCache
-    from teegate.collateral.nvidia import fetch_chain_ocsp
+    from teegate.collateral.nvidia import fetch_gpu_collateral
 
     cache = CollateralCache(inputs.cache) if inputs.cache is not None else None
-    return dict(asyncio.run(fetch_chain_ocsp(device_chains(payload), cache=cache,
-                                             now=inputs.now)))
-
-
-def _fetch_gpu_rims(payload: Any, inputs: _Inputs) -> tuple[bytes, ...]:
-    """The GPUs' driver and VBIOS RIMs from NVIDIA's RIM service, with --online when the
-    policy requires the measurements compared (as the gateway does)."""
-    if not (inputs.online and inputs.policy.gpu.require_rim and payload
-            and isinstance(payload, (str, dict))):
-        return ()
-    import asyncio
-
-    from teegate.attest.gpu import payload_rim_ids
-    from teegate.collateral import CollateralCache
-    from teegate.collateral.nvidia import fetch_rim
-
-    cache = CollateralCache(inputs.cache) if inputs.cache is not None else None
-
-    async def fetch_all() -> tuple[bytes, ...]:
-        return tuple([await fetch_rim(i, cache=cache, now=inputs.now)
-                      for i in payload_rim_ids(payload)])
-
-    return asyncio.run(fetch_all())
+    answers, files = asyncio.run(fetch_gpu_collateral(payload, ocsp=ocsp, rims=rims,
+                                                      cache=cache, now=inputs.now))
+    return (dict(answers) if answers is not None else None), files
 
 
 def _fetch_snp_certs(raw: bytes, inputs: _Inputs) -> bytes:

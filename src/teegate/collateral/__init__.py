@@ -37,6 +37,7 @@ from teegate.collateral.nvidia import (
     NVIDIA_OCSP_URL,
     NVIDIA_RIM_URL,
     fetch_chain_ocsp,
+    fetch_gpu_collateral,
     fetch_ocsp_status,
     fetch_rim,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "fetch_cert_chain",
     "fetch_chain_ocsp",
     "fetch_crl",
+    "fetch_gpu_collateral",
     "fetch_intel_collateral",
     "fetch_ocsp_status",
     "fetch_report_crl",

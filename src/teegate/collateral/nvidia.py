@@ -14,7 +14,8 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 from cryptography import x509
@@ -25,6 +26,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from teegate import safejson
+from teegate.attest.gpu import device_chains, payload_rim_ids
 from teegate.attest.gpu_ocsp import OcspStatus, asked_about, certificate_key
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get, request
@@ -264,3 +266,26 @@ async def fetch_chain_ocsp(
                                                        cache=cache, client=c, now=now,
                                                        retry=retry)
     return out
+
+
+async def fetch_gpu_collateral(
+    nvidia_payload: str | Mapping[str, Any],
+    *,
+    ocsp: bool,
+    rims: bool,
+    ocsp_url: str | None = None,
+    rim_url: str | None = None,
+    cache: CollateralCache | None = None,
+    now: int | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> tuple[dict[str, OcspStatus] | None, tuple[bytes, ...]]:
+    """What a policy asks for beyond a provider's ``nvidia_payload``: OCSP answers for the
+    GPUs' device chains (``ocsp``; None when not asked) and each GPU's driver and VBIOS RIMs
+    by the ids its evidence names (``rims``). The gateway and ``teegate verify --online``
+    both fetch through here."""
+    answers = await fetch_chain_ocsp(device_chains(nvidia_payload), ocsp_url=ocsp_url,
+                                     cache=cache, now=now, retry=retry) if ocsp else None
+    files = tuple([await fetch_rim(rim_id, rim_url=rim_url, cache=cache, now=now,
+                                   retry=retry) for rim_id in payload_rim_ids(nvidia_payload)]
+                  ) if rims else ()
+    return answers, files

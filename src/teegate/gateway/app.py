@@ -1022,7 +1022,7 @@ def create_app(
             key = await anyio.to_thread.run_sync(lambda: gw.store.create_key(
                 str(agent_id), trust=max(trust, floor).label, min_trust=floor.label,
                 owner=body.get("owner"), kind=kind))
-        except (ValueError, KeyError, TypeError, RecursionError, TeegateError) as e:
+        except (ValueError, KeyError, TypeError, TeegateError) as e:
             return JSONResponse(json.loads(error_body(400, f"bad agent: {e}",
                                                       code="invalid_request")), 400)
         await anyio.to_thread.run_sync(gw.keys.reload)

@@ -15,13 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from teegate.attest.gpu import device_chains, payload_rim_ids
 from teegate.attest.gpu_ocsp import OcspStatus
 from teegate.collateral import CollateralCache
 from teegate.collateral.amd import fetch_report_crl, fetch_snp_certificates
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy
 from teegate.collateral.intel import fetch_tdx_collateral
-from teegate.collateral.nvidia import fetch_chain_ocsp, fetch_rim
+from teegate.collateral.nvidia import fetch_gpu_collateral
 from teegate.errors import EvidenceError
 from teegate.gateway.config import CollateralConfig
 
@@ -63,8 +62,13 @@ class CollateralSource:
         fails: the caller must then not accept the report."""
         if not self.online:
             return Fetched()
-        gpu = Fetched(gpu_ocsp=await self._gpu_ocsp(report, now) if gpu_ocsp else None,
-                      gpu_rims=await self._gpu_rims(report, now) if gpu_rims else ())
+        gpu = Fetched()
+        payload = report.get("nvidia_payload")
+        if (gpu_ocsp or gpu_rims) and payload and isinstance(payload, (str, dict)):
+            answers, rims = await fetch_gpu_collateral(
+                payload, ocsp=gpu_ocsp, rims=gpu_rims, ocsp_url=self.ocsp_url,
+                rim_url=self.rim_url, cache=self.cache, now=now, retry=self.retry)
+            gpu = Fetched(gpu_ocsp=answers, gpu_rims=rims)
         quote = _text(report, "intel_quote") or _text(report, "quote")
         if quote is not None and report.get("collateral") in (None, "", {}):
             return replace(gpu, intel=await fetch_tdx_collateral(
@@ -79,25 +83,6 @@ class CollateralSource:
         crl = None if development else await fetch_report_crl(
             raw, kds_url=self.kds_url, cache=self.cache, now=now, retry=self.retry)
         return replace(gpu, snp_certificates=certs, snp_crl=crl)
-
-    async def _gpu_ocsp(self, report: dict[str, Any], now: int) -> dict[str, OcspStatus] | None:
-        payload = _payload(report)
-        if payload is None:
-            return None  # no GPU evidence: the GPU policy decides
-        return await fetch_chain_ocsp(device_chains(payload), ocsp_url=self.ocsp_url,
-                                      cache=self.cache, now=now, retry=self.retry)
-
-    async def _gpu_rims(self, report: dict[str, Any], now: int) -> tuple[bytes, ...]:
-        payload = _payload(report)
-        if payload is None:
-            return ()
-        return tuple([await fetch_rim(rim_id, rim_url=self.rim_url, cache=self.cache, now=now,
-                                      retry=self.retry) for rim_id in payload_rim_ids(payload)])
-
-
-def _payload(report: dict[str, Any]) -> str | dict[str, Any] | None:
-    payload = report.get("nvidia_payload")
-    return payload if payload and isinstance(payload, (str, dict)) else None
 
 
 def _text(report: dict[str, Any], name: str) -> str | None:

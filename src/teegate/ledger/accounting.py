@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from teegate.errors import LedgerError, TeegateError
+from teegate.errors import TeegateError
 from teegate.ledger.core import Ledger
-from teegate.ledger.model import Conflict
 
 FREE = "free"
 
@@ -41,7 +40,7 @@ class LedgerAccounting:
                 # Nothing to hold, but a call must not be filed under a conversation the
                 # agent cannot use (its receipt would name it).
                 if record.conversation:
-                    self._usable(record.agent, record.conversation, now)
+                    self.ledger.check_conversation(record.agent, record.conversation, now=now)
                 return FREE
             h = self.ledger.hold(
                 record.agent, worst_case, conversation=record.conversation or None,
@@ -58,15 +57,6 @@ class LedgerAccounting:
         now = self.ledger.clock()
         ttl = self.ledger.hold_ttl if self.hold_ttl is None else self.hold_ttl
         return self.ledger.renew_holds([h for h in holds if h != FREE], now + ttl, now=now)
-
-    def _usable(self, agent: str, conversation: str, now: float) -> None:
-        """The checks ``Ledger.hold`` makes of a conversation, with the same errors."""
-        c = self.ledger.conversation(conversation)
-        if c.agent != agent:
-            raise LedgerError(f"conversation {conversation} belongs to another agent")
-        if c.state != "open" or c.expires_at <= now:
-            raise Conflict(f"conversation {conversation} is "
-                           f"{'expired' if c.state == 'open' else c.state}")
 
     def settle(self, record: Any, amount: int) -> list[str]:
         if record.hold_id in (None, FREE):

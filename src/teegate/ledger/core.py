@@ -79,6 +79,20 @@ def _time(value: object, what: str) -> float:
     return float(value)
 
 
+def _usable_conversation(tx: Tx, conversation: str, agent: str, t: float) -> str:
+    """The currency of ``agent``'s open conversation, or the refusal a hold in it gets."""
+    row = tx.one("SELECT agent, currency, state, expires_at FROM tl_conversations WHERE id = ?",
+                 (conversation,))
+    if row is None:
+        raise NotFound(f"no conversation {conversation!r}")
+    if row[0] != agent:
+        raise LedgerError(f"conversation {conversation} belongs to another agent")
+    if row[2] != "open" or float(row[3]) <= t:
+        raise Conflict(f"conversation {conversation} is "
+                       f"{'expired' if row[2] == 'open' else row[2]}")
+    return str(row[1])
+
+
 def _transfer(row: Sequence[Any]) -> Transfer:
     return Transfer(row[0], int(row[1]), row[2], row[3], int(row[4]), row[5], row[6], row[7],
                     row[8], float(row[9]), json.loads(row[10]))
@@ -369,16 +383,7 @@ class Ledger:
             if conversation is not None:
                 # No lock needed: the conditional debit below locks the reserve, and a reserve
                 # closed meanwhile holds 0 for good, so that debit then fails.
-                row = tx.one("SELECT agent, currency, state, expires_at FROM tl_conversations "
-                             "WHERE id = ?", (conversation,))
-                if row is None:
-                    raise NotFound(f"no conversation {conversation!r}")
-                if row[0] != agent:
-                    raise LedgerError(f"conversation {conversation} belongs to another agent")
-                c = row[1]
-                if row[2] != "open" or float(row[3]) <= t:
-                    raise Conflict(f"conversation {conversation} is "
-                                   f"{'expired' if row[2] == 'open' else row[2]}")
+                c = _usable_conversation(tx, conversation, agent, t)
                 source = f"reserve:{conversation}"
             else:
                 source = f"wallet:{c}:{agent}"
@@ -445,6 +450,13 @@ class Ledger:
 
         return self._op("void", op, {"hold": hold, "reason": reason}, t, body, _none,
                         lambda tx, _: _settlement(tx, op, hold), guarded=key is None)
+
+    def check_conversation(self, agent: str, conversation: str, *,
+                           now: float | None = None) -> None:
+        """Refuse as ``hold`` would (NotFound, another agent's, closed or expired), without
+        holding anything: a free call may only name a conversation it could be charged to."""
+        t = self._now(now)
+        self.backend.read(lambda tx: _usable_conversation(tx, conversation, agent, t))
 
     def renew_holds(self, holds: Sequence[str], expires_at: float, *,
                     now: float | None = None) -> int:
