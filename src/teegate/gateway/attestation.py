@@ -260,9 +260,12 @@ class AttestationManager:
                                           if p.attested.development else "verified")
         if len(keys) > 1:
             p.detail += f"; {len(keys)} replicas, each with its own attested key"
-        if previous is not None and previous.keys != keys:
+        # The set of attested keys, not the map: its verdict digests change with every
+        # refresh's nonce, so comparing them would call each re-attestation a key change.
+        if previous is not None and set(previous.keys) != set(keys):
             log.warning("provider %s: signing key(s) changed %s -> %s (re-attested)", p.id,
-                        previous.signing_address, address)
+                        ", ".join(sorted(a for a, _ in previous.keys.values())),
+                        ", ".join(sorted(a for a, _ in keys.values())))
         self.metrics.refreshes.labels(p.id, "accepted").inc()
         self._publish_level(p)
         await self._store_state(p, verdict, int(not_after), report_sha, raw)
