@@ -158,6 +158,19 @@ def _tdx_no_log(e: Env, p: Policy) -> Verdict:
     return verify_quote_evidence(e.quote(), e.collateral, policy=p, now=NOW)
 
 
+def _tdx_attributes(attributes: int) -> Make:
+    from tests.attest.test_tdx import _with_td_attributes
+
+    return lambda e, p: verify_quote(_with_td_attributes(e.tdx, attributes), e.collateral,
+                                     policy=p, now=NOW)
+
+
+def _tdx_service_td(e: Env, p: Policy) -> Verdict:
+    from tests.attest.test_tdx import _v5
+
+    return verify_quote(_v5(e.tdx, b"\x01" + bytes(47)), e.collateral, policy=p, now=NOW)
+
+
 def _snp(**kw: Any) -> Make:
     return lambda e, p: verify_report(e.snp.report(b"r" * 64, **kw), e.snp.cert_chain_pem(),
                                       policy=p, now=NOW)
@@ -208,6 +221,11 @@ CASES: dict[str, Case] = {
     "tdx.mrenclave": (_set("tdx", mrenclave=frozenset({WRONG32})), _SAME, _sgx,
                       "sgx.mrenclave"),
     "tdx.mrsigner": (_set("tdx", mrsigner=frozenset({WRONG32})), _SAME, _sgx, "sgx.mrsigner"),
+    "tdx.require_sept_ve_disable": (
+        _SAME, _set("tdx", require_sept_ve_disable=False), _tdx_attributes(0),
+        "tdx.td_attributes"),
+    "tdx.allow_service_td": (_SAME, _set("tdx", allow_service_td=True), _tdx_service_td,
+                             "tdx.td_attributes"),
     "snp.measurement": (_set("snp", measurement=frozenset({WRONG48})), _SAME, _snp(),
                         "snp.measurement"),
     "snp.host_data": (_set("snp", host_data=frozenset({WRONG32})), _SAME, _snp(),

@@ -15,6 +15,7 @@ QUOTES = [
     *sorted(
         str(p.relative_to(DATA)) for p in DATA.rglob("*")
         if p.is_file() and p.suffix in ("", ".bin", ".dat", ".hex", ".txt")
+        and not p.name.startswith(("ccel", "nonce"))  # go-tdx-guest's CCEL beside its quote
     ),
     "../confidential-ai/dstack-simulator-quote.hex",
 ]
@@ -28,7 +29,7 @@ TD_FIELDS = {
 
 
 def test_all_vectors_found() -> None:
-    assert len(QUOTES) == 13, QUOTES
+    assert len(QUOTES) == 15, QUOTES
 
 
 @pytest.mark.parametrize("name", QUOTES)
@@ -112,8 +113,6 @@ def test_parse_rejects_malformed() -> None:
     q = parse_quote(raw)
     with pytest.raises(EvidenceError, match="truncated"):
         parse_quote(raw[: q.size - 1])
-    with pytest.raises(EvidenceError, match="not zero padding"):
-        parse_quote(raw + b"\x01")
     with pytest.raises(EvidenceError, match="attestation key type"):
         parse_quote(raw[:2] + b"\x03\x00" + raw[4:])
     bad_len = bytearray(raw)

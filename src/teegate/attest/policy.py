@@ -50,6 +50,11 @@ class TdxPolicy:
     # SGX enclaves: allowed MRENCLAVE / MRSIGNER values.
     mrenclave: frozenset[str] = frozenset()
     mrsigner: frozenset[str] = frozenset()
+    # TD attributes. Without SEPT_VE_DISABLE the TD must handle #VE on pending pages itself
+    # (every Azure TDX CVM runs so); a non-zero MRSERVICETD binds a service TD (Alibaba's
+    # migration / vTPM TDs). Debug TDs and reserved attribute bits are always refused.
+    require_sept_ve_disable: bool = True
+    allow_service_td: bool = False
 
 
 @dataclass(frozen=True)

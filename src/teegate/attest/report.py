@@ -30,6 +30,7 @@ from teegate.attest.binding import (
 from teegate.attest.eventlog import Event, check_event_log, parse_event_log
 from teegate.attest.policy import Policy
 from teegate.attest.tdx import _verify_quote, load_quote, parse_quote, quote_measurements
+from teegate.attest.tdx_quote import trailing_note
 from teegate.attest.verdict import Check, Verdict, window
 from teegate.errors import EvidenceError
 
@@ -94,11 +95,13 @@ def _quote_verdict(raw: bytes, collateral: str | None, policy: Policy, now: int)
     """The quote's own verdict, or one failing ``<tee>.collateral`` check without collateral."""
     if collateral is None:
         quote = parse_quote(raw)
+        note = trailing_note(quote)
         return Verdict(
             tee=quote.tee,
-            checks=(Check(f"{quote.tee}.collateral", False,
-                          "no Intel collateral for this quote: give dcap-qvl collateral JSON "
-                          "(teegate verify --collateral FILE, or --online to fetch it)"),),
+            checks=((Check(f"{quote.tee}.trailing_bytes", True, note),) if note else ()) + (
+                Check(f"{quote.tee}.collateral", False,
+                      "no Intel collateral for this quote: give dcap-qvl collateral JSON "
+                      "(teegate verify --collateral FILE, or --online to fetch it)"),),
             measurements=quote_measurements(quote),
             report_data=quote.report_data.hex(),
         )

@@ -26,7 +26,6 @@ from teegate.attest.tdx_collateral import (
     policy_roots,
 )
 from teegate.attest.tdx_quote import (
-    TD_ATTR_SEPT_VE_DISABLE,
     CertificationData,
     Quote,
     QuoteHeader,
@@ -35,7 +34,9 @@ from teegate.attest.tdx_quote import (
     TdReport,
     load_quote,
     parse_quote,
+    trailing_note,
 )
+from teegate.attest.tdx_tcb import attribute_problems, tdx_tcb_status
 from teegate.attest.verdict import Check, CheckList, Verdict, window
 from teegate.errors import EvidenceError
 
@@ -131,6 +132,46 @@ def dcap_error_check(message: str) -> tuple[str, str]:
         if needle in text:
             return suffix, f"{meaning} (dcap-qvl: {compact})"
     return "dcap", f"dcap-qvl rejected the quote: {compact}"
+
+
+# dcap-qvl ``verify_impl`` step order (src/verify.rs @ 9bffe30, as in PyPI 0.7.0): a failure at
+# one step means every earlier step passed, so a verdict that stops early still says so.
+_DCAP_STEPS: tuple[tuple[str, str], ...] = (
+    ("tcb_info", "TCB info is signed by Intel and valid at this time"),
+    ("qe_identity", "QE identity is signed by Intel and valid at this time"),
+    ("pck_chain", "PCK certificate chain verifies to the root, none revoked"),
+    ("qe_report_signature", "QE report is signed by the PCK key"),
+    ("qe_report_data", "QE report binds the attestation key and QE auth data"),
+    ("qe_enclave", "the quoting enclave matches Intel's QE identity"),
+    ("quote_signature", "quote signature over header and report verifies"),
+)
+# dcap-qvl message -> the step it stops at: the index into _DCAP_STEPS, len() for the TCB
+# level, len()+1 for the TCB status, len()+2 for the TD attributes (its last check).
+_STAGES: tuple[tuple[str, int], ...] = (
+    ("Debug mode is enabled", 9), ("SEPT_VE_DISABLE", 9), ("Reserved bits in TD", 9),
+    ("Invalid MR service TD", 9), ("TCB status is invalid", 8),
+    ("No matching TCB level", 7), ("Fmspc mismatch", 7), ("TCB info in the collateral", 7),
+    ("TDX module", 7), ("component count mismatch", 7),
+    ("ISV enclave report signature", 6),
+    ("QE MRSIGNER", 5), ("QE report validation", 5), ("QE ISVPRODID", 5),
+    ("QE MISCSELECT", 5), ("QE ATTRIBUTES", 5), ("QE ISVSVN", 5),
+    ("No TCB levels found in QE Identity", 5),
+    ("QE report hash mismatch", 4), ("Signature is invalid for qe_report", 3),
+)
+
+
+_TCB_STATUS = 8
+_ATTRIBUTES = 9
+_LEVEL_UNREPORTED = ("platform TCB matches a level Intel lists (dcap-qvl checks this before the "
+                     "step that stopped it, and does not report the status then)")
+
+
+def dcap_stage(message: str) -> int:
+    """How many of dcap-qvl's steps passed before ``message`` stopped it (0 when unsure)."""
+    for needle, stage in _STAGES:
+        if needle in message:
+            return stage
+    return 0
 
 
 def quote_measurements(quote: Quote) -> dict[str, str]:
@@ -231,17 +272,70 @@ def _policy_checks(
             f"not among the {len(allowed_values)} value(s) the policy allows"))
 
 
-def _td_attribute_check(td: TdReport, p: str, checks: CheckList) -> None:
-    """teegate's own TD-attribute rules, beside dcap-qvl's, so a lenient dcap-qvl release
-    cannot turn them off: SEPT_VE_DISABLE set, no service TD bound (TD report 1.5)."""
-    problems = []
-    if not td.attributes & TD_ATTR_SEPT_VE_DISABLE:
-        problems.append("SEPT_VE_DISABLE is not set: the TD can be attacked through #VE")
-    if td.mrservicetd is not None and any(td.mrservicetd):
-        problems.append("MRSERVICETD is not zero: a service TD is bound to this TD")
-    checks.add(f"{p}.td_attributes", not problems, "; ".join(problems) if problems else
-               f"TD attributes {td.td_attributes.hex()} are acceptable (SEPT_VE_DISABLE set"
-               + (", no service TD)" if td.mrservicetd is not None else ")"))
+def _td_attribute_check(td: TdReport, policy: Policy, p: str, checks: CheckList,
+                        dcap: str | None = None) -> bool:
+    """teegate's TD-attribute rules, beside dcap-qvl's, so a lenient dcap-qvl release cannot
+    turn them off: no debug, no reserved bits, SEPT_VE_DISABLE set and no service TD bound
+    unless the policy admits them. The detail names each rule that decided."""
+    t = policy.tdx
+    found = attribute_problems(td)
+    found.pop("debug", None)  # its own check, tdx.debug, never admitted
+    admitted = {"sept_ve_disable": not t.require_sept_ve_disable,
+                "service_td": t.allow_service_td}
+    refused = [f"{text} (policy tdx.{_RULE[k]})" if k in _RULE else text
+               for k, text in found.items() if not admitted.get(k, False)]
+    allowed = [f"{text}: admitted by policy tdx.{_RULE[k]} = {str(not _DEFAULT[k]).lower()}"
+               for k, text in found.items() if admitted.get(k, False)]
+    if refused:
+        said = f" (dcap-qvl: {dcap.removeprefix('Verification failed: ')})" if dcap else ""
+        return checks.failed(f"{p}.td_attributes", "; ".join(refused + allowed) + said)
+    rules = ["no debug, no reserved bits",
+             "SEPT_VE_DISABLE set" if "sept_ve_disable" not in found else "",
+             "no service TD" if td.mrservicetd is not None and "service_td" not in found
+             else ""]
+    ok = ", ".join(r for r in rules if r)
+    return checks.passed(f"{p}.td_attributes",
+                         f"TD attributes {td.td_attributes.hex()} are acceptable ({ok})"
+                         + ("; " + "; ".join(allowed) if allowed else ""))
+
+
+# Policy field per dcap-qvl rule teegate lets a policy admit, and its default.
+_RULE = {"sept_ve_disable": "require_sept_ve_disable", "service_td": "allow_service_td"}
+_DEFAULT = {"sept_ve_disable": True, "service_td": False}
+
+
+def _admitted_attributes(
+    quote: Quote, td: TdReport, message: str, chain_pem: bytes, col: Collateral,
+    policy: Policy, p: str, checks: CheckList,
+) -> tuple[str, tuple[str, ...]] | None:
+    """(status, advisories) when dcap-qvl stopped only on a TD attribute the policy admits.
+
+    dcap-qvl checks TD attributes after every signature, chain and TCB check (``verify_impl``
+    step order) and reports no TCB status then; teegate recomputes it from the collateral that
+    call verified (``tdx_tcb``). None means the dcap-qvl error stands.
+    """
+    found = attribute_problems(td)
+    if not found or "debug" in found:  # never admitted, or a rule teegate does not know
+        checks.passed(f"{p}.tcb_level", _LEVEL_UNREPORTED)
+        name, detail = dcap_error_check(message)
+        checks.failed(f"{p}.{name}", detail)
+        return None
+    if not _td_attribute_check(td, policy, p, checks, message):
+        checks.passed(f"{p}.tcb_level", _LEVEL_UNREPORTED)
+        return None
+    try:
+        ext = dcap_qvl.parse_pck_extension_from_pem(chain_pem)
+        result = tdx_tcb_status(quote, col.tcb_info, col.qe_identity, bytes(ext.cpu_svn),
+                                int(ext.pce_svn))
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:
+        checks.failed(f"{p}.tcb_level", f"the TCB status could not be recomputed: {e}")
+        return None
+    checks.passed(f"{p}.tcb_level",
+                  f"platform TCB matches a level Intel lists: {result.status} (recomputed by "
+                  "teegate: dcap-qvl stops on the TD attribute before it reports the status)")
+    return result.status, result.advisories
 
 
 def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Verdict:
@@ -274,6 +368,9 @@ def _verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> V
     quote = parse_quote(raw)
     p = quote.tee
     checks = CheckList()
+    note = trailing_note(quote)
+    if note is not None:
+        checks.passed(f"{p}.trailing_bytes", note)
     measurements = quote_measurements(quote)
     identity: dict[str, str] = {}
     lo: int | None = None
@@ -312,32 +409,40 @@ def _verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> V
     if root is None:
         return verdict()
     try:
-        report = dcap_qvl.verify_with_root_ca(raw, col.qvl, root, now)
+        report = dcap_qvl.verify_with_root_ca(raw[: quote.size], col.qvl, root, now)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as e:  # ValueError, or a Rust panic (pyo3 PanicException)
-        name, detail = dcap_error_check(str(e))
-        checks.failed(f"{p}.{name}", detail)
-        return verdict()
-    status = str(report.status)
-    advisories = tuple(str(a) for a in report.advisory_ids)
+        message = str(e)
+        stage = dcap_stage(message)
+        for name, detail in _DCAP_STEPS[:stage]:
+            checks.passed(f"{p}.{name}", detail + " (dcap-qvl checks this before the step "
+                                                  "that stopped it)")
+        if stage == _ATTRIBUTES and quote.td_report is not None:
+            admitted = _admitted_attributes(quote, quote.td_report, message, chain_pem, col,
+                                            policy, p, checks)
+            if admitted is None:
+                return verdict()
+            status, advisories = admitted
+        else:
+            if stage >= _TCB_STATUS:
+                checks.passed(f"{p}.tcb_level", _LEVEL_UNREPORTED)
+            name, detail = dcap_error_check(message)
+            checks.failed(f"{p}.{name}", detail)
+            return verdict()
+    else:
+        status = str(report.status)
+        advisories = tuple(str(a) for a in report.advisory_ids)
+        for name, detail in _DCAP_STEPS:
+            checks.passed(f"{p}.{name}", detail)
+        checks.passed(f"{p}.tcb_level", f"platform TCB matches a level Intel lists: {status}")
+        if quote.td_report is not None:
+            _td_attribute_check(quote.td_report, policy, p, checks)
     # dcap-qvl checked each part at ``now``; teegate checks the window it reports as well, so
     # a verdict is never accepted outside the window it tells callers to rely on.
     inside = (lo is None or lo <= now) and (hi is None or now <= hi)
     checks.add(f"{p}.validity", inside,
                f"collateral and certificates are valid {lo} .. {hi} (unix), now {now}"
                + ("" if inside else ": outside that window"))
-    for name, detail in (
-        ("pck_chain", "PCK certificate chain verifies to the root, none revoked"),
-        ("tcb_info", "TCB info is signed by Intel and valid at this time"),
-        ("qe_identity", "QE identity is signed by Intel and matches the quoting enclave"),
-        ("qe_report_signature", "QE report is signed by the PCK key and binds the "
-                                "attestation key"),
-        ("quote_signature", "quote signature over header and report verifies"),
-        ("tcb_level", f"platform TCB matches a level Intel lists: {status}"),
-    ):
-        checks.passed(f"{p}.{name}", detail)
-    if quote.td_report is not None:
-        _td_attribute_check(quote.td_report, p, checks)
     _policy_checks(quote, measurements, status, advisories, col, policy, now, p, checks)
     return verdict(status, advisories)

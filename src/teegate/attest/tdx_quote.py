@@ -136,8 +136,11 @@ class Quote:
     signature_data: SignatureData
     # Length of the region the attestation key signs: header (+ v5 descriptor) + body.
     signed_size: int
-    # Bytes the quote occupies; anything after it was zero padding.
+    # Bytes the quote occupies (header through certification data).
     size: int
+    # Bytes after the quote: no signature covers them, so they are reported and ignored, as
+    # dcap-qvl and go-tdx-guest (``QuoteV4.extra_bytes``) do. Test files often carry them.
+    trailing: bytes = b""
 
     @property
     def tee(self) -> str:
@@ -328,10 +331,6 @@ def parse_quote(raw: bytes) -> Quote:
     cert = qe.take(cert_size, "PCK certification data")
     if qe.pos != qe.end or s.pos != s.end:
         raise EvidenceError("signature data has unexplained bytes after the certification data")
-    if any(raw[sig_end:]):
-        raise EvidenceError(
-            f"{len(raw) - sig_end} bytes follow the quote and they are not zero padding"
-        )
     return Quote(
         header=header,
         body_type=body_type,
@@ -348,4 +347,17 @@ def parse_quote(raw: bytes) -> Quote:
         ),
         signed_size=signed_size,
         size=sig_end,
+        trailing=raw[sig_end:],
     )
+
+
+def trailing_note(quote: Quote) -> str | None:
+    """What followed the quote, for the verdict; None when nothing did."""
+    extra = quote.trailing
+    if not extra:
+        return None
+    if not any(extra):
+        return f"{len(extra)} zero bytes of padding follow the quote (ignored)"
+    shown = extra[:32].hex() + ("…" if len(extra) > 32 else "")
+    return (f"{len(extra)} bytes follow the quote ({shown}); no signature covers them, so "
+            "they are ignored, as dcap-qvl and go-tdx-guest do")
