@@ -39,7 +39,9 @@ def test_trailing_bytes_are_judged_on_content_and_reported() -> None:
     assert quote.trailing == b"\nextra bytes(only for testing purpose)\n"
     v = verify_quote(raw, text(SPR_E4_COLLATERAL), policy=Policy.default(), now=SPR_E4_NOW)
     note = v.check("tdx.trailing_bytes")
-    assert note is not None and note.ok and "39 bytes follow the quote" in note.detail
+    assert note is not None
+    assert note.ok
+    assert "39 bytes follow the quote" in note.detail
     # Judged on its content: every signature verifies; the 2023 sample TCB info Google
     # ships beside it lists no level this platform reaches, which is what rejects it.
     assert [c.name for c in v.failures] == ["tdx.tcb_level"]
@@ -51,7 +53,8 @@ def test_zero_padding_is_reported_as_padding() -> None:
                      policy=Policy.default(), now=ZK_NOW)
     assert v.accepted, v.failures
     note = v.check("tdx.trailing_bytes")
-    assert note is not None and note.detail.startswith("3065 zero bytes of padding")
+    assert note is not None
+    assert note.detail.startswith("3065 zero bytes of padding")
 
 
 def test_dcap_stop_on_td_attributes_still_shows_the_passed_checks() -> None:
@@ -67,7 +70,8 @@ def test_policy_admits_a_td_without_sept_ve_disable_knowingly() -> None:
     v = verify_quote(read(NO_SEPT), text(ZK_COLLATERAL), policy=lax, now=ZK_NOW)
     assert v.accepted, v.failures
     td = v.check("tdx.td_attributes")
-    assert td is not None and "admitted by policy tdx.require_sept_ve_disable = false" in td.detail
+    assert td is not None
+    assert "admitted by policy tdx.require_sept_ve_disable = false" in td.detail
     # PCK CPU SVN 07 07 02 02 03 01 00 03 and TEE_TCB_SVN 04 01 07: the level dcap-qvl rates
     # UpToDate for go-tdx-guest's COS quote with the same SVNs (test below).
     assert (v.tcb_status, v.advisory_ids) == ("UpToDate", ())
@@ -83,7 +87,8 @@ def test_service_td_rule_names_its_policy_field() -> None:
     from teegate.attest.tdx_tcb import attribute_problems
 
     td = parse_quote(read("dcap-qvl/tdx_quote_outdated")).td_report
-    assert td is not None and td.mrservicetd == bytes(48)
+    assert td is not None
+    assert td.mrservicetd == bytes(48)
     bound = replace(td, mrservicetd=b"\x01" + bytes(47))
     assert "service_td" in attribute_problems(bound)
     assert "service_td" not in attribute_problems(td)
