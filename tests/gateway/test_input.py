@@ -220,3 +220,64 @@ def test_the_hold_covers_every_choice(gw: Gw, ledger: Ledger) -> None:
     r = _chat(gw, _msg("gpt-plain", max_tokens=100, n=1))
     assert r.status_code == 200
     wait(lambda: ledger.balance(agent).held == 0)
+
+
+def _greedy_upstream(seen: list[dict[str, Any]]) -> Any:
+    """A provider that ignores every token limit: 100,005 completion tokens whatever it is
+    asked; ``seen`` gets each request body it received."""
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> Response:
+        seen.append(json.loads(await request.body()))
+        return Response(json.dumps({
+            "id": "chatcmpl-greedy", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 9},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 100_005,
+                      "total_tokens": 100_010}}).encode(), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_a_call_without_a_limit_forwards_the_cap_it_was_held_for(
+        make_gateway: GatewayFactory, ledger: Ledger, field: str) -> None:
+    """The hold assumes ``default_max_tokens``: the provider is sent that cap (under the
+    field it expects), and usage above the cap is charged as the cap."""
+    from tests.gateway.loopback import serving
+
+    seen: list[dict[str, Any]] = []
+    with serving(_greedy_upstream(seen)) as up:
+        gw = make_gateway([{"id": "greedy", "platform": "open-ai", "base_url": up.url + "/v1",
+                            "models": ["m"], "prices": {"m": PRICE},
+                            "max_tokens_field": field}],
+                          gateway={"default_max_tokens": 50}, ledger=ledger)
+        agent = _agent(gw)
+        ledger.deposit(agent, 1_000_000)
+        r = _chat(gw, _msg("m"))
+        assert r.status_code == 200, r.text
+        assert seen[-1][field] == 50
+        assert seen[-1]["messages"] == [{"role": "user", "content": "hi"}]
+        wait(lambda: ledger.balance(agent).held == 0)
+        charge = next(t for t in ledger.transfers(agent) if t.kind == "charge")
+        assert charge.amount == 5 * 1 + 50 * 2  # the prompt, and the cap it was sent
+        # A limit the request names is forwarded as it came (the bytes unchanged).
+        r = _chat(gw, _msg("m", max_completion_tokens=7))
+        assert r.status_code == 200
+        assert "max_tokens" not in seen[-1]
+        assert seen[-1]["max_completion_tokens"] == 7
+
+
+def test_max_tokens_field_is_validated() -> None:
+    from teegate.errors import ConfigError
+    from teegate.gateway import parse_config
+
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.max_tokens_field"):
+        parse_config({"providers": [{"id": "p", "platform": "open-ai", "models": ["m"],
+                                     "base_url": "http://127.0.0.1:9/v1",
+                                     "max_tokens_field": "limit"}]})

@@ -283,9 +283,9 @@ class Gateway:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, body: bytes, trust_header: bytes | None, agent: Agent
-               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool, int]:
+               ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool, int, bool]:
         """(request, model, stream, required level, bytes to forward, usage injected, the
-        output tokens the call may produce)."""
+        output tokens the call may produce, whether the request names no token limit)."""
         try:
             req = safejson.loads(body)
         except (ValueError, UnicodeDecodeError):  # too deep is a JSONDecodeError too
@@ -352,13 +352,13 @@ class Gateway:
         given = [n for n in limits if n is not None]
         choices = _token_limit(req, "n") or 1
         out = (max(given) if given else self.config.default_max_tokens) * choices
-        return req, model, bool(stream), required, forward, inject, out
+        return req, model, bool(stream), required, forward, inject, out, not given
 
     async def _serve(self, agent: Agent, body: bytes, hdrs: dict[bytes, bytes], send: Send,
                      receive: Receive, t0: float) -> CallRecord:
         conv = hdrs.get(CONVERSATION_HEADER)
         try:
-            req, model, stream, required, forward, inject, limit = self._parse(
+            req, model, stream, required, forward, inject, limit, uncapped = self._parse(
                 body, hdrs.get(TRUST_HEADER), agent)
         except GatewayRefusal as r:  # refused calls get a record (and receipt) too
             bad = CallRecord(agent.id, "", agent.trust.label, time.time(), _sha(body),
@@ -371,12 +371,11 @@ class Gateway:
             raise
         record = CallRecord(agent.id, model, required.label, time.time(), _sha(body),
                             conversation=conv.decode("latin-1") if conv else None, stream=stream)
-        unchanged = forward is body
-        record.forwarded_sha256 = None if unchanged else _sha(forward)
+        record.output_cap = limit
         try:
             return await self._serve_record(record, req, model, stream, required, forward,
-                                            inject, unchanged, send, receive,
-                                            hdrs.get(b"\0extra", b""), limit)
+                                            inject, body, send, receive,
+                                            hdrs.get(b"\0extra", b""), limit, uncapped)
         except GatewayRefusal as r:
             if record.outcome == "pending":
                 record.outcome = "failed"
@@ -392,8 +391,9 @@ class Gateway:
 
     async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
                             stream: bool, required: TrustLevel, forward: bytes, inject: bool,
-                            unchanged: bool, send: Send, receive: Receive,
-                            extra_headers: bytes = b"", limit: int = 0) -> CallRecord:
+                            body: bytes, send: Send, receive: Receive,
+                            extra_headers: bytes = b"", limit: int = 0,
+                            uncapped: bool = False) -> CallRecord:
         if model not in self.by_model:
             record.outcome, record.status = "refused", 404
             raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
@@ -444,6 +444,8 @@ class Gateway:
         chosen: ProviderRuntime | None = None
         attested: Attested | None = None
         errors: list[str] = []
+        capped: dict[str, bytes] = {}  # the bytes sent, per token-limit field name
+        sent = forward
         for p in providers:
             now = self.clock()
             level = p.level(now)
@@ -452,9 +454,11 @@ class Gateway:
                 continue
             attested = p.current(now)
             record.attempts.append(p.id)
+            sent = forward if not uncapped else self._capped(req, p, capped)
+            record.forwarded_sha256 = None if sent is body else _sha(sent)
             t_up = time.perf_counter()
             try:
-                resp = await p.adapter.chat(forward, extra_headers)
+                resp = await p.adapter.chat(sent, extra_headers)
             except UpstreamError as e:
                 p.health.failure(time.monotonic())
                 self.metrics.failovers.labels(p.id, "connect").inc()
@@ -505,11 +509,23 @@ class Gateway:
         headers = self._response_headers(chosen, attested, record, upstream)
         if is_sse:
             await self._relay_stream(chosen, attested, record, upstream, first, body_iter,
-                                     forward, inject, unchanged, headers, send, receive)
+                                     sent, inject, sent is body, headers, send, receive)
         else:
-            await self._relay_plain(chosen, attested, record, upstream, data, forward, headers,
+            await self._relay_plain(chosen, attested, record, upstream, data, sent, headers,
                                     send)
         return record
+
+    def _capped(self, req: dict[str, Any], p: ProviderRuntime, done: dict[str, bytes]
+                ) -> bytes:
+        """The request with the output cap the hold assumed (``default_max_tokens`` per
+        choice), under the field the provider expects: without it a provider may produce
+        far more than was held, and the hold would cap what is charged."""
+        name = p.config.max_tokens_field
+        out = done.get(name)
+        if out is None:
+            out = done[name] = json.dumps({**req, name: self.config.default_max_tokens},
+                                          separators=(",", ":")).encode()
+        return out
 
     def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
                           upstream: Http11Response) -> list[tuple[bytes, bytes]]:
@@ -721,8 +737,15 @@ class Gateway:
         usage = record.usage
         if usage:
             try:
-                return price.cost(max(int(usage.get("prompt_tokens") or 0), 0),
-                                  max(int(usage.get("completion_tokens") or 0), 0))
+                prompt = max(int(usage.get("prompt_tokens") or 0), 0)
+                completion = max(int(usage.get("completion_tokens") or 0), 0)
+                if record.output_cap and completion > record.output_cap:
+                    # The provider was sent this cap: tokens beyond it were never asked for.
+                    record.error = (f"the provider reported {completion} completion tokens, "
+                                    f"above the cap of {record.output_cap} it was sent; "
+                                    "charged the cap")
+                    completion = record.output_cap
+                return price.cost(prompt, completion)
             except (TypeError, ValueError, TeegateError):  # absurd usage: the hold's worst case
                 return -1
         if record.status >= 400 or (record.outcome == "failed" and not record.stream):

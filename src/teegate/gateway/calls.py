@@ -41,6 +41,7 @@ class CallRecord:
     chat_id: str | None = None  # the provider's completion id
     prompt_estimate: int = 0  # upper bound on prompt tokens (ledger estimate)
     content_events: int = 0  # stream events with content (an estimate when usage is missing)
+    output_cap: int = 0  # output tokens the call may produce (token limit x n), as held
 
 
 class Accounting(Protocol):

@@ -47,6 +47,9 @@ class ProviderConfig:
     trust_cap: TrustLevel | None = None  # never serve above this level (operator choice)
     attestation_ttl: int = 600
     timeout: float = 600.0
+    # The output cap sent when a request names none ("max_completion_tokens" for models
+    # that refuse "max_tokens", such as OpenAI's reasoning models).
+    max_tokens_field: str = "max_tokens"
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ def _policy(raw: Mapping[str, Any], where: str, base_dir: Path, development: boo
 
 
 _PROVIDER_FIELDS = {"id", "platform", "base_url", "models", "api_key_env", "prices", "policy",
-                    "policy_inline", "development", "trust_cap", "attestation_ttl", "timeout"}
+                    "policy_inline", "development", "trust_cap", "attestation_ttl", "timeout",
+                    "max_tokens_field"}
 
 
 def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig:
@@ -202,13 +206,17 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
     if ttl < 5:
         raise ConfigError(f"{where}.attestation_ttl: at least 5 seconds")
     timeout = float(_want(raw.get("timeout", 600.0), (int, float), where + ".timeout"))
+    cap_field = _want(raw.get("max_tokens_field", "max_tokens"), str,
+                      where + ".max_tokens_field")
+    if cap_field not in ("max_tokens", "max_completion_tokens"):
+        raise ConfigError(f"{where}.max_tokens_field: 'max_tokens' or 'max_completion_tokens'")
     return ProviderConfig(
         id=pid, platform=platform, base_url=base_url, models=models, api_key=api_key,
         prices=_prices(raw.get("prices", {}), models, where + ".prices"), policy=policy,
         development=development,
         trust_cap=parse_trust(_want(cap, str, where + ".trust_cap"), field=where + ".trust_cap")
         if cap is not None else None,
-        attestation_ttl=ttl, timeout=timeout,
+        attestation_ttl=ttl, timeout=timeout, max_tokens_field=cap_field,
     )
 
 
