@@ -71,8 +71,10 @@ class Tamper:
     alter_response: bool = False  # change one byte of every chat answer (keep the signature)
     corrupt_report: bool = False  # flip a byte inside the attestation quote
     fail_status: int | None = None  # answer chat calls with this status instead
+    report_status: int | None = None  # answer report requests with this status instead
     break_stream: bool = False  # send 200 + SSE headers, then drop the connection
     inject_before_done: bytes = b""  # an SSE event slipped in after the node's signature
+    replace: tuple[bytes, bytes] | None = None  # rewrite these bytes of every chat answer
     strip_collateral: bool = False  # serve bare quotes, as hosted providers do
     seen: list[str] = field(default_factory=list)
 
@@ -82,6 +84,9 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
     client = httpx.AsyncClient(base_url=target, timeout=30)
 
     async def report(request: Request) -> Response:
+        if tamper.report_status is not None:
+            return Response(b'{"error":{"message":"down"}}', tamper.report_status,
+                            media_type="application/json")
         r = await client.get("/v1/attestation/report", params=dict(request.query_params))
         body = r.content
         if tamper.strip_collateral:
@@ -121,6 +126,8 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
         out_headers = {k: v for k, v in r.headers.items() if k.startswith("x-teegate")}
 
         def alter(chunk: bytes) -> bytes:
+            if tamper.replace is not None:
+                chunk = chunk.replace(*tamper.replace)
             return chunk.replace(b'"content":"', b'"content":"!') if (
                 tamper.alter_response) else chunk
 

@@ -666,6 +666,7 @@ class Gateway:
             time.perf_counter() - t0)
         if record.outcome == "pending":
             record.outcome = "failed"
+        _void_if_unverified(record)
         if record.signature_check == "pending":  # fetch the signature first (async)
             self.manager.spawn(self._account(record))
         elif record.hold_id is not None:  # settle off the event loop, in call order
@@ -711,6 +712,7 @@ class Gateway:
             log.exception("cannot check the response signature of %s", record.chat_id)
             record.signature_check = f"not checked: {type(e).__name__}"
         finally:
+            _void_if_unverified(record)
             if record.hold_id is not None:
                 self._settler.put(record)
             elif self.receipts is not None:
@@ -718,7 +720,7 @@ class Gateway:
 
     def _settle(self, record: CallRecord) -> None:
         assert self.accounting is not None
-        if record.outcome == "refused" or record.provider is None:
+        if record.outcome in ("refused", "voided") or record.provider is None:
             self.accounting.void(record)
             return
         amount = self.call_cost(record)
@@ -779,6 +781,16 @@ class Gateway:
             expected_text=expected)
         record.signature_check = "verified" if why is None else f"failed: {why}"
         del req_hash
+
+
+def _void_if_unverified(record: CallRecord) -> None:
+    """An answer whose verification failed is voided, never charged: its usage is as
+    unverified as its content (a forged usage would otherwise charge the whole hold)."""
+    check = record.signature_check
+    if check is not None and check.startswith("failed") and record.outcome != "voided":
+        record.outcome = "voided"
+        record.error = f"{record.error or check}; the answer failed verification: voided, " \
+            "not charged"
 
 
 def _token_limit(req: dict[str, Any], name: str) -> int | None:

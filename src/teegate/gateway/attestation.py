@@ -79,6 +79,9 @@ class ProviderRuntime:
     last_verdict: Verdict | None = None  # the latest verdict, accepted or not
     quarantined_until: float = 0.0
     quarantine_reason: str = ""
+    # Set by a quarantine, cleared only by an accepted verdict: a provider whose quarantine
+    # ran out serves nothing, at any level, until it has been attested afresh.
+    needs_verdict: bool = False
     refreshes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -97,6 +100,8 @@ class ProviderRuntime:
                     f"{self.quarantine_reason}")
         if self.status == "rejected":
             return f"attestation rejected: {self.detail}"
+        if self.needs_verdict:
+            return f"quarantine over, not attested again yet: {self.quarantine_reason}"
         return None
 
     def current(self, now: float) -> Attested | None:
@@ -256,6 +261,7 @@ class AttestationManager:
         p.attested = Attested(verdict, digest, address, algo, identity, level, expires,
                               any(v.development for v in verdicts), report_sha, nonce.hex(),
                               keys)
+        p.needs_verdict = False
         p.status, p.detail = "attested", ("DEVELOPMENT TEE (simulated; not confidential)"
                                           if p.attested.development else "verified")
         if len(keys) > 1:
@@ -331,6 +337,8 @@ class AttestationManager:
         until = self.clock() + self.quarantine_s
         p.quarantined_until = until
         p.quarantine_reason = reason
+        p.needs_verdict = True
+        p.wake.set()  # re-attest when the quarantine ends, not on the old schedule
         self._publish_level(p)
         bound = p.last_verdict.bound_key if p.last_verdict is not None else None
         self.spawn(anyio.to_thread.run_sync(
@@ -380,6 +388,8 @@ class AttestationManager:
             p.drop("quarantined", s.detail)
             p.quarantined_until = float(s.quarantined_until)
             p.quarantine_reason = s.detail
+            p.needs_verdict = True
+            p.wake.set()
             self._publish_level(p)
 
     def _publish_level(self, p: ProviderRuntime) -> None:
