@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Check
 
@@ -82,6 +83,7 @@ def _hashed(name: str, key: bytes, nonce: bytes) -> bytes:
     return hashlib.sha512(key + nonce).digest()
 
 
+@malformed("the report_data binding")
 def check_report_data(
     report_data: bytes,
     *,

@@ -21,6 +21,7 @@ from typing import Any
 import rfc8785
 
 from teegate import safejson
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Check
 from teegate.errors import EvidenceError
@@ -107,6 +108,7 @@ def _event(item: Any, i: int) -> Event:
     return ev
 
 
+@malformed("the event log")
 def parse_event_log(data: str | bytes | list[Any]) -> list[Event]:
     """Parse the dstack JSON event log (a JSON text or an already-decoded list)."""
     items: Any = data
@@ -138,6 +140,7 @@ def runtime_digest(event: Event) -> bytes:
     return hashlib.sha384(head + event.payload).digest()
 
 
+@malformed("the event log")
 def replay_rtmrs(events: Sequence[Event]) -> tuple[bytes, bytes, bytes, bytes]:
     """RTMR0..3 as the events extend them (runtime digests recomputed from payloads)."""
     regs = [_ZERO, _ZERO, _ZERO, _ZERO]
@@ -188,6 +191,7 @@ def _in(value: str | None, allowed: frozenset[str]) -> bool:
     return value is not None and value in allowed
 
 
+@malformed("the event log")
 def check_event_log(
     measurements: Mapping[str, str],
     events: Sequence[Event],

@@ -35,6 +35,7 @@ from teegate.attest.gpu_chain import (
 from teegate.attest.gpu_ocsp import OcspStatus, revocation_check
 from teegate.attest.gpu_rim import Rim, compare, parse_rim, select_rims, verify_rim
 from teegate.attest.gpu_spdm import SpdmEvidence, parse_spdm_evidence
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Check, CheckList, Verdict, window
 from teegate.errors import EvidenceError
@@ -126,6 +127,7 @@ def _hex_nonce(value: Any, where: str) -> bytes:
         raise EvidenceError(f"{where} is not hex") from e
 
 
+@malformed("the nvidia_payload")
 def parse_nvidia_payload(payload: str | bytes | Mapping[str, Any] | Sequence[Any]) -> NvidiaPayload:
     """Parse a provider ``nvidia_payload``: a JSON string or object ``{nonce, arch,
     evidence_list: [{evidence, certificate}, …]}`` (the NRAS request body). nvtrust's PPCIe
@@ -150,7 +152,8 @@ def parse_nvidia_payload(payload: str | bytes | Mapping[str, Any] | Sequence[Any
         raise EvidenceError("nvidia_payload must be a JSON object with an evidence_list")
     if not isinstance(items, list) or not items:
         raise EvidenceError("nvidia_payload: 'evidence_list' must be a non-empty list")
-    archs = {arch} | {i.get("arch") for i in items if isinstance(i, Mapping)}
+    archs = {arch} | {i["arch"] for i in items
+                       if isinstance(i, Mapping) and isinstance(i.get("arch"), str)}
     if any(isinstance(a, str) and a.upper().startswith("LS") for a in archs):
         raise EvidenceError("this is NVSwitch (LS10) evidence: teegate verifies GPU evidence "
                             "only; NVSwitch attestation is not supported")
@@ -305,6 +308,7 @@ def _rim_checks(cl: CheckList, p: str, ev: SpdmEvidence, rims: Sequence[bytes | 
     return status, (window(*bounds) if bounds else (None, None))
 
 
+@malformed("the GPU certificate chain")
 def load_device_chain(cert_chain: bytes | str) -> tuple[x509.Certificate, ...]:
     """A GPU's device chain, leaf first, from PEM text or base64(PEM)."""
     if isinstance(cert_chain, (bytes, bytearray)) and b"-----BEGIN" in cert_chain:
@@ -347,6 +351,7 @@ def payload_rim_ids(nvidia_payload: str | Mapping[str, Any]) -> list[str]:
     return list(ids)
 
 
+@malformed("the GPU evidence or its certificate chain")
 def verify_gpu_evidence(
     evidence: bytes | str,
     cert_chain: bytes | str,
@@ -456,6 +461,7 @@ def _distinct_check(gpus: Sequence[GpuEvidence]) -> Check:
     return Check("gpu.distinct", True, f"{len(gpus)} distinct device key(s)")
 
 
+@malformed("the nvidia_payload")
 def appraise_gpus(
     nvidia_payload: str | Mapping[str, Any] | None,
     *,

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from teegate.attest.guard import PARSE_ERRORS
 from teegate.errors import EvidenceError
 
 DEVICE_ROOT_FILE = "device_identity_ca.pem"
@@ -30,17 +31,32 @@ def load_pem_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise EvidenceError("certificate chain: no PEM certificate found")
     try:
-        return tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as e:
+        certs = tuple(x509.load_pem_x509_certificates(pem))
+    except PARSE_ERRORS as e:
         raise EvidenceError(f"certificate chain: malformed PEM certificate: {e}") from e
+    for i, cert in enumerate(certs, 1):
+        _readable(cert, f"certificate chain: certificate {i} of {len(certs)}")
+    return certs
+
+
+def _readable(cert: x509.Certificate, where: str) -> None:
+    """Read what cryptography parses lazily (version, names, extensions, key, validity), so a
+    malformed certificate is an ``EvidenceError`` here, not an exception in a later check."""
+    try:
+        _ = (cert.version, cert.subject, cert.issuer, cert.extensions, cert.public_key(),
+             cert.not_valid_before_utc, cert.not_valid_after_utc)
+    except PARSE_ERRORS as e:
+        raise EvidenceError(f"{where} is malformed ({type(e).__name__}: {e})") from e
 
 
 @lru_cache(maxsize=256)
 def load_der(der: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as e:
+        cert = x509.load_der_x509_certificate(der)
+    except PARSE_ERRORS as e:
         raise EvidenceError(f"malformed DER certificate: {e}") from e
+    _readable(cert, "DER certificate")
+    return cert
 
 
 @cache

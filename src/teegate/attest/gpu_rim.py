@@ -35,6 +35,7 @@ from teegate.attest.gpu_chain import (
     pinned_root,
     verify_chain,
 )
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.errors import EvidenceError
 
@@ -129,6 +130,7 @@ def _measurements(payload: Node) -> dict[int, RimMeasurement]:
     return out
 
 
+@malformed("the RIM")
 def parse_rim(xml: bytes) -> Rim:
     """Parse a RIM SWID tag; malformed XML or a missing part raises ``EvidenceError``.
 
@@ -190,6 +192,7 @@ class RimVerdict:
     chain: ChainResult | None = None
 
 
+@malformed("the RIM")
 def verify_rim(rim: Rim, *, policy: Policy, now: int) -> RimVerdict:
     """Check the RIM's XML-DSig signature and its signing chain to the pinned RIM root (or
     a development root in ``policy.roots.nvidia_rim``), valid at ``now``."""

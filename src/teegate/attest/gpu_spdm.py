@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from teegate.attest.guard import malformed
 from teegate.errors import EvidenceError
 
 SPDM_VERSION_11 = 0x11
@@ -162,6 +163,7 @@ def _opaque(data: bytes) -> MappingProxyType[int, bytes]:
     return MappingProxyType(out)
 
 
+@malformed("the GPU SPDM evidence")
 def parse_spdm_evidence(raw: bytes) -> SpdmEvidence:
     """Parse NVML's GET_MEASUREMENTS request || signed MEASUREMENTS response.
 

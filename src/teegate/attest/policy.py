@@ -166,6 +166,8 @@ def load_policy(path: str | Path) -> Policy:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"policy file {p}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"policy file {p}: not UTF-8 text (byte {e.start})") from None
     try:
         data: Any = safejson.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:

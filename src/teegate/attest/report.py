@@ -28,6 +28,7 @@ from teegate.attest.binding import (
     is_sample_nonce,
 )
 from teegate.attest.eventlog import Event, check_event_log, parse_event_log
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.attest.tdx import _verify_quote, load_quote, parse_quote, quote_measurements
 from teegate.attest.tdx_quote import trailing_note
@@ -207,6 +208,7 @@ def _gpu_checks(
     return list(checks), tuple(gpus)
 
 
+@malformed("the provider report")
 def verify_provider_report(
     report: Mapping[str, Any],
     *,
@@ -331,6 +333,7 @@ def _bare_context(
                            nonce=nonce.hex() if nonce is not None else None)
 
 
+@malformed("the TDX/SGX quote evidence")
 def verify_quote_evidence(
     raw: bytes | str,
     collateral: str | None,
@@ -354,6 +357,7 @@ def verify_quote_evidence(
     return _bare_context(cpu, policy, nonce, event_log, app_compose)
 
 
+@malformed("the SEV-SNP evidence")
 def verify_snp_evidence(
     raw: bytes | str,
     certs: bytes | None,

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.attest.snp_certs import (
     AmdCert,
@@ -229,6 +230,7 @@ def _key_checks(cl: CheckList, report: SnpReport, leaf: AmdCert, ext: KeyExtensi
                f"CHIP_ID {used.hex()[:16]}… differs from the VCEK hwID {ext.hwid.hex()[:16]}…")
 
 
+@malformed("the SEV-SNP report or its certificates")
 def verify_report(
     raw: bytes,
     certs: bytes | SnpCertificates | None,

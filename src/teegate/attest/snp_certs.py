@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
+from teegate.attest.guard import PARSE_ERRORS, malformed
 from teegate.errors import EvidenceError
 
 AMD_OID = "1.3.6.1.4.1.3704.1."
@@ -137,8 +138,11 @@ def load_der(der: bytes) -> AmdCert:
             role = _classify(cert, cn, self_signed)
             nb = int(cert.not_valid_before_utc.timestamp())
             na = int(cert.not_valid_after_utc.timestamp())
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise EvidenceError(f"not a valid X.509 certificate: {e}") from e
+            # cryptography parses these lazily; read them once here, so a bad version,
+            # extension or key is malformed input now and not an exception deep in a check.
+            _ = cert.version, cert.extensions, cert.public_key()
+    except PARSE_ERRORS as e:
+        raise EvidenceError(f"not a valid X.509 certificate ({type(e).__name__}: {e})") from e
     return AmdCert(der, cert, role, cn, nb, na, hashlib.sha256(der).hexdigest(), self_signed)
 
 
@@ -193,11 +197,16 @@ def split_certificates(data: bytes) -> list[bytes]:
     return out
 
 
+@malformed("the SEV-SNP certificates")
 def load_certificates(data: bytes) -> SnpCertificates:
     """Load VCEK / VLEK / ASK / ASVK / ARK from a PEM bundle and/or DER; classify by role."""
     found: dict[str, AmdCert] = {}
-    for der in split_certificates(data):
-        c = load_der(der)
+    ders = split_certificates(data)
+    for i, der in enumerate(ders, 1):
+        try:
+            c = load_der(der)
+        except EvidenceError as e:
+            raise EvidenceError(f"certificate {i} of {len(ders)}: {e}") from e
         prev = found.get(c.role)
         if prev is not None and prev.der != c.der:
             raise EvidenceError(f"more than one {c.role.upper()} certificate supplied")
@@ -308,6 +317,7 @@ def crl_signed_by(crl: x509.CertificateRevocationList, issuer: AmdCert) -> bool:
     return False
 
 
+@malformed("the AMD CRL")
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """A CRL in DER or PEM; EvidenceError otherwise."""
     try:

@@ -10,6 +10,7 @@ import string
 import struct
 from dataclasses import dataclass
 
+from teegate.attest.guard import malformed
 from teegate.errors import EvidenceError
 
 REPORT_SIZE = 0x4A0
@@ -25,6 +26,7 @@ _MBZ_V2 = ((0x188, 0x18B), (0x1F8, 0x208))
 _MBZ_V3_V4 = ((0x1F8, 0x208),)
 
 
+@malformed("the SEV-SNP report")
 def load_report(data: bytes) -> bytes:
     """Return raw report bytes from binary or hex text (whitespace and ``0x`` tolerated)."""
     if len(data) == REPORT_SIZE:
@@ -218,6 +220,7 @@ class SnpReport:
         return [(a, b) for a, b in ranges if any(self.raw[a:b])]
 
 
+@malformed("the SEV-SNP report")
 def parse_report(raw: bytes, *, product: str | None = None) -> SnpReport:
     """Parse a raw 1184-byte report. ``product`` overrides CPUID detection (needed for v2
     reports, which carry no CPUID; without it a v2 report is decoded with the Milan/Genoa

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import dcap_qvl
 
+from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
 from teegate.attest.tdx_collateral import (
     INTEL_ROOT_SHA256,
@@ -338,6 +339,7 @@ def _admitted_attributes(
     return result.status, result.advisories
 
 
+@malformed("the TDX/SGX quote or its collateral")
 def verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> Verdict:
     """Verify a TDX or SGX quote with its dcap-qvl collateral JSON at time ``now``.
 
@@ -398,6 +400,8 @@ def _verify_quote(raw: bytes, collateral: str, *, policy: Policy, now: int) -> V
     try:
         chain = parse_chain(chain_pem)
     except EvidenceError as e:
+        if col.pck_chain_pem is None:  # the quote's own certification data: malformed quote
+            raise EvidenceError(f"the quote's certification data (type 5): {e}") from e
         checks.failed(f"{p}.pck_chain", str(e))
         return verdict()
     lo, hi = window((col.not_before, col.not_after), (chain.not_before, chain.not_after))

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from teegate import safejson
+from teegate.attest.guard import PARSE_ERRORS
 from teegate.attest.verdict import window
 from teegate.errors import ConfigError, EvidenceError
 
@@ -122,8 +123,9 @@ def parse_collateral(text: str) -> Collateral:
             _cert_window(qvl.qe_identity_issuer_chain),
             _cert_window(pck_chain),
         )
-    except ValueError as e:
-        raise EvidenceError(f"collateral certificates or CRLs do not parse: {e}") from None
+    except PARSE_ERRORS as e:  # cryptography reads CRL and certificate fields lazily
+        raise EvidenceError(f"collateral certificates or CRLs do not parse "
+                            f"({type(e).__name__}: {e})") from None
     return Collateral(
         qvl=qvl,
         tcb_info=tcb,
@@ -156,8 +158,9 @@ def parse_chain(pem: bytes) -> Chain:
         root_der, root_name = root.public_bytes(Encoding.DER), root.subject.rfc4514_string()
         issuer = certs[0].issuer.rfc4514_string()
         lo, hi = _cert_window(pem)
-    except ValueError as e:
-        raise EvidenceError(f"PCK certificate chain does not parse: {e}") from None
+    except PARSE_ERRORS as e:
+        raise EvidenceError(f"PCK certificate chain does not parse "
+                            f"({type(e).__name__}: {e})") from None
     ca = "platform" if "Platform CA" in issuer else "processor" if "Processor CA" in issuer \
         else None
     try:

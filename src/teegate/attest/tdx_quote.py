@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from teegate.attest.guard import malformed
 from teegate.errors import EvidenceError
 
 HEADER_SIZE = 48
@@ -163,6 +164,7 @@ class Quote:
         return self.signature_data.certification.pck_chain_pem
 
 
+@malformed("the TDX/SGX quote")
 def load_quote(data: bytes | bytearray | memoryview | str) -> bytes:
     """Raw quote bytes from binary or hex text (whitespace and a ``0x`` prefix tolerated).
 
@@ -285,6 +287,7 @@ def _body(raw: bytes, header: QuoteHeader) -> tuple[int, int, int]:
     return body_type, HEADER_SIZE + 6, size
 
 
+@malformed("the TDX/SGX quote")
 def parse_quote(raw: bytes) -> Quote:
     """Parse a raw DCAP quote; ``EvidenceError`` names the first malformed field."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):

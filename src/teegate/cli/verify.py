@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from teegate import safejson
@@ -47,6 +48,29 @@ def _read(path: Path, what: str) -> bytes:
         raise EvidenceError(f"{what} {path}: cannot read: {e.strerror or e}") from e
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A text input (JSON or TOML) as str; bytes that are not UTF-8 are malformed input."""
+    data = _read(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EvidenceError(f"{what} {path}: not UTF-8 text (byte {e.start} is "
+                            f"0x{data[e.start]:02x})") from None
+
+
+def _read_collateral(path: Path) -> str:
+    """Intel collateral, parsed here so unusable collateral is malformed input (exit 2), not
+    a rejection of the evidence it came with; the parse is cached for the verifier."""
+    from teegate.attest.tdx_collateral import parse_collateral
+
+    text = _read_text(path, "collateral")
+    try:
+        parse_collateral(text)
+    except EvidenceError as e:
+        raise EvidenceError(f"collateral {path}: {e}") from None
+    return text
+
+
 def _parse_nonce(text: str | None) -> bytes | None:
     if text is None:
         return None
@@ -76,6 +100,13 @@ def _find_beside(path: Path, names: tuple[str, ...]) -> Path | None:
 def verify_one(path: Path, inputs: _Inputs) -> Verdict:
     """Detect what ``path`` holds and verify it; raises EvidenceError for malformed input."""
     data = _read(path, "evidence")
+    try:
+        return _verify_kind(path, data, inputs)
+    except TeegateError as e:
+        raise type(e)(f"evidence {path}: {e}") from e
+
+
+def _verify_kind(path: Path, data: bytes, inputs: _Inputs) -> Verdict:
     kind, raw = detect(data)
     if kind is EvidenceKind.TDX_QUOTE or kind is EvidenceKind.SGX_QUOTE:
         return _verify_quote(raw, inputs)
@@ -108,7 +139,11 @@ def verify_one(path: Path, inputs: _Inputs) -> Verdict:
     if kind is EvidenceKind.NVIDIA_PAYLOAD:
         from teegate.attest.gpu import appraise_gpus
 
-        payload = raw.decode()
+        try:
+            payload = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise EvidenceError(f"GPU evidence list is not UTF-8 JSON (byte {e.start})") \
+                from None
         ocsp, rims = _fetch_gpu_collateral(payload, inputs)
         checks, gpus = appraise_gpus(
             payload, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now, ocsp=ocsp,
@@ -226,14 +261,16 @@ def _fetch_snp_certs(raw: bytes, inputs: _Inputs) -> bytes:
 def _verdict_table(title: str, verdict: Verdict) -> Table:
     status = "[green]ACCEPTED[/]" if verdict.accepted else "[red]REJECTED[/]"
     dev = " [yellow](development root)[/]" if verdict.development else ""
-    table = Table(title=f"{title}: {verdict.tee} {status}{dev}", title_justify="left")
+    table = Table(title=f"{escape(title)}: {escape(verdict.tee)} {status}{dev}",
+                  title_justify="left")
     table.add_column("check", no_wrap=True)
     table.add_column("result", no_wrap=True)
     table.add_column("detail", overflow="fold")
 
     def rows(v: Verdict) -> None:
         for c in v.checks:
-            table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+            table.add_row(escape(c.name), "[green]pass[/]" if c.ok else "[red]FAIL[/]",
+                          escape(c.detail))
         for comp in v.components:
             rows(comp)
 
@@ -250,6 +287,11 @@ def _hex_lines(value: str, width: int) -> str:
         parts += 1
     size = -(-len(value) // parts)
     return "\n".join(value[i : i + size] for i in range(0, len(value), size))
+
+
+# 9999-12-31T23:59:59Z: the last time an X.509 certificate or CRL can name, so no evidence is
+# valid after it; dcap-qvl takes a u64 and Python's time functions stop near here as well.
+MAX_NOW = 253402300799
 
 
 def _when(t: int) -> str:
@@ -275,12 +317,12 @@ def _gpu_rows(grid: Table, gpu: Verdict) -> None:
     board = ", ".join(f"{k.replace('_', ' ')} {idn[k]}"
                       for k in ("project", "project_sku", "chip_sku") if k in idn)
     rim = m.get("rim_comparison", "not compared")
-    grid.add_row(f"gpu {idn.get('gpu_index', '?')}",
-                 f"{device} ({board})" if board else device)
-    grid.add_row("", f"driver {m.get('driver_version', '?')}, "
-                     f"VBIOS {m.get('vbios_version', '?')}")
-    grid.add_row("", f"{len(blocks)} SPDM measurements ({used} non-zero), "
-                     f"{_RIM_NOTE.get(rim, rim)}")
+    grid.add_row(escape(f"gpu {idn.get('gpu_index', '?')}"),
+                 escape(f"{device} ({board})" if board else device))
+    grid.add_row("", escape(f"driver {m.get('driver_version', '?')}, "
+                            f"VBIOS {m.get('vbios_version', '?')}"))
+    grid.add_row("", escape(f"{len(blocks)} SPDM measurements ({used} non-zero), "
+                            f"{_RIM_NOTE.get(rim, rim)}"))
 
 
 def _summary(verdict: Verdict, width: int) -> Table:
@@ -293,14 +335,15 @@ def _summary(verdict: Verdict, width: int) -> Table:
                                         "the evidence and are NOT verified[/]")
     if verdict.tcb_status:
         adv = ", ".join(verdict.advisory_ids) or "none"
-        grid.add_row("TCB status", f"{verdict.tcb_status} (advisories: {adv})")
+        grid.add_row("TCB status", escape(f"{verdict.tcb_status} (advisories: {adv})"))
     if verdict.not_before is not None or verdict.not_after is not None:
         lo = _when(verdict.not_before) if verdict.not_before is not None else "?"
         hi = _when(verdict.not_after) if verdict.not_after is not None else "?"
         grid.add_row("valid", f"{lo} .. {hi} (collateral and certificates)")
-    grid.add_row("bound key", verdict.bound_key or "none (the evidence names no signing key)")
+    grid.add_row("bound key",
+                 escape(verdict.bound_key or "none (the evidence names no signing key)"))
     if verdict.nonce:
-        grid.add_row("our nonce", _hex_lines(verdict.nonce, value_width))
+        grid.add_row("our nonce", escape(_hex_lines(verdict.nonce, value_width)))
     else:
         grid.add_row("freshness", "not checked: no --nonce given (the evidence may be replayed)")
     gpus = [v for v in (verdict, *verdict.components) if v.tee == GPU_TEE and v.measurements]
@@ -311,13 +354,13 @@ def _summary(verdict: Verdict, width: int) -> Table:
     if verdict.tee == GPU_TEE:
         return grid
     for name, value in verdict.identity.items():
-        grid.add_row(name, _hex_lines(value, value_width))
+        grid.add_row(escape(name), escape(_hex_lines(value, value_width)))
     for name, value in verdict.measurements.items():
         if name == "report_data" and len(value) == 128:
-            grid.add_row("report_data[0:32]", _hex_lines(value[:64], value_width))
-            grid.add_row("report_data[32:64]", _hex_lines(value[64:], value_width))
+            grid.add_row(escape("report_data[0:32]"), _hex_lines(value[:64], value_width))
+            grid.add_row(escape("report_data[32:64]"), _hex_lines(value[64:], value_width))
         else:
-            grid.add_row(name, _hex_lines(value, value_width))
+            grid.add_row(escape(name), escape(_hex_lines(value, value_width)))
     return grid
 
 
@@ -340,7 +383,7 @@ def _outcome(verdict: Verdict) -> str:
         return f"[green]ACCEPTED[/]: all {n} checks passed{dev}"
     if not failed:
         return "[red]REJECTED[/]: no checks ran"
-    names = ", ".join(c.name for c in failed)
+    names = escape(", ".join(c.name for c in failed))
     return f"[red]REJECTED[/]: {len(failed)} failed check(s): {names}"
 
 
@@ -358,8 +401,9 @@ def register(app: typer.Typer) -> None:
                                                  "docs/policy.example.toml.")
         ] = None,
         now: Annotated[
-            int | None, typer.Option("--now", help="Verify as of this UNIX time (default: now); "
-                                           "to audit old evidence inside its collateral window.")
+            int | None, typer.Option("--now", min=0, max=MAX_NOW,
+                                     help="Verify as of this UNIX time (default: now); to "
+                                          "audit old evidence inside its collateral window.")
         ] = None,
         collateral_file: Annotated[
             Path | None, typer.Option("--collateral", help="Intel collateral (dcap-qvl JSON).")
@@ -400,11 +444,9 @@ def register(app: typer.Typer) -> None:
                 policy=policy,
                 now=now if now is not None else int(time.time()),
                 nonce=_parse_nonce(nonce),
-                collateral=_read(collateral_file, "collateral").decode()
-                if collateral_file
-                else None,
+                collateral=_read_collateral(collateral_file) if collateral_file else None,
                 certs=_read(certs, "certificates") if certs else None,
-                event_log=_read(event_log, "event log").decode() if event_log else None,
+                event_log=_read_text(event_log, "event log") if event_log else None,
                 app_compose=_read(app_compose, "app-compose") if app_compose else None,
                 online=online,
                 cache=cache,
@@ -423,7 +465,7 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 typer.echo(json.dumps({"accepted": False, "error": str(e)}))
             else:
-                _err.print(f"[red]error:[/] {e}")
+                _err.print(f"[red]error:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
         _print(results, as_json, inputs.now)
         raise typer.Exit(0 if all(v.accepted for _, v in results) else 1)
