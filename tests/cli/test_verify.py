@@ -479,3 +479,17 @@ def test_online_fetches_the_rims_when_the_policy_requires_the_comparison(
     assert online.exit_code == 0, online.output
     (component,) = json.loads(online.output)["components"]
     assert component["measurements"]["rim_comparison"].startswith("compared")
+
+
+def test_binary_ccel_event_log_is_replayed() -> None:
+    """A GCP TD's quote with its /sys/firmware/acpi/tables/data/CCEL (go-tdx-guest testdata)."""
+    gcp = DATA / "tdx" / "go-tdx-guest"
+    code, out = _run(
+        "--json", "--collateral",
+        str(DATA / "tdx" / "zkdcap" / "collateral_tdx_00806f050000_assembled.json"),
+        "--now", "1740048927", "--event-log", str(gcp / "ccel_data.dat"),
+        str(gcp / "cos-113-tdx-quote.dat"),
+    )
+    assert code == 0, out
+    checks = {c["name"]: c["ok"] for c in json.loads(out)["checks"]}
+    assert all(checks[f"eventlog.rtmr{i}"] for i in range(4))

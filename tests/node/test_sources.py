@@ -219,3 +219,31 @@ def test_configfs_busy_device_is_retried_after_a_pause(tmp_path: Path, dev_pki: 
     ev = src.get_evidence(RD)
     assert ev.quote[TDX_REPORT_DATA] == RD
     assert pauses == [0.25, 0.5]
+
+
+def test_configfs_tdx_evidence_carries_the_ccel(tmp_path: Path) -> None:
+    """On a TDX guest with a CCEL (GCP's COS 113 TD, go-tdx-guest testdata) the evidence's
+    event log is that CCEL, and it replays to the quote's RTMRs."""
+    from teegate.attest.policy import Policy
+    from teegate.attest.report import verify_quote_evidence
+
+    data = Path(__file__).resolve().parents[1] / "data" / "tdx"
+    quote = (data / "go-tdx-guest" / "cos-113-tdx-quote.dat").read_bytes()
+    ccel = tmp_path / "CCEL"
+    ccel.write_bytes((data / "go-tdx-guest" / "ccel_data.dat").read_bytes())
+    root = tmp_path / "report"
+    root.mkdir()
+    fs = KernelLikeTsm(root, "tdx_guest", lambda rd: quote)
+    ev = ConfigfsTsmSource(root, fs=fs, ccel=ccel).get_evidence(RD)
+    assert len(json.loads(ev.event_log)) == 43
+    v = verify_quote_evidence(
+        ev.quote, (data / "zkdcap" / "collateral_tdx_00806f050000_assembled.json").read_text(),
+        policy=Policy.default(), now=1740048927, event_log=ev.event_log)
+    assert v.accepted, v.failures
+    assert v.check("eventlog.rtmr2") is not None
+    # No CCEL on the guest: an empty log, as before.
+    assert ConfigfsTsmSource(root, fs=fs, ccel=tmp_path / "absent").get_evidence(RD
+                                                                              ).event_log == "[]"
+    ccel.write_bytes(b"\x01" * 64)
+    with pytest.raises(UpstreamError, match="CCEL"):
+        ConfigfsTsmSource(root, fs=fs, ccel=ccel).get_evidence(RD)

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from teegate import safejson
+from teegate.attest.ccel import event_log_text
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
 from teegate.attest.verdict import Check, Verdict, window
@@ -413,8 +414,10 @@ def register(app: typer.Typer) -> None:
                                              "when requesting the evidence; proves freshness.")
         ] = None,
         event_log: Annotated[
-            Path | None, typer.Option("--event-log", help="dstack event log (JSON) to replay "
-                                                     "against the quote's RTMRs.")
+            Path | None, typer.Option("--event-log", help="Event log to replay against the "
+                                                     "quote's RTMRs: dstack's JSON log, or a "
+                                                     "binary CCEL (/sys/firmware/acpi/tables/"
+                                                     "data/CCEL).")
         ] = None,
         app_compose: Annotated[
             Path | None, typer.Option("--app-compose", help="dstack app-compose file; must be the "
@@ -446,7 +449,8 @@ def register(app: typer.Typer) -> None:
                 nonce=_parse_nonce(nonce),
                 collateral=_read_collateral(collateral_file) if collateral_file else None,
                 certs=_read(certs, "certificates") if certs else None,
-                event_log=_read_text(event_log, "event log") if event_log else None,
+                event_log=event_log_text(_read(event_log, "event log"),
+                                         f"event log {event_log}") if event_log else None,
                 app_compose=_read(app_compose, "app-compose") if app_compose else None,
                 online=online,
                 cache=cache,

@@ -24,6 +24,8 @@ from teegate.errors import ConfigError, EvidenceError, UpstreamError
 
 TeeKind = Literal["tdx", "snp"]
 CONFIGFS_TSM_ROOT = Path("/sys/kernel/config/tsm/report")
+# The TDX firmware's boot event log (ACPI CCEL table data), as GCP and Azure TDX guests have it.
+CCEL_PATH = Path("/sys/firmware/acpi/tables/data/CCEL")
 DSTACK_SOCKETS = (
     "/var/run/dstack.sock",
     "/run/dstack.sock",
@@ -150,8 +152,11 @@ class ConfigfsTsmSource:
     def __init__(
         self, root: Path = CONFIGFS_TSM_ROOT, *, fs: TsmFs | None = None, attempts: int = 3,
         backoff: float = 0.5, sleep: Callable[[float], object] = time.sleep,
+        ccel: Path | None = CCEL_PATH,
     ) -> None:
         self.root = Path(root)
+        self.ccel = ccel
+        self._ccel_json: str | None = None
         self.fs: TsmFs = fs or OsFs()
         self.attempts = attempts
         self.backoff = backoff
@@ -216,8 +221,29 @@ class ConfigfsTsmSource:
         certs = parse_snp_cert_table(aux) if tee == "snp" and aux else None
         return Evidence(
             tee=tee, quote=out, source=f"configfs-tsm/{provider}", certificates=certs,
+            event_log=self._event_log() if tee == "tdx" else "[]",
             info={"tee": tee, "source": "configfs-tsm", "provider": provider},
         )
+
+    def _event_log(self) -> str:
+        """The TD's CCEL as a JSON event log, so verifiers can replay RTMR0-2; ``[]`` when the
+        guest exposes none. Read once: firmware writes it before the OS boots."""
+        if self._ccel_json is None:
+            if self.ccel is None:
+                return "[]"
+            from teegate.attest.ccel import ccel_json
+
+            try:
+                data = self.ccel.read_bytes()
+            except FileNotFoundError:
+                return "[]"
+            except OSError as e:
+                raise UpstreamError(f"CCEL {self.ccel}: cannot read: {e.strerror or e}") from e
+            try:
+                self._ccel_json = ccel_json(data)
+            except EvidenceError as e:
+                raise UpstreamError(f"CCEL {self.ccel}: {e}") from e
+        return self._ccel_json
 
 
 # ---------------------------------------------------------------- dstack

@@ -1,0 +1,94 @@
+"""Binary CCEL event logs (TCG2 crypto-agile, as GCP/Azure TDX guests expose them): parsed,
+replayed to RTMR0-3 and compared with the quote (issue 13, class 3).
+
+Vectors: tests/data/tdx/PROVENANCE.md, go-tdx-guest/ (a GCP COS 113 TD's quote and its CCEL).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from teegate.attest.ccel import ccel_json, event_log_text, parse_ccel
+from teegate.attest.eventlog import parse_event_log, replay_rtmrs
+from teegate.attest.policy import Policy
+from teegate.attest.report import verify_quote_evidence
+from teegate.attest.tdx import parse_quote
+from teegate.errors import EvidenceError
+from tests.attest.test_tdx import read, text
+
+CCEL = "go-tdx-guest/ccel_data.dat"
+QUOTE = "go-tdx-guest/cos-113-tdx-quote.dat"
+COLLATERAL = "zkdcap/collateral_tdx_00806f050000_assembled.json"
+NOW = 1740048927
+
+
+def test_gcp_ccel_replays_to_the_quotes_rtmrs() -> None:
+    events = parse_ccel(read(CCEL))
+    assert len(events) == 43
+    assert sorted({e.imr for e in events}) == [0, 1, 2]  # MR index 1..3 = RTMR0..2
+    td = parse_quote(read(QUOTE)).td_report
+    assert td is not None
+    assert replay_rtmrs(events) == td.rtmrs
+
+
+def test_go_eventlog_vector_replays_to_its_published_rtmrs() -> None:
+    """go-eventlog ccel/cceventlog_test.go COS113TDXUnpadded: the RTMR values it expects."""
+    events = parse_ccel(read("go-tdx-guest/go-eventlog_cos-113-intel-tdx-dupe-separator-"
+                             "unpadded.bin"))
+    r0, r1, r2, r3 = replay_rtmrs(events)
+    assert r0.hex().startswith("a4de2df23e9611299123ba4359c42a5e")
+    assert r1.hex().startswith("0ee9366c928a77092f55e9e114c73941")
+    assert r2.hex().startswith("4969684dc87381fc3b3134176c8d8806")
+    assert r3 == bytes(48)
+
+
+def test_quote_with_its_ccel_is_accepted_and_the_log_checked() -> None:
+    log = event_log_text(read(CCEL))
+    v = verify_quote_evidence(read(QUOTE), text(COLLATERAL), policy=Policy.default(),
+                              now=NOW, event_log=log)
+    assert v.accepted, v.failures
+    for i in range(4):
+        check = v.check(f"eventlog.rtmr{i}")
+        assert check is not None
+        assert check.ok
+    # Another TD's CCEL does not describe this quote.
+    other = event_log_text(read("go-tdx-guest/go-eventlog_cos-113-intel-tdx-dupe-separator-"
+                                "unpadded.bin"))
+    v = verify_quote_evidence(read(QUOTE), text(COLLATERAL), policy=Policy.default(),
+                              now=NOW, event_log=other)
+    assert [c.name for c in v.failures] == ["eventlog.rtmr0", "eventlog.rtmr1"]
+
+
+def test_json_form_round_trips() -> None:
+    assert parse_event_log(ccel_json(read(CCEL))) == parse_ccel(read(CCEL))
+    assert parse_event_log(read(CCEL)) == parse_ccel(read(CCEL))
+    first = json.loads(ccel_json(read(CCEL)))[0]
+    assert set(first) == {"imr", "event_type", "digest", "event", "event_payload"}
+
+
+def _unpadded() -> bytes:
+    return read(CCEL).rstrip(b"\xff")
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d[:-3], "truncated"),
+    (lambda d: d + bytes(64) + b"\x01", "data after the padding"),
+    (lambda d: d[:32] + b"Spec ID Event02\0" + d[48:], "not a CCEL"),
+    (lambda d: read("go-tdx-guest/ccel_table.dat"), "ACPI CCEL table header"),
+    (lambda d: d + struct.pack("<III", 9, 1, 1) + b"\x0c\x00" + bytes(48) + bytes(4),
+     "MR index 9"),
+    (lambda d: d + struct.pack("<III", 1, 1, 1) + b"\x0b\x00" + bytes(32) + bytes(4),
+     "undeclared algorithm"),
+])
+def test_malformed_ccel_is_an_evidence_error(mutate: object, message: str) -> None:
+    data = mutate(_unpadded())  # type: ignore[operator]
+    with pytest.raises(EvidenceError, match=message):
+        parse_ccel(data)
+
+
+def test_non_utf8_event_log_is_named() -> None:
+    with pytest.raises(EvidenceError, match="neither a binary CCEL"):
+        event_log_text(b"\xff\xfe[]", "--event-log x")
