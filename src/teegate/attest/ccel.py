@@ -140,5 +140,6 @@ def event_log_text(data: bytes, where: str = "event log") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise EvidenceError(f"{where} is neither a binary CCEL (TCG2 crypto-agile log) nor "
-                            f"UTF-8 JSON: byte {e.start} is {data[e.start]:#04x}") from None
+        raise EvidenceError(f"{where}: not UTF-8 text (byte {e.start} is "
+                            f"0x{data[e.start]:02x}) and not a binary CCEL (TCG2 crypto-agile "
+                            "log)") from None
