@@ -90,5 +90,5 @@ def test_malformed_ccel_is_an_evidence_error(mutate: object, message: str) -> No
 
 
 def test_non_utf8_event_log_is_named() -> None:
-    with pytest.raises(EvidenceError, match="not UTF-8 text .* not a binary CCEL"):
+    with pytest.raises(EvidenceError, match=r"not UTF-8 text .* not a binary CCEL"):
         event_log_text(b"\xff\xfe[]", "--event-log x")
