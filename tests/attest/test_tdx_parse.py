@@ -15,7 +15,7 @@ QUOTES = [
     *sorted(
         str(p.relative_to(DATA)) for p in DATA.rglob("*")
         if p.is_file() and p.suffix in ("", ".bin", ".dat", ".hex", ".txt")
-        and not p.name.startswith(("ccel", "nonce"))  # go-tdx-guest's CCEL beside its quote
+        and not p.name.startswith(("ccel", "nonce", "go-eventlog"))  # event logs, nonce
     ),
     "../confidential-ai/dstack-simulator-quote.hex",
 ]
