@@ -1,18 +1,27 @@
-"""Gateway benchmark: teegate serve vs the upstream directly vs LiteLLM proxy, side by side.
+"""Gateway benchmark: teegate beside Portkey's gateway and LiteLLM proxy, in one run.
 
-Runs (all on 127.0.0.1, each in its own process): a fast mock OpenAI upstream (raw asyncio,
-zero latency, 20-chunk streams), a development teegate node (development TDX, built-in engine
-as in the embedded default, or ``--node-engine mock`` in front of the mock; it signs every
-response), the teegate gateway (one process, httptools + uvloop) with a plain provider (the
-mock) and an attested provider (the node, development TDX, signature checked per response),
-and LiteLLM proxy (2 workers, no database) if it can be installed into
-``bench/.litellm-venv``. The gateway charges every call to the agent's wallet (ledger hold
-before forwarding, settle after; ``--no-ledger`` leaves it out) and writes a signed receipt.
-A separate load-generator process (raw asyncio sockets, keep-alive) drives each target at
-concurrency 1, 16 and 64, plain and streaming, and reports requests/s and p50/p99 latency to
-the last byte; CPU time per request of the gateway (and LiteLLM) comes from /proc.
+Every gateway faces the same fast mock OpenAI upstream (raw asyncio, zero latency, 20-event
+streams) and is measured alone: it is started, pinned to its own core when the machine has two
+or more (the mock, the teegate node and the load generator share the other core), loaded at
+concurrency 1 and 64, plain and streamed, and stopped before the next one starts. The targets:
 
-    .venv/bin/python bench/gateway.py [--secs 3] [--no-litellm] [--no-ledger]
+- the upstream and a development teegate node directly (the baselines of "added latency");
+- teegate with its defaults (ledger hold before forwarding and settlement after, SQLite with an
+  fsync per commit, a signed receipt of every call) on the plain provider and on the attested
+  one (the node: development TDX, its signature checked on every answer);
+- teegate with ledger and receipts off (the plain proxy path);
+- teegate's defaults on PostgreSQL, with ``--pg`` (or ``$TEEGATE_TEST_PG``);
+- Portkey's open-source gateway (npm ``@portkey-ai/gateway``, pinned in ``bench/portkey``,
+  installed by this script with ``npm ci``), after a warm-up;
+- LiteLLM proxy with one worker (``litellm[proxy]`` pinned below, installed by this script
+  into ``bench/.litellm-venv``).
+
+Load comes from wrk (Debian package ``wrk``) where installed, otherwise (or with
+``--python-load``) from the project's own asyncio load generator, which measures the fastest
+paths slower than they are. CPU per request is the gateway process tree's user + system time
+from /proc over the measured run.
+
+    .venv/bin/python bench/gateway.py [--secs 5] [--pg URL] [--no-portkey] [--no-litellm]
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +47,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
 LITELLM_VENV = HERE / ".litellm-venv"
+LITELLM_PIN = "litellm[proxy]==1.108.7"
+PORTKEY_DIR = HERE / "portkey"
+PORTKEY_NOTE = ("Portkey @portkey-ai/gateway 1.15.2 with @hono/node-server pinned to 1.13.8 "
+                "(npm override in bench/portkey/package.json): with the 1.19 it resolves to, "
+                "Node 20 answers every streamed chat with a 500 'TypeError: immutable' "
+                "(Portkey issues #1389, #1550)")
 HOST = "127.0.0.1"
 
 # ---------------------------------------------------------------------------------- mock
@@ -119,6 +136,12 @@ def run_mock(port: int) -> None:
 # ---------------------------------------------------------------------------------- load
 
 
+def _request(host: str, path: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return head.encode() + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
 async def _read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -137,23 +160,18 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _load(url: str, conc: int, n: int, secs: float, body: bytes, key: str) -> dict[str, Any]:
+async def _load(url: str, conc: int, secs: float, req: bytes) -> dict[str, Any]:
     host, port = url.split("//")[1].split(":")
     port_i = int(port.split("/")[0])
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: " + host.encode()
-           + b"\r\ncontent-type: application/json\r\nauthorization: Bearer " + key.encode()
-           + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
     lat: list[float] = []
     errors = 0
     deadline = time.perf_counter() + secs
-    remaining = [n]
 
     async def worker() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection(host, port_i, limit=1 << 20)
         try:
-            while remaining[0] > 0 and time.perf_counter() < deadline:
-                remaining[0] -= 1
+            while time.perf_counter() < deadline:
                 t = time.perf_counter()
                 writer.write(req)
                 status = await _read_response(reader)
@@ -172,17 +190,53 @@ async def _load(url: str, conc: int, n: int, secs: float, body: bytes, key: str)
             "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0}
 
 
-def run_load(args: argparse.Namespace) -> None:
+def run_python_load(args: argparse.Namespace) -> None:
     import uvloop
 
-    body = json.dumps({"model": args.model, "messages": [{"role": "user", "content": "hi"}],
-                       "stream": bool(args.stream), "max_tokens": 64},
-                      separators=(",", ":")).encode()
-    warm = uvloop.run(_load(args.load, min(args.conc, 4), 20, 5.0, body, args.key))
+    host = args.load.split("//")[1].split("/")[0]
+    headers = [(k, v) for k, _, v in (h.partition(": ") for h in args.header)]
+    req = _request(host, args.path, headers, args.body.encode())
+    warm = uvloop.run(_load(args.load, min(args.conc, 4), 1.0, req))
     if warm["errors"]:
-        print(json.dumps({"error": f"{warm['errors']} errors in warm-up"}))
+        print(json.dumps({"error": f"{warm['errors']} of {warm['n']} warm-up calls failed"}))
         return
-    print(json.dumps(uvloop.run(_load(args.load, args.conc, args.n, args.secs, body, args.key))))
+    print(json.dumps(uvloop.run(_load(args.load, args.conc, args.secs, req))))
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\n{{"n":%d,"errors":%d,"secs":%f,"p50":%f,"p99":%f}}\\n',
+    summary.requests, e.connect + e.read + e.write + e.timeout + e.status,
+    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def wrk_load(wrk: str, url: str, path: str, headers: list[tuple[str, str]], body: str,
+             conc: int, secs: float, tmp: Path, cpus: set[int] | None) -> dict[str, Any]:
+    """wrk's figures for ``secs`` seconds (wrk counts whole seconds); non-2xx answers count as
+    errors."""
+    script = tmp / "wrk.lua"
+    script.write_text(WRK_SCRIPT.format(
+        body=body, headers="\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers)))
+    duration = max(1, round(secs))
+    out = subprocess.run([wrk, "-t", "1", "-c", str(conc), "-d", f"{duration}s",
+                          "--timeout", "10s", "-s", str(script), url + path],
+                         capture_output=True, text=True, timeout=duration + 60,
+                         preexec_fn=_pinner(cpus))
+    try:
+        line = [x for x in out.stdout.splitlines() if x.startswith('{"n"')][-1]
+        result: dict[str, Any] = json.loads(line)
+    except (IndexError, ValueError):
+        return {"error": (out.stderr or out.stdout)[-300:]}
+    result["rps"] = result["n"] / result["secs"] if result["secs"] else 0.0
+    return result
 
 
 # ---------------------------------------------------------------------------------- orchestration
@@ -237,6 +291,43 @@ def proc_cpu(pid: int) -> float:
     return total
 
 
+def _pinner(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child (and every thread and process it starts) to
+    ``cpus`` before it execs."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def cores() -> tuple[set[int] | None, set[int] | None]:
+    """(the gateway's core, everyone else's) when there are two or more, else no pinning."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        return None, None
+    return {mine[-1]}, set(mine[:-1])
+
+
+def spawn(cmd: list[str], cpus: set[int] | None, env: dict[str, str] | None = None,
+          quiet: bool = True) -> subprocess.Popen[bytes]:
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True,
+                            preexec_fn=_pinner(cpus))
+
+
+def stop(target: subprocess.Popen[bytes] | Gateway) -> None:
+    proc = target.proc if isinstance(target, Gateway) else target
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 GATEWAY_SCRIPT = """
 import sys, uvicorn
 from teegate.gateway import load_config
@@ -248,19 +339,29 @@ uvicorn.run(app, host="127.0.0.1", port=cfg.listen_port, http="httptools", loop=
 """
 
 
-def start_gateway(tmp: Path, mock: str, node: str, port: int, *, no_ledger: bool = False,
-                  node_model: str = "teegate-builtin", durability: str = "full"
-                  ) -> tuple[subprocess.Popen[bytes], str]:
-    from teegate.gateway import GatewayStore
+@dataclass
+class Gateway:
+    """A gateway under test: where it listens, how to call it, and its process."""
 
-    db = f"sqlite:///{tmp / 'gw.db'}"
-    (tmp / "teegate.toml").write_text(f"""
+    name: str
+    url: str
+    headers: list[tuple[str, str]]
+    proc: subprocess.Popen[bytes] | None = None
+    models: dict[str, str] = field(default_factory=dict)  # route -> model name
+
+
+def teegate_config(home: Path, slug: str, db: str, mock: str, node: str, port: int, *,
+                   money: bool) -> Path:
+    data = home / slug
+    data.mkdir(mode=0o700)
+    path = data / "teegate.toml"
+    path.write_text(f"""
 [gateway]
 listen = "127.0.0.1:{port}"
 database_url = "{db}"
-data_dir = "{tmp}"
-ledger = {"false" if no_ledger else "true"}
-ledger_durability = "{durability}"
+data_dir = "{data}"
+ledger = {str(money).lower()}
+receipts = {str(money).lower()}
 [[providers]]
 id = "mock"
 platform = "open-ai"
@@ -271,24 +372,53 @@ prices.mock-model = {{ input = 100, output = 300 }}
 id = "node"
 platform = "tee-node"
 base_url = "{node}/v1"
-models = ["{node_model}"]
+models = ["teegate-builtin"]
 development = true
-prices.{node_model} = {{ input = 100, output = 300 }}
+prices.teegate-builtin = {{ input = 100, output = 300 }}
 """)
+    return path
+
+
+def start_teegate(home: Path, name: str, slug: str, db: str, mock: str, node: str, *,
+                  money: bool, cpus: set[int] | None) -> Gateway:
+    from teegate.gateway import GatewayStore
+
+    port = free_port()
+    cfg = teegate_config(home, slug, db, mock, node, port, money=money)
     key = GatewayStore(db).create_key("bench", trust="standard")
-    proc = subprocess.Popen([PY, "-c", GATEWAY_SCRIPT, str(tmp / "teegate.toml")],
-                            env={**os.environ, "TEEGATE_HOME": str(tmp)})
-    return proc, key
+    # TEEGATE_HOME is the node's, so the gateway trusts the node's development PKI.
+    proc = spawn([PY, "-c", GATEWAY_SCRIPT, str(cfg)], cpus,
+                 env={**os.environ, "TEEGATE_HOME": str(home)}, quiet=False)
+    gw = Gateway(name, f"http://{HOST}:{port}", [("Authorization", f"Bearer {key}")], proc,
+                 {"plain": "mock-model", "attested": "teegate-builtin"})
+    if not wait_http(gw.url + "/readyz"):
+        stop(gw)
+        raise SystemExit(f"{name} did not become ready")
+    return gw
+
+
+def fresh_pg_database(admin_url: str) -> str | None:
+    """A new, empty database on the server of ``admin_url`` for one run, or None."""
+    try:
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("DROP DATABASE IF EXISTS teegate_bench")
+            conn.execute("CREATE DATABASE teegate_bench")
+    except Exception as e:  # any failure means: no PostgreSQL target
+        print(f"PostgreSQL at {admin_url} is not usable ({e}); skipping that target")
+        return None
+    return admin_url.rsplit("/", 1)[0] + "/teegate_bench"
 
 
 def ensure_litellm() -> Path | None:
     exe = LITELLM_VENV / "bin" / "litellm"
     if exe.exists():
         return exe
-    print("installing litellm[proxy] into bench/.litellm-venv (one-off) ...", flush=True)
+    print(f"installing {LITELLM_PIN} into bench/.litellm-venv (one-off) ...", flush=True)
     try:
         subprocess.run([PY, "-m", "venv", str(LITELLM_VENV)], check=True)
-        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_PIN],
                        check=True, timeout=900)
     except (subprocess.SubprocessError, OSError) as e:
         print(f"LiteLLM install failed ({e}); continuing without it")
@@ -296,7 +426,8 @@ def ensure_litellm() -> Path | None:
     return exe if exe.exists() else None
 
 
-def start_litellm(exe: Path, tmp: Path, mock: str, port: int) -> subprocess.Popen[bytes]:
+def start_litellm(exe: Path, tmp: Path, mock: str, cpus: set[int] | None) -> Gateway | None:
+    port = free_port()
     cfg = tmp / "litellm.yaml"
     cfg.write_text(f"""model_list:
   - model_name: mock-model
@@ -311,159 +442,281 @@ litellm_settings:
 """)
     env = {**os.environ, "LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true"}
     env.pop("DATABASE_URL", None)
-    return subprocess.Popen([str(exe), "--config", str(cfg), "--host", HOST, "--port", str(port),
-                             "--num_workers", "2"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn([str(exe), "--config", str(cfg), "--host", HOST, "--port", str(port),
+                  "--num_workers", "1"], cpus, env=env)
+    gw = Gateway("LiteLLM, 1 worker", f"http://{HOST}:{port}",
+                 [("Authorization", "Bearer sk-bench")], proc, {"plain": "mock-model"})
+    if not wait_http(gw.url + "/health/liveliness", timeout=120):
+        print("LiteLLM proxy did not start; continuing without it")
+        stop(proc)
+        return None
+    return gw
 
 
-def load(url: str, model: str, key: str, conc: int, stream: bool, secs: float,
-         n: int) -> dict[str, Any]:
-    out = subprocess.run([PY, __file__, "--load", url, "--model", model, "--key", key,
-                          "--conc", str(conc), "--stream", str(int(stream)), "--secs", str(secs),
-                          "--n", str(n)], capture_output=True, text=True, timeout=secs + 120)
+def ensure_portkey() -> Path | None:
+    start = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if start.exists():
+        return start
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm is not installed; skipping Portkey")
+        return None
+    print("installing Portkey's gateway into bench/portkey (npm ci, one-off) ...", flush=True)
     try:
-        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        result = {"error": (out.stderr or out.stdout)[-300:]}
-    return result
+        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                       cwd=PORTKEY_DIR, check=True, timeout=900, capture_output=True)
+    except (subprocess.SubprocessError, OSError) as e:
+        print(f"Portkey install failed ({e}); continuing without it")
+        return None
+    return start if start.exists() else None
+
+
+def start_portkey(start: Path, mock: str, cpus: set[int] | None) -> Gateway | None:
+    port = free_port()
+    node = shutil.which("node") or "node"
+    proc = spawn([node, str(start), f"--port={port}", "--headless"], cpus,
+                 env={**os.environ, "NODE_ENV": "production"})
+    gw = Gateway("Portkey (warm)", f"http://{HOST}:{port}",
+                 [("Authorization", "Bearer sk-mock"), ("x-portkey-provider", "openai"),
+                  ("x-portkey-custom-host", f"{mock}/v1")], proc, {"plain": "mock-model"})
+    if not wait_http(gw.url + "/", timeout=60):
+        print("Portkey did not start; continuing without it")
+        stop(proc)
+        return None
+    return gw
+
+
+# ---------------------------------------------------------------------------------- measure
+
+Key = tuple[str, str, bool, int]  # gateway, route, stream, concurrency
+CHAT = "/v1/chat/completions"
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    tmp: Path
+    others: set[int] | None
+    wrk: str | None
+    results: dict[Key, dict[str, Any]] = field(default_factory=dict)
+
+    def body(self, model: str, stream: bool) -> str:
+        return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}],
+                           "stream": stream, "max_tokens": 64}, separators=(",", ":"))
+
+    def load(self, url: str, headers: list[tuple[str, str]], model: str, stream: bool,
+             conc: int, secs: float) -> dict[str, Any]:
+        body = self.body(model, stream)
+        if self.wrk:
+            return wrk_load(self.wrk, url, CHAT, headers, body, conc, secs, self.tmp,
+                            self.others)
+        cmd = [PY, __file__, "--load", url, "--path", CHAT, "--body", body, "--conc",
+               str(conc), "--secs", str(secs)]
+        for k, v in headers:
+            cmd += ["--header", f"{k}: {v}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 120,
+                             preexec_fn=_pinner(self.others))
+        try:
+            result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            result = {"error": (out.stderr or out.stdout)[-300:]}
+        return result
+
+    def run(self, gw: Gateway, routes: tuple[str, ...] = ("plain", "attested"),
+            concs: tuple[int, ...] = (1, 64)) -> None:
+        pid = gw.proc.pid if gw.proc else None
+        for route in routes:
+            model = gw.models.get(route)
+            if model is None:
+                continue
+            for stream in (False, True):
+                # A warm-up at c=16 for every gateway alike (Portkey's JIT needs one).
+                self.load(gw.url, gw.headers, model, stream, 16, self.args.warmup)
+                for conc in concs:
+                    cpu0 = proc_cpu(pid) if pid else 0.0
+                    r = self.load(gw.url, gw.headers, model, stream, conc, self.args.secs)
+                    cpu = (proc_cpu(pid) - cpu0) if pid else 0.0
+                    if "error" not in r:
+                        r["cpu_ms"] = cpu * 1000 / r["n"] if pid and r["n"] else None
+                        if r["n"] == 0:
+                            r["error"] = "no call completed"
+                        elif r["errors"] > r["n"] * 0.01:
+                            r["error"] = f"{r['errors']} of {r['n']} calls failed"
+                    self.results[(gw.name, route, stream, conc)] = r
+                    self.print_row(gw.name, route, stream, conc, r)
+
+    @staticmethod
+    def print_row(name: str, route: str, stream: bool, conc: int, r: dict[str, Any]) -> None:
+        mode = "stream" if stream else "plain"
+        label = f"{name:34} {route:8} {mode:6} {conc:>3}"
+        if "error" in r and "rps" not in r:
+            print(f"{label} ERROR {r['error']}", flush=True)
+            return
+        cpu = f"{r['cpu_ms']:.3f}" if r.get("cpu_ms") is not None else "-"
+        bad = f"  INVALID: {r['error']}" if "error" in r else ""
+        print(f"{label} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f} {cpu:>10} "
+              f"{r['n']:>7}{bad}", flush=True)
+
+    def get(self, name: str, route: str, stream: bool, conc: int, what: str) -> float | None:
+        r = self.results.get((name, route, stream, conc))
+        if r is None or "error" in r or r.get(what) is None:
+            return None
+        return float(r[what])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mock", type=int)
-    ap.add_argument("--load")
-    ap.add_argument("--model", default="mock-model")
-    ap.add_argument("--key", default="none")
-    ap.add_argument("--conc", type=int, default=1)
-    ap.add_argument("--stream", type=int, default=0)
-    ap.add_argument("--secs", type=float, default=3.0)
-    ap.add_argument("--n", type=int, default=20000)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--secs", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per mode")
+    ap.add_argument("--pg", default=os.environ.get("TEEGATE_TEST_PG"),
+                    help="PostgreSQL URL whose server gets a fresh database teegate_bench")
+    ap.add_argument("--no-portkey", action="store_true")
     ap.add_argument("--no-litellm", action="store_true")
-    ap.add_argument("--no-ledger", action="store_true", help="gateway without ledger holds")
-    ap.add_argument("--durability", choices=("full", "normal"), default="full",
-                    help="ledger SQLite durability (full: fsync per commit)")
-    ap.add_argument("--node-engine", choices=("builtin", "mock"), default="builtin",
-                    help="engine behind the development node (builtin, as `teegate serve` "
-                    "embeds it; or the mock upstream through the node's HTTP engine)")
+    ap.add_argument("--python-load", action="store_true", help="the asyncio loader, not wrk")
+    # internal: the mock upstream and the Python load generator run as this script.
+    ap.add_argument("--mock", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--load", help=argparse.SUPPRESS)
+    ap.add_argument("--path", default=CHAT, help=argparse.SUPPRESS)
+    ap.add_argument("--body", help=argparse.SUPPRESS)
+    ap.add_argument("--header", action="append", default=[], help=argparse.SUPPRESS)
+    ap.add_argument("--conc", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mock:
         run_mock(args.mock)
         return
     if args.load:
-        run_load(args)
+        run_python_load(args)
         return
 
+    gateway_core, others = cores()
+    wrk = None if args.python_load else shutil.which("wrk")
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    tmp.chmod(0o700)
+    bench = Bench(args, tmp, others, wrk)
+    background: list[subprocess.Popen[bytes]] = []
     try:
-        mock_port, node_port, gw_port, ll_port = (free_port() for _ in range(4))
+        mock_port, node_port = free_port(), free_port()
         mock = f"http://{HOST}:{mock_port}"
-        procs.append(subprocess.Popen([PY, __file__, "--mock", str(mock_port)]))
         node = f"http://{HOST}:{node_port}"
+        background.append(spawn([PY, __file__, "--mock", str(mock_port)], others))
         teegate = shutil.which("teegate", path=str(Path(PY).parent)) or "teegate"
-        procs.append(subprocess.Popen(
-            [teegate, "node", "--engine", "builtin" if args.node_engine == "builtin"
-             else mock + "/v1", "--tee", "dev-tdx", "--port",
-             str(node_port)], env={**os.environ, "TEEGATE_HOME": str(tmp)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        background.append(spawn([teegate, "node", "--engine", "builtin", "--tee", "dev-tdx",
+                                 "--port", str(node_port)], others,
+                                env={**os.environ, "TEEGATE_HOME": str(tmp)}))
         if not (wait_http(mock + "/v1/models") and wait_http(node + "/v1/models")):
-            raise SystemExit("mock or node did not start")
-        node_model = "teegate-builtin" if args.node_engine == "builtin" else "node-model"
-        gw_proc, key = start_gateway(tmp, mock, node, gw_port, no_ledger=args.no_ledger,
-                                     node_model=node_model, durability=args.durability)
-        print(f"gateway: ledger {'off' if args.no_ledger else args.durability + ' durability'}"
-              f", receipts on; attested node engine: {args.node_engine}")
-        procs.append(gw_proc)
-        gw = f"http://{HOST}:{gw_port}"
-        if not wait_http(gw + "/readyz"):
-            raise SystemExit("gateway did not become ready")
-        ll_proc = None
-        if not args.no_litellm:
-            exe = ensure_litellm()
-            if exe is not None:
-                ll_proc = start_litellm(exe, tmp, mock, ll_port)
-                procs.append(ll_proc)
-                if not wait_http(f"http://{HOST}:{ll_port}/health/liveliness", timeout=90):
-                    print("LiteLLM proxy did not start; continuing without it")
-                    ll_proc = None
-        targets: list[tuple[str, str, str, str, int | None]] = [
-            ("direct mock", mock, "mock-model", "none", None),
-            ("direct node", node, node_model, "none", None),
-            ("teegate plain", gw, "mock-model", key, gw_proc.pid),
-            ("teegate attested", gw, node_model, key, gw_proc.pid),
-        ]
-        if ll_proc is not None:
-            targets.append(("litellm", f"http://{HOST}:{ll_port}", "mock-model", "sk-bench",
-                            ll_proc.pid))
-        results: dict[tuple[str, bool, int], dict[str, Any]] = {}
-        print(f"\n{'target':18} {'mode':6} {'c':>3} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'CPU ms/req':>10} {'n':>6}")
-        for stream in (False, True):
-            for conc in (1, 16, 64):
-                for name, url, model, k, pid in targets:
-                    cpu0 = proc_cpu(pid) if pid else 0.0
-                    r = load(url, model, k, conc, stream, args.secs, args.n)
-                    cpu = (proc_cpu(pid) - cpu0) if pid else 0.0
-                    if "error" in r:
-                        print(f"{name:18} {'stream' if stream else 'plain':6} {conc:>3} "
-                              f"ERROR {r['error']}")
-                        continue
-                    r["cpu_ms"] = cpu * 1000 / r["n"] if pid and r["n"] else None
-                    results[(name, stream, conc)] = r
-                    cpu_s = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "-"
-                    print(f"{name:18} {'stream' if stream else 'plain':6} {conc:>3} "
-                          f"{r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {cpu_s:>10} "
-                          f"{r['n']:>6}" + (f"  errors={r['errors']}" if r["errors"] else ""),
-                          flush=True)
-        summary(results)
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGTERM) if p.pid and _own_group(p) else p.terminate()
-        for p in procs:
+            raise SystemExit("the mock upstream or the teegate node did not start")
+        print(f"cores: gateway under test on {sorted(gateway_core) if gateway_core else 'any'}"
+              f", mock + node + load generator on {sorted(others) if others else 'any'}")
+        print("load generator: " + (f"wrk ({wrk})" if wrk else
+              "the asyncio load generator (install the Debian package wrk for wrk: the "
+              "asyncio one measures the fastest paths slower than they are)"))
+        print(f"{args.secs:g} s per figure after a {args.warmup:g} s warm-up per mode\n")
+        print(f"{'target':34} {'route':8} {'mode':6} {'c':>3} {'req/s':>9} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'CPU ms/req':>10} {'n':>7}")
+        direct = [Gateway("direct upstream", mock, [], None, {"plain": "mock-model"}),
+                  Gateway("direct node", node, [], None, {"attested": "teegate-builtin"})]
+        for gw in direct:
+            bench.run(gw, concs=(1,))
+        teegates = [("teegate, ledger and receipts off", "off", f"sqlite:///{tmp / 'off.db'}",
+                     False),
+                    ("teegate, defaults", "defaults", f"sqlite:///{tmp / 'defaults.db'}", True)]
+        pg = fresh_pg_database(args.pg) if args.pg else None
+        if pg:
+            teegates.append(("teegate, defaults, PostgreSQL", "postgres", pg, True))
+        for name, slug, db, money in teegates:
+            gw = start_teegate(tmp, name, slug, db, mock, node, money=money, cpus=gateway_core)
             try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+                bench.run(gw)
+            finally:
+                stop(gw)
+        if not args.no_portkey and (start := ensure_portkey()):
+            print(f"\n{PORTKEY_NOTE}\n")
+            if (pk := start_portkey(start, mock, gateway_core)) is not None:
+                try:
+                    bench.run(pk)
+                finally:
+                    stop(pk)
+        exe = None if args.no_litellm else ensure_litellm()
+        if exe and (ll := start_litellm(exe, tmp, mock, gateway_core)) is not None:
+            try:
+                bench.run(ll)
+            finally:
+                stop(ll)
+        summary(bench, [n for n, _, _, _ in teegates])
+    finally:
+        for p in background:
+            stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _own_group(p: subprocess.Popen[bytes]) -> bool:
-    try:
-        return os.getpgid(p.pid) == p.pid
-    except ProcessLookupError:
-        return False
+def _fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
-def summary(results: dict[tuple[str, bool, int], dict[str, Any]]) -> None:
-    def get(name: str, stream: bool, conc: int, field: str) -> float | None:
-        r = results.get((name, stream, conc))
-        return None if r is None else float(r[field])
+def summary(b: Bench, teegates: list[str]) -> None:
+    base_plain = b.get("direct upstream", "plain", False, 1, "p50")
+    base_node = b.get("direct node", "attested", False, 1, "p50")
 
-    print("\nteegate's added latency at c=1 (p50 through teegate - p50 direct):")
-    for stream in (False, True):
-        mode = "stream" if stream else "plain"
-        for path, direct, floor in (("teegate plain", "direct mock", 2.0),
-                                    ("teegate attested", "direct node", 3.0)):
-            a, b = get(path, stream, 1, "p50"), get(direct, stream, 1, "p50")
-            if a is not None and b is not None:
-                ok = "" if stream else ("  (floor <= {:.0f} ms: {})".format(
-                    floor, "met" if a - b <= floor else "NOT met"))
-                print(f"  {path:17} {mode:6} +{a - b:.2f} ms{ok}")
-    print("\nthroughput at c=64 vs LiteLLM (floor: >= 5x):")
-    for stream in (False, True):
-        mode = "stream" if stream else "plain"
-        ll = get("litellm", stream, 64, "rps")
-        for path in ("teegate plain", "teegate attested"):
-            tg = get(path, stream, 64, "rps")
-            if tg is None:
+    def added(name: str, route: str) -> float | None:
+        base = base_plain if route == "plain" else base_node
+        p50 = b.get(name, route, False, 1, "p50")
+        return None if p50 is None or base is None else p50 - base
+
+    rows = [*teegates, "Portkey (warm)", "LiteLLM, 1 worker"]
+    print("\n| gateway | c=1 added p50 plain / attested | c=64 plain req/s | c=64 stream req/s "
+          "| CPU ms/req plain / stream |")
+    print("|---|---|---|---|---|")
+    for name in rows:
+        if not any(k[0] == name for k in b.results):
+            continue
+        for route in ("plain", "attested"):
+            if not any(k[0] == name and k[1] == route for k in b.results):
                 continue
-            if ll:
-                ratio = tg / ll
-                print(f"  {path:17} {mode:6} {tg:8.0f} req/s vs {ll:6.0f}: {ratio:5.1f}x "
-                      f"({'met' if ratio >= 5 else 'NOT met'})")
-            else:
-                print(f"  {path:17} {mode:6} {tg:8.0f} req/s (LiteLLM not measured)")
+            label = name if route == "plain" else f"{name}, attested node"
+            lat = (f"{_fmt(added(name, 'plain'), '.2f')} / {_fmt(added(name, 'attested'), '.2f')}"
+                   " ms" if route == "plain" else "")
+            print(f"| {label} | {lat} | {_fmt(b.get(name, route, False, 64, 'rps'), ',.0f')} | "
+                  f"{_fmt(b.get(name, route, True, 64, 'rps'), ',.0f')} | "
+                  f"{_fmt(b.get(name, route, False, 64, 'cpu_ms'), '.3f')} / "
+                  f"{_fmt(b.get(name, route, True, 64, 'cpu_ms'), '.3f')} |")
+    print("(added p50: through the gateway minus the upstream, or the node, called directly)")
+
+    checks: list[tuple[str, float | None, float, str]] = []  # label, value, goal, unit
+    tg, pk, ll = "teegate, defaults", "Portkey (warm)", "LiteLLM, 1 worker"
+
+    def ratio(a: float | None, c: float | None) -> float | None:
+        return None if a is None or not c else a / c
+
+    for stream in (False, True):
+        mode = "stream" if stream else "plain"
+        t = b.get(tg, "plain", stream, 64, "rps")
+        checks.append((f"issue 20: defaults c=64 {mode} vs Portkey",
+                       ratio(t, b.get(pk, "plain", stream, 64, "rps")), 1.5, "x"))
+        checks.append((f"issue 20: defaults c=64 {mode} vs LiteLLM",
+                       ratio(t, b.get(ll, "plain", stream, 64, "rps")), 20.0, "x"))
+        if len(teegates) > 2:
+            checks.append((f"issue 20: PostgreSQL c=64 {mode} vs Portkey",
+                           ratio(b.get(teegates[2], "plain", stream, 64, "rps"),
+                                 b.get(pk, "plain", stream, 64, "rps")), 1.0, "x"))
+        checks.append((f"issue 12: defaults attested c=64 {mode} vs LiteLLM",
+                       ratio(b.get(tg, "attested", stream, 64, "rps"),
+                             b.get(ll, "plain", stream, 64, "rps")), 7.0, "x"))
+    checks.append(("issue 20: defaults c=1 added p50, plain", added(tg, "plain"), -0.5, "ms"))
+    checks.append(("issue 20: defaults c=1 added p50, attested", added(tg, "attested"), -0.8,
+                   "ms"))
+    off = teegates[0]
+    a_on, a_off = b.get(tg, "attested", False, 1, "p50"), b.get(off, "attested", False, 1, "p50")
+    cost = None if a_on is None or a_off is None else a_on - a_off
+    checks.append(("issue 12: ledger + durable receipts, attested c=1 p50 cost", cost, -0.3,
+                   "ms"))
+    print("\ngoals (negative goal: at most; positive: at least):")
+    for label, value, goal, unit in checks:
+        if value is None:
+            print(f"  {label:58} n/a (not measured or invalid)")
+            continue
+        met = value <= -goal if goal < 0 else value >= goal
+        print(f"  {label:58} {value:8.2f} {unit:2}  goal {'<=' if goal < 0 else '>='} "
+              f"{abs(goal):g} {unit}: {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":
