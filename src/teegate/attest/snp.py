@@ -41,6 +41,8 @@ from teegate.attest.snp_report import (
     TcbVersion,
     load_report,
     parse_report,
+    split_report,
+    trailing_note,
 )
 from teegate.attest.verdict import CheckList, Verdict
 
@@ -247,11 +249,15 @@ def verify_report(
     certificate does not name one. ``crl``: AMD's CRL for the product (DER or PEM), checked
     for the chain's intermediate and leaf (``snp.revocation``).
     """
-    report = parse_report(load_report(raw), product=product)
+    body, extra = split_report(load_report(raw))
+    report = parse_report(body, product=product)
     bundle = certs if isinstance(certs, SnpCertificates) else (
         load_certificates(certs) if certs else SnpCertificates())
     dev = development_roots(tuple(policy.roots.amd)) if policy.roots.amd else ()
     cl = CheckList()
+    note = trailing_note(extra)
+    if note:
+        cl.passed("snp.trailing_bytes", note)
 
     kind = report.signing_key
     leaf = bundle.vlek if kind == "vlek" else bundle.vcek

@@ -28,18 +28,44 @@ _MBZ_V3_V4 = ((0x1F8, 0x208),)
 
 @malformed("the SEV-SNP report")
 def load_report(data: bytes) -> bytes:
-    """Return raw report bytes from binary or hex text (whitespace and ``0x`` tolerated)."""
-    if len(data) == REPORT_SIZE:
+    """Return raw report bytes from binary or hex text (whitespace and ``0x`` tolerated).
+
+    Bytes after the first 1184 are kept (``split_report`` separates them): tools and clouds
+    hand out the report followed by data no signature covers, and go-sev-guest and virtee
+    read the report from the first 1184 bytes too."""
+    if len(data) >= REPORT_SIZE and not _is_hex(data[:2 * REPORT_SIZE]):
         return data
     text = bytes(b for b in data if b not in b" \t\r\n")
     if text[:2] in (b"0x", b"0X"):
         text = text[2:]
-    if len(text) == 2 * REPORT_SIZE and all(b in _HEXDIGITS for b in text):
+    if len(text) >= 2 * REPORT_SIZE and len(text) % 2 == 0 and _is_hex(text):
         return bytes.fromhex(text.decode())
+    if len(data) >= REPORT_SIZE:
+        return data
     raise EvidenceError(
-        f"SEV-SNP report must be {REPORT_SIZE} bytes (or {2 * REPORT_SIZE} hex digits); "
-        f"got {len(data)} bytes"
+        f"SEV-SNP report must be at least {REPORT_SIZE} bytes (or {2 * REPORT_SIZE} hex "
+        f"digits); got {len(data)} bytes"
     )
+
+
+def _is_hex(data: bytes) -> bool:
+    return all(b in _HEXDIGITS or b in b" \t\r\nxX" for b in data)
+
+
+def split_report(raw: bytes) -> tuple[bytes, bytes]:
+    """The 1184-byte report and what followed it (covered by no signature)."""
+    return raw[:REPORT_SIZE], raw[REPORT_SIZE:]
+
+
+def trailing_note(extra: bytes) -> str | None:
+    """What followed the report, for the verdict; None when nothing did."""
+    if not extra:
+        return None
+    if not any(extra):
+        return f"{len(extra)} zero bytes of padding follow the 1184-byte report (ignored)"
+    shown = extra[:32].hex() + ("…" if len(extra) > 32 else "")
+    return (f"{len(extra)} bytes follow the 1184-byte report ({shown}); no signature covers "
+            "them, so they are ignored, as go-sev-guest and virtee/sev do")
 
 
 def product_from_cpuid(family: int, model: int) -> str | None:

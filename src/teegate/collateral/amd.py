@@ -25,7 +25,7 @@ from teegate.attest.snp_certs import (
     load_der,
     pinned_roots,
 )
-from teegate.attest.snp_report import SnpReport, load_report, parse_report
+from teegate.attest.snp_report import SnpReport, load_report, parse_report, split_report
 from teegate.collateral.cache import CollateralCache
 from teegate.collateral.http import DEFAULT_RETRY, RetryPolicy, client_or, get
 from teegate.errors import CollateralError, EvidenceError
@@ -39,7 +39,7 @@ def _report(report: bytes | SnpReport, product: str | None) -> SnpReport:
     if isinstance(report, SnpReport):
         return report if report.product or not product else parse_report(report.raw,
                                                                         product=product)
-    return parse_report(load_report(report), product=product)
+    return parse_report(split_report(load_report(report))[0], product=product)
 
 
 def vcek_path(report: bytes | SnpReport, *, product: str | None = None) -> tuple[str, str]:
