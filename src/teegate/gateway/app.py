@@ -26,6 +26,8 @@ from fastapi.responses import JSONResponse, Response
 
 from teegate import safejson
 from teegate.errors import TeegateError, UpstreamError
+from teegate.framing import framing_problem
+from teegate.framing import refuse as refuse_framing
 from teegate.gateway.attestation import AttestationManager, Attested, ProviderRuntime
 from teegate.gateway.auth import Agent, KeyCache, Principal, bearer
 from teegate.gateway.calls import Accounting, CallRecord, Receipts
@@ -834,6 +836,9 @@ class GatewayApp:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (problem := framing_problem(scope)) is not None:
+            await refuse_framing(send, problem)  # before any route reads a header or body
+            return
         if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
             await self.gateway.chat(scope, receive, send)
             return

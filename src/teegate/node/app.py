@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from starlette.routing import Route
 import teegate
 from teegate import safejson
 from teegate.errors import TeegateError, UpstreamError
+from teegate.framing import FramingGuard
 from teegate.node.engine import JSON_TYPE, Engine, EngineReply, openai_error
 from teegate.node.signatures import SIGNING_ALGOS, signature_text
 from teegate.node.signer import NodeKeys, SignedText
@@ -227,8 +229,9 @@ def create_node_app(
                           code="method_not_allowed")
         return _error(status, str(getattr(exc, "detail", "error")))
 
+    # Ambiguous framing and repeated credential headers are refused before any route.
     return Starlette(lifespan=lifespan, exception_handlers={404: http_error, 405: http_error},
-                     routes=[
+                     middleware=[Middleware(FramingGuard)], routes=[
         Route("/v1/attestation/report", report, methods=["GET"]),
         Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
