@@ -46,7 +46,7 @@ def _msg(model: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
-@pytest.mark.parametrize("value", [1.5, 100.0, True, 0, -5, "10", [1], 10**30])
+@pytest.mark.parametrize("value", [1.5, 100.0, True, 0, -5, "10", [1], 10**30, 2**62, 2**53])
 @pytest.mark.parametrize("model", ["gpt-plain", "teegate-builtin"])  # priced and free
 def test_bad_token_limits_are_400(gw: Gw, ledger: Ledger, field: str, value: Any,
                                   model: str) -> None:
@@ -70,6 +70,22 @@ def test_huge_but_valid_token_limit_is_402_with_the_amounts(gw: Gw, ledger: Ledg
     err = r.json()["error"]
     assert err["needed"] > 2 * 10**15
     assert err["available"] == 1_000_000
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_a_worst_case_beyond_the_ledger_maximum_is_400_not_retryable(
+        gw: Gw, ledger: Ledger, field: str) -> None:
+    """2^52 output tokens at 2 units each cost more than any wallet may hold: a request
+    error (it was a retryable 503 'ledger unavailable' before)."""
+    agent = _agent(gw)
+    ledger.deposit(agent, 1_000_000)
+    r = _chat(gw, _msg("gpt-plain", **{field: 2**52}))
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_request", "max_tokens")
+    assert "maximum" in err["message"]
+    assert r.headers["x-should-retry"] == "false"
+    assert ledger.balance(agent).available == 1_000_000
 
 
 def test_hold_covers_the_larger_of_both_token_limits(gw: Gw, ledger: Ledger) -> None:

@@ -802,8 +802,8 @@ def _token_limit(req: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
-        raise GatewayRefusal(400, f"'{name}' must be a positive integer", code="invalid_request",
-                             param=name)
+        raise GatewayRefusal(400, f"'{name}' must be a positive integer of at most "
+                             f"{MAX_AMOUNT}", code="invalid_request", param=name)
     return value
 
 

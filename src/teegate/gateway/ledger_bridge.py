@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from teegate.errors import BudgetError, TeegateError
 from teegate.gateway.errors import GatewayRefusal
-from teegate.ledger import InsufficientFunds, Ledger, LedgerAccounting
+from teegate.ledger import InsufficientFunds, Ledger, LedgerAccounting, LimitExceeded
 
 
 def refusal(e: TeegateError) -> GatewayRefusal:
     """402 for money the agent lacks (saying what was needed and what was there), 400 for a
-    conversation the call cannot use, 503 when the ledger itself failed."""
+    conversation the call cannot use or a worst case beyond the ledger's maximum, 503 when
+    the ledger itself failed."""
     if isinstance(e, InsufficientFunds):
         return GatewayRefusal(
             402, f"insufficient funds for this call: needed {e.needed}, available "
@@ -31,6 +32,9 @@ def refusal(e: TeegateError) -> GatewayRefusal:
             retry=False)
     if isinstance(e, BudgetError):
         return GatewayRefusal(402, str(e), code="insufficient_funds", retry=False)
+    if isinstance(e, LimitExceeded):  # the request asks for more than any wallet can hold
+        return GatewayRefusal(400, f"the call's worst case cannot be held: {e}",
+                              code="invalid_request", param="max_tokens", retry=False)
     if "conversation" in str(e):
         return GatewayRefusal(400, str(e), code="invalid_conversation",
                               param="x-teegate-conversation")

@@ -28,6 +28,7 @@ from teegate.errors import BudgetError, LedgerError
 from teegate.ledger.db import Backend, Tx, open_backend
 from teegate.ledger.model import (
     DEFAULT_CURRENCIES,
+    MAX_AMOUNT,
     CheckReport,
     Conflict,
     Conversation,
@@ -35,6 +36,7 @@ from teegate.ledger.model import (
     ExpiryReport,
     Hold,
     InsufficientFunds,
+    LimitExceeded,
     NotFound,
     Settlement,
     SpendRow,
@@ -161,11 +163,20 @@ class Ledger:
         return int(row[0]) if row else 0
 
     def _debit(self, tx: Tx, account: str, amount: int, currency: str) -> None:
-        """Conditional debit: refuses to take a non-external account below zero."""
-        n = tx.exec("UPDATE tl_accounts SET balance = balance - ? WHERE id = ? AND "
-                    "(kind = 'external' OR balance >= ?)", (amount, account, amount))
-        if n != 1:
-            raise InsufficientFunds(account, amount, self._balance(tx, account), currency)
+        """Conditional debit: refuses to take a non-external account below zero, and the
+        external account (minus what was minted) below ``-MAX_AMOUNT``: every account's
+        balance is then at most ``MAX_AMOUNT``, so no balance or sum can overflow."""
+        n = tx.exec("UPDATE tl_accounts SET balance = balance - ? WHERE id = ? AND balance >= "
+                    "(CASE WHEN kind = 'external' THEN ? ELSE ? END)",
+                    (amount, account, amount - MAX_AMOUNT, amount))
+        if n == 1:
+            return
+        have = self._balance(tx, account)
+        if account.startswith("external:"):
+            raise LimitExceeded(f"a deposit of {amount} would take the {currency} held in this "
+                                f"ledger from {-have} to {amount - have} smallest units, above "
+                                f"the ledger's maximum {MAX_AMOUNT}")
+        raise InsufficientFunds(account, amount, have, currency)
 
     @staticmethod
     def _credit(tx: Tx, account: str, kind: str, owner: str | None, currency: str,
@@ -754,10 +765,14 @@ def _check(tx: Tx) -> CheckReport:
     accounts = {r[0]: (r[1], r[2], int(r[3])) for r in tx.all(
         "SELECT id, kind, currency, balance FROM tl_accounts")}
     derived: dict[str, int] = dict.fromkeys(accounts, 0)
-    for acct, total in tx.all("SELECT credit, SUM(amount) FROM tl_transfers GROUP BY credit"):
-        derived[acct] = derived.get(acct, 0) + int(total)
-    for acct, total in tx.all("SELECT debit, SUM(amount) FROM tl_transfers GROUP BY debit"):
-        derived[acct] = derived.get(acct, 0) - int(total)
+    # Summed in two 32-bit halves: the credits (or debits) of one account over its whole life
+    # can exceed 2^63 while its balance stays bounded, and SQLite's SUM then fails with
+    # "integer overflow" (each half needs 2^31 transfers to overflow).
+    for side, sign in (("credit", 1), ("debit", -1)):
+        for acct, hi, lo in tx.all(
+                f"SELECT {side}, SUM(amount / 4294967296), SUM(amount - amount / 4294967296 "
+                f"* 4294967296) FROM tl_transfers GROUP BY {side}"):
+            derived[acct] = derived.get(acct, 0) + sign * (int(hi) * 4294967296 + int(lo))
     ntransfers = int((tx.one("SELECT COUNT(*) FROM tl_transfers") or (0,))[0])
     totals: dict[str, int] = {}
     minted: dict[str, int] = {}

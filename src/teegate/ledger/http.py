@@ -33,7 +33,14 @@ from fastapi.responses import JSONResponse
 from teegate import safejson
 from teegate.errors import BudgetError, LedgerError
 from teegate.ledger.core import GROUPS, Ledger
-from teegate.ledger.model import Conflict, Conversation, InsufficientFunds, NotFound, Transfer
+from teegate.ledger.model import (
+    Conflict,
+    Conversation,
+    InsufficientFunds,
+    LimitExceeded,
+    NotFound,
+    Transfer,
+)
 
 T = TypeVar("T")
 MAX_SEQ = (1 << 63) - 1  # BIGINT: a larger cursor is an overflow in the driver, not a page
@@ -155,6 +162,8 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
             raise ApiError(404, str(e), "not_found_error", "not_found") from None
         except Conflict as e:
             raise ApiError(409, str(e), "invalid_request_error", "conflict") from None
+        except LimitExceeded as e:
+            raise ApiError(400, str(e), "invalid_request_error", "amount_too_large") from None
         except LedgerError as e:
             raise ApiError(400, str(e), "invalid_request_error", "invalid_request") from None
 

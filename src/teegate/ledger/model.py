@@ -13,7 +13,13 @@ from typing import Any
 
 from teegate.errors import BudgetError, LedgerError
 
-MAX_AMOUNT = 2**62  # far above any real balance; keeps sums inside a signed 64-bit column
+MAX_AMOUNT = 2**53 - 1
+"""The most any amount may be, and the most a currency's deposits may add up to (less its
+withdrawals), in smallest units: so also the most any account may hold. It is the largest
+integer every JSON reader keeps exact (JavaScript's ``Number.MAX_SAFE_INTEGER``), and no sum
+the ledger computes from balances bounded by it can leave SQLite's or PostgreSQL's signed
+64-bit integers (SQLite would silently turn an overflowing balance into a float, PostgreSQL
+would refuse the operation). With 6 decimals it is about 9 billion currency units."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ def check_amount(value: object, what: str = "amount", *, zero_ok: bool = False) 
     if value < 0 or (value == 0 and not zero_ok):
         raise LedgerError(f"{what} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
     if value > MAX_AMOUNT:
-        raise LedgerError(f"{what} {value} exceeds the ledger's maximum {MAX_AMOUNT}")
+        raise LimitExceeded(f"{what} {value} exceeds the ledger's maximum {MAX_AMOUNT} "
+                            "smallest units")
     return value
 
 
@@ -61,6 +68,11 @@ def check_name(value: object, what: str) -> str:
     if ":" in value or not value.isprintable():
         raise LedgerError(f"{what} {value!r} must be printable and must not contain ':'")
     return value
+
+
+class LimitExceeded(LedgerError):  # noqa: N818 - reads as the refusal it is
+    """An amount, or a currency's total in the ledger, would exceed ``MAX_AMOUNT``: refused
+    before any sum can overflow a 64-bit column. Retrying the same request cannot help."""
 
 
 class NotFound(LedgerError):  # noqa: N818 - reads as the refusal it is

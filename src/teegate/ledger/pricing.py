@@ -49,7 +49,9 @@ class Price:
         check_amount(prompt_tokens, "prompt_tokens", zero_ok=True)
         check_amount(completion_tokens, "completion_tokens", zero_ok=True)
         tokens = prompt_tokens * self.input + completion_tokens * self.output
-        return self.per_call + -(-tokens // PER)
+        # beyond MAX_AMOUNT no wallet could pay it: LimitExceeded (a 400), not a failed hold
+        return check_amount(self.per_call + -(-tokens // PER), "the call's cost",
+                            zero_ok=True)
 
     def worst_case(self, prompt_tokens: int, max_tokens: int) -> int:
         """The hold for a call: the estimated prompt and every allowed output token."""
