@@ -257,3 +257,71 @@ def test_given_runtime_digest_must_match_payload() -> None:
     forged[i] = replace(events[i], digest=bytes(48))
     checks, _ = check_event_log(m, forged, policy=POLICY, app_compose=None)
     assert [c.name for c in checks if not c.ok] == ["eventlog.digest"]
+
+
+def _keccak(data: bytes) -> bytes:
+    """keccak256 from pycryptodome: not the implementation under test."""
+    from Crypto.Hash import keccak
+
+    return keccak.new(data=data, digest_bits=256).digest()
+
+
+def _v2(identity: dict[str, str]) -> str:
+    """MRCONFIGID v2 as dstack-types mr_config.rs defines it, written out from the events."""
+    provider = json.loads(identity["key_provider"])
+    kind = {"none": 0, "local-sgx": 1, "kms": 2, "tpm": 3}[provider["name"]]
+    pre = (bytes.fromhex(identity["compose_hash"]) + bytes.fromhex(identity["app_id"])
+           + bytes([kind]) + bytes.fromhex(provider["id"]))
+    return ("02" + _keccak(pre).hex()).ljust(96, "0")
+
+
+def test_mrconfigid_v2_is_recomputed_from_the_event_log() -> None:
+    """dstack with a pinned key provider: 0x02 || keccak256(compose hash, app id, kind, id).
+    The lite fixture's events (kms key provider, real payloads) with its register set to v2."""
+    m, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    _, identity = check_event_log(m, events, policy=POLICY, app_compose=None)
+    assert json.loads(identity["key_provider"])["name"] == "kms"
+    v2 = dict(m, mrconfigid=_v2(identity))
+    checks, _ = check_event_log(v2, events, policy=POLICY, app_compose=None)
+    mc = next(c for c in checks if c.name == "dstack.mrconfigid")
+    assert mc.ok, mc.detail
+    assert "recomputed from the event log" in mc.detail
+    assert all(c.ok for c in checks)
+    # Each input of the hash is bound: another app id, provider or compose fails.
+    for key, value in (("app_id", "00" * 20), ("compose_hash", "00" * 32),
+                       ("key_provider", json.dumps({"name": "tpm", "id": ""}))):
+        wrong = dict(m, mrconfigid=_v2({**identity, key: value}))
+        checks, _ = check_event_log(wrong, events, policy=POLICY, app_compose=None)
+        assert [c.name for c in checks if not c.ok] == ["dstack.mrconfigid"], key
+
+
+def test_mrconfigid_v2_without_its_events_cannot_be_recomputed() -> None:
+    m, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    _, identity = check_event_log(m, events, policy=POLICY, app_compose=None)
+    v2 = dict(m, mrconfigid=_v2(identity))
+    no_kp = [e for e in events if e.event != "key-provider"]
+    checks, _ = check_event_log(v2, no_kp, policy=POLICY, app_compose=None)
+    mc = next(c for c in checks if c.name == "dstack.mrconfigid")
+    assert not mc.ok
+    assert "key-provider" in mc.detail
+
+
+def test_mrconfigid_v3_and_unknown_layouts() -> None:
+    m, events = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    v3 = dict(m, mrconfigid="03" + "ab" * 32 + "00" * 15)
+    checks, _ = check_event_log(v3, events, policy=POLICY, app_compose=None)
+    mc = next(c for c in checks if c.name == "dstack.mrconfigid")
+    assert mc.ok
+    assert "not compared" in mc.detail
+    for bad in ("04" + "ab" * 32 + "00" * 15, "01" + "ab" * 32 + "00" * 14 + "01"):
+        checks, _ = check_event_log(dict(m, mrconfigid=bad), events, policy=POLICY,
+                                    app_compose=None)
+        assert [c.name for c in checks if not c.ok] == ["dstack.mrconfigid"], bad
+
+
+def test_v2_quote_without_an_event_log_has_no_mrconfigid_verdict() -> None:
+    """A bare quote (no event log, no compose asked for) is not refused for its layout."""
+    m, _ = measured("tdx/dstack/verifier_fixtures_tdx-lite-getquote.json")
+    checks, _ = check_event_log(dict(m, mrconfigid="02" + "ab" * 32 + "00" * 15), [],
+                                policy=POLICY, app_compose=None)
+    assert checks == []

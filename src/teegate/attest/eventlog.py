@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
+from eth_hash.auto import keccak
 
 from teegate import safejson
 from teegate.attest.guard import malformed
@@ -303,28 +304,100 @@ def _compose_checks(
                 " and matches the app-compose document" if doc_hash else "") + (
                 " and allowed by the policy" if allowed else ""),
         ))
-    if mrconfigid is not None and any(mrconfigid) and (
-        event_hash is not None or doc_hash is not None or allowed
-    ):
-        want = event_hash or doc_hash
-        if config_hash is None:
-            checks.append(Check(
-                "dstack.mrconfigid", False,
-                f"MRCONFIGID {mrconfigid.hex()[:18]}… is not 0x01 || compose hash: it does not "
-                "bind the dstack compose"))
-        elif want is not None:
-            ok = config_hash == want and (doc_hash is None or doc_hash == config_hash)
-            checks.append(Check(
-                "dstack.mrconfigid", ok,
-                f"MRCONFIGID = 0x01 || {config_hash}" + (
-                    "" if ok else f", but the compose hash is {want}")))
-    elif mrconfigid is not None and not any(mrconfigid) and (
-        doc_hash is not None or allowed
-    ):
-        checks.append(Check(
+    if mrconfigid is not None and (identity or doc_hash is not None or allowed):
+        check = _mrconfigid_check(mrconfigid, identity, event_hash or doc_hash, doc_hash,
+                                  asked=doc_hash is not None or bool(allowed))
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+# dstack's key provider kinds, as the byte MRCONFIGID v2 hashes (dstack-types mr_config.rs) and
+# the names its key-provider event carries.
+_KEY_PROVIDER_KINDS = {"none": 0, "local-sgx": 1, "local": 1, "kms": 2, "tpm": 3}
+
+
+def mrconfigid_v2(compose_hash: bytes, app_id: bytes, key_provider: str,
+                  key_provider_id: bytes) -> bytes:
+    """dstack MRCONFIGID v2: 0x02 || keccak256(compose hash || app id || kind || provider id),
+    zero padded to 48 bytes."""
+    kind = _KEY_PROVIDER_KINDS[key_provider]
+    digest = bytes(keccak(compose_hash + app_id + bytes([kind]) + key_provider_id))
+    return (b"\x02" + digest).ljust(48, b"\0")
+
+
+def _key_provider(identity: Mapping[str, str]) -> tuple[str, bytes] | None:
+    """(name, id) from the key-provider event's JSON ``{"name", "id"}``; None if unreadable."""
+    text = identity.get("key_provider")
+    if text is None:
+        return None
+    try:
+        doc = safejson.loads(text)
+        name, ident = doc["name"], doc["id"]
+        if not isinstance(name, str) or not isinstance(ident, str) \
+                or name not in _KEY_PROVIDER_KINDS:
+            return None
+        return name, bytes.fromhex(ident)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _mrconfigid_check(mrconfigid: bytes, identity: Mapping[str, str], want: str | None,
+                      doc_hash: str | None, *, asked: bool) -> Check | None:
+    """``dstack.mrconfigid`` for each layout dstack ships (dstack-util config_id_verifier.rs):
+    zero (before 0.5.1), v1 0x01 || compose hash, v2 0x02 || keccak256(compose hash, app id,
+    key provider kind, key provider id) recomputed from the replayed events, v3 0x03 ||
+    sha256 of dstack's mr_config document (not in the event log)."""
+    version, body, tail = mrconfigid[0], mrconfigid[1:33], mrconfigid[33:]
+    event_hash = identity.get("compose_hash")
+    if not any(mrconfigid):
+        if not asked:  # a compose was asked for (document or policy): say what binds it
+            return None
+        return Check(
             "dstack.mrconfigid", event_hash is not None,
             "MRCONFIGID is zero (dstack before 0.5.1): the compose is bound only by the RTMR3 "
             "compose-hash event" if event_hash else
             "MRCONFIGID is zero and no compose-hash event was replayed: nothing binds the "
-            "compose"))
-    return checks
+            "compose")
+    if version not in (1, 2, 3) or any(tail):
+        return Check("dstack.mrconfigid", False,
+                     f"MRCONFIGID {mrconfigid.hex()[:18]}… is in no dstack layout (zero, 0x01 "
+                     "|| compose hash, 0x02 || keccak256(app info), 0x03 || document hash, "
+                     "zero padded): it does not bind the dstack compose")
+    if version == 1:
+        if want is None:
+            return None
+        ok = body.hex() == want and (doc_hash is None or doc_hash == body.hex())
+        return Check("dstack.mrconfigid", ok, f"MRCONFIGID = 0x01 || {body.hex()}"
+                     + ("" if ok else f", but the compose hash is {want}"))
+    if version == 3:
+        return Check(
+            "dstack.mrconfigid", event_hash is not None,
+            "MRCONFIGID v3 (0x03 || sha256 of dstack's mr_config document): the document is "
+            "not in the event log, so it is not compared; the compose is bound by the RTMR3 "
+            "compose-hash event" if event_hash else
+            "MRCONFIGID v3 binds an mr_config document that is not in the event log, and no "
+            "compose-hash event was replayed: nothing here binds the compose")
+    app_id, provider = identity.get("app_id"), _key_provider(identity)
+    if event_hash is None or app_id is None or provider is None:
+        missing = [n for n, v in (("compose-hash", event_hash), ("app-id", app_id),
+                                  ("key-provider {name, id}", provider)) if v is None]
+        return Check("dstack.mrconfigid", False,
+                     f"MRCONFIGID v2 is keccak256 over the compose hash, app id and key "
+                     f"provider, and the event log has no usable {', '.join(missing)} event: "
+                     "it cannot be recomputed")
+    try:
+        expected = mrconfigid_v2(bytes.fromhex(event_hash), bytes.fromhex(app_id), *provider)
+    except ValueError:
+        return Check("dstack.mrconfigid", False,
+                     "MRCONFIGID v2: the event log's compose hash or app id is not hex")
+    ok = expected == mrconfigid and (doc_hash is None or doc_hash == event_hash)
+    name = provider[0]
+    return Check(
+        "dstack.mrconfigid", ok,
+        f"MRCONFIGID = 0x02 || keccak256(compose hash {event_hash[:16]}…, app id {app_id}, "
+        f"key provider {name} {provider[1].hex()[:16]}…), recomputed from the event log" if ok
+        else f"MRCONFIGID {mrconfigid.hex()[:18]}… is not the v2 value {expected.hex()[:18]}… "
+             f"recomputed from the event log (compose hash, app id, key provider {name})"
+             + ("" if doc_hash is None or doc_hash == event_hash else
+                "; the app-compose document is not the measured one"))
