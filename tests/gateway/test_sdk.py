@@ -31,7 +31,8 @@ def gw(make_gateway: GatewayFactory, node_a: Server, plain_upstream: Server) -> 
 def test_sync_plain_attested(gw: Gw) -> None:
     client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="teegate-builtin", messages=MSG, extra_headers={"X-Teegate-Trust": "attested"})
+        model="teegate-builtin", messages=MSG, max_tokens=64,
+        extra_headers={"X-Teegate-Trust": "attested"})
     completion = raw.parse()
     assert completion.choices[0].message.content
     assert completion.usage is not None
@@ -43,6 +44,17 @@ def test_sync_plain_attested(gw: Gw) -> None:
     assert raw.headers["x-teegate-development"] == "true"
     # The client's bytes went through unchanged, so the node's own signature is passed on.
     assert raw.headers["x-teegate-signing-algo"] == "ecdsa"
+
+
+def test_added_token_cap_withholds_the_node_signature(gw: Gw) -> None:
+    """Without a token limit the gateway forwards the cap its hold assumed: the node signed
+    bytes the client never sent, so its signature is not passed on as if it covered them."""
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="teegate-builtin", messages=MSG, extra_headers={"X-Teegate-Trust": "attested"})
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-teegate-trust"] == "attested"
+    assert "x-teegate-signature" not in raw.headers
 
 
 def test_sync_stream_strips_injected_usage(gw: Gw) -> None:
@@ -57,7 +69,7 @@ def test_sync_stream_strips_injected_usage(gw: Gw) -> None:
 
 
 def test_stream_with_client_usage_and_raw_bytes(gw: Gw) -> None:
-    body = {"model": "teegate-builtin", "messages": MSG, "stream": True,
+    body = {"model": "teegate-builtin", "messages": MSG, "stream": True, "max_tokens": 64,
             "stream_options": {"include_usage": True}}
     with httpx.stream("POST", gw.url + "/chat/completions", json=body,
                       headers={"authorization": f"Bearer {gw.key}"}) as r:
