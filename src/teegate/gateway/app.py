@@ -28,6 +28,7 @@ from teegate import safejson
 from teegate.errors import TeegateError, UpstreamError
 from teegate.framing import framing_problem
 from teegate.framing import refuse as refuse_framing
+from teegate.gateway import forwarding
 from teegate.gateway.attestation import AttestationManager, Attested, ProviderRuntime
 from teegate.gateway.auth import Agent, KeyCache, Principal, bearer
 from teegate.gateway.calls import Accounting, CallRecord, Receipts
@@ -343,12 +344,18 @@ class Gateway:
             asked = from_header
         required = max(asked if asked is not None else agent.trust, agent.min_trust)
         inject = False
+        added: dict[str, Any] = {}  # keys the client did not send: appended to its bytes
         if stream:
             opts = req.get("stream_options")
-            if opts is None or (isinstance(opts, dict) and not opts.get("include_usage")):
+            if "stream_options" not in req:
+                added["stream_options"] = {"include_usage": True}
+                inject = True
+            elif opts is None or (isinstance(opts, dict) and not opts.get("include_usage")):
                 req["stream_options"] = {**(opts or {}), "include_usage": True}
                 inject = changed = True
-        forward = json.dumps(req, separators=(",", ":")).encode() if changed else body
+        req.update(added)
+        forward = (forwarding.encode(req) if changed
+                   else forwarding.with_keys(body, added) if added else body)
         # The output bound the hold covers: a provider may honour either limit, and each of
         # ``n`` choices may use all of it.
         given = [n for n in limits if n is not None]
@@ -456,7 +463,7 @@ class Gateway:
                 continue
             attested = p.current(now)
             record.attempts.append(p.id)
-            sent = forward if not uncapped else self._capped(req, p, capped)
+            sent = forward if not uncapped else self._capped(req, forward, p, capped)
             record.forwarded_sha256 = None if sent is body else _sha(sent)
             t_up = time.perf_counter()
             try:
@@ -517,16 +524,17 @@ class Gateway:
                                     send)
         return record
 
-    def _capped(self, req: dict[str, Any], p: ProviderRuntime, done: dict[str, bytes]
-                ) -> bytes:
+    def _capped(self, req: dict[str, Any], forward: bytes, p: ProviderRuntime,
+                done: dict[str, bytes]) -> bytes:
         """The request with the output cap the hold assumed (``default_max_tokens`` per
         choice), under the field the provider expects: without it a provider may produce
         far more than was held, and the hold would cap what is charged."""
         name = p.config.max_tokens_field
         out = done.get(name)
         if out is None:
-            out = done[name] = json.dumps({**req, name: self.config.default_max_tokens},
-                                          separators=(",", ":")).encode()
+            cap = self.config.default_max_tokens
+            out = done[name] = (forwarding.with_keys(forward, {name: cap}) if name not in req
+                                else forwarding.encode({**req, name: cap}))
         return out
 
     def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
