@@ -150,3 +150,21 @@ def test_padded_ecdsa_address_does_not_bind_as_an_ed25519_key() -> None:
     # A real Ed25519 key still binds.
     assert check(ED_KEY + nonce, key=ED_KEY.hex(), nonce=nonce, algo="ed25519") == {
         "binding.key": True, "binding.nonce": True}
+
+
+def test_sha512_nonce_then_key_layout() -> None:
+    """x25519 tunnel keys: report_data = sha512(nonce || key); not confused with key || nonce."""
+    nonce = fresh_nonce()
+    rd = hashlib.sha512(nonce + ED_KEY).digest()
+    checks = check_report_data(rd, signing_key=ED_KEY.hex(), nonce=nonce, signing_algo="ed25519",
+                               policy=POLICY)
+    assert names(checks) == {"binding.key": True, "binding.nonce": True}
+    assert "sha512_nonce_key" in checks[0].detail
+    key_first = replace(POLICY, binding=BindingPolicy(layouts=frozenset({"sha512"})))
+    assert check(rd, key=ED_KEY.hex(), nonce=nonce, algo="ed25519",
+                 policy=key_first)["binding.key"] is False
+    chosen = replace(POLICY, binding=BindingPolicy(layouts=frozenset({"sha512_nonce_key"})))
+    assert check(rd, key=ED_KEY.hex(), nonce=nonce, algo="ed25519", policy=chosen) == {
+        "binding.key": True, "binding.nonce": True}
+    assert check(hashlib.sha512(ED_KEY + nonce).digest(), key=ED_KEY.hex(), nonce=nonce,
+                 algo="ed25519", policy=chosen)["binding.key"] is False

@@ -4,8 +4,12 @@ Without this check a valid quote proves only that *some* TEE exists, not that th
 the responses lives inside it, nor that the quote is fresh rather than replayed. Layouts
 (REFERENCE §7.2): NEAR AI / RedPill / private-ml-sdk put the signing identity (20-byte
 Ethereum address for ecdsa, 32-byte Ed25519 key) right-padded to 32 bytes, then the raw
-32-byte nonce; hashed variants put sha256(key || nonce) (zero-padded) or sha512(key || nonce).
-The nonce is compared in full, and constant sample nonces are refused (§1, §4.5).
+32-byte nonce; hashed variants put sha256(key || nonce) (zero-padded), sha512(key || nonce) or
+sha512(nonce || key) (x25519 tunnel keys). Evidence bound to a TLS key instead (Tinfoil, SecretVM,
+ACI) names SHA-256 of the key's SubjectPublicKeyInfo: raw in report_data[0:32]
+(``tls_spki``) or as 64 ASCII hex digits (``tls_spki_hex``, Tinfoil's v1 documents).
+The policy's ``binding.layouts`` chooses the layouts per provider. The nonce is compared in
+full, and constant sample nonces are refused (§1, §4.5).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 from teegate.attest.guard import malformed
 from teegate.attest.policy import Policy
@@ -22,14 +28,18 @@ __all__ = [
     "KNOWN_SAMPLE_NONCES",
     "LAYOUTS",
     "NONCE_SIZE",
+    "TLS_LAYOUTS",
     "check_report_data",
+    "check_tls_binding",
     "fresh_nonce",
     "identity_bytes",
     "is_sample_nonce",
+    "spki_fingerprint",
 ]
 
 NONCE_SIZE = 32
-LAYOUTS = ("padded", "sha256", "sha512")
+LAYOUTS = ("padded", "sha256", "sha512", "sha512_nonce_key")
+TLS_LAYOUTS = ("tls_spki", "tls_spki_hex")
 # Nonces published in samples, tests and docs: evidence carrying one was not made for us.
 KNOWN_SAMPLE_NONCES: frozenset[bytes] = frozenset(bytes.fromhex(h) for h in (
     # NVIDIA nvtrust sample scripts (LocalGPUTest.py) and its public H100 sample report.
@@ -80,7 +90,14 @@ def _layouts(policy: Policy) -> tuple[str, ...]:
 def _hashed(name: str, key: bytes, nonce: bytes) -> bytes:
     if name == "sha256":
         return hashlib.sha256(key + nonce).digest().ljust(64, b"\0")
+    if name == "sha512_nonce_key":
+        return hashlib.sha512(nonce + key).digest()
     return hashlib.sha512(key + nonce).digest()
+
+
+_HASHED_NAMES = {"sha256": "sha256(signing identity || our nonce)",
+                 "sha512": "sha512(signing identity || our nonce)",
+                 "sha512_nonce_key": "sha512(our nonce || signing identity)"}
 
 
 @malformed("the report_data binding")
@@ -145,7 +162,7 @@ def check_report_data(
     if nonce is not None and nonce_problem is None:
         for name in hashed:
             if hmac.compare_digest(report_data, _hashed(name, key, nonce)):
-                detail = f"report_data = {name}(signing identity || our nonce)"
+                detail = f"report_data = {_HASHED_NAMES[name]} ({name} layout)"
                 return [Check("binding.key", True, detail), Check("binding.nonce", True, detail)]
     tried = ", ".join(layouts) or "none (policy.binding.layouts names no known layout)"
     key_detail = (f"report_data does not bind the {signing_algo} signing identity "
@@ -155,3 +172,82 @@ def check_report_data(
     return [Check("binding.key", False, key_detail),
             Check("binding.nonce", False, nonce_problem or
                   "report_data binds neither our key nor our nonce in any allowed layout")]
+
+
+def spki_fingerprint(material: bytes) -> bytes:
+    """SHA-256 of a TLS key's SubjectPublicKeyInfo, from an X.509 certificate or a public key
+    (PEM or DER), or given directly as 64 hex digits (what Tinfoil and openssl print)."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    from teegate.errors import EvidenceError
+
+    text = material.strip()
+    try:
+        hex_fp = bytes.fromhex(text.decode("ascii").removeprefix("sha256:").replace(":", ""))
+    except (UnicodeDecodeError, ValueError):
+        hex_fp = b""
+    if len(hex_fp) == 32:
+        return hex_fp
+    data = text if b"-----BEGIN" in text else material
+    keys: list[Callable[[], Any]] = [
+        lambda: x509.load_pem_x509_certificate(data).public_key(),
+        lambda: x509.load_der_x509_certificate(data).public_key(),
+        lambda: serialization.load_pem_public_key(data),
+        lambda: serialization.load_der_public_key(data),
+    ]
+    for load in keys:
+        try:
+            spki = load().public_bytes(serialization.Encoding.DER,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        return bytes(hashlib.sha256(spki).digest())
+    raise EvidenceError("TLS key: not a certificate or public key (PEM or DER), nor a 64-hex-digit "
+                        "SHA-256 SPKI fingerprint")
+
+
+@malformed("the report_data TLS binding")
+def check_tls_binding(report_data: bytes, *, spki_sha256: bytes, nonce: bytes | None,
+                      policy: Policy) -> list[Check]:
+    """``binding.key`` and ``binding.nonce`` for evidence bound to a TLS key, not a signing
+    key: report_data[0:32] is SHA-256 of its SPKI (``tls_spki``) or report_data is that hash in
+    ASCII hex (``tls_spki_hex``). Such evidence carries no nonce by design: it is fresh only
+    over the live TLS connection whose key it names, so a nonce is checked in
+    report_data[32:64] when the raw layout leaves room, and otherwise the policy decides."""
+    allowed = policy.binding.layouts
+    layouts = [n for n in TLS_LAYOUTS if not allowed or n in allowed]
+    fp = spki_sha256.hex()
+    found = None
+    if "tls_spki" in layouts and hmac.compare_digest(report_data[:32], spki_sha256):
+        found = "tls_spki"
+    elif "tls_spki_hex" in layouts and hmac.compare_digest(report_data, fp.encode()):
+        found = "tls_spki_hex"
+    if found is None:
+        tried = ", ".join(layouts) or "none (policy.binding.layouts allows no TLS layout)"
+        return [Check("binding.key", False,
+                      f"report_data does not name the TLS key with SPKI SHA-256 {fp} in any "
+                      f"allowed layout ({tried})"),
+                Check("binding.nonce", False, "the evidence is not bound to this TLS key")]
+    key = Check("binding.key", True,
+                f"report_data[0:32] is SHA-256 of the TLS key's SPKI {fp} (tls_spki layout)"
+                if found == "tls_spki" else
+                f"report_data is the TLS key's SPKI SHA-256 {fp} in ASCII hex (tls_spki_hex)")
+    if nonce is not None and found == "tls_spki" and len(nonce) == NONCE_SIZE \
+            and not is_sample_nonce(nonce) and hmac.compare_digest(report_data[32:], nonce):
+        return [key, Check("binding.nonce", True, "report_data[32:64] equals our 32-byte nonce")]
+    if nonce is not None and is_sample_nonce(nonce):
+        problem = (f"nonce {nonce.hex()[:16]}… is a known constant sample nonce: this evidence "
+                   "was not produced for a fresh request")
+    elif nonce is not None:
+        problem = ("report_data carries no nonce of ours (TLS-bound evidence is fresh only over "
+                   "the live TLS connection whose key it names)")
+    elif policy.binding.require_nonce:
+        problem = ("no nonce was given, and TLS-bound evidence is fresh only over the live TLS "
+                   "connection whose key it names: check that connection's key, then use a "
+                   "policy with [binding] require_nonce = false")
+    else:
+        return [key, Check("binding.nonce", True,
+                           "not checked: policy.binding.require_nonce is false (TLS-bound)")]
+    return [key, Check("binding.nonce", False, problem)]

@@ -191,7 +191,8 @@ TCB_STATUSES = frozenset({
     "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
     "OutOfDate", "OutOfDateConfigurationNeeded",
 })
-BINDING_LAYOUTS = frozenset({"padded", "sha256", "sha512"})
+BINDING_LAYOUTS = frozenset({"padded", "sha256", "sha512", "sha512_nonce_key", "tls_spki",
+                             "tls_spki_hex"})
 _ADVISORY = re.compile(r"INTEL-SA-\d{5}")
 
 

@@ -24,6 +24,7 @@ from teegate import safejson
 from teegate.attest.binding import (
     NONCE_SIZE,
     check_report_data,
+    check_tls_binding,
     identity_bytes,
     is_sample_nonce,
 )
@@ -315,21 +316,29 @@ def _bare_nonce_check(report_data: str | None, nonce: bytes) -> Check:
 def _bare_context(
     cpu: Verdict, policy: Policy, nonce: bytes | None,
     event_log: str | bytes | list[Any] | None, app_compose: bytes | None,
+    tls_spki: bytes | None = None,
 ) -> Verdict:
-    """The rest of the policy for bare CPU evidence (no report around it)."""
+    """The rest of the policy for bare CPU evidence (no report around it); ``tls_spki``: the
+    SHA-256 of the TLS key the evidence must name (``check_tls_binding``)."""
     given = event_log is not None and event_log not in ("", b"", [])
     events = parse_event_log(event_log) if cpu.tee == "tdx" and event_log and given else []
     checks, dstack = _dstack_checks(cpu, events, policy, app_compose)
     if given and cpu.tee != "tdx":
         checks.append(Check("eventlog.tee", False,
                             f"a dstack event log replays TDX RTMRs; {cpu.tee} evidence has none"))
-    if nonce is not None:
+    bound = None
+    if tls_spki is not None:
+        tls = check_tls_binding(bytes.fromhex(cpu.report_data or ""), spki_sha256=tls_spki,
+                                nonce=nonce, policy=policy)
+        checks.extend(tls)
+        bound = tls_spki.hex() if tls[0].ok else None
+    elif nonce is not None:
         checks.append(_bare_nonce_check(cpu.report_data, nonce))
     if policy.gpu.mode == "required":
         checks.append(Check("gpu.required", False,
                             "the policy requires GPU evidence and bare CPU evidence carries "
                             "none: verify the provider report with its nvidia_payload"))
-    return cpu.with_checks(checks, identity={**cpu.identity, **dstack},
+    return cpu.with_checks(checks, identity={**cpu.identity, **dstack}, bound_key=bound,
                            nonce=nonce.hex() if nonce is not None else None)
 
 
@@ -343,6 +352,7 @@ def verify_quote_evidence(
     nonce: bytes | None = None,
     event_log: str | bytes | list[Any] | None = None,
     app_compose: bytes | None = None,
+    tls_spki: bytes | None = None,
 ) -> Verdict:
     """A bare TDX/SGX quote appraised under the whole policy, not only its quote checks.
 
@@ -351,10 +361,11 @@ def verify_quote_evidence(
     caller's ``nonce`` (report_data[32:64], or [0:32] then zeros) when one is given, and a
     failing ``gpu.required`` when the policy requires a GPU (a quote carries none). A bare
     quote names no signing key, so the verdict has no ``bound_key``; without ``nonce`` it
-    says nothing about freshness.
+    says nothing about freshness. ``tls_spki`` (SHA-256 of a TLS key's SPKI) asks for the TLS
+    binding instead of the nonce one, and the verdict's ``bound_key`` is that hash.
     """
     cpu = _quote_verdict(load_quote(raw), collateral, policy, now)
-    return _bare_context(cpu, policy, nonce, event_log, app_compose)
+    return _bare_context(cpu, policy, nonce, event_log, app_compose, tls_spki)
 
 
 @malformed("the SEV-SNP evidence")
@@ -368,6 +379,7 @@ def verify_snp_evidence(
     event_log: str | bytes | list[Any] | None = None,
     app_compose: bytes | None = None,
     crl: bytes | None = None,
+    tls_spki: bytes | None = None,
 ) -> Verdict:
     """A bare SEV-SNP report under the whole policy: as ``verify_quote_evidence`` (nonce in
     report_data, GPU mode, dstack pins, pins for other TEE kinds) around ``verify_report``."""
@@ -375,4 +387,4 @@ def verify_snp_evidence(
 
     data = raw.encode("ascii", "replace") if isinstance(raw, str) else raw
     cpu = pin_kind_check(verify_report(data, certs, policy=policy, now=now, crl=crl), policy)
-    return _bare_context(cpu, policy, nonce, event_log, app_compose)
+    return _bare_context(cpu, policy, nonce, event_log, app_compose, tls_spki)

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from teegate import safejson
+from teegate.attest.binding import spki_fingerprint
 from teegate.attest.ccel import event_log_text
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
@@ -40,6 +41,7 @@ class _Inputs:
     app_compose: bytes | None
     online: bool
     cache: Path | None
+    tls_spki: bytes | None = None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -128,7 +130,8 @@ def _verify_kind(path: Path, data: bytes, inputs: _Inputs) -> Verdict:
 
         return verify_snp_evidence(raw, certs, policy=inputs.policy, now=inputs.now,
                                    nonce=inputs.nonce, event_log=inputs.event_log,
-                                   app_compose=inputs.app_compose, crl=crl)
+                                   app_compose=inputs.app_compose, crl=crl,
+                                   tls_spki=inputs.tls_spki)
     if kind is EvidenceKind.GPU_EVIDENCE:
         if inputs.certs is None:
             raise EvidenceError("GPU evidence needs its certificate chain: give --certs FILE")
@@ -171,6 +174,7 @@ def _verify_quote(raw: bytes, inputs: _Inputs) -> Verdict:
         nonce=inputs.nonce,
         event_log=inputs.event_log,
         app_compose=inputs.app_compose,
+        tls_spki=inputs.tls_spki,
     )
 
 
@@ -439,6 +443,12 @@ def register(app: typer.Typer) -> None:
         cache: Annotated[
             Path | None, typer.Option("--cache", help="Collateral cache directory.")
         ] = None,
+        tls_key: Annotated[
+            Path | None, typer.Option("--tls-key", help="The TLS key the evidence must name "
+                                                   "(Tinfoil, SecretVM, ACI): certificate or "
+                                                   "public key (PEM/DER), or its SPKI SHA-256 "
+                                                   "in hex.")
+        ] = None,
     ) -> None:
         """Verify attestation evidence and print every check with its reason."""
         try:
@@ -454,6 +464,7 @@ def register(app: typer.Typer) -> None:
                 app_compose=_read(app_compose, "app-compose") if app_compose else None,
                 online=online,
                 cache=cache,
+                tls_spki=spki_fingerprint(_read(tls_key, "TLS key")) if tls_key else None,
             )
             results: list[tuple[str, Verdict]] = []
             if url is not None:
