@@ -36,7 +36,7 @@ from typing import Any
 from teegate.ledger import Ledger, open_ledger
 
 PG_URL = os.environ.get("TEEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-FUND = 10**15
+FUND = 10**13  # per agent wallet; the ledger holds at most 2^53-1 units in all
 
 
 # ------------------------------------------------------------ the ledger
