@@ -131,3 +131,57 @@ def test_bad_prices_name_the_field(price: dict[str, object], field: str) -> None
     with pytest.raises(ConfigError, match=re.escape(field)):
         parse_config({"providers": [{"id": "p", "platform": "open-ai", "models": ["m"],
                                      "prices": {"m": price}}]})
+
+
+@pytest.mark.parametrize("field", ["hold_seconds", "ledger_expire_seconds", "cooldown_seconds",
+                                   "state_poll_seconds"])
+@pytest.mark.parametrize("value", ["nan", "inf", "+inf"])
+def test_durations_must_be_finite(field: str, value: str) -> None:
+    """TOML has nan and inf: a NaN hold expiry would never be swept."""
+    raw = tomllib.loads(f"[gateway]\n{field} = {value}\n")
+    with pytest.raises(ConfigError, match=rf"^gateway\.{field}: must be a finite number"):
+        parse_config({**_cfg(), **raw})
+
+
+def test_a_currency_the_ledger_does_not_keep_is_refused_at_start_up(tmp_path: Path) -> None:
+    """It used to start and then answer every priced call with a 503."""
+    from teegate.gateway import create_app
+    from teegate.ledger import Currency, open_ledger
+
+    with pytest.raises(ConfigError, match=r"^gateway\.currency: 'EUR' is not a currency"):
+        parse_config({**_cfg(), "gateway": {"currency": "EUR"}})
+    assert parse_config({**_cfg(), "gateway": {"currency": "USD"}}).currency == "USD"
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    cfg = parse_config({**_cfg(), "gateway": {"currency": "USD", "database_url": url}})
+    ledger = open_ledger(url, currencies=(Currency("EUR", 2),))
+    try:
+        with pytest.raises(ConfigError, match=r"^gateway\.currency: 'USD'"):
+            create_app(cfg, ledger=ledger)
+    finally:
+        ledger.close()
+
+
+def test_the_gateway_ledger_pays_only_agents_of_its_store(tmp_path: Path) -> None:
+    from teegate.gateway import GatewayStore
+    from teegate.gateway.factory import build_app
+    from teegate.ledger import NotFound
+
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    store = GatewayStore(url)
+    store.create_key("alice")
+    app = build_app(parse_config({**_cfg(), "gateway": {
+        "database_url": url, "data_dir": str(tmp_path)}}), store=store)
+    try:
+        from teegate.ledger import LedgerAccounting
+
+        accounting = app.gateway.accounting
+        assert isinstance(accounting, LedgerAccounting)
+        ledger = accounting.ledger
+        ledger.deposit("alice", 5)
+        with pytest.raises(NotFound, match="no agent 'bob'"):
+            ledger.deposit("bob", 5)
+        assert store.has_agent("alice")
+        assert not store.has_agent("bob")
+    finally:
+        for close in app.gateway.closers:
+            close()

@@ -11,13 +11,24 @@ from typer.testing import CliRunner
 
 from teegate.cli import app
 from teegate.cli.ledger import _Usage, parse_amount
+from teegate.gateway.store import GatewayStore
 
 runner = CliRunner()
 
 
+def _agents(url: str, *ids: str) -> None:
+    """The gateway's agents (the ledger pays only agents that exist); creates the file."""
+    store = GatewayStore(url)
+    for agent in ids:
+        store.create_key(agent)
+    store.close()
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    _agents(url, "alice", "bob", "carol")
+    return url
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -98,6 +109,7 @@ def test_without_db_the_gateway_config_in_the_working_directory_names_the_databa
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     (tmp_path / "teegate.toml").write_text(f'[gateway]\ndatabase_url = "{url}"\n')
+    _agents(url, "alice")
     code, out = run("wallet", "deposit", "alice", "3")
     assert code == 0, out
     rows = sqlite3.connect(tmp_path / "gateway.db").execute(
@@ -108,3 +120,52 @@ def test_without_db_the_gateway_config_in_the_working_directory_names_the_databa
     code, out = run("wallet", "balance", "alice")
     assert code != 0
     assert "teegate.toml" in out
+
+
+def test_a_missing_database_is_refused_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for args in (("wallet", "balance", "alice"), ("wallet", "history", "alice"),
+                 ("wallet", "spend", "alice"), ("ledger", "check"), ("ledger", "expire"),
+                 ("wallet", "deposit", "alice", "1"), ("conversation", "close", "c")):
+        code, out = run(*args, "--db", f"sqlite:///{missing}")
+        assert code == 2, (args, out)
+        assert "no database at" in out
+        assert not missing.exists()
+
+
+def test_deposits_and_rewards_to_unknown_agents_are_refused(db: str) -> None:
+    code, out = run("wallet", "deposit", "mallory", "1", "--db", db)
+    assert code == 1
+    assert "no agent 'mallory'" in out
+    assert run("wallet", "deposit", "alice", "1", "--db", db)[0] == 0
+    conv = run("conversation", "open", "alice", "0.5", "--db", db)[1].strip()
+    code, out = run("conversation", "reward", conv, "bob=0.1", "mallory=0.1", "--db", db)
+    assert code == 1
+    assert "no agent 'mallory'" in out
+    assert run("conversation", "close", conv, "--db", db)[0] == 0
+    code, out = run("conversation", "reward", conv, "bob=0.1", "--db", db)
+    assert code == 1
+    assert "is closed" in out
+    assert json.loads(run("wallet", "balance", "bob", "--db", db, "--json")[1])[
+        "available"] == 0
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "-inf", "0", "-5"])
+def test_a_ttl_must_be_finite_and_positive(db: str, ttl: str) -> None:
+    run("wallet", "deposit", "alice", "1", "--db", db)
+    code, out = run("conversation", "open", "alice", "0.5", "--ttl", ttl, "--db", db)
+    assert code == 2, out
+    assert "--ttl must be a finite number" in out
+    assert json.loads(run("wallet", "balance", "alice", "--db", db, "--json")[1])[
+        "reserved"] == 0
+
+
+def test_keys_are_1_to_200_characters_and_cannot_block_a_close(db: str) -> None:
+    assert run("wallet", "deposit", "alice", "1", "--db", db, "--key", "k" * 201)[0] == 2
+    assert run("wallet", "deposit", "alice", "1", "--db", db, "--key", "k" * 200)[0] == 0
+    conv = run("conversation", "open", "alice", "0.5", "--db", db)[1].strip()
+    code, out = run("wallet", "deposit", "alice", "1", "--db", db, "--key", f"close:{conv}")
+    assert code == 0, out
+    code, out = run("conversation", "close", conv, "--db", db)
+    assert code == 0, out
+    assert "returned 0.500000 USD" in out

@@ -171,3 +171,64 @@ async def test_withdrawal_by_owner(client: httpx.AsyncClient, ledger: Ledger) ->
     r = await client.post("/v1/wallets/bob/withdrawals", json={"amount": 61}, headers=OWNER)
     assert r.status_code == 402
     assert ledger.balance("bob").available == 60
+
+
+async def test_one_key_limit_on_every_route_and_the_ttl_is_part_of_the_request(
+        client: httpx.AsyncClient, ledger: Ledger) -> None:
+    """A 200-character key (the documented limit) works on rewards too, whose scope (the
+    caller and the conversation) once took the ledger's key past its own limit; reusing the
+    key of an opening with another ttl is a conflict, not a replay."""
+    ledger.deposit("alice", 1000)
+    key = "k" * 200
+    h = {**ALICE, "Idempotency-Key": key}
+    conv = (await client.post("/v1/conversations", json={"budget": 100, "ttl": 60},
+                              headers=h)).json()
+    again = await client.post("/v1/conversations", json={"budget": 100, "ttl": 60}, headers=h)
+    assert again.json() == conv
+    other = await client.post("/v1/conversations", json={"budget": 100, "ttl": 3600},
+                              headers=h)
+    assert other.status_code == 409, other.text
+    assert "different request" in other.json()["error"]["message"]
+    url = f"/v1/conversations/{'c' * 190}"
+    ledger.open_conversation("alice", 100, conversation_id="c" * 190)
+    for path, body in ((f"/v1/conversations/{conv['id']}/rewards",
+                        {"rewards": [{"agent": "bob", "amount": 7}]}),
+                       (url + "/rewards", {"rewards": [{"agent": "bob", "amount": 7}]}),
+                       (url + "/close", {}), ("/v1/wallets/alice/deposits", {"amount": 1})):
+        headers = {**(OPERATOR if "deposits" in path else ALICE), "Idempotency-Key": key}
+        first = await client.post(path, json=body, headers=headers)
+        assert first.status_code in (200, 201), (path, first.text)
+        assert (await client.post(path, json=body, headers=headers)).json() == first.json()
+    r = await client.post("/v1/wallets/alice/deposits", json={"amount": 1},
+                          headers={**OPERATOR, "Idempotency-Key": "k" * 201})
+    assert r.status_code == 400
+    assert ledger.balance("bob").available == 14
+    assert ledger.balance("alice").reserved == 100  # the second conversation was closed
+    assert_consistent(ledger)
+
+
+async def test_rewards_after_close_and_to_unknown_agents_are_refused(
+        client: httpx.AsyncClient, ledger: Ledger) -> None:
+    class Agents:
+        def has_agent(self, agent_id: str) -> bool:
+            return agent_id in ("alice", "bob")
+
+    ledger.agents = Agents()
+    r = await client.post("/v1/wallets/mallory/deposits", json={"amount": 5}, headers=OPERATOR)
+    assert r.status_code == 404
+    assert "no agent 'mallory'" in r.json()["error"]["message"]
+    assert (await client.post("/v1/wallets/alice/deposits", json={"amount": 500},
+                              headers=OPERATOR)).status_code == 201
+    conv = (await client.post("/v1/conversations", json={"budget": 100},
+                              headers=ALICE)).json()
+    url = f"/v1/conversations/{conv['id']}/rewards"
+    r = await client.post(url, json={"rewards": [{"agent": "mallory", "amount": 5}]},
+                          headers=ALICE)
+    assert r.status_code == 404
+    await client.post(f"/v1/conversations/{conv['id']}/close", headers=ALICE)
+    r = await client.post(url, json={"rewards": [{"agent": "bob", "amount": 5}]},
+                          headers=ALICE)
+    assert r.status_code == 409, r.text
+    assert r.headers["x-should-retry"] == "false"
+    assert ledger.balance("bob").available == 0
+    assert ledger.balance("alice").available == 500

@@ -2,7 +2,9 @@
 
 Talks to the database directly (``--db``, default ``$TEEGATE_DATABASE_URL``, else the
 ``database_url`` of ``./teegate.toml`` when there is one, else the SQLite file in
-``$TEEGATE_HOME`` that the embedded gateway uses). Amounts are integers in the currency's
+``$TEEGATE_HOME`` that the embedded gateway uses); a SQLite file that does not exist is
+refused, not created. Deposits and rewards go only to agents of the gateway's database
+(``teegate agents create``). Amounts are integers in the currency's
 smallest unit, or decimals with at most the currency's digits (``1.5`` USD = ``1500000``).
 Exit codes: 0 ok, 1 refused (short of funds, check failed, unknown conversation), 2 malformed
 input or usage error.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -82,23 +85,47 @@ def database_url(db: str | None) -> str:
     return default_database_url()
 
 
-def _open(db: str | None, currency: str, decimals: int) -> object:
-    from teegate.ledger import Currency, open_ledger
+KEY_LIMIT = 200  # as the HTTP API's Idempotency-Key (teegate.ledger.http)
 
-    return open_ledger(database_url(db), currencies=(Currency(currency, decimals),))
+
+def _check_key(key: str | None) -> str | None:
+    if key is not None and (not key or len(key) > KEY_LIMIT or not key.isprintable()):
+        raise _Usage(f"--key must be 1-{KEY_LIMIT} printable characters")
+    return key
+
+
+def _existing(url: str) -> str:
+    """A SQLite file must exist: a mistyped ``--db`` would otherwise create an empty
+    database and report zeros (and a deposit there would reach no gateway)."""
+    from pathlib import Path
+
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise _Usage(f"database URL {url!r} must start with sqlite:/// or postgresql://")
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:" and not Path(path).expanduser().is_file():
+            raise _Usage(f"no database at {path}: pass the gateway's database with --db "
+                         "(start the gateway once to create it)")
+    return url
 
 
 def _run(db: str | None, currency: str, decimals: int, fn: Callable[..., T]) -> T:
-    """Open the ledger, run ``fn(ledger)``, map errors to exit codes without a traceback."""
-    from teegate.ledger import Ledger
+    """Open the ledger (with the gateway's agents as its directory), run ``fn(ledger)``, map
+    errors to exit codes without a traceback."""
+    from teegate.gateway.store import GatewayStore
+    from teegate.ledger import Currency, open_ledger
 
     try:
-        ledger = _open(db, currency, decimals)
-        assert isinstance(ledger, Ledger)
+        url = _existing(database_url(db))
+        store = GatewayStore(url)
         try:
-            return fn(ledger)
+            ledger = open_ledger(url, currencies=(Currency(currency, decimals),), agents=store)
+            try:
+                return fn(ledger)
+            finally:
+                ledger.close()
         finally:
-            ledger.close()
+            store.close()
     except _Usage as e:
         _err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
@@ -140,7 +167,8 @@ def register(app: typer.Typer) -> None:
                 decimals: DecOpt = 6, key: KeyOpt = None, memo: str | None = None) -> None:
         """Deposit AMOUNT into AGENT's wallet (or "pool:NAME")."""
         def go(lg: Ledger) -> None:
-            t = lg.deposit(agent, parse_amount(amount, decimals), key=key, memo=memo)
+            t = lg.deposit(agent, parse_amount(amount, decimals), key=_check_key(key),
+                           memo=memo)
             _out.print(f"deposited {fmt(t.amount, currency, decimals)} to {escape(agent)} "
                        f"(transfer {escape(t.id)})")
         _run(db, currency, decimals, go)
@@ -150,7 +178,8 @@ def register(app: typer.Typer) -> None:
                  decimals: DecOpt = 6, key: KeyOpt = None, memo: str | None = None) -> None:
         """Withdraw AMOUNT from AGENT's available balance."""
         def go(lg: Ledger) -> None:
-            t = lg.withdraw(agent, parse_amount(amount, decimals), key=key, memo=memo)
+            t = lg.withdraw(agent, parse_amount(amount, decimals), key=_check_key(key),
+                            memo=memo)
             _out.print(f"withdrew {fmt(t.amount, currency, decimals)} from {escape(agent)} "
                        f"(transfer {escape(t.id)})")
         _run(db, currency, decimals, go)
@@ -216,11 +245,10 @@ def register(app: typer.Typer) -> None:
               decimals: DecOpt = 6, ttl: float = 86_400.0, key: KeyOpt = None) -> None:
         """Reserve BUDGET from AGENT's wallet; prints the conversation id."""
         def go(lg: Ledger) -> None:
-            if ttl <= 0:
-                raise _Usage("--ttl must be positive")
-            now = lg.clock()
-            c = lg.open_conversation(agent, parse_amount(budget, decimals), key=key, now=now,
-                                     expires_at=now + ttl)
+            if not math.isfinite(ttl) or ttl <= 0:
+                raise _Usage(f"--ttl must be a finite number of seconds > 0, not {ttl}")
+            c = lg.open_conversation(agent, parse_amount(budget, decimals),
+                                     key=_check_key(key), ttl=ttl)
             _out.print(c.id)
         _run(db, currency, decimals, go)
 
@@ -248,7 +276,8 @@ def register(app: typer.Typer) -> None:
                     raise _Usage(f"reward leg {leg!r} must be AGENT=AMOUNT")
                 parsed.append((agent, parse_amount(amount, decimals)))
             c = lg.conversation(conversation)
-            out = lg.reward(source or c.agent, parsed, conversation=conversation, key=key)
+            out = lg.reward(source or c.agent, parsed, conversation=conversation,
+                            key=_check_key(key))
             for t in out:
                 _out.print(f"rewarded {escape(t.agent or '')} "
                            f"{fmt(t.amount, currency, decimals)} (transfer {escape(t.id)})")

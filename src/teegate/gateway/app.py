@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from teegate import safejson
-from teegate.errors import TeegateError, UpstreamError
+from teegate.errors import ConfigError, TeegateError, UpstreamError
 from teegate.framing import framing_problem
 from teegate.framing import refuse as refuse_framing
 from teegate.gateway import forwarding
@@ -932,6 +932,10 @@ def create_app(
 
     ``receipt_log``: write a signed receipt of every call there and mount the receipt and log
     routes; ``accounting``: the ledger (hold before forwarding, settle/void after)."""
+    if ledger is not None and config.currency is not None and (
+            config.currency not in ledger.currencies):
+        raise ConfigError(f"gateway.currency: {config.currency!r} is not a currency of the "
+                          f"ledger (it keeps {', '.join(ledger.currencies)})")
     store = store or GatewayStore(config.database_url)
     if receipt_log is not None and receipts is None:
         from teegate.gateway.receipts_bridge import ReceiptBridge

@@ -6,6 +6,7 @@ file stops start-up with a message an operator can act on."""
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from teegate import paths
 from teegate.attest.policy import Policy, load_policy
 from teegate.errors import ConfigError, TeegateError
+from teegate.ledger.model import DEFAULT_CURRENCIES
 from teegate.ledger.pricing import Price
 from teegate.providers.registry import Platform, get_platform
 from teegate.routing.trust import TrustLevel, parse_trust
@@ -306,9 +308,17 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
 
     def num(name: str, default: Any, kind: type | tuple[type, ...] = int) -> Any:
         value = _want(gw.get(name, default), kind, f"gateway.{name}")
-        if value <= 0:
-            raise ConfigError(f"gateway.{name}: must be > 0")
+        if not math.isfinite(value) or value <= 0:  # TOML has nan and inf
+            raise ConfigError(f"gateway.{name}: must be a finite number > 0, not {value}")
         return value
+
+    currency = None
+    if "currency" in gw:
+        currency = _want(gw["currency"], str, "gateway.currency")
+        known = [c.code for c in DEFAULT_CURRENCIES]
+        if currency not in known:  # every priced call would fail at its hold
+            raise ConfigError(f"gateway.currency: {currency!r} is not a currency of the "
+                              f"ledger (it keeps {', '.join(known)})")
 
     return GatewayConfig(
         providers=tuple(providers), agents=agents, collateral=collateral,
@@ -324,7 +334,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         ledger_expire_s=float(num("ledger_expire_seconds", 60, (int, float))),
         hold_s=float(num("hold_seconds", 600, (int, float))),
         default_max_tokens=num("default_max_tokens", 4096),
-        currency=_want(gw["currency"], str, "gateway.currency") if "currency" in gw else None,
+        currency=currency,
         log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
         receipts=_want(gw.get("receipts", True), bool, "gateway.receipts"),
         ledger=_want(gw.get("ledger", True), bool, "gateway.ledger"),

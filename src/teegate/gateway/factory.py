@@ -29,7 +29,8 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
     if cfg.ledger:
         from teegate.ledger import open_ledger
 
-        ledger = open_ledger(cfg.database_url, durability=cfg.ledger_durability)
+        ledger = open_ledger(cfg.database_url, durability=cfg.ledger_durability,
+                             agents=store)
         if dev_credit is not None:
             agent, amount, key = dev_credit
             ledger.deposit(agent, amount, key=key)

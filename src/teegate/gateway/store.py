@@ -165,6 +165,11 @@ class GatewayStore:
             "SELECT id, key_hash, trust, min_trust, owner, created_at, revoked_at, kind "
             "FROM tg_agents ORDER BY id")]
 
+    def has_agent(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` was ever created (a revoked agent still exists): the ledger
+        sends money only to agents that do (``teegate.ledger.AgentDirectory``)."""
+        return bool(self._exec("SELECT 1 FROM tg_agents WHERE id = ?", (agent_id,)))
+
     def agent_by_key(self, key: str) -> AgentRow | None:
         h = hash_key(key)
         rows = self._exec("SELECT id, key_hash, trust, min_trust, owner, created_at, "

@@ -21,8 +21,13 @@ Shape (TigerBeetle's model on SQLite/PostgreSQL, REFERENCE §11):
   result; a retry returns that result and moves nothing, a reuse with other parameters is a
   LedgerError. Keys default to ones derived from the object (``settle:<hold>``,
   ``void:<hold>``, ``close:<conversation>``, ``hold:<hold id>``); deposits, withdrawals,
-  openings and rewards without a caller key get a fresh one (no retry protection).
+  openings and rewards without a caller key get a fresh one (no retry protection). A
+  caller's key is stored as ``key:<key>``, apart from the derived ones.
   Transfer ids are ``<operation key>/<leg>``.
+- Bounds: no amount and no currency's total may exceed ``MAX_AMOUNT`` (2^53 - 1), so no
+  balance or sum overflows either backend (``LimitExceeded``). With an ``AgentDirectory``
+  deposits and reward legs go only to agents it knows; rewards of a conversation only while
+  it is open.
 - Expiry: holds (default 10 min) and conversations (default 24 h) carry ``expires_at``;
   ``expire(now)`` releases what a crashed gateway left. A hold that expired can no longer be
   settled (the call is then free: an undercharge, never an overspend), so the gateway's hold

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from teegate.errors import BudgetError, LedgerError
 from teegate.ledger.db import Backend, Tx, open_backend
@@ -69,15 +70,34 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
+CALLER_KEYS = "key:"
+"""The namespace of callers' idempotency keys. The keys the ledger derives itself
+(``close:<conversation>``, ``settle:<hold>``, ``hold:<hold>``, ...) live outside it, so no
+caller key can take one (a CLI ``--key close:<id>`` once blocked closing that conversation for
+good: the close was answered with the first operation's result, or refused as a conflict)."""
+MAX_KEY = 1000  # a caller key plus the scope an edge adds (teegate.ledger.http: ~600 at most)
+
+
 def _key(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
-        raise LedgerError("an idempotency key must be 1-255 printable characters")
-    return value
+    """A caller's key in the callers' namespace (see ``CALLER_KEYS``)."""
+    if (not isinstance(value, str) or not value or len(value) > MAX_KEY
+            or not value.isprintable()):
+        raise LedgerError(f"an idempotency key must be 1-{MAX_KEY} printable characters")
+    return CALLER_KEYS + value
 
 
 def _time(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise LedgerError(f"{what} must be a number of seconds since the epoch")
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value)):
+        raise LedgerError(f"{what} must be a finite number of seconds since the epoch")
+    return float(value)
+
+
+def _ttl(value: object, what: str) -> float:
+    """A lifetime in seconds: finite and positive (a NaN expiry would never be swept)."""
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise LedgerError(f"{what} must be a finite number of seconds > 0, got {value!r}")
     return float(value)
 
 
@@ -105,26 +125,37 @@ def _hold(row: Sequence[Any]) -> Hold:
                 float(row[7]), None if row[8] is None else int(row[8]), row[9])
 
 
+class AgentDirectory(Protocol):
+    """Who the agents are (the gateway's ``GatewayStore``): money is deposited or rewarded
+    only to an agent that exists, so an agent created later under an unused id does not
+    inherit what was sent there."""
+
+    def has_agent(self, agent_id: str) -> bool: ...
+
+
 class Ledger:
     """Wallets, conversations, holds, settlements and rewards over one database.
 
     Methods are synchronous and thread-safe (the gateway calls them from a thread pool).
     ``now`` (seconds since the epoch) defaults to ``clock()``; ``key`` makes an operation
     idempotent: a retry with the same key returns the first result and moves nothing; the
-    same key with different parameters is a ``LedgerError``.
+    same key with different parameters is a ``LedgerError``. ``agents``: when given,
+    deposits and reward legs to an agent it does not know are ``NotFound``.
     """
 
     def __init__(self, backend: Backend, *, currencies: Sequence[Currency] = DEFAULT_CURRENCIES,
                  clock: Callable[[], float] = time.time, hold_ttl: float = HOLD_TTL,
-                 conversation_ttl: float = CONVERSATION_TTL) -> None:
+                 conversation_ttl: float = CONVERSATION_TTL,
+                 agents: AgentDirectory | None = None) -> None:
         if not currencies:
             raise LedgerError("the ledger needs at least one currency")
         self.backend = backend
         self.currencies = {c.code: c for c in currencies}
         self.default_currency = currencies[0]
         self.clock = clock
-        self.hold_ttl = hold_ttl
-        self.conversation_ttl = conversation_ttl
+        self.hold_ttl = _ttl(hold_ttl, "hold_ttl")
+        self.conversation_ttl = _ttl(conversation_ttl, "conversation_ttl")
+        self.agents = agents
 
     def close(self) -> None:
         self.backend.close()
@@ -142,6 +173,15 @@ class Ledger:
 
     def _now(self, now: float | None) -> float:
         return self.clock() if now is None else _time(now, "now")
+
+    def _known(self, owner: str) -> None:
+        """Refuse money for an agent the directory does not know (pools need no agent)."""
+        if self.agents is None or owner.startswith("pool:"):
+            return
+        if not self.agents.has_agent(owner):
+            raise NotFound(f"no agent {owner!r}: create it first (teegate agents create, the "
+                           "admin API or [[agents]]); money sent to an unknown id would go "
+                           "to whoever is created under it later")
 
     @staticmethod
     def wallet_account(owner: str, currency: str) -> tuple[str, str]:
@@ -285,6 +325,8 @@ class Ledger:
         acct, akind = self.wallet_account(who, cur)
         t = self._now(now)
         op = _key(key) if key is not None else _new_id(kind)
+        if kind == "deposit":
+            self._known(who)
         ext = f"external:{cur}"
         agent = None if akind == "pool" else who
 
@@ -305,15 +347,25 @@ class Ledger:
     def open_conversation(self, agent: str, budget: int, *, expires_at: float | None = None,
                           currency: str | None = None, key: str | None = None,
                           now: float | None = None,
-                          conversation_id: str | None = None) -> Conversation:
+                          conversation_id: str | None = None,
+                          ttl: float | None = None) -> Conversation:
         """Reserve ``budget`` from the agent's wallet (BudgetError naming needed vs available
-        when the wallet is short)."""
+        when the wallet is short). It expires at ``expires_at``, or ``ttl`` seconds from now
+        (default ``conversation_ttl``); either is part of the request a key stands for."""
         check_amount(budget, "budget")
         cur = self.currency(currency).code
         wallet, _ = self.wallet_account(agent, cur)
         t = self._now(now)
-        exp = t + self.conversation_ttl if expires_at is None else _time(expires_at,
-                                                                           "expires_at")
+        if expires_at is not None and ttl is not None:
+            raise LedgerError("a conversation takes expires_at or ttl, not both")
+        when: dict[str, float] = {}
+        if ttl is not None:
+            when["ttl"] = _ttl(ttl, "ttl")
+            exp = t + when["ttl"]
+        elif expires_at is not None:
+            exp = when["expires_at"] = _time(expires_at, "expires_at")
+        else:
+            exp = t + self.conversation_ttl
         if exp <= t:
             raise LedgerError("a conversation must expire after it opens")
         cid = check_name(conversation_id, "conversation id") if conversation_id else (
@@ -338,7 +390,7 @@ class Ledger:
 
         return self._op("open_conversation", op,
                         {"agent": agent, "budget": budget, "currency": cur,
-                         "id": conversation_id}, t, body, Conversation.to_json,
+                         "id": conversation_id, **when}, t, body, Conversation.to_json,
                         _dec(Conversation.from_json),
                         fresh=key is None and conversation_id is None)
 
@@ -569,6 +621,8 @@ class Ledger:
         legs = [(check_name(a, "agent"), check_amount(n)) for a, n in legs]
         if not legs or len(legs) > 1000:
             raise LedgerError("a reward needs 1 to 1000 legs")
+        for a in dict.fromkeys(a for a, _ in legs):
+            self._known(a)
         cur = self.currency(currency).code
         src, _ = self.wallet_account(source, cur)
         t = self._now(now)
@@ -579,7 +633,13 @@ class Ledger:
 
         def body(tx: Tx) -> tuple[Transfer, ...]:
             accts = [f"wallet:{cur}:{a}" for a, _ in legs]
-            tx.lock([src, *accts])
+            if conversation is None:
+                tx.lock([src, *accts])
+            else:
+                # Under the reserve's lock (closing takes it): a conversation closes once, and
+                # no reward of it is paid after.
+                tx.lock([src, *accts, f"reserve:{conversation}"])
+                _rewardable(tx, conversation, t)
             have = self._balance(tx, src)
             if have < total:
                 raise InsufficientFunds(src, total, have, cur)
@@ -729,6 +789,18 @@ def _none(_: object) -> None:
     return None
 
 
+def _rewardable(tx: Tx, conversation: str, t: float) -> None:
+    """Rewards of a conversation are paid while it is open: NotFound or Conflict otherwise."""
+    row = tx.one("SELECT state, expires_at FROM tl_conversations WHERE id = ?",
+                 (conversation,))
+    if row is None:
+        raise NotFound(f"no conversation {conversation!r}")
+    if row[0] != "open" or float(row[1]) <= t:
+        raise Conflict(f"conversation {conversation} is "
+                       f"{'expired' if row[0] == 'open' else row[0]}: its rewards are paid "
+                       "before it ends")
+
+
 def _dec(fn: Callable[[Any], R]) -> Callable[[Tx, Any], R]:
     return lambda tx, d: fn(d)
 
@@ -819,10 +891,11 @@ def open_ledger(url: str, *, currencies: Iterable[Currency] = DEFAULT_CURRENCIES
                 schema: str | None = None, clock: Callable[[], float] = time.time,
                 durability: str = "full",
                 hold_ttl: float = HOLD_TTL,
-                conversation_ttl: float = CONVERSATION_TTL) -> Ledger:
+                conversation_ttl: float = CONVERSATION_TTL,
+                agents: AgentDirectory | None = None) -> Ledger:
     """Open (and migrate) the ledger at ``sqlite:///path`` or ``postgresql://...``;
     ``schema`` puts PostgreSQL tables in that schema (created if missing); ``durability``
     "full" (SQLite synchronous=FULL, the default) or "normal" (see ``teegate.ledger.db``)."""
     return Ledger(open_backend(url, schema=schema, durability=durability),
                   currencies=tuple(currencies), clock=clock,
-                  hold_ttl=hold_ttl, conversation_ttl=conversation_ttl)
+                  hold_ttl=hold_ttl, conversation_ttl=conversation_ttl, agents=agents)

@@ -207,10 +207,9 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
                                 or not math.isfinite(ttl) or ttl <= 0):
             raise _bad("ttl must be a positive number of seconds", "ttl")
         cur, key = currency(body), _key(request, p, "open")
-        now = ledger.clock()
+        # the ttl, not the expiry it gives now, is what a retry must repeat
         c = await call(lambda: ledger.open_conversation(
-            agent, budget, currency=cur, key=key, now=now,
-            expires_at=None if ttl is None else now + float(ttl)))
+            agent, budget, currency=cur, key=key, ttl=None if ttl is None else float(ttl)))
         return JSONResponse(_conversation_json(c), status_code=201)
 
     @router.get("/v1/conversations/{cid}")
