@@ -176,10 +176,10 @@ def _snp(**kw: Any) -> Make:
                                       policy=p, now=NOW)
 
 
-def _gpu(with_rims: bool = True) -> Make:
+def _gpu(with_rims: bool = True, with_fwid: bool = True) -> Make:
     return lambda e, p: verify_gpu_evidence(
-        e.gpu.evidence(GPU_NONCE), e.gpu.cert_chain_pem(), nonce=GPU_NONCE, policy=p, now=NOW,
-        rims=e.rims if with_rims else ())
+        e.gpu.evidence(GPU_NONCE, with_fwid=with_fwid), e.gpu.cert_chain_pem(), nonce=GPU_NONCE,
+        policy=p, now=NOW, rims=e.rims if with_rims else ())
 
 
 def _sgx(e: Env, p: Policy) -> Verdict:
@@ -255,6 +255,9 @@ CASES: dict[str, Case] = {
     "gpu.require_rim": (_set("gpu", require_rim=True), _SAME, _gpu(with_rims=False),
                         "gpu.0.measurements"),
     "gpu.require_ocsp": (_set("gpu", require_ocsp=True), _SAME, _gpu(), "gpu.0.revocation"),
+    "gpu.require_fwid": (_set("gpu", require_fwid=True), _SAME, _gpu(with_fwid=False),
+                         "gpu.0.fwid"),
+    "gpu.expected_count": (_set("gpu", expected_count=2), _SAME, _tdx(), "gpu.count"),
     "binding.require_nonce": (_SAME, _set("binding", require_nonce=False), _report(None),
                               "binding.nonce"),
     "binding.layouts": (_set("binding", layouts=frozenset({"sha512"})), _SAME,

@@ -197,6 +197,32 @@ def _fwid_of(cert: x509.Certificate) -> bytes | None:
     return value if len(value) == 48 else None
 
 
+# The chip prefix NVIDIA's device certificates name (leaf "GH100 A01 GSP FMC LF") and the
+# architecture the nvidia_payload's ``arch`` names for it.
+_CHIP_ARCH = {"GH": "HOPPER", "GB": "BLACKWELL"}
+
+
+def _chip(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    value = names[0].value if names else None
+    return value.split()[0] if isinstance(value, str) and value.split() else None
+
+
+def _arch_check(cl: CheckList, name: str, arch: str, leaf: x509.Certificate) -> None:
+    """The payload's ``arch`` label against the chip the (verified) device chain names: the
+    label chooses reference values, so H100 evidence labelled BLACKWELL is refused."""
+    chip = _chip(leaf)
+    actual = _CHIP_ARCH.get(chip[:2].upper()) if chip else None
+    if actual is None:
+        cl.passed(name, f"payload arch {arch}: not compared, the device certificate names chip "
+                        f"{chip or 'none'}, which teegate maps to no architecture")
+    else:
+        ok = arch.upper() == actual
+        cl.add(name, ok, f"payload arch {arch} matches the {chip} the device chain names" if ok
+               else f"the payload says arch {arch}, but the device chain names a {chip} "
+                    f"({actual})")
+
+
 def _device_id(cert: x509.Certificate) -> str | None:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -362,13 +388,15 @@ def verify_gpu_evidence(
     index: int = 0,
     rims: Sequence[bytes | Rim] = (),
     ocsp: Mapping[str, OcspStatus] | None = None,
+    arch: str | None = None,
 ) -> Verdict:
     """Verify one GPU's SPDM evidence and device chain; ``rims`` are candidate driver/VBIOS
     RIM XML documents (those matching the evidence's versions are used). ``evidence`` may be
     raw SPDM bytes, hex or base64; ``cert_chain`` PEM (leaf first) or base64 of it.
 
     ``ocsp``: verified OCSP answers for the device chain by certificate fingerprint
-    (``gpu_ocsp.certificate_key``), None when none were fetched.
+    (``gpu_ocsp.certificate_key``), None when none were fetched. ``arch``: the architecture
+    the payload claims, checked against the chip the device chain names.
 
     Malformed evidence, chain or RIMs raise ``EvidenceError``; every judgement is a check
     named ``gpu.<index>.…``.
@@ -398,13 +426,23 @@ def verify_gpu_evidence(
     else:
         cl.failed(f"{p}.signature", "the SPDM signature does not verify with the leaf key")
     cert_fwid = _fwid_of(leaf)
-    if ev.fwid is None or cert_fwid is None:
-        cl.failed(f"{p}.fwid", "the evidence or the leaf certificate carries no FWID")
+    if ev.fwid is None:
+        # NVIDIA's verifier (cc_admin_utils.verify_gpu_certificate_chain) skips the compare
+        # when the report has no FWID, as older drivers' reports do.
+        cl.add(f"{p}.fwid", not policy.gpu.require_fwid,
+               "the evidence carries no FWID (older driver): not compared, and the policy "
+               "requires one (gpu.require_fwid)" if policy.gpu.require_fwid else
+               "not compared: the evidence carries no FWID (older driver), as NVIDIA's "
+               "verifier allows; gpu.require_fwid refuses such evidence")
+    elif cert_fwid is None:
+        cl.failed(f"{p}.fwid", "the evidence carries an FWID but the leaf certificate none")
     else:
         cl.add(f"{p}.fwid", hmac.compare_digest(ev.fwid, cert_fwid),
                "the evidence FWID equals the leaf certificate's" if ev.fwid == cert_fwid else
                "the evidence FWID differs from the leaf certificate's TcbInfo FWID")
     _nonce_check(cl, f"{p}.nonce", ev, nonce, policy)
+    if arch is not None:
+        _arch_check(cl, f"{p}.arch", arch, leaf)
     rim_status, rim_window = _rim_checks(cl, p, ev, rims, policy, now)
     _version_check(cl, f"{p}.driver_version", "driver version", ev.driver_version,
                    policy.gpu.driver_versions)
@@ -483,10 +521,15 @@ def appraise_gpus(
     """
     mode = policy.gpu.mode
     if nvidia_payload is None or nvidia_payload == "":
+        missing = []
         if mode == "required":
-            return [Check("gpu.required", False,
-                          "the policy requires GPU evidence but the report has none")], ()
-        return [], ()
+            missing.append(Check("gpu.required", False,
+                                 "the policy requires GPU evidence but the report has none"))
+        if policy.gpu.expected_count:
+            missing.append(Check("gpu.count", False,
+                                 f"the report carries no GPU evidence, the policy expects "
+                                 f"{policy.gpu.expected_count} GPU(s) (gpu.expected_count)"))
+        return missing, ()
     if mode == "forbidden":
         return [Check("gpu.forbidden", False,
                       "the report carries GPU evidence but the policy forbids GPUs")], ()
@@ -514,13 +557,20 @@ def appraise_gpus(
             "the GPU payload answers the nonce the CPU quote binds" if bound else
             f"the GPU payload's nonce {payload.nonce.hex()} is not ours ({nonce.hex()})"))
     checks.append(_distinct_check(payload.gpus))
+    want = policy.gpu.expected_count
+    if want is not None:
+        checks.append(Check("gpu.count", len(payload.gpus) == want,
+                            f"{len(payload.gpus)} GPU(s), as the policy expects" if
+                            len(payload.gpus) == want else
+                            f"the report carries {len(payload.gpus)} GPU(s), the policy expects "
+                            f"{want} (gpu.expected_count)"))
     parsed_rims = [r if isinstance(r, Rim) else parse_rim(r) for r in rims]
     # Each GPU's SPDM nonce must be the caller's; without one (offline audit, where
     # gpu.nonce_binding has already decided) at least the payload's own.
     gpu_nonce = nonce if nonce is not None else payload.nonce
     verdicts = tuple(
         verify_gpu_evidence(g.evidence, g.certificate, nonce=gpu_nonce, policy=policy,
-                            now=now, index=i, rims=parsed_rims, ocsp=ocsp)
+                            now=now, index=i, rims=parsed_rims, ocsp=ocsp, arch=payload.arch)
         for i, g in enumerate(payload.gpus)
     )
     return checks, verdicts

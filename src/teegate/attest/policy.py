@@ -92,6 +92,11 @@ class GpuPolicy:
     require_rim: bool = False
     # Require NVIDIA OCSP answers saying the device chain is not revoked.
     require_ocsp: bool = False
+    # Require each GPU's evidence to carry an FWID (compared with its leaf certificate's).
+    # Evidence from older drivers carries none, and NVIDIA's verifier then skips the compare.
+    require_fwid: bool = False
+    # The number of GPUs a report must carry (None: any number, at least one).
+    expected_count: int | None = None
 
 
 @dataclass(frozen=True)

@@ -338,6 +338,10 @@ def _bare_context(
         checks.append(Check("gpu.required", False,
                             "the policy requires GPU evidence and bare CPU evidence carries "
                             "none: verify the provider report with its nvidia_payload"))
+    if policy.gpu.expected_count:
+        checks.append(Check("gpu.count", False,
+                            f"the policy expects {policy.gpu.expected_count} GPU(s) and bare CPU "
+                            "evidence carries none (gpu.expected_count)"))
     return cpu.with_checks(checks, identity={**cpu.identity, **dstack}, bound_key=bound,
                            nonce=nonce.hex() if nonce is not None else None)
 

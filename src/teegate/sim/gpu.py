@@ -144,8 +144,10 @@ class DevGpu:
         measurements: Sequence[bytes] | None = None,
         driver_version: str = DEFAULT_DRIVER_VERSION,
         vbios_version: str = DEFAULT_VBIOS_VERSION,
+        with_fwid: bool = True,
     ) -> bytes:
-        """SPDM GET_MEASUREMENTS request || signed response for GPU ``index``."""
+        """SPDM GET_MEASUREMENTS request || signed response for GPU ``index``; without
+        ``with_fwid`` the opaque data carries no FWID, as older drivers' evidence."""
         key, _, _ = self._device(index)
         if len(nonce) != 32:
             raise ConfigError("development GPU: the SPDM nonce must be 32 bytes")
@@ -175,6 +177,7 @@ class DevGpu:
                 (OPAQUE_FWID, self._fwids[index]),
                 (OPAQUE_PROTECTED_PCIE_STATUS, b"\x55"),
             )
+            if with_fwid or t != OPAQUE_FWID
         )
         response = b"".join([
             bytes([0x11, 0x60, 0x00, 0x00, N_BLOCKS]),

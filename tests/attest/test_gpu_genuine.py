@@ -1,0 +1,81 @@
+"""GPU evidence as real fleets send it (issue 13): a report without FWID (older drivers) is
+"not compared" as NVIDIA's verifier does, unless the policy requires one; the payload's arch
+label must be the chip the device chain names; the policy can fix the GPU count."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from teegate.attest.gpu import appraise_gpus, verify_gpu_evidence
+from teegate.attest.policy import GpuPolicy
+from teegate.attest.report import verify_quote_evidence
+from teegate.sim import DevGpu, development_policy
+from tests.attest.gpu_helpers import AUDIT, NOW, ppcie_nonce, ppcie_payload, with_gpu
+
+NONCE = bytes(range(32))
+
+
+def _by_name(checks: object) -> dict[str, bool]:
+    return {c.name: c.ok for c in checks}  # type: ignore[attr-defined]
+
+
+def test_evidence_without_fwid_is_not_compared_unless_required(tmp_path: Path) -> None:
+    """The development GPU stands in for an older driver: no FWID in the signed opaque data
+    (no public evidence of one was found; the verifier's skip is nvtrust's own rule)."""
+    policy = development_policy(tmp_path, base=AUDIT)
+    dev = DevGpu.load_or_create(tmp_path)
+    now = int(time.time())
+    evidence = dev.evidence(NONCE, with_fwid=False)
+    v = verify_gpu_evidence(evidence, dev.cert_chain_pem(), nonce=NONCE, policy=policy, now=now)
+    assert v.accepted, v.failures
+    fwid = v.check("gpu.0.fwid")
+    assert fwid is not None
+    assert "not compared" in fwid.detail
+    strict = with_gpu(policy, require_fwid=True)
+    v = verify_gpu_evidence(evidence, dev.cert_chain_pem(), nonce=NONCE, policy=strict, now=now)
+    assert [c.name for c in v.failures] == ["gpu.0.fwid"]
+    # With an FWID it is compared either way.
+    v = verify_gpu_evidence(dev.evidence(NONCE), dev.cert_chain_pem(), nonce=NONCE,
+                            policy=strict, now=now)
+    assert v.accepted, v.failures
+    assert "equals" in (v.check("gpu.0.fwid") or fwid).detail
+
+
+@pytest.mark.parametrize(("label", "ok"), [("HOPPER", True), ("hopper", True),
+                                           ("BLACKWELL", False)])
+def test_payload_arch_is_checked_against_the_device_chain(label: str, ok: bool) -> None:
+    """nvtrust's 8-GPU H100 evidence: the arch label is not signed, the chain names GH100."""
+    payload = {**ppcie_payload(), "arch": label}
+    _, gpus = appraise_gpus(payload, nonce=ppcie_nonce(), policy=AUDIT, now=NOW)
+    assert [g.accepted for g in gpus] == [ok] * 8
+    check = gpus[0].check("gpu.0.arch")
+    assert check is not None
+    assert "GH100" in check.detail
+    if not ok:
+        assert [c.name for c in gpus[3].failures] == ["gpu.3.arch"]
+
+
+@pytest.mark.parametrize(("keep", "ok"), [(8, True), (6, False), (1, False)])
+def test_expected_gpu_count(keep: int, ok: bool) -> None:
+    payload = ppcie_payload()
+    payload = {**payload, "evidence_list": payload["evidence_list"][:keep]}
+    policy = with_gpu(AUDIT, expected_count=8)
+    checks, _ = appraise_gpus(payload, nonce=ppcie_nonce(), policy=policy, now=NOW)
+    assert _by_name(checks)["gpu.count"] is ok
+    # Without the field any number passes, as before.
+    checks, _ = appraise_gpus(payload, nonce=ppcie_nonce(), policy=AUDIT, now=NOW)
+    assert "gpu.count" not in _by_name(checks)
+
+
+def test_expected_count_without_gpu_evidence_fails() -> None:
+    policy = dataclasses.replace(AUDIT, gpu=GpuPolicy(expected_count=2))
+    checks, _ = appraise_gpus(None, nonce=None, policy=policy, now=NOW)
+    assert _by_name(checks) == {"gpu.count": False}
+    quote = (Path(__file__).resolve().parent.parent / "data" / "tdx" / "dcap-qvl" /
+             "tdx_quote").read_bytes()
+    v = verify_quote_evidence(quote, None, policy=policy, now=NOW)
+    assert "gpu.count" in {c.name for c in v.failures}
