@@ -119,7 +119,7 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
             return StreamingResponse(broken(), 200, media_type="text/event-stream")
         body = await request.body()
         headers = {k: v for k, v in request.headers.items()
-                   if k in ("content-type", "x-teegate-signing-algo")}
+                   if k in ("content-type", "x-teegate-signing-algo", "x-teegate-nonce")}
         req = client.build_request("POST", "/v1/chat/completions", content=body,
                                    headers=headers)
         r = await client.send(req, stream=True)
@@ -187,7 +187,7 @@ def balancer(targets: list[str], *, style: str = "merged") -> Starlette:
         c = clients[next(turn)]
         r = await c.post("/v1/chat/completions", content=await request.body(), headers={
             k: v for k, v in request.headers.items()
-            if k in ("content-type", "x-teegate-signing-algo")})
+            if k in ("content-type", "x-teegate-signing-algo", "x-teegate-nonce")})
         return Response(r.content, r.status_code, media_type=r.headers["content-type"],
                         headers={k: v for k, v in r.headers.items() if k.startswith("x-teegate")})
 
@@ -206,3 +206,54 @@ def balancer(targets: list[str], *, style: str = "merged") -> Starlette:
     ])
     app.state.lb = state
     return app
+
+
+@dataclass
+class Replay:
+    """Switches of a replaying proxy. It records the first answer to each request body (by
+    its sha256: the exact bytes a provider signs) with the node's signature headers; with
+    ``replay`` on, a byte-identical request gets that recorded answer again, without asking
+    the node. Signature and report requests always reach the node, which still holds the
+    old answer's signature (NEAR-style ``GET /v1/signature/{id}``)."""
+
+    replay: bool = False
+    recorded: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    replayed: int = 0
+
+
+def replaying_proxy(target: str, state: Replay) -> Starlette:
+    import hashlib
+
+    client = httpx.AsyncClient(base_url=target, timeout=30)
+
+    async def report(request: Request) -> Response:
+        r = await client.get("/v1/attestation/report", params=dict(request.query_params))
+        return Response(r.content, r.status_code, media_type="application/json")
+
+    async def signature(request: Request) -> Response:
+        r = await client.get(f"/v1/signature/{request.path_params['chat_id']}",
+                             params=dict(request.query_params))
+        return Response(r.content, r.status_code, media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        body = await request.body()
+        digest = hashlib.sha256(body).hexdigest()
+        old = state.recorded.get(digest)
+        if state.replay and old is not None:
+            state.replayed += 1
+            status, headers, content = old
+        else:
+            r = await client.post("/v1/chat/completions", content=body, headers={
+                k: v for k, v in request.headers.items()
+                if k in ("content-type", "x-teegate-signing-algo", "x-teegate-nonce")})
+            status, content = r.status_code, r.content
+            headers = {k: v for k, v in r.headers.items()
+                       if k.startswith("x-teegate") or k == "content-type"}
+            state.recorded.setdefault(digest, (status, headers, content))
+        return Response(content, status, headers=headers)
+
+    return Starlette(routes=[
+        Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
+        Route("/v1/attestation/report", report, methods=["GET"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+    ])

@@ -283,3 +283,49 @@ async def test_one_signature_per_response_other_algorithm_on_demand(dev_pki: Pat
         s2 = (await c.get(f"/v1/signature/{stream_id}")).json()
         assert verify_response_signature(s2["text"], s2["signature"], s2["signing_address"],
                                          "ecdsa")
+
+
+# ------------------------------------------------ per-call nonce (issue 11, point 7: replay)
+
+CALL_NONCE = "ab" * 32
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_call_nonce_is_signed_with_the_answer(tdx_url: str, stream: bool) -> None:
+    """``x-teegate-nonce`` is the signed text's third field, plain and streamed, and the text
+    kept for ``GET /v1/signature/{id}`` is the same: an answer signed for one call does not
+    verify for another call with other nonce."""
+    body = json.dumps({**CHAT, "stream": stream}).encode()
+    with httpx.stream("POST", tdx_url + "/v1/chat/completions", content=body,
+                      headers={"x-teegate-nonce": CALL_NONCE.upper()}) as r:
+        raw = r.read()
+        headers = r.headers
+    if stream:
+        signed, sig, _ = _split_stream(raw)
+    else:
+        signed = raw
+        sig = {"text": headers["x-teegate-text"], "signature": headers["x-teegate-signature"],
+               "signing_address": headers["x-teegate-signing-address"]}
+    assert sig["text"] == signature_text(body, signed) + ":" + CALL_NONCE
+    assert sig["text"] == signature_text(body, signed, CALL_NONCE)
+    assert verify_response_signature(sig["text"], sig["signature"], sig["signing_address"],
+                                     "ecdsa")
+    cid = json.loads(signed.split(b"\n\n")[0][6:] if stream else signed)["id"]
+    assert httpx.get(f"{tdx_url}/v1/signature/{cid}").json()["text"] == sig["text"]
+
+
+def test_without_a_nonce_the_text_keeps_its_two_fields(tdx_url: str) -> None:
+    """Wire compatibility: callers that send no nonce (NEAR-style verifiers) get the
+    ``sha256(req):sha256(resp)`` text they know."""
+    body = json.dumps(CHAT).encode()
+    r = httpx.post(tdx_url + "/v1/chat/completions", content=body)
+    assert r.headers["x-teegate-text"] == signature_text(body, r.content)
+    assert r.headers["x-teegate-text"].count(":") == 1
+
+
+@pytest.mark.parametrize("bad", ["ab" * 31, "ab" * 33, "zz" * 32, "0x" + "ab" * 32, ""])
+def test_a_malformed_nonce_is_refused(tdx_url: str, bad: str) -> None:
+    r = httpx.post(tdx_url + "/v1/chat/completions", content=json.dumps(CHAT).encode(),
+                   headers={"x-teegate-nonce": bad})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "x-teegate-nonce"

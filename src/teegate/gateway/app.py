@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -36,12 +38,13 @@ from teegate.gateway.collateral import CollateralSource
 from teegate.gateway.config import GatewayConfig
 from teegate.gateway.errors import JSON_CT, GatewayRefusal, error_body
 from teegate.gateway.metrics import Metrics
+from teegate.gateway.replay import created_time, expires_at, freshness_problem, response_key
 from teegate.gateway.store import GatewayStore
 from teegate.gateway.streaming import SseRelay, StreamFailure
 from teegate.ledger.accounting import FREE
 from teegate.ledger.model import MAX_AMOUNT
 from teegate.ledger.pricing import Price
-from teegate.node.signatures import signature_text
+from teegate.node.signatures import NONCE_HEADER, signature_text
 from teegate.providers.adapter import OpenAIAdapter
 from teegate.providers.http11 import Http11Response
 from teegate.routing.health import Health
@@ -64,6 +67,7 @@ TRUST_HEADER = b"x-teegate-trust"
 CONVERSATION_HEADER = b"x-teegate-conversation"
 _SIG_HEADERS = ("x-teegate-signature", "x-teegate-signing-address", "x-teegate-signing-algo",
                 "x-teegate-text")
+_NONCE_LINE = NONCE_HEADER.encode() + b": "
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 # The provider refused the gateway's own credentials: the operator's problem, not the
 # agent's; relayed as-is, the SDK would tell the agent its teegate key is wrong.
@@ -455,6 +459,7 @@ class Gateway:
         errors: list[str] = []
         capped: dict[str, bytes] = {}  # the bytes sent, per token-limit field name
         sent = forward
+        nonce: str | None = None
         for p in providers:
             now = self.clock()
             level = p.level(now)
@@ -465,9 +470,14 @@ class Gateway:
             record.attempts.append(p.id)
             sent = forward if not uncapped else self._capped(req, forward, p, capped)
             record.forwarded_sha256 = None if sent is body else _sha(sent)
+            # A fresh nonce per attempt that the node signs with the answer: an old answer
+            # and its signature, replayed for byte-identical request bytes, do not verify.
+            nonce = secrets.token_hex(32) if attested is not None and (
+                p.config.platform.signatures == "inline") else None
             t_up = time.perf_counter()
             try:
-                resp = await p.adapter.chat(sent, extra_headers)
+                resp = await p.adapter.chat(sent, extra_headers if nonce is None else (
+                    extra_headers + _NONCE_LINE + nonce.encode() + b"\r\n"))
             except UpstreamError as e:
                 p.health.failure(time.monotonic())
                 self.metrics.failovers.labels(p.id, "connect").inc()
@@ -518,10 +528,10 @@ class Gateway:
         headers = self._response_headers(chosen, attested, record, upstream)
         if is_sse:
             await self._relay_stream(chosen, attested, record, upstream, first, body_iter,
-                                     sent, inject, sent is body, headers, send, receive)
+                                     sent, inject, sent is body, headers, send, receive, nonce)
         else:
             await self._relay_plain(chosen, attested, record, upstream, data, sent, headers,
-                                    send)
+                                    send, nonce)
         return record
 
     def _capped(self, req: dict[str, Any], forward: bytes, p: ProviderRuntime,
@@ -554,7 +564,8 @@ class Gateway:
 
     async def _relay_plain(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
                            upstream: Http11Response, data: bytes, forward: bytes,
-                           headers: list[tuple[bytes, bytes]], send: Send) -> None:
+                           headers: list[tuple[bytes, bytes]], send: Send,
+                           nonce: str | None = None) -> None:
         await upstream.aclose()
         record.response_sha256 = record.returned_sha256 = _sha(data)
         mode = p.config.platform.signatures
@@ -569,7 +580,7 @@ class Gateway:
                     p, a, text=upstream.headers.get("x-teegate-text", ""), signature=sig,
                     address=upstream.headers.get("x-teegate-signing-address", ""),
                     algo=upstream.headers.get("x-teegate-signing-algo", ""),
-                    expected_text=signature_text(forward, data))
+                    expected_text=signature_text(forward, data, nonce))
             if why is not None:
                 record.outcome, record.status = "failed", 502
                 record.signature_check = f"failed: {why}"
@@ -589,6 +600,7 @@ class Gateway:
                 if a is not None and mode == "endpoint" and isinstance(obj.get("id"), str):
                     record.signature_check = "pending"
                     record.chat_id = obj["id"]
+                    record.created = obj.get("created")
             record.outcome = "success"
         else:
             record.outcome = "failed"
@@ -601,8 +613,9 @@ class Gateway:
                             upstream: Http11Response, first: bytes,
                             body_iter: AsyncIterator[bytes] | None, forward: bytes, inject: bool,
                             unchanged: bool, headers: list[tuple[bytes, bytes]],
-                            send: Send, receive: Receive) -> None:
+                            send: Send, receive: Receive, nonce: str | None = None) -> None:
         inline = a is not None and p.config.platform.signatures == "inline"
+        suffix = "" if nonce is None else ":" + nonce
 
         def check(sig: dict[str, Any], expected: str) -> str | None:
             assert a is not None
@@ -611,7 +624,7 @@ class Gateway:
             return self.manager.check_signature(
                 p, a, text=str(sig.get("text", "")), signature=str(sig.get("signature", "")),
                 address=str(sig.get("signing_address", "")),
-                algo=str(sig.get("signing_algo", "")), expected_text=expected)
+                algo=str(sig.get("signing_algo", "")), expected_text=expected + suffix)
 
         relay = SseRelay(_sha(forward), check if inline else None, require_signature=inline,
                          strip_usage=inject, pass_comment=unchanged)
@@ -667,6 +680,7 @@ class Gateway:
             if a is not None and p.config.platform.signatures == "endpoint" and relay.chat_id:
                 record.signature_check = "pending"
                 record.chat_id = relay.chat_id
+                record.created = relay.created
 
     # ------------------------------------------------------------------ end of a call
 
@@ -789,8 +803,30 @@ class Gateway:
             p, a, text=text, signature=str(sig.get("signature", "")),
             address=str(sig.get("signing_address", "")), algo=str(sig.get("signing_algo", "")),
             expected_text=expected)
+        if why is None:
+            why = await self._replayed(p, record, str(sig.get("signing_address", "")))
         record.signature_check = "verified" if why is None else f"failed: {why}"
         del req_hash
+
+    async def _replayed(self, p: ProviderRuntime, record: CallRecord, address: str
+                        ) -> str | None:
+        """Why a verified endpoint signature does not prove this call (gateway/replay.py):
+        the answer is older than the replay window, or was accepted before. A replay is a
+        man in the middle: the provider is quarantined as for a bad signature."""
+        window = self.config.replay_window_s
+        created = created_time(record.created)
+        why = freshness_problem(created, record.started, window)
+        if why is None and created is not None and record.chat_id is not None:
+            key = response_key(address, record.chat_id)
+            until = expires_at(created, record.started, window)
+            first = await anyio.to_thread.run_sync(functools.partial(
+                self.store.claim_response, key, expires_at=until, now=int(time.time())))
+            if not first:
+                why = (f"the answer {record.chat_id!r} was accepted before (within the replay "
+                       "window): a replay")
+        if why is not None:
+            self.manager.signature_failed(p, why)
+        return why
 
 
 def _void_if_unverified(record: CallRecord) -> None:

@@ -39,6 +39,7 @@ class CallRecord:
     attestation: dict[str, Any] | None = None  # Attested.ref() of the verdict relied on
     returned_sha256: str | None = None  # bytes the client received from the gateway
     chat_id: str | None = None  # the provider's completion id
+    created: object = None  # the answer's own 'created' time, as sent (replay window)
     prompt_estimate: int = 0  # upper bound on prompt tokens (ledger estimate)
     content_events: int = 0  # stream events with content (an estimate when usage is missing)
     output_cap: int = 0  # output tokens the call may produce (token limit x n), as held

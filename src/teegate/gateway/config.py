@@ -83,6 +83,9 @@ class GatewayConfig:
     ledger_expire_s: float = 60.0  # how often expired holds and conversations are released
     hold_s: float = 600.0  # a call's hold expires after this (released by the sweep)
     default_max_tokens: int = 4096
+    # Answers of providers that sign only sha256(req):sha256(resp) must be created within
+    # this many seconds of the call, and are accepted once within it (gateway/replay.py).
+    replay_window_s: int = 300
     currency: str | None = None  # ledger currency code; None: the ledger's default
     log_origin: str = "teegate.local/log"  # receipt log origin (C2SP key name)
     receipts: bool = True
@@ -242,7 +245,7 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "cooldown_seconds",
                    "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
                    "log_origin", "receipts", "ledger", "ledger_durability",
-                   "ledger_expire_seconds", "hold_seconds"}
+                   "ledger_expire_seconds", "hold_seconds", "replay_window_seconds"}
 
 
 def _durability(value: Any) -> str:
@@ -334,6 +337,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         ledger_expire_s=float(num("ledger_expire_seconds", 60, (int, float))),
         hold_s=float(num("hold_seconds", 600, (int, float))),
         default_max_tokens=num("default_max_tokens", 4096),
+        replay_window_s=num("replay_window_seconds", 300),
         currency=currency,
         log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
         receipts=_want(gw.get("receipts", True), bool, "gateway.receipts"),
@@ -371,6 +375,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # max_body_bytes = 4194304            # a request body
 # max_response_bytes = 67108864       # a provider's answer; larger ones are a failed call
 # quarantine_seconds = 300            # after a failed response signature or rejected evidence
+# replay_window_seconds = 300         # NEAR-style signed answers: created within this of
+#                                     # the call, and accepted once (replay protection)
 # cooldown_seconds = 30               # after allowed_fails consecutive upstream failures
 # allowed_fails = 3
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)

@@ -73,7 +73,10 @@ _SCHEMA = (
         quarantined_until BIGINT NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS tg_evidence (
         sha256 TEXT PRIMARY KEY, report TEXT NOT NULL, created_at BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tg_seen_responses (
+        response_key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)""",
 )
+_PURGE_EVERY = 60.0  # seconds between sweeps of expired replay-window entries
 
 
 class GatewayStore:
@@ -82,6 +85,7 @@ class GatewayStore:
     def __init__(self, url: str, *, schema: str | None = None) -> None:
         self.url = url
         self._lock = threading.Lock()
+        self._purged = 0.0
         self._pg = url.startswith(("postgresql://", "postgres://"))
         try:
             if self._pg:
@@ -223,6 +227,22 @@ class GatewayStore:
         the text, so its sha256 is the one the receipt cites), or None."""
         rows = self._exec("SELECT report FROM tg_evidence WHERE sha256 = ?", (sha256,))
         return {"provider_report": rows[0][0]} if rows else None
+
+    # ------------------------------------------------------------------ replay window
+
+    def claim_response(self, key: str, *, expires_at: int, now: int) -> bool:
+        """Record an accepted answer until ``expires_at``: True the first time, False when a
+        live entry exists (the answer was accepted before: a replay). One conditional insert,
+        so two gateways sharing the database cannot both accept the same answer."""
+        if now - self._purged >= _PURGE_EVERY:
+            self._purged = now
+            self._exec("DELETE FROM tg_seen_responses WHERE expires_at <= ?", (now,))
+        rows = self._exec(
+            "INSERT INTO tg_seen_responses (response_key, expires_at) VALUES (?, ?) "
+            "ON CONFLICT (response_key) DO UPDATE SET expires_at = excluded.expires_at "
+            "WHERE tg_seen_responses.expires_at <= ? RETURNING response_key",
+            (key, expires_at, now))
+        return bool(rows)
 
     def close(self) -> None:
         with self._lock:

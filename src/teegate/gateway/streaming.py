@@ -59,6 +59,7 @@ class SseRelay:
     done: bool = False
     usage: dict[str, Any] | None = None
     chat_id: str | None = None
+    created: Any = None  # the first chunk's 'created' (replay window)
     content_events: int = 0
     response_bytes: int = 0
     error_event: bool = False  # the provider sent an OpenAI error event mid-stream
@@ -122,6 +123,7 @@ class SseRelay:
                 return event
             if self.chat_id is None and isinstance(obj.get("id"), str):
                 self.chat_id = obj["id"]
+                self.created = obj.get("created")
             usage = obj.get("usage")
             if isinstance(usage, dict):
                 self.usage = usage

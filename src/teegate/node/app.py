@@ -28,7 +28,7 @@ from teegate import safejson
 from teegate.errors import TeegateError, UpstreamError
 from teegate.framing import FramingGuard
 from teegate.node.engine import JSON_TYPE, Engine, EngineReply, openai_error
-from teegate.node.signatures import SIGNING_ALGOS, signature_text
+from teegate.node.signatures import NONCE_HEADER, SIGNING_ALGOS, parse_call_nonce, signature_text
 from teegate.node.signer import NodeKeys, SignedText
 from teegate.node.sources import Evidence, QuoteSource
 from teegate.node.store import SignatureStore
@@ -191,15 +191,19 @@ def create_node_app(
         algo = _algo(request.headers.get(ALGO_HEADER))
         if algo is None:
             return _error(400, f"{ALGO_HEADER} must be 'ecdsa' or 'ed25519'")
+        try:
+            nonce = parse_call_nonce(request.headers.get(NONCE_HEADER))
+        except ValueError as e:
+            return _error(400, str(e), param=NONCE_HEADER)
         body = await request.body()
         try:
             reply = await state.engine.chat(body, request.headers)
         except UpstreamError as e:
             return _error(502, str(e), type_="server_error", code="engine_unavailable")
         if reply.stream is not None:
-            return _stream_response(state, body, reply, algo)
+            return _stream_response(state, body, reply, algo, nonce)
         data = reply.body or b""
-        mine = state.sign_text(algo, signature_text(body, data))
+        mine = state.sign_text(algo, signature_text(body, data, nonce))
         cid = _completion_id(data) if reply.status < 400 else None
         if cid is not None:
             state.store.put(cid, {algo: mine})
@@ -240,7 +244,7 @@ def create_node_app(
 
 
 def _stream_response(
-    state: NodeState, request_body: bytes, reply: EngineReply, algo: str
+    state: NodeState, request_body: bytes, reply: EngineReply, algo: str, nonce: str | None,
 ) -> Response:
     assert reply.stream is not None
     signer = state.keys.get(algo)
@@ -250,7 +254,7 @@ def _stream_response(
         "cache-control": "no-cache",
     }
     return StreamingResponse(
-        signed_sse(state, request_body, reply.stream, algo), reply.status,
+        signed_sse(state, request_body, reply.stream, algo, nonce), reply.status,
         headers=dict(headers), media_type=reply.content_type,
     )
 
@@ -261,12 +265,15 @@ def _is_done(event: bytes) -> bool:
 
 async def signed_sse(
     state: NodeState, request_body: bytes, upstream: AsyncIterator[bytes], algo: str,
+    nonce: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Pass SSE bytes through unchanged, whole events at a time, and put the signature comment
     just before ``data: [DONE]`` (or at the end when the engine sends no [DONE]). The signed
-    response bytes are every byte sent before the comment. If the engine breaks mid-stream,
-    an OpenAI error event is sent (and signed) instead of a silent cut."""
+    response bytes are every byte sent before the comment; the call's nonce, when it sent
+    one, is the signed text's third field. If the engine breaks mid-stream, an OpenAI error
+    event is sent (and signed) instead of a silent cut."""
     request_hash = hashlib.sha256(request_body).hexdigest()
+    suffix = "" if nonce is None else ":" + nonce
     hasher = hashlib.sha256()
     pending = b""
     cid: str | None = None
@@ -275,7 +282,7 @@ async def signed_sse(
     def finish() -> bytes:
         nonlocal signed_done
         signed_done = True
-        signed = state.sign_text(algo, request_hash + ":" + hasher.hexdigest())
+        signed = state.sign_text(algo, request_hash + ":" + hasher.hexdigest() + suffix)
         if cid is not None:
             state.store.put(cid, {algo: signed})
         return signature_comment(signed)

@@ -1,16 +1,19 @@
 """Response signatures: the text a node signs and the pure check of a signature over it.
 
 The text is ``sha256hex(request bytes):sha256hex(response bytes)`` over the exact bytes on the
-wire (NEAR AI / private-ml-sdk format). ``ecdsa`` is an EIP-191 ``personal_sign`` by a
-secp256k1 key whose identity is its Ethereum address; ``ed25519`` is a raw Ed25519 signature
-over the UTF-8 text, the identity being the 32-byte public key in hex. Pure functions only, so
-the gateway and the client share them.
+wire (NEAR AI / private-ml-sdk format); a call that carries a per-call nonce (request header
+``x-teegate-nonce``, 64 hex digits) has it appended as a third field, so a signature answers
+one call only and an old answer replayed with its signature no longer verifies. ``ecdsa`` is
+an EIP-191 ``personal_sign`` by a secp256k1 key whose identity is its Ethereum address;
+``ed25519`` is a raw Ed25519 signature over the UTF-8 text, the identity being the 32-byte
+public key in hex. Pure functions only, so the gateway and the client share them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 import coincurve
 from cryptography.exceptions import InvalidSignature
@@ -18,13 +21,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eth_hash.auto import keccak
 
 SIGNING_ALGOS = ("ecdsa", "ed25519")
+NONCE_HEADER = "x-teegate-nonce"
+_NONCE = re.compile(r"[0-9a-f]{64}")
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
-def signature_text(request_bytes: bytes, response_bytes: bytes) -> str:
-    """The signed text: sha256 hex of the exact request bytes, ':', of the exact response."""
+def signature_text(request_bytes: bytes, response_bytes: bytes, nonce: str | None = None
+                   ) -> str:
+    """The signed text: sha256 hex of the exact request bytes, ':', of the exact response,
+    and ``:nonce`` when the call carried one."""
     req = hashlib.sha256(request_bytes).hexdigest()
-    return req + ":" + hashlib.sha256(response_bytes).hexdigest()
+    text = req + ":" + hashlib.sha256(response_bytes).hexdigest()
+    return text if nonce is None else text + ":" + nonce
+
+
+def parse_call_nonce(value: str | None) -> str | None:
+    """The per-call nonce of a request header, as 64 lower-case hex digits; None when there
+    is none; ValueError when it is not exactly 32 bytes in hex (a signature over a nonce the
+    caller did not mean would bind nothing)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if not _NONCE.fullmatch(text):
+        raise ValueError(f"{NONCE_HEADER} must be 32 bytes as 64 hex digits")
+    return text
 
 
 def eip191_hash(text: str) -> bytes:

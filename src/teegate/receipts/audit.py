@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -25,6 +26,8 @@ from teegate.receipts.bundle import Bundle
 from teegate.receipts.checkpoint import Checkpoint, open_checkpoint
 from teegate.receipts.note import NoteVerifier
 from teegate.receipts.receipt import SignedReceipt, body_hashes, jcs
+
+_NONCE = re.compile(r"[0-9a-f]{64}")
 
 Status = Literal["ok", "fail", "skip", "n/a"]
 ATTESTED_LEVELS = ("attested", "attested+gpu")
@@ -282,11 +285,15 @@ def _audit_provider_signature(
     response = observed.get("response.received") or observed.get("response.returned")
     want = f"{forwarded}:{response}"
     text, sig, key, algo = (ps.get(k) for k in ("text", "signature", "signing_key", "algo"))
-    if text != want:
+    # A teegate node signs the gateway's per-call nonce as a third field (docs/node.md).
+    nonce = text[len(want) + 1:] if isinstance(text, str) and text.startswith(want + ":") \
+        else None
+    if text != want and (nonce is None or not _NONCE.fullmatch(nonce)):
         rep.add(
             "provider.signature",
             "fail",
-            f"signed text {text!r} is not request.forwarded:response hashes {want!r}",
+            f"signed text {text!r} is not request.forwarded:response hashes {want!r} "
+            "(with or without a call nonce)",
         )
         return
     if not all(isinstance(v, str) for v in (sig, key, algo)) or not verify_response_signature(
