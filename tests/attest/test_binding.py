@@ -168,3 +168,19 @@ def test_sha512_nonce_then_key_layout() -> None:
         "binding.key": True, "binding.nonce": True}
     assert check(hashlib.sha512(ED_KEY + nonce).digest(), key=ED_KEY.hex(), nonce=nonce,
                  algo="ed25519", policy=chosen)["binding.key"] is False
+
+
+def test_every_sample_nonce_is_documented_with_its_source() -> None:
+    from teegate.attest.binding import SAMPLE_NONCES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "verify.md").read_text()
+    for value, source in SAMPLE_NONCES:
+        assert source
+        if len(set(value)) > 2 and not value.endswith("00" * 20):  # the others by pattern
+            assert f"`{value}`" in doc, value
+    # nvtrust's local GPU verifier default nonce (its config.py) is refused.
+    nvtrust_default = bytes.fromhex(
+        "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e")
+    assert is_sample_nonce(nvtrust_default)
+    rd = ADDR.ljust(32, b"\0") + nvtrust_default
+    assert check(rd, nonce=nvtrust_default) == {"binding.key": True, "binding.nonce": False}

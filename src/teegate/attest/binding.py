@@ -28,6 +28,7 @@ __all__ = [
     "KNOWN_SAMPLE_NONCES",
     "LAYOUTS",
     "NONCE_SIZE",
+    "SAMPLE_NONCES",
     "TLS_LAYOUTS",
     "check_report_data",
     "check_tls_binding",
@@ -40,19 +41,30 @@ __all__ = [
 NONCE_SIZE = 32
 LAYOUTS = ("padded", "sha256", "sha512", "sha512_nonce_key")
 TLS_LAYOUTS = ("tls_spki", "tls_spki_hex")
-# Nonces published in samples, tests and docs: evidence carrying one was not made for us.
-KNOWN_SAMPLE_NONCES: frozenset[bytes] = frozenset(bytes.fromhex(h) for h in (
-    # NVIDIA nvtrust sample scripts (LocalGPUTest.py) and its public H100 sample report.
-    "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb",
-    # NEAR private-ml-sdk e2e README sample attestation.
-    "89d36f654c47ef2bb6ed989c9655ea19548a9057a97ef4e0b7ad54dfcf5e6b00",
-    # nvtrust PPCIe verifier test evidence.
-    "4760e30534a0621357d458b1a7936551b5dc4cd1e69718adf7ed9fb0252a537e",
-    # All zeros, and the 0x11 pattern of dstack's nvattest fixture and NEAR-style samples.
-    "00" * 32,
-    "11" * 32,
-    "ff" * 32,
-))
+# Constant nonces published in verifiers' configs, samples, tests and docs (docs/verify.md
+# lists them with their sources): evidence carrying one was not made for a request of ours.
+# Any nonce that is one byte repeated is refused too (is_sample_nonce).
+SAMPLE_NONCES: tuple[tuple[str, str], ...] = (
+    ("4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e",
+     "NVIDIA/nvtrust local_gpu_verifier src/verifier/config.py NONCE (the verifier's default) "
+     "and attestation_sdk nv_switch_verifier/config.py"),
+    ("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb",
+     "NVIDIA/nvtrust attestation_sdk samples and tests (LocalGPUTest.py, RemoteGPUTest.py, "
+     "test_attest_gpu_local.py, claims fixtures) and samples/hopperAttestationReport.txt"),
+    ("4760e30534a0621357d458b1a7936551b5dc4cd1e69718adf7ed9fb0252a537e",
+     "NVIDIA/nvtrust ppcie-verifier-sdk-cpp tests/data/gpu_evidence.json"),
+    ("89d36f654c47ef2bb6ed989c9655ea19548a9057a97ef4e0b7ad54dfcf5e6b00",
+     "nearai/private-ml-sdk e2e/README.md sample attestation"),
+    ("11" * 32, "Dstack-TEE/dstack dstack-util tests/fixtures/gpu_attestation_h100.json "
+                "eat_nonce, and NEAR-style samples"),
+    ("1234" + "00" * 30, "Dstack-TEE/dstack verifier/fixtures/quote-report.json report_data"),
+    ("0102030405" + "00" * 27, "google/go-sev-guest verify/testdata/attestation.bin "
+                               "REPORT_DATA[0:32]"),
+    ("00" * 32, "all zeros: every evidence made without a nonce (dstack simulator, GCP "
+                "go-tdx-guest testdata)"),
+    ("ff" * 32, "all ones"),
+)
+KNOWN_SAMPLE_NONCES: frozenset[bytes] = frozenset(bytes.fromhex(h) for h, _ in SAMPLE_NONCES)
 
 
 def fresh_nonce() -> bytes:
