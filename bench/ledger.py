@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python bench/ledger.py [--secs 1.5] [--threads 16] [--no-pg]``
 
-For SQLite (WAL, synchronous=FULL: every acknowledged operation is fsync'd) and PostgreSQL
+For SQLite (WAL, the default durability "full": every settlement is fsync'd before it is
+acknowledged, a hold is committed and fsync'd with the next such commit) and PostgreSQL
 (synchronous_commit as the server has it, printed), each configuration runs for ``--secs``:
   c=1        one thread: hold, then settle, in a loop (also the per-call latency: the hold is
              what a gateway call waits for before forwarding; the settle runs after the
@@ -239,7 +240,9 @@ def main() -> None:
             backends.append(("postgresql", PG_URL, pg_schema, pg_drop))
         except Exception as e:
             print(f"PostgreSQL skipped: {e}")
-    print(f"SQLite {sqlite3.sqlite_version}: WAL, synchronous=FULL; {os.cpu_count()} CPUs; "
+    print(f"SQLite {sqlite3.sqlite_version}: WAL, durability full (settlements fsync'd; the "
+          "naive baseline fsyncs every commit); "
+          f"{os.cpu_count()} CPUs; "
           f"{a.secs:g} s per run, best of 2\n")
     print(f"{'backend':<11}{'config':<14}{'ledger pairs/s':>16}{'naive pairs/s':>16}"
           f"{'  hold p50/p99 ms':>20}{'  settle p50 ms':>16}")

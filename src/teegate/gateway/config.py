@@ -250,9 +250,10 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
 
 def _durability(value: Any) -> str:
     text = _want(value, str, "gateway.ledger_durability")
-    if text not in ("full", "normal"):
-        raise ConfigError("gateway.ledger_durability: 'full' (survives power loss) or 'normal' "
-                          "(survives a killed process; faster commits on SQLite)")
+    if text not in ("full", "strict", "normal"):
+        raise ConfigError("gateway.ledger_durability: 'full' (money movements survive power "
+                          "loss; holds are fsync'd with them), 'strict' (every commit fsync'd) "
+                          "or 'normal' (survives a killed process, not power loss)")
     return str(text)
 
 

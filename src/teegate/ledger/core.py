@@ -253,7 +253,7 @@ class Ledger:
     def _op(self, kind: str, key: str, params: dict[str, Any], now: float,
             body: Callable[[Tx], R], encode: Callable[[R], Any],
             decode: Callable[[Tx, Any], R], *, fresh: bool = False,
-            guarded: bool = False) -> R:
+            guarded: bool = False, sync: bool = True) -> R:
         """Run ``body`` once per key: replay the first result on a retry. ``encode`` may
         return None when ``decode`` rebuilds the result from the rows (hot path: no JSON).
 
@@ -263,7 +263,8 @@ class Ledger:
         in the same group commit. On PostgreSQL the key is looked up first (a retry must not
         wait for a unique-violation retry loop). ``fresh``: the key was just generated, so
         this cannot be a retry. ``guarded``: the body itself refuses to run twice (a hold
-        resolves once, a conversation closes once), so the key need not be looked up first."""
+        resolves once, a conversation closes once), so the key need not be looked up first.
+        ``sync=False``: see ``Backend.run``."""
         pj = dumps({"kind": kind, **params})
 
         def replay(tx: Tx) -> tuple[bool, Any]:
@@ -293,12 +294,12 @@ class Ledger:
             return result
 
         try:
-            return self.backend.run(fn)
+            return self.backend.run(fn, sync=sync)
         except (BudgetError, LedgerError):
             if fresh:
                 raise
             # A retry (or a twin that won the race): answer with the first result.
-            done, prev = self.backend.run(replay)
+            done, prev = self.backend.run(replay, sync=sync)
             if done:
                 replayed: R = prev
                 return replayed
@@ -467,9 +468,13 @@ class Ledger:
             return Hold(hid, agent, c, amount, conversation, "open", exp, t)
 
         # the expiry is not part of the request's identity: a retry computes it anew
+        # A hold moves no money out of the ledger: it is committed (it survives a killed
+        # process) and made power-loss durable by the next fsync'd commit, at the latest its
+        # own settlement's, which the answer's end waits for.
         return self._op("hold", op, {"agent": agent, "amount": amount, "currency": cur,
                                      "conversation": conversation, "id": hold_id}, t, body,
-                        lambda h: h.id, _first_hold, fresh=key is None and hold_id is None)
+                        lambda h: h.id, _first_hold, fresh=key is None and hold_id is None,
+                        sync=False)
 
     def settle(self, hold: str, cost: int | None, *, provider: str, model: str | None = None,
                usage: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
@@ -542,7 +547,7 @@ class Ledger:
                     (until, t, until, *part)))
             return n
 
-        return self.backend.run(fn)
+        return self.backend.run(fn, sync=False)  # as a hold's own commit
 
     def _resolve(self, tx: Tx, hid: str, state: str, t: float, *, cost: int | None = None,
                  provider: str | None = None, expired_only: bool = False) -> Hold:

@@ -1,9 +1,14 @@
 """The two storage backends behind one small interface: ``run(fn)`` runs ``fn(tx)`` as one
 atomic read-then-write transaction, ``read(fn)`` as a consistent read-only snapshot.
 
-SQLite (``sqlite:///path``): WAL, ``synchronous=FULL`` by default (every acknowledged
-operation survives power loss; ``durability="normal"`` keeps WAL's NORMAL: it survives a killed
-process but an OS crash or power loss can lose the last commits, for ~10x lower latency),
+SQLite (``sqlite:///path``): WAL. ``durability="full"`` (the default): every operation
+survives a killed process when it is acknowledged, and every one that moves money (deposits,
+settlements, rewards, withdrawals) also survives power loss: its COMMIT is fsync'd. Operations
+run with ``sync=False`` (holds and their renewals: reservations inside the ledger) commit
+without an fsync of their own; the WAL is sequential, so the next fsync'd commit makes them
+durable too, and a power loss can only lose such a suffix, never a settlement that followed
+one. ``durability="strict"`` fsyncs every commit; ``"normal"`` none (WAL's NORMAL: it survives
+a killed process but an OS crash or power loss can lose the last commits),
 ``BEGIN IMMEDIATE`` for every write transaction (a deferred ``BEGIN`` that reads first cannot
 upgrade to a write lock once another connection committed, and fails with
 SQLITE_BUSY without waiting). Writes go through a *group commit*: concurrent callers queue
@@ -13,13 +18,15 @@ refused, the batch is rolled back and run again with each operation in its own S
 refused one rolls back alone). Nobody's result is returned before that COMMIT.
 At concurrency 1 this is exactly one transaction per operation.
 
-PostgreSQL (``postgresql://...``, psycopg 3): one transaction per operation at READ
-COMMITTED; a debit is one conditional update (``balance >= amount`` re-checked on the newest
-row version after waiting for its lock); an operation that touches several contended balance
-rows locks them with ``SELECT ... FOR UPDATE`` in ascending id order, or in the fixed order
-described at ``Ledger._release``, so no two operations can deadlock. Serialization
-failures and deadlocks retry the operation; a unique violation (a twin with the same key in
-another process committed first) is retried once, and the retry then replays.
+PostgreSQL (``postgresql://...``, psycopg 3): one transaction per operation at READ COMMITTED
+(``sync=False`` operations with ``synchronous_commit = off`` for that transaction alone, under
+``durability="full"``: the server's WAL is sequential as SQLite's is); a debit is one
+conditional update (``balance >= amount`` re-checked on the newest row version after waiting
+for its lock); an operation that touches several contended balance rows locks them with
+``SELECT ... FOR UPDATE`` in ascending id order, or in the fixed order described at
+``Ledger._release``, so no two operations can deadlock. Serialization failures and deadlocks
+retry the operation; a unique violation (a twin with the same key in another process committed
+first) is retried once, and the retry then replays.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ T = TypeVar("T")
 Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 1
+DURABILITIES = ("full", "strict", "normal")
 
 # One schema for both; {seq} and {real} are the dialect's types.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -114,7 +122,9 @@ class Backend(Protocol):
     url: str
     check_first: bool  # look an idempotency key up before the operation (see core._op)
 
-    def run(self, fn: Callable[[Tx], T]) -> T: ...
+    def run(self, fn: Callable[[Tx], T], *, sync: bool = True) -> T:
+        """``fn(tx)`` as one atomic write. ``sync=False``: the commit may skip its own fsync
+        (see the module docstring); it still survives a killed process."""
     def read(self, fn: Callable[[Tx], T]) -> T: ...
     def close(self) -> None: ...
 
@@ -141,10 +151,11 @@ class _SqliteTx:
 
 
 class _Item:
-    __slots__ = ("done", "error", "event", "fn", "lead", "result")
+    __slots__ = ("done", "error", "event", "fn", "lead", "result", "sync")
 
-    def __init__(self, fn: Callable[[Tx], Any]) -> None:
+    def __init__(self, fn: Callable[[Tx], Any], sync: bool) -> None:
         self.fn = fn
+        self.sync = sync
         self.done = False
         self.lead = False
         self.event = threading.Event()
@@ -176,10 +187,15 @@ class SqliteBackend:
         self.url = url
         if path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # the writer's synchronous setting per batch: FULL when one of its operations must be
+        # fsync'd, NORMAL otherwise (switched only when it changes)
+        self._synced = durability != "normal"
+        self._always = durability == "strict"
         try:
-            sync = {"full": "FULL", "normal": "NORMAL"}[durability]
+            sync = "NORMAL" if durability == "normal" else "FULL"
             self._w = _connect_sqlite(path, sync)
-            self._r = _connect_sqlite(path, sync) if path != ":memory:" else self._w
+            self._sync_now = sync
+            self._r = _connect_sqlite(path, "NORMAL") if path != ":memory:" else self._w
         except sqlite3.Error as e:
             raise LedgerError(f"cannot open the ledger database {path}: {e}") from e
         self._rlock = threading.Lock() if self._r is not self._w else None
@@ -188,8 +204,8 @@ class SqliteBackend:
         self._leading = False
         _migrate_sqlite(self._w)
 
-    def run(self, fn: Callable[[Tx], T]) -> T:
-        item = _Item(fn)
+    def run(self, fn: Callable[[Tx], T], *, sync: bool = True) -> T:
+        item = _Item(fn, sync)
         with self._lock:
             self._queue.append(item)
             if not self._leading:
@@ -223,6 +239,11 @@ class SqliteBackend:
                     self._leading = False
 
     def _commit(self, batch: list[_Item]) -> None:
+        if self._synced:
+            want = "FULL" if self._always or any(it.sync for it in batch) else "NORMAL"
+            if want != self._sync_now:
+                self._w.execute(f"PRAGMA synchronous={want}")
+                self._sync_now = want
         if len(batch) == 1 or not self._commit_fast(batch):
             self._commit_isolated(batch)
 
@@ -353,11 +374,13 @@ class PostgresBackend:
 
     check_first = True
 
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
+    def __init__(self, url: str, *, schema: str | None = None,
+                 durability: str = "full") -> None:
         import psycopg
 
         self._psycopg = psycopg
         self.url = url
+        self.durability = durability  # "normal" and "strict" leave the server's setting
         self.schema = schema
         if schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
             raise LedgerError(f"schema name {schema!r} must match [a-z_][a-z0-9_]*")
@@ -393,13 +416,16 @@ class PostgresBackend:
             else:
                 conn.close()
 
-    def run(self, fn: Callable[[Tx], T]) -> T:
+    def run(self, fn: Callable[[Tx], T], *, sync: bool = True) -> T:
         psycopg = self._psycopg
         delay = 0.002
+        skip_flush = not sync and self.durability == "full"
         for attempt in range(12):
             with self._conn() as conn:
                 try:
                     with conn.transaction():
+                        if skip_flush:
+                            conn.execute("SET LOCAL synchronous_commit = off")
                         return fn(_PgTx(conn))
                 except TeegateError:
                     raise
@@ -449,13 +475,14 @@ def _migrate_pg(conn: Any, schema: str | None) -> None:
 def open_backend(url: str, *, schema: str | None = None, durability: str = "full") -> Backend:
     """``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``sqlite:///:memory:``,
     ``postgresql://...``."""
-    if durability not in ("full", "normal"):
-        raise LedgerError(f"durability must be 'full' or 'normal', not {durability!r}")
+    if durability not in DURABILITIES:
+        raise LedgerError(f"durability must be one of {', '.join(DURABILITIES)}, not "
+                          f"{durability!r}")
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not path:
             raise LedgerError(f"database URL {url!r} names no file")
         return SqliteBackend(url, path, durability=durability)
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresBackend(url, schema=schema)
+        return PostgresBackend(url, schema=schema, durability=durability)
     raise LedgerError(f"database URL {url!r} must start with sqlite:/// or postgresql://")
