@@ -139,6 +139,22 @@ def test_conversation_header(gw: Gw, ledger: Ledger) -> None:
                                        extra_headers={"X-Teegate-Conversation": "conv_nope"})
 
 
+def test_an_empty_conversation_header_is_400_not_the_wallet(gw: Gw, ledger: Ledger) -> None:
+    """It was silently ignored: the call was then charged to the wallet, outside the budget
+    the caller meant to spend. (Only-blank values arrive empty: HTTP strips them.)"""
+    agent = _agent(gw)
+    ledger.deposit(agent, 100_000)
+    r = httpx.post(gw.url + "/chat/completions", headers={
+        "authorization": f"Bearer {gw.key}", "X-Teegate-Conversation": ""},
+        json={"model": "teegate-builtin", "messages": MSG, "max_tokens": 5})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_conversation", "x-teegate-conversation")
+    assert r.headers["x-should-retry"] == "false"
+    assert ledger.balance(agent).available == 100_000
+    assert ledger.check().transfers == 1  # the deposit only
+
+
 def test_principals_owner_operator_agent(gw: Gw, ledger: Ledger) -> None:
     import os
 

@@ -96,3 +96,24 @@ def test_an_event_that_never_ends_is_a_broken_stream() -> None:
     relay.feed(b"data: " + b"x" * (MAX_EVENT - 1024))  # large, but within the limit
     with pytest.raises(UpstreamError, match="SSE event exceeds"):
         relay.feed(b"x" * 2048)
+
+
+@pytest.mark.parametrize(("event", "counted"), [
+    (b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+     b'"logprobs":null,"finish_reason":null}]}', False),  # OpenAI's first chunk
+    (b'{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}', False),
+    (b'{"choices":[{"index":0,"delta":{"role":"assistant"}}]}', False),
+    (b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}', False),
+    (b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}', False),
+    (b'{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}', True),
+    (b'{"choices":[{"index":0,"delta":{"content": "", "reasoning_content":"hm"}}]}', True),
+    (b'{"choices":[{"index":0,"delta":{"content":null,"tool_calls":[{"index":0,'
+     b'"function":{"arguments":"{\\"a"}}]}}]}', True),
+    (b'{"choices":[{"index":0,"text":"hi","finish_reason":null}]}', True),  # completions
+    (b'{"choices":[{"index":0,"delta":{"content":""}} garbled', True),  # counted, not lost
+])
+def test_only_events_that_carry_output_count_as_output_tokens(event: bytes,
+                                                              counted: bool) -> None:
+    relay = SseRelay("0" * 64, None, require_signature=False, strip_usage=False)
+    relay.feed(b"data: " + event + b"\n\n")
+    assert relay.content_events == int(counted)

@@ -44,6 +44,7 @@ from teegate.gateway.streaming import SseRelay, StreamFailure
 from teegate.ledger.accounting import FREE
 from teegate.ledger.model import MAX_AMOUNT
 from teegate.ledger.pricing import Price
+from teegate.ledger.usage import read_usage
 from teegate.node.signatures import NONCE_HEADER, signature_text
 from teegate.providers.adapter import OpenAIAdapter
 from teegate.providers.http11 import Http11Response
@@ -371,6 +372,13 @@ class Gateway:
                      receive: Receive, t0: float) -> CallRecord:
         conv = hdrs.get(CONVERSATION_HEADER)
         try:
+            if conv is not None and not conv.strip():
+                # Sent but empty: the caller meant a conversation; charging the wallet
+                # instead would spend outside the budget it reserved.
+                raise GatewayRefusal(400, "X-Teegate-Conversation is empty: name a "
+                                     "conversation or leave the header out",
+                                     code="invalid_conversation",
+                                     param="x-teegate-conversation")
             req, model, stream, required, forward, inject, limit, uncapped = self._parse(
                 body, hdrs.get(TRUST_HEADER), agent)
         except GatewayRefusal as r:  # refused calls get a record (and receipt) too
@@ -762,17 +770,23 @@ class Gateway:
         price = p.config.prices.get(record.model, Price())
         usage = record.usage
         if usage:
+            tokens = read_usage(usage)  # every shape real providers send (ledger.usage)
+            if tokens is None:
+                log.warning("%s: usage %.200s is not understood; charged the hold's worst case",
+                            p.id, json.dumps(usage))
+                record.error = record.error or ("the provider's usage is not understood; "
+                                                "charged the hold's worst case")
+                return -1
+            completion = tokens.completion
+            if record.output_cap and completion > record.output_cap:
+                # The provider was sent this cap: tokens beyond it were never asked for.
+                record.error = (f"the provider reported {completion} completion tokens, "
+                                f"above the cap of {record.output_cap} it was sent; "
+                                "charged the cap")
+                completion = record.output_cap
             try:
-                prompt = max(int(usage.get("prompt_tokens") or 0), 0)
-                completion = max(int(usage.get("completion_tokens") or 0), 0)
-                if record.output_cap and completion > record.output_cap:
-                    # The provider was sent this cap: tokens beyond it were never asked for.
-                    record.error = (f"the provider reported {completion} completion tokens, "
-                                    f"above the cap of {record.output_cap} it was sent; "
-                                    "charged the cap")
-                    completion = record.output_cap
-                return price.cost(prompt, completion)
-            except (TypeError, ValueError, TeegateError):  # absurd usage: the hold's worst case
+                return price.cost(tokens.prompt, completion, tokens.unsplit)
+            except TeegateError:  # beyond the ledger's maximum: the hold's worst case
                 return -1
         if record.status >= 400 or (record.outcome == "failed" and not record.stream):
             return None  # an error answer produced nothing billable

@@ -24,6 +24,36 @@ MAX_EVENT = 4 << 20
 """Longest SSE event relayed: bytes are held until their event ends, so a provider that never
 ends one would otherwise grow the gateway's memory without bound."""
 
+# Fields of a chunk that carry output (chat deltas, legacy completions' "text"): an event
+# with one counts as one output token when a stream is cut before its usage arrived.
+_OUTPUT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal", "tool_calls",
+                  "function_call", "text")
+_NAMES = b"|".join(f.encode() for f in _OUTPUT_FIELDS)
+_OUTPUT = re.compile(rb'"(?:' + _NAMES + rb')"')
+_EMPTY = re.compile(rb'"(?:' + _NAMES + rb')"\s*:\s*(?:""|null|\[\]|\{\})')  # empty value
+
+
+def _has_output(event: bytes) -> bool:
+    """Whether some choice of a chunk carries a non-empty output field. Only parsed when an
+    empty value appears (the first chunk: ``{"role": "assistant", "content": ""}``), so the
+    common chunk costs two regex scans; unparsable is counted (never an undercharge)."""
+    try:
+        obj = safejson.loads(event[5:])
+    except (ValueError, UnicodeDecodeError):
+        return True
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        for part in (delta if isinstance(delta, dict) else {}, choice):
+            if any(part.get(f) not in (None, "", [], {}) for f in _OUTPUT_FIELDS):
+                return True
+    return False
+
+
 # (signature json) -> None when it verifies over the hashed bytes, else the reason
 SignatureCheck = Callable[[dict[str, Any], str], "str | None"]
 
@@ -108,6 +138,8 @@ class SseRelay:
         return event
 
     def _data(self, event: bytes) -> bytes | None:
+        if _OUTPUT.search(event) and (not _EMPTY.search(event) or _has_output(event)):
+            self.content_events += 1
         if b'"error"' in event and not self.error_event:
             try:
                 obj = safejson.loads(event[5:])
@@ -129,8 +161,6 @@ class SseRelay:
                 self.usage = usage
                 if self.strip_usage and not obj.get("choices"):
                     return None
-        if b'"content"' in event:
-            self.content_events += 1
         return event
 
     def _signature(self, event: bytes) -> None:

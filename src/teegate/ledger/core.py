@@ -47,6 +47,7 @@ from teegate.ledger.model import (
     check_name,
     dumps,
 )
+from teegate.ledger.usage import read_usage
 
 R = TypeVar("R")
 
@@ -777,12 +778,12 @@ class Ledger:
                 k = dt.datetime.fromtimestamp(float(created), dt.UTC).date().isoformat()
             else:
                 k = str(meta.get(group_by) or "-")
-            usage = meta.get("usage") or {}
+            tokens = read_usage(meta.get("usage"))  # the provider's shape, whichever it is
             a = acc.setdefault(k, [0, 0, 0, 0])
             a[0] += int(amount)
             a[1] += 1
-            a[2] += _int(usage.get("prompt_tokens"))
-            a[3] += _int(usage.get("completion_tokens"))
+            a[2] += tokens.prompt if tokens else 0
+            a[3] += tokens.completion if tokens else 0
         return [SpendRow(k, *v) for k, v in sorted(acc.items())]
 
     def check(self) -> CheckReport:
@@ -831,10 +832,6 @@ def _settlement(tx: Tx, op: str, hid: str) -> Settlement:
         (f"{op}/0", f"{op}/1")))
     charged = sum(x.amount for x in transfers if x.kind == "charge")
     return Settlement(h, charged, h.amount - charged, transfers)
-
-
-def _int(v: object) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def _check(tx: Tx) -> CheckReport:

@@ -26,6 +26,7 @@ from typing import Any
 from teegate import safejson
 from teegate.errors import LedgerError
 from teegate.ledger.model import check_amount
+from teegate.ledger.usage import Tokens, read_usage
 
 PER = 1_000_000
 MESSAGE_OVERHEAD = 16  # chat-template tokens per message (role, separators), generous
@@ -45,26 +46,33 @@ class Price:
         for name in ("per_call", "input", "output"):
             check_amount(getattr(self, name), f"price {name}", zero_ok=True)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+    def cost(self, prompt_tokens: int, completion_tokens: int, unsplit_tokens: int = 0) -> int:
+        """``unsplit_tokens`` (a total the provider did not split into input and output) are
+        priced at the dearer of the two prices: whatever the split was, never less."""
         check_amount(prompt_tokens, "prompt_tokens", zero_ok=True)
         check_amount(completion_tokens, "completion_tokens", zero_ok=True)
-        tokens = prompt_tokens * self.input + completion_tokens * self.output
+        check_amount(unsplit_tokens, "unsplit tokens", zero_ok=True)
+        tokens = (prompt_tokens * self.input + completion_tokens * self.output
+                  + unsplit_tokens * max(self.input, self.output))
         # beyond MAX_AMOUNT no wallet could pay it: LimitExceeded (a 400), not a failed hold
         return check_amount(self.per_call + -(-tokens // PER), "the call's cost",
                             zero_ok=True)
+
+    def charge(self, tokens: Tokens) -> int:
+        """The cost of the counts a provider's usage reported (``read_usage``)."""
+        return self.cost(tokens.prompt, tokens.completion, tokens.unsplit)
 
     def worst_case(self, prompt_tokens: int, max_tokens: int) -> int:
         """The hold for a call: the estimated prompt and every allowed output token."""
         return self.cost(prompt_tokens, max_tokens)
 
     def actual(self, usage: Mapping[str, Any]) -> int:
-        """The settlement from the provider's ``usage`` (``prompt_tokens``,
-        ``completion_tokens``); malformed usage is a LedgerError, never a guess."""
-        try:
-            return self.cost(usage.get("prompt_tokens", 0) or 0,
-                             usage.get("completion_tokens", 0) or 0)
-        except (AttributeError, LedgerError) as e:
-            raise LedgerError(f"usage {usage!r} is not a valid token count: {e}") from None
+        """The settlement from the provider's ``usage``, in any shape ``read_usage`` knows;
+        usage it does not understand is a LedgerError, never a guess."""
+        tokens = read_usage(usage)
+        if tokens is None:
+            raise LedgerError(f"usage {usage!r} is not a token count teegate understands")
+        return self.charge(tokens)
 
 
 @dataclass(frozen=True)
