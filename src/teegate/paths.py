@@ -17,8 +17,11 @@ def data_dir() -> Path:
     return path
 
 
-def default_database_url() -> str:
-    return os.environ.get("TEEGATE_DATABASE_URL") or f"sqlite:///{data_dir() / 'teegate.db'}"
+def default_database_url(directory: Path | None = None) -> str:
+    """``$TEEGATE_DATABASE_URL``, else SQLite in ``directory`` (default: ``data_dir()``): a
+    gateway configured with a data directory of its own keeps its database there too."""
+    where = directory if directory is not None else data_dir()
+    return os.environ.get("TEEGATE_DATABASE_URL") or f"sqlite:///{where / 'teegate.db'}"
 
 
 def dev_pki_dir() -> Path:

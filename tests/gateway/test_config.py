@@ -185,3 +185,30 @@ def test_the_gateway_ledger_pays_only_agents_of_its_store(tmp_path: Path) -> Non
     finally:
         for close in app.gateway.closers:
             close()
+
+
+def test_data_dir_moves_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateways with data directories of their own and no database_url keep two
+    databases; `agents create` and the ledger CLI write into the configured one."""
+    monkeypatch.delenv("TEEGATE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("TEEGATE_HOME", str(tmp_path / "home"))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        data = tmp_path / name / "data"
+        (tmp_path / name / "teegate.toml").write_text(STARTER.replace(
+            'listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:8080"\ndata_dir = "{data}"'))
+        assert load_config(tmp_path / name / "teegate.toml").database_url == (
+            f"sqlite:///{data / 'teegate.db'}")
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path / "a")
+    r = runner.invoke(app, ["agents", "create", "only-in-a"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a" / "data" / "teegate.db").is_file()
+    assert not (tmp_path / "home" / "teegate.db").exists()
+    monkeypatch.chdir(tmp_path / "b")
+    assert "only-in-a" not in runner.invoke(app, ["agents", "list"]).output
+    monkeypatch.chdir(tmp_path / "a")
+    assert "only-in-a" in runner.invoke(app, ["agents", "list"]).output
+    from teegate.cli.ledger import database_url
+
+    assert database_url(None) == f"sqlite:///{tmp_path / 'a' / 'data' / 'teegate.db'}"

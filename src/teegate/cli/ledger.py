@@ -61,7 +61,8 @@ def parse_amount(text: str, decimals: int) -> int:
 
 def database_url(db: str | None) -> str:
     """``--db``, else ``$TEEGATE_DATABASE_URL``, else ``./teegate.toml``'s
-    ``gateway.database_url``, else the default SQLite file: the gateway's own database."""
+    ``gateway.database_url`` (or the SQLite file in its ``data_dir``), else the default SQLite
+    file: the gateway's own database."""
     import os
     import tomllib
     from pathlib import Path
@@ -76,12 +77,14 @@ def database_url(db: str | None) -> str:
     here = Path("teegate.toml")
     if here.is_file():
         try:
-            url = tomllib.loads(here.read_text(encoding="utf-8")).get("gateway", {}).get(
-                "database_url")
+            gw = tomllib.loads(here.read_text(encoding="utf-8")).get("gateway", {})
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{here}: cannot read its database_url: {e}") from e
+        url, data = gw.get("database_url"), gw.get("data_dir")
         if isinstance(url, str) and url:
             return url
+        if isinstance(data, str) and data:  # the gateway keeps its database there
+            return default_database_url(Path(data).expanduser())
     return default_database_url()
 
 

@@ -287,7 +287,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         raise ConfigError(f"gateway.listen: {listen!r} is not host:port")
     data_dir = Path(_want(gw["data_dir"], str, "gateway.data_dir")).expanduser() if (
         "data_dir" in gw) else paths.data_dir()
-    db = _want(gw.get("database_url", paths.default_database_url()), str, "gateway.database_url")
+    db = _want(gw.get("database_url", paths.default_database_url(data_dir)), str,
+               "gateway.database_url")
     if not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("gateway.database_url: use sqlite:///PATH or postgresql://...")
     admin = (_secret(gw["admin_key_env"], "gateway.admin_key_env", required=False)
@@ -368,7 +369,7 @@ STARTER = '''\
 
 [gateway]
 listen = "127.0.0.1:8080"
-# database_url = "postgresql://teegate@db/teegate"  # default: SQLite in the data directory
+# database_url = "postgresql://teegate@db/teegate"  # default: teegate.db in data_dir
 # data_dir = "~/.teegate"
 admin_key_env = "TEEGATE_ADMIN_KEY"   # protects /admin/*; unset = admin API disabled
 default_trust = "standard"            # standard < tee < attested < attested+gpu
