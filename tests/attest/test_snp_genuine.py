@@ -3,6 +3,7 @@ bytes no signature covers is judged on its 1184-byte report, and what followed i
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,30 @@ def test_cli_accepts_a_longer_report(tmp_path: Path, as_hex: bool) -> None:
                                       "--json", str(f)])
     assert result.exit_code == 0, result.output
     assert "snp.trailing_bytes" in result.output
+
+
+def test_supplied_chain_certificates_the_pinned_roots_replaced_are_named() -> None:
+    """trustee's Milan report with its VCEK, once with the Milan ASK/ARK (the pinned ones),
+    once with go-sev-guest's Genoa ASK/ARK: the pinned Milan root decides either way."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    snp = Path(__file__).resolve().parent.parent / "data" / "sev-snp"
+    report = (snp / "trustee" / "test-report.bin").read_bytes()
+    with warnings.catch_warnings():  # AMD VCEKs have serial number 0
+        warnings.simplefilter("ignore")
+        vcek = x509.load_der_x509_certificate((snp / "trustee" / "test-vcek.der").read_bytes())
+    pem = vcek.public_bytes(serialization.Encoding.PEM)
+    same = verify_report(report, pem + (snp / "go-sev-guest" / "ask_ark_milan.pem").read_bytes(),
+                         policy=Policy.default(), now=NOW)
+    other = verify_report(report, pem + (snp / "go-sev-guest" / "ask_ark_genoa.pem").read_bytes(),
+                          policy=Policy.default(), now=NOW)
+    assert same.accepted
+    assert other.accepted
+    same_ark, other_ark = same.check("snp.ark"), other.check("snp.ark")
+    assert same_ark is not None
+    assert other_ark is not None
+    assert "the supplied ARK is the same certificate" in same_ark.detail
+    assert "ARK-Genoa" in other_ark.detail
+    assert "was ignored: the pinned root decided" in other_ark.detail
+    assert "SEV-Genoa" in other_ark.detail

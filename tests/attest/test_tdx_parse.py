@@ -29,7 +29,7 @@ TD_FIELDS = {
 
 
 def test_all_vectors_found() -> None:
-    assert len(QUOTES) == 15, QUOTES
+    assert len(QUOTES) == 16, QUOTES
 
 
 @pytest.mark.parametrize("name", QUOTES)

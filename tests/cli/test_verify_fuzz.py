@@ -71,9 +71,21 @@ CASES = [
          lambda p: ["--event-log", str(p), "--collateral",
                     str(DATA / "tdx" / "zkdcap" / "collateral_tdx_00806f050000_assembled.json"),
                     str(GOTDX / "cos-113-tdx-quote.dat")]),
+    Case("evidence-azure-base64", DATA / "tdx" / "teekit" / "tdx-v4-azure",
+         lambda p: ["--collateral", str(DATA / "tdx" / "zkdcap" /
+                                        "collateral_tdx_00806f050000_assembled.json"),
+                    "--now", "1740048927", str(p)]),
+    Case("evidence-gcp-ita", DATA / "tdx" / "teekit" / "tdx-v4-gcp.json",
+         lambda p: [str(p)]),
+    Case("evidence-azure-hcl", DATA / "sev-snp" / "trustee" / "az-snp-vtpm" / "hcl-report.bin",
+         lambda p: ["--certs", str(DATA / "sev-snp" / "trustee" / "az-snp-vtpm" / "vcek.pem"),
+                    "--now", "1756684800", str(p)]),
+    Case("evidence-tinfoil", DATA / "tinfoil" / "tdx-guest-v2.json", lambda p: [str(p)]),
     Case("gpu-payload", GPU / "ppcie_gpu_evidence.json",
          lambda p: ["--policy", str(DOCS / "policy.audit.toml"), "--now", "1750000000",
                     str(p)]),
+    Case("gpu-payload-report", GPU / "e2e_readme_sample_attestation.json",
+         lambda p: ["--policy", str(DOCS / "policy.audit.toml"), str(p)]),
 ]
 COUNT = 12 * SCALE
 

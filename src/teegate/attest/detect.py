@@ -5,6 +5,8 @@ Detection only routes; it proves nothing. Each verifier parses strictly afterwar
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 import string
@@ -17,6 +19,8 @@ from teegate.errors import EvidenceError
 SNP_REPORT_SIZE = 0x4A0
 _HEXDIGITS = frozenset(string.hexdigits.encode())
 _WHITESPACE = frozenset(b" \t\r\n")
+_BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_CPU_FIELDS = ("intel_quote", "intel_quote_b64", "snp_report", "quote")
 
 
 class EvidenceKind(enum.Enum):
@@ -26,6 +30,9 @@ class EvidenceKind(enum.Enum):
     GPU_EVIDENCE = "nvidia-gpu"
     NVIDIA_PAYLOAD = "nvidia-payload"
     PROVIDER_REPORT = "provider-report"
+    ITA_EVIDENCE = "ita-evidence"  # GCP/Azure trustauthority-cli: {"tdx": {"quote", …}}
+    TINFOIL_DOCUMENT = "tinfoil-document"  # {"format": "https://tinfoil.sh/predicate/…"}
+    AZURE_HCL_REPORT = "azure-hcl-report"  # "HCLA" report, or {"report": [bytes], "vcek"}
 
 
 def _unhex(data: bytes) -> bytes | None:
@@ -37,7 +44,20 @@ def _unhex(data: bytes) -> bytes | None:
     return bytes.fromhex(text.decode())
 
 
+def _unbase64(data: bytes) -> bytes | None:
+    """A base64 quote or report (Azure and ITA hand quotes out so); None if it is not."""
+    text = bytes(b for b in data if b not in _WHITESPACE)
+    if len(text) < 64 or any(b not in _BASE64 for b in text):
+        return None
+    try:
+        return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _kind_of_binary(raw: bytes) -> EvidenceKind | None:
+    if raw[:4] == b"HCLA":
+        return EvidenceKind.AZURE_HCL_REPORT
     if len(raw) >= 48:
         version, key_type, tee_type = struct.unpack_from("<HHI", raw, 0)
         if version in (4, 5) and tee_type == 0x81 and key_type in (2, 3):
@@ -85,7 +105,19 @@ def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
             raise EvidenceError("JSON evidence must be an object")
         if "evidence_list" in obj and "intel_quote" not in obj:
             return EvidenceKind.NVIDIA_PAYLOAD, stripped
-        if any(k in obj for k in ("intel_quote", "snp_report", "quote", "nvidia_payload")):
+        if isinstance(obj.get("tdx"), dict) and "quote" in obj["tdx"]:
+            return EvidenceKind.ITA_EVIDENCE, stripped
+        if isinstance(obj.get("format"), str) and obj["format"].startswith(
+                "https://tinfoil.sh/predicate/"):
+            return EvidenceKind.TINFOIL_DOCUMENT, stripped
+        if isinstance(obj.get("report"), list) and "vcek" in obj:
+            return EvidenceKind.AZURE_HCL_REPORT, stripped
+        if "nvidia_payload" in obj and not any(k in obj for k in _CPU_FIELDS):
+            # A report with GPU evidence only: verified as the GPU payload it carries.
+            payload = obj["nvidia_payload"]
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            return EvidenceKind.NVIDIA_PAYLOAD, text.encode("utf-8", "surrogatepass")
+        if any(k in obj for k in (*_CPU_FIELDS, "nvidia_payload")):
             return EvidenceKind.PROVIDER_REPORT, stripped
         if "signature" in obj and ("text" in obj or "signing_address" in obj):
             raise EvidenceError(
@@ -110,7 +142,7 @@ def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
             "JSON object is not a provider attestation report (no intel_quote, snp_report "
             "or nvidia_payload field) nor an nvidia_payload (no evidence_list)"
         )
-    for candidate in (_unhex(data), data):
+    for candidate in (_unhex(data), data, _unbase64(data)):
         if candidate is None:
             continue
         kind = _kind_of_binary(candidate)
@@ -118,5 +150,6 @@ def detect(data: bytes) -> tuple[EvidenceKind, bytes]:
             return kind, candidate
     raise EvidenceError(
         f"unrecognised evidence ({len(data)} bytes): not a TDX/SGX quote, SEV-SNP report, "
-        "NVIDIA SPDM evidence or provider report JSON, in binary or hex"
+        "Azure HCL report, NVIDIA SPDM evidence or provider report JSON, in binary, hex or "
+        "base64"
     )

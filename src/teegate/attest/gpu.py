@@ -509,6 +509,7 @@ def appraise_gpus(
     rims: Sequence[bytes | Rim] = (),
     cpu_binds: Callable[[bytes], bool] | None = None,
     ocsp: Mapping[str, OcspStatus] | None = None,
+    bare: bool = False,
 ) -> tuple[list[Check], tuple[Verdict, ...]]:
     """Apply ``policy.gpu.mode`` to a provider's ``nvidia_payload`` and verify every GPU.
 
@@ -517,7 +518,8 @@ def appraise_gpus(
     caller's nonce, the one the CPU quote's report_data carries, so GPU and CPU evidence
     answer the same request. Without one (an offline look at a captured report),
     ``cpu_binds`` says whether the CPU quote's report_data binds a given nonce: GPU and CPU
-    must still answer the same request, even if its freshness cannot be judged.
+    must still answer the same request, even if its freshness cannot be judged. ``bare``: the
+    payload came without CPU evidence, so the nonce is compared with the caller's alone.
     """
     mode = policy.gpu.mode
     if nvidia_payload is None or nvidia_payload == "":
@@ -549,12 +551,15 @@ def appraise_gpus(
     elif nonce is None:
         checks.append(Check(
             "gpu.nonce_binding", not policy.binding.require_nonce,
+            "no caller nonce: the GPU payload's freshness cannot be judged (give the nonce "
+            "you sent)" if bare else
             "no caller nonce: the GPU evidence cannot be bound to the CPU quote"))
     else:
         bound = hmac.compare_digest(payload.nonce, nonce)
         checks.append(Check(
             "gpu.nonce_binding", bound,
-            "the GPU payload answers the nonce the CPU quote binds" if bound else
+            ("the GPU payload answers our nonce" if bare else
+             "the GPU payload answers the nonce the CPU quote binds") if bound else
             f"the GPU payload's nonce {payload.nonce.hex()} is not ours ({nonce.hex()})"))
     checks.append(_distinct_check(payload.gpus))
     want = policy.gpu.expected_count

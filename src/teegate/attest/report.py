@@ -115,7 +115,7 @@ def _cpu_verdict(
     snp_certificates: bytes | None = None,
     snp_crl: bytes | None = None,
 ) -> Verdict:
-    quote_hex = _str_field(report, "intel_quote", "quote")
+    quote_hex = _str_field(report, "intel_quote", "quote", "intel_quote_b64")
     snp_hex = _str_field(report, "snp_report")
     if quote_hex is not None and snp_hex is not None:
         raise EvidenceError("report carries both an Intel quote and an SEV-SNP report")

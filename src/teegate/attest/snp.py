@@ -83,6 +83,20 @@ def _product_of_cert(leaf: AmdCert, ext: KeyExtensions) -> str | None:
     return None
 
 
+def _supplied_note(bundle: SnpCertificates, chain: _Chain) -> str:
+    """Say which supplied chain certificates were not used: the pinned roots decide, so an
+    ARK or ASK that came with the evidence is only ever a copy, never the trust anchor."""
+    notes = []
+    ark = bundle.ark
+    if ark is not None:
+        notes.append("the supplied ARK is the same certificate" if ark == chain.root else
+                     f"the supplied {ark.describe()} was ignored: the pinned root decided")
+    inter = bundle.get("ask" if chain.leaf.role == "vcek" else "asvk")
+    if inter is not None and inter != chain.intermediate:
+        notes.append(f"the supplied {inter.describe()} was ignored: the pinned one was used")
+    return f"; {'; '.join(notes)}" if notes else ""
+
+
 def _find_chain(
     leaf: AmdCert, bundle: SnpCertificates, product: str | None, dev: tuple[AmdCert, ...]
 ) -> tuple[_Chain | None, str, str]:
@@ -301,7 +315,8 @@ def verify_report(
         else:
             cl.passed("snp.ark", f"{chain.root.describe()} self-signed"
                       + (" (development root from policy)" if chain.development
-                         else f", pinned AMD root for {prod}"))
+                         else f", pinned AMD root for {prod}")
+                      + _supplied_note(bundle, chain))
             if chain.development:
                 cl.passed("snp.development_root",
                           f"chain rests on development root {chain.root.describe()} from "

@@ -8,6 +8,8 @@ bounds-checked here; nothing is trusted because it parsed. Layouts: Intel
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 from dataclasses import dataclass
 
@@ -165,8 +167,19 @@ class Quote:
 
 
 @malformed("the TDX/SGX quote")
+def _unbase64(text: bytes) -> bytes | None:
+    """Base64 (standard, padding optional): how Azure, GCP's ITA client and Tinfoil carry
+    quotes. Only text that decodes to something starting like a quote counts."""
+    try:
+        raw = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) >= 2 and raw[0] in (3, 4, 5) and raw[1] == 0 else None
+
+
 def load_quote(data: bytes | bytearray | memoryview | str) -> bytes:
-    """Raw quote bytes from binary or hex text (whitespace and a ``0x`` prefix tolerated).
+    """Raw quote bytes from binary, hex or base64 text (whitespace and a ``0x`` prefix
+    tolerated).
 
     Only checks that the result starts like a DCAP quote; ``parse_quote`` does the rest.
     """
@@ -183,7 +196,11 @@ def load_quote(data: bytes | bytearray | memoryview | str) -> bytes:
         try:
             raw = bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
-            raise EvidenceError("quote is neither a binary DCAP quote nor hex text") from None
+            decoded = _unbase64(text)
+            if decoded is None:
+                raise EvidenceError("quote is neither a binary DCAP quote nor hex or base64 "
+                                    "text") from None
+            raw = decoded
     if len(raw) > MAX_QUOTE_SIZE:
         raise EvidenceError(f"quote is {len(raw)} bytes; a DCAP quote is at most {MAX_QUOTE_SIZE}")
     if len(raw) < HEADER_SIZE:

@@ -114,24 +114,13 @@ def _verify_kind(path: Path, data: bytes, inputs: _Inputs) -> Verdict:
     if kind is EvidenceKind.TDX_QUOTE or kind is EvidenceKind.SGX_QUOTE:
         return _verify_quote(raw, inputs)
     if kind is EvidenceKind.SNP_REPORT:
-        certs = inputs.certs
-        if certs is None:
-            beside = _find_beside(path, ("certs.pem", "vcek.pem", "cert_chain.pem"))
-            certs = _read(beside, "certificates") if beside else None
-        crl = None
-        if inputs.online:
-            from teegate import collateral as coll
-
-            if certs is None:
-                certs = _fetch_snp_certs(raw, inputs)
-            if inputs.policy.snp.require_crl:  # the gateway always fetches it
-                crl = coll.fetch_report_crl_sync(raw, cache_dir=inputs.cache, now=inputs.now)
-        from teegate.attest.report import verify_snp_evidence
-
-        return verify_snp_evidence(raw, certs, policy=inputs.policy, now=inputs.now,
-                                   nonce=inputs.nonce, event_log=inputs.event_log,
-                                   app_compose=inputs.app_compose, crl=crl,
-                                   tls_spki=inputs.tls_spki)
+        return _verify_snp(raw, path, inputs)
+    if kind is EvidenceKind.ITA_EVIDENCE:
+        return _verify_ita(raw, inputs)
+    if kind is EvidenceKind.TINFOIL_DOCUMENT:
+        return _verify_tinfoil(raw, path, inputs)
+    if kind is EvidenceKind.AZURE_HCL_REPORT:
+        return _verify_hcl(raw, path, inputs)
     if kind is EvidenceKind.GPU_EVIDENCE:
         if inputs.certs is None:
             raise EvidenceError("GPU evidence needs its certificate chain: give --certs FILE")
@@ -151,13 +140,90 @@ def _verify_kind(path: Path, data: bytes, inputs: _Inputs) -> Verdict:
         ocsp, rims = _fetch_gpu_collateral(payload, inputs)
         checks, gpus = appraise_gpus(
             payload, nonce=inputs.nonce, policy=inputs.policy, now=inputs.now, ocsp=ocsp,
-            rims=rims
+            rims=rims, bare=True
         )
         lo, hi = window(*((g.not_before, g.not_after) for g in gpus))
         return Verdict(tee="nvidia-gpu", checks=tuple(checks), components=gpus,
                        nonce=inputs.nonce.hex() if inputs.nonce is not None else None,
                        not_before=lo, not_after=hi)
     return _verify_report(raw, inputs)
+
+
+def _verify_snp(raw: bytes, path: Path, inputs: _Inputs, certs: bytes | None = None,
+                nonce: bool = True) -> Verdict:
+    certs = certs if certs is not None else inputs.certs
+    if certs is None:
+        beside = _find_beside(path, ("certs.pem", "vcek.pem", "cert_chain.pem"))
+        certs = _read(beside, "certificates") if beside else None
+    crl = None
+    if inputs.online:
+        from teegate import collateral as coll
+
+        if certs is None:
+            certs = _fetch_snp_certs(raw, inputs)
+        if inputs.policy.snp.require_crl:  # the gateway always fetches it
+            crl = coll.fetch_report_crl_sync(raw, cache_dir=inputs.cache, now=inputs.now)
+    from teegate.attest.report import verify_snp_evidence
+
+    return verify_snp_evidence(raw, certs, policy=inputs.policy, now=inputs.now,
+                               nonce=inputs.nonce if nonce else None,
+                               event_log=inputs.event_log, app_compose=inputs.app_compose,
+                               crl=crl, tls_spki=inputs.tls_spki)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    obj: Any = safejson.loads(raw)  # detect() parsed it already
+    return dict(obj)
+
+
+def _verify_ita(raw: bytes, inputs: _Inputs) -> Verdict:
+    """GCP's / Azure's trustauthority-cli evidence: the quote, and what its REPORTDATA binds."""
+    from teegate.attest.formats import ita_checks, parse_ita_evidence
+
+    ita = parse_ita_evidence(_json_object(raw))
+    verdict = _verify_quote(ita.quote, replace(inputs, nonce=None))
+    rd = bytes.fromhex(verdict.report_data or "")
+    return verdict.with_checks(ita_checks(rd, ita, inputs.nonce),
+                               nonce=inputs.nonce.hex() if inputs.nonce else None)
+
+
+def _verify_tinfoil(raw: bytes, path: Path, inputs: _Inputs) -> Verdict:
+    from teegate.attest.formats import parse_tinfoil_document
+
+    doc = parse_tinfoil_document(_json_object(raw))
+    note = Check("tinfoil.document", True,
+                 f"Tinfoil document {doc.format}: its body is the {doc.tee} evidence verified "
+                 "here; its report_data names the enclave's TLS key (check it with --tls-key)")
+    verdict = _verify_quote(doc.body, inputs) if doc.tee == "tdx" else \
+        _verify_snp(doc.body, path, inputs)
+    return replace(verdict, checks=(note, *verdict.checks))
+
+
+def _verify_hcl(raw: bytes, path: Path, inputs: _Inputs) -> Verdict:
+    """Azure's HCL report: the SNP report inside, and the runtime data REPORT_DATA binds."""
+    from teegate.attest.formats import hcl_checks, parse_hcl_report
+
+    certs = None
+    if raw.lstrip().startswith(b"{"):  # trustee's az-snp-vtpm evidence {quote, report, vcek}
+        obj = _json_object(raw)
+        try:
+            raw = bytes(obj["report"])
+        except (TypeError, ValueError):
+            raise EvidenceError("Azure vTPM evidence: 'report' must be a list of bytes") \
+                from None
+        certs = obj["vcek"].encode() if isinstance(obj.get("vcek"), str) else None
+    hcl = parse_hcl_report(raw)
+    if hcl.tee != "sev-snp":
+        raise EvidenceError(
+            "an Azure HCL report with a TDX TDREPORT: a TDREPORT is signed for no remote "
+            "party; verify the TD quote Azure's IMDS (/acc/tdquote) makes from it")
+    verdict = _verify_snp(hcl.hw_report, path, inputs, certs, nonce=False)
+    rd = bytes.fromhex(verdict.report_data or "")
+    head = Check("azure.hcl_report", True,
+                 f"Azure HCL report v{hcl.version}: the {len(hcl.hw_report)}-byte SEV-SNP "
+                 "report inside is verified below")
+    return replace(verdict, checks=(head, *verdict.checks)).with_checks(
+        hcl_checks(hcl, rd, inputs.nonce), nonce=inputs.nonce.hex() if inputs.nonce else None)
 
 
 def _verify_quote(raw: bytes, inputs: _Inputs) -> Verdict:
