@@ -41,7 +41,7 @@ def test_wallet_conversation_reward_and_check(db: str) -> None:
     assert code == 0, out
     assert "12.500000 USD" in out
     assert run("wallet", "deposit", "alice", "12.5", "--db", db, "--key", "d1")[0] == 0
-    code, out = run("conversation", "open", "alice", "2", "--db", db)
+    code, out = run("conversation", "open", "alice", "2.0", "--db", db)
     assert code == 0, out
     conv = out.strip()
     assert conv.startswith("conv_")
@@ -67,8 +67,8 @@ def test_wallet_conversation_reward_and_check(db: str) -> None:
 
 
 def test_refusals_exit_1_and_usage_errors_exit_2(db: str) -> None:
-    run("wallet", "deposit", "alice", "1", "--db", db)
-    code, out = run("conversation", "open", "alice", "5", "--db", db)
+    run("wallet", "deposit", "alice", "1.0", "--db", db)
+    code, out = run("conversation", "open", "alice", "5.0", "--db", db)
     assert code == 1
     assert "needed 5000000, available 1000000" in out.replace("\n", "")
     assert run("wallet", "deposit", "alice", "1.0000001", "--db", db)[0] == 2
@@ -78,12 +78,12 @@ def test_refusals_exit_1_and_usage_errors_exit_2(db: str) -> None:
     assert run("conversation", "close", "conv_missing", "--db", db)[0] == 1
     assert run("conversation", "reward", "conv_x", "bob", "--db", db)[0] == 2
     assert run("wallet", "balance", "alice", "--db", "mysql://nope")[0] == 2
-    code, out = run("wallet", "withdraw", "alice", "2", "--db", db)
+    code, out = run("wallet", "withdraw", "alice", "2.0", "--db", db)
     assert code == 1
 
 
 def test_check_exits_1_on_a_corrupted_ledger(db: str, tmp_path: Path) -> None:
-    run("wallet", "deposit", "alice", "1", "--db", db)
+    run("wallet", "deposit", "alice", "1.0", "--db", db)
     conn = sqlite3.connect(tmp_path / "cli.db", isolation_level=None)
     conn.execute("UPDATE tl_accounts SET balance = balance + 7 WHERE kind = 'wallet'")
     conn.close()
@@ -97,9 +97,25 @@ def test_parse_amount_is_exact() -> None:
     assert parse_amount("0.000001", 6) == 1
     assert parse_amount("7", 0) == 7
     assert parse_amount(".5", 2) == 50
-    for bad in ("1.5", "1e3", "", "0", "0.0", "1.", "nan"):
+    assert parse_amount("5", 6) == 5  # digits alone: smallest units, as in the HTTP API
+    assert parse_amount("5.0", 6) == 5_000_000  # a decimal point: currency units
+    for bad in ("1.5", "1e3", "", "0", "0.0", "1.", "nan", "\u0665", "\u0661.\u0665",
+                "\uff15", "1_000", " 5", "5 ", "+5", "-5", "0x10", "\u00b2", "9" * 41):
         with pytest.raises(_Usage):
             parse_amount(bad, 0 if bad == "1.5" else 2)
+
+
+def test_one_amount_syntax_with_the_http_api(db: str) -> None:
+    """``5`` was 5,000,000 units on the CLI and 5 units in the HTTP API."""
+    assert run("wallet", "deposit", "alice", "5", "--db", db)[0] == 0
+    assert json.loads(run("wallet", "balance", "alice", "--db", db, "--json")[1])[
+        "available"] == 5
+    assert run("wallet", "deposit", "alice", "5.0", "--db", db)[0] == 0
+    code, out = run("wallet", "deposit", "alice", "\u0665", "--db", db)  # Arabic-Indic 5
+    assert code == 2
+    assert "ASCII digits" in out
+    assert json.loads(run("wallet", "balance", "alice", "--db", db, "--json")[1])[
+        "available"] == 5_000_005
 
 
 def test_without_db_the_gateway_config_in_the_working_directory_names_the_database(
@@ -137,7 +153,7 @@ def test_deposits_and_rewards_to_unknown_agents_are_refused(db: str) -> None:
     code, out = run("wallet", "deposit", "mallory", "1", "--db", db)
     assert code == 1
     assert "no agent 'mallory'" in out
-    assert run("wallet", "deposit", "alice", "1", "--db", db)[0] == 0
+    assert run("wallet", "deposit", "alice", "1.0", "--db", db)[0] == 0
     conv = run("conversation", "open", "alice", "0.5", "--db", db)[1].strip()
     code, out = run("conversation", "reward", conv, "bob=0.1", "mallory=0.1", "--db", db)
     assert code == 1
@@ -152,7 +168,7 @@ def test_deposits_and_rewards_to_unknown_agents_are_refused(db: str) -> None:
 
 @pytest.mark.parametrize("ttl", ["nan", "inf", "-inf", "0", "-5"])
 def test_a_ttl_must_be_finite_and_positive(db: str, ttl: str) -> None:
-    run("wallet", "deposit", "alice", "1", "--db", db)
+    run("wallet", "deposit", "alice", "1.0", "--db", db)
     code, out = run("conversation", "open", "alice", "0.5", "--ttl", ttl, "--db", db)
     assert code == 2, out
     assert "--ttl must be a finite number" in out
@@ -162,7 +178,7 @@ def test_a_ttl_must_be_finite_and_positive(db: str, ttl: str) -> None:
 
 def test_keys_are_1_to_200_characters_and_cannot_block_a_close(db: str) -> None:
     assert run("wallet", "deposit", "alice", "1", "--db", db, "--key", "k" * 201)[0] == 2
-    assert run("wallet", "deposit", "alice", "1", "--db", db, "--key", "k" * 200)[0] == 0
+    assert run("wallet", "deposit", "alice", "1.0", "--db", db, "--key", "k" * 200)[0] == 0
     conv = run("conversation", "open", "alice", "0.5", "--db", db)[1].strip()
     code, out = run("wallet", "deposit", "alice", "1", "--db", db, "--key", f"close:{conv}")
     assert code == 0, out

@@ -67,7 +67,9 @@ async def test_idempotency_key_deposits_once(client: httpx.AsyncClient,
     assert ledger.balance("alice").available == 700
 
 
-@pytest.mark.parametrize("amount", [1.5, "10", True, 0, -1, None])
+@pytest.mark.parametrize("amount", [1.5, 10.0, True, 0, -1, None, "", "0", "-1", "1e3", " 10",
+                                    "10 ", "1_000", "1.", "\u0661\u0660", "\uff11\uff10",
+                                    "1.0000001", [10]])
 async def test_bad_amounts_are_400(client: httpx.AsyncClient, amount: object) -> None:
     r = await client.post("/v1/wallets/alice/deposits", json={"amount": amount},
                           headers=OPERATOR)
@@ -232,3 +234,28 @@ async def test_rewards_after_close_and_to_unknown_agents_are_refused(
     assert r.headers["x-should-retry"] == "false"
     assert ledger.balance("bob").available == 0
     assert ledger.balance("alice").available == 500
+
+
+async def test_amount_strings_use_the_cli_syntax(client: httpx.AsyncClient,
+                                                 ledger: Ledger) -> None:
+    """Digits are smallest units, a decimal point means currency units, in the CLI and in
+    the API alike; JSON integers are smallest units."""
+    for amount in (7, "7", "1.5", "0.000001", ".25"):
+        r = await client.post("/v1/wallets/alice/deposits", json={"amount": amount},
+                              headers=OPERATOR)
+        assert r.status_code == 201, r.text
+    assert ledger.balance("alice").available == 7 + 7 + 1_500_000 + 1 + 250_000
+    r = await client.post("/v1/wallets/alice/deposits",
+                          json={"amount": "1.5", "currency": "EUR"}, headers=OPERATOR)
+    assert r.json()["amount"] == 150  # EUR has 2 decimals
+    r = await client.post("/v1/wallets/alice/deposits",
+                          json={"amount": "1.505", "currency": "EUR"}, headers=OPERATOR)
+    assert r.status_code == 400
+    assert "at most 2 decimals" in r.json()["error"]["message"]
+    conv = (await client.post("/v1/conversations", json={"budget": "0.5"},
+                              headers=ALICE)).json()
+    assert conv["budget"] == 500_000
+    r = await client.post(f"/v1/conversations/{conv['id']}/rewards",
+                          json={"rewards": [{"agent": "bob", "amount": "0.1"}]}, headers=ALICE)
+    assert r.status_code == 200, r.text
+    assert ledger.balance("bob").available == 100_000

@@ -5,7 +5,9 @@ Talks to the database directly (``--db``, default ``$TEEGATE_DATABASE_URL``, els
 ``$TEEGATE_HOME`` that the embedded gateway uses); a SQLite file that does not exist is
 refused, not created. Deposits and rewards go only to agents of the gateway's database
 (``teegate agents create``). Amounts are integers in the currency's
-smallest unit, or decimals with at most the currency's digits (``1.5`` USD = ``1500000``).
+smallest unit (``1500000``), or currency units when written with a decimal point, at most
+the currency's digits after it (``1.5`` USD = ``1500000``; ``5`` is 5 micro-dollars, ``5.0``
+is 5 dollars): the same syntax as amount strings in the HTTP API. ASCII digits only.
 Exit codes: 0 ok, 1 refused (short of funds, check failed, unknown conversation), 2 malformed
 input or usage error.
 """
@@ -45,18 +47,14 @@ class _Usage(Exception):  # noqa: N818 - exit 2
 
 
 def parse_amount(text: str, decimals: int) -> int:
-    """Exact decimal → smallest units; more digits than the currency has is an error."""
-    t = text.strip().replace("_", "")
-    whole, dot, frac = t.partition(".")
-    if not whole.isdigit() and not (dot and whole == "" and frac.isdigit()):
-        raise _Usage(f"amount {text!r} is not a non-negative decimal number")
-    if dot and (not frac.isdigit() or len(frac) > decimals):
-        raise _Usage(f"amount {text!r} has more than {decimals} decimals")
-    scaled = (frac or "0").ljust(decimals, "0")[:decimals] if decimals else "0"
-    value: int = int(whole or "0") * 10**decimals + int(scaled)
-    if value <= 0:
-        raise _Usage(f"amount {text!r} must be positive")
-    return value
+    """The ledger's one amount syntax (``teegate.ledger.model.parse_amount``): ``1500000``
+    is smallest units, ``1.5`` is currency units; anything else is a usage error."""
+    from teegate.ledger.model import parse_amount as parse
+
+    try:
+        return parse(text, decimals)
+    except LedgerError as e:
+        raise _Usage(str(e)) from None
 
 
 def database_url(db: str | None) -> str:

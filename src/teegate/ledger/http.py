@@ -15,8 +15,11 @@ for the agents it owns; the operator for everyone. Deposits and withdrawals need
 the operator. Rewards of a conversation are paid by its facilitator (the agent that opened it,
 from its own wallet), that agent's owner, or the operator (who may also pay from a pool,
 ``"source": "pool:<name>"``). ``Idempotency-Key`` makes any POST safe to retry (keys are
-scoped to the caller). Errors are OpenAI-shaped; a shortfall is 402 ``insufficient_funds``
-with ``x-should-retry: false`` and says what was needed and what was available.
+scoped to the caller, 1-200 characters). Amounts (``budget``, ``amount``) are JSON integers
+of the currency's smallest unit, or strings in the CLI's syntax: digits are smallest units,
+a decimal point means currency units (``"1.5"``); ASCII digits only. Errors are
+OpenAI-shaped; a shortfall is 402 ``insufficient_funds`` with ``x-should-retry: false`` and
+says what was needed and what was available.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from teegate.ledger.model import (
     LimitExceeded,
     NotFound,
     Transfer,
+    parse_amount,
 )
 
 T = TypeVar("T")
@@ -96,13 +100,20 @@ def may_fund(p: PrincipalLike, agent: str) -> bool:
     return p.kind == "operator" or (p.kind == "owner" and agent in p.agents)
 
 
-def _int_field(body: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+def _amount_field(body: dict[str, Any], name: str, decimals: int) -> int:
+    """A JSON integer of smallest units, or a string in the CLI's syntax (digits: smallest
+    units; a decimal point: currency units, ``"1.5"``). A JSON number with a fraction is
+    refused: JSON does not keep ``1.0`` apart from ``1`` (JavaScript writes both as 1)."""
     v = body.get(name)
-    if v is None and not required:
-        return None
+    if isinstance(v, str):
+        try:
+            return parse_amount(v, decimals, name)
+        except LedgerError as e:
+            raise _bad(str(e), name) from None
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise _bad(f"{name} must be a positive integer in the currency's smallest unit",
-                   name)
+        raise _bad(f"{name} must be a positive integer of the currency's smallest unit, or a "
+                   'string: digits (smallest units) or a decimal number (currency units, '
+                   '"1.5")', name)
     return v
 
 
@@ -200,13 +211,13 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
             raise _bad("agent is required", "agent")
         if not may_read(p, agent):
             raise _forbidden(f"{p.kind} {p.id} may not spend the wallet of {agent}")
-        budget = _int_field(body, "budget")
-        assert budget is not None
+        cur = currency(body)
+        budget = _amount_field(body, "budget", ledger.currency(cur).decimals)
         ttl = body.get("ttl")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
                                 or not math.isfinite(ttl) or ttl <= 0):
             raise _bad("ttl must be a positive number of seconds", "ttl")
-        cur, key = currency(body), _key(request, p, "open")
+        key = _key(request, p, "open")
         # the ttl, not the expiry it gives now, is what a retry must repeat
         c = await call(lambda: ledger.open_conversation(
             agent, budget, currency=cur, key=key, ttl=None if ttl is None else float(ttl)))
@@ -241,8 +252,7 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
         for leg in legs_raw:
             if not isinstance(leg, dict) or not isinstance(leg.get("agent"), str):
                 raise _bad("each reward needs an agent and an amount", "rewards")
-            amount = _int_field(leg, "amount")
-            assert amount is not None
+            amount = _amount_field(leg, "amount", ledger.currency(c.currency).decimals)
             legs.append((leg["agent"], amount))
         key = _key(request, p, f"reward:{cid}")
         memo = _str_field(body, "memo")
@@ -254,9 +264,8 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
         if not may_fund(p, agent):
             raise _forbidden(f"{kind}s to {agent} need its owner or the operator")
         body = await _body(request)
-        amount = _int_field(body, "amount")
-        assert amount is not None
         cur, memo, key = currency(body), _str_field(body, "memo"), _key(request, p, kind)
+        amount = _amount_field(body, "amount", ledger.currency(cur).decimals)
         op = ledger.deposit if kind == "deposit" else ledger.withdraw
         t = await call(lambda: op(agent, amount, currency=cur, key=key, memo=memo))
         return JSONResponse(_transfer_json(t), status_code=201)

@@ -8,6 +8,7 @@ retries of the same idempotency key with exactly that result.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +60,29 @@ def check_amount(value: object, what: str = "amount", *, zero_ok: bool = False) 
         raise LimitExceeded(f"{what} {value} exceeds the ledger's maximum {MAX_AMOUNT} "
                             "smallest units")
     return value
+
+
+_AMOUNT = re.compile(r"([0-9]+)|([0-9]*)\.([0-9]+)")  # ASCII digits only: no \d
+
+
+def parse_amount(text: object, decimals: int, what: str = "amount") -> int:
+    """The one amount syntax of the CLI and of strings in the HTTP API: digits alone are
+    smallest units (``"1500000"``), a decimal point means currency units (``"1.5"`` with 6
+    decimals is ``1500000``; at most ``decimals`` digits after the point). ASCII digits
+    only: no sign, exponent, separator or space, and no other script's digits (Python's
+    ``int()`` reads ``"٥"`` as 5). JSON numbers are not text: the HTTP API takes them as
+    smallest units and refuses fractions (``teegate.ledger.http``)."""
+    m = _AMOUNT.fullmatch(text) if isinstance(text, str) and len(text) <= 40 else None
+    if m is None:
+        raise LedgerError(f"{what} {text!r} must be ASCII digits (smallest units) or a "
+                          "decimal number with a point (currency units, e.g. 1.5)")
+    if m[1] is not None:
+        return check_amount(int(m[1]), what)
+    whole, frac = m[2], m[3]
+    if len(frac) > decimals:
+        raise LedgerError(f"{what} {text!r} must have at most {decimals} decimals")
+    return check_amount(int(whole or "0") * 10**decimals + int(frac.ljust(decimals, "0")),
+                        what)
 
 
 def check_name(value: object, what: str) -> str:
