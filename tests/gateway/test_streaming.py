@@ -3,8 +3,10 @@ event before ``[DONE]``, and nothing but blank lines and ``[DONE]`` may follow i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -117,3 +119,39 @@ def test_only_events_that_carry_output_count_as_output_tokens(event: bytes,
     relay = SseRelay("0" * 64, None, require_signature=False, strip_usage=False)
     relay.feed(b"data: " + event + b"\n\n")
     assert relay.content_events == int(counted)
+
+
+def test_one_byte_chunks_of_a_large_event_cost_linear_time() -> None:
+    # Issue 11: each byte used to re-copy and re-scan everything pending (a 128 KB event in
+    # 1-byte chunks: 28.6 s through the gateway, another agent's call stalled meanwhile).
+    big = b'data: {"choices":[{"delta":{"content":"' + b"x" * (128 << 10) + b'"}}]}\n\n'
+    relay = SseRelay("0" * 64, None, require_signature=False, strip_usage=False)
+    t0 = time.perf_counter()
+    out = b"".join(relay.feed(big[i:i + 1]) for i in range(len(big)))
+    assert time.perf_counter() - t0 < 3.0  # about 0.2 s; quadratic: tens of seconds
+    assert out == big
+    assert relay.content_events == 1
+
+
+def test_an_event_end_split_across_chunks_is_found() -> None:
+    stream = b"data: a\r\n\r\ndata: b\n\ndata: c\r\rdata: [DONE]\n\n"
+    for cut in range(1, len(stream)):
+        relay = SseRelay("0" * 64, None, require_signature=False, strip_usage=False)
+        out = relay.feed(stream[:cut]) + relay.feed(stream[cut:])
+        assert out == stream
+        assert relay.done
+
+
+def test_afeed_parses_a_large_usage_event_off_the_loop_as_feed_does() -> None:
+    usage = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens"' \
+        b':5},"pad":"' + b"p" * (100 << 10) + b'"}\n\n'
+
+    async def run() -> SseRelay:
+        relay = SseRelay("0" * 64, None, require_signature=False, strip_usage=True)
+        assert await relay.afeed(usage[:1000]) == b""
+        assert await relay.afeed(usage[1000:]) == b""  # captured and stripped
+        return relay
+
+    relay = asyncio.run(run())
+    assert relay.usage == {"prompt_tokens": 3, "completion_tokens": 5}
+    assert relay.chat_id == "c1"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -329,3 +331,29 @@ def test_a_malformed_nonce_is_refused(tdx_url: str, bad: str) -> None:
                    headers={"x-teegate-nonce": bad})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "x-teegate-nonce"
+
+
+def test_one_byte_chunks_of_a_large_event_are_signed_in_linear_time() -> None:
+    # Issue 11: every chunk used to re-copy and re-scan everything pending (quadratic).
+    from teegate.node.app import NodeState, signed_sse
+
+    big = b'data: {"id":"c1","choices":[{"delta":{"content":"' + b"x" * (128 << 10) + \
+        b'"}}]}\n\n'
+    stream = big + b"data: [DONE]\n\n"
+    state = NodeState(_NoTee(), BuiltinEngine(), NodeKeys(), SignatureStore())
+
+    async def pieces() -> Any:
+        for i in range(len(stream)):
+            yield stream[i:i + 1]
+
+    async def run() -> bytes:
+        return b"".join([part async for part in signed_sse(state, b"{}", pieces(), "ecdsa")])
+
+    t0 = time.perf_counter()
+    raw = asyncio.run(run())
+    assert time.perf_counter() - t0 < 3.0  # about 0.3 s; quadratic: tens of seconds
+    signed, sig, rest = _split_stream(raw)
+    assert signed == big
+    assert rest == b"data: [DONE]\n\n"
+    assert sig["text"] == signature_text(b"{}", big)
+    assert state.store.get("c1", "ecdsa") is not None

@@ -290,15 +290,11 @@ class Gateway:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _parse(self, body: bytes, trust_header: bytes | None, agent: Agent
+    def _parse(self, body: bytes, req: Any, trust_header: bytes | None, agent: Agent
                ) -> tuple[dict[str, Any], str, bool, TrustLevel, bytes, bool, int, bool]:
         """(request, model, stream, required level, bytes to forward, usage injected, the
-        output tokens the call may produce, whether the request names no token limit)."""
-        try:
-            req = safejson.loads(body)
-        except (ValueError, UnicodeDecodeError):  # too deep is a JSONDecodeError too
-            raise GatewayRefusal(400, "request body is not valid JSON", code="invalid_json"
-                                 ) from None
+        output tokens the call may produce, whether the request names no token limit), from
+        the body and its JSON (``_load_request``)."""
         if not isinstance(req, dict):
             raise GatewayRefusal(400, "request body must be a JSON object", code="invalid_json")
         model = req.get("model")
@@ -380,7 +376,7 @@ class Gateway:
                                      code="invalid_conversation",
                                      param="x-teegate-conversation")
             req, model, stream, required, forward, inject, limit, uncapped = self._parse(
-                body, hdrs.get(TRUST_HEADER), agent)
+                body, await _load_request(body), hdrs.get(TRUST_HEADER), agent)
         except GatewayRefusal as r:  # refused calls get a record (and receipt) too
             bad = CallRecord(agent.id, "", agent.trust.label, time.time(), _sha(body),
                              conversation=conv.decode("latin-1") if conv else None,
@@ -602,7 +598,7 @@ class Gateway:
         # 204 delivered nothing, so its hold is voided rather than charged at the worst case.
         if 200 <= upstream.status_code < 300 and upstream.status_code != 204:
             with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
-                obj = safejson.loads(data)
+                obj = await safejson.aloads(data)
                 usage = obj.get("usage")
                 record.usage = usage if isinstance(usage, dict) else None
                 if a is not None and mode == "endpoint" and isinstance(obj.get("id"), str):
@@ -646,7 +642,7 @@ class Gateway:
                 async for chunk in _chain(first, body_iter):
                     if gone.done():
                         raise _ClientGone
-                    out = relay.feed(chunk)
+                    out = await relay.afeed(chunk)
                     if out:
                         returned.update(out)
                         await send({"type": "http.response.body", "body": out,
@@ -851,6 +847,20 @@ def _void_if_unverified(record: CallRecord) -> None:
         record.outcome = "voided"
         record.error = f"{record.error or check}; the answer failed verification: voided, " \
             "not charged"
+
+
+async def _load_request(body: bytes) -> Any:
+    """The request's JSON (a large body parsed off the event loop). A key named twice is
+    refused: the body is forwarded verbatim, and the hold and routing (which would read the
+    last value) must never disagree with the provider, whose parser may take the first."""
+    try:
+        return await safejson.aloads(body, unique_keys=True)
+    except safejson.DuplicateKeyError as e:
+        raise GatewayRefusal(400, f"request body names the key {e.key!r} twice in one object",
+                             code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError):  # too deep is a JSONDecodeError too
+        raise GatewayRefusal(400, "request body is not valid JSON", code="invalid_json"
+                             ) from None
 
 
 def _token_limit(req: dict[str, Any], name: str) -> int | None:
@@ -1113,7 +1123,7 @@ def create_app(
     async def create_agent(request: Request) -> Response:
         _admin(request)
         try:
-            body = safejson.loads(await request.body() or b"{}")
+            body = await safejson.aloads(await request.body() or b"{}", unique_keys=True)
             agent_id = body["id"]
             if not isinstance(agent_id, str) or not isinstance(body.get("owner", ""), str):
                 raise TypeError("id and owner must be strings")

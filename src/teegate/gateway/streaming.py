@@ -33,12 +33,12 @@ _OUTPUT = re.compile(rb'"(?:' + _NAMES + rb')"')
 _EMPTY = re.compile(rb'"(?:' + _NAMES + rb')"\s*:\s*(?:""|null|\[\]|\{\})')  # empty value
 
 
-def _has_output(event: bytes) -> bool:
+def _has_output(event: bytes, loads: Callable[[bytes, int], Any] | None = None) -> bool:
     """Whether some choice of a chunk carries a non-empty output field. Only parsed when an
     empty value appears (the first chunk: ``{"role": "assistant", "content": ""}``), so the
     common chunk costs two regex scans; unparsable is counted (never an undercharge)."""
     try:
-        obj = safejson.loads(event[5:])
+        obj = loads(event, 5) if loads is not None else safejson.loads(event[5:])
     except (ValueError, UnicodeDecodeError):
         return True
     choices = obj.get("choices") if isinstance(obj, dict) else None
@@ -82,7 +82,10 @@ class SseRelay:
     strip_usage: bool
     pass_comment: bool = False
     hasher: Any = field(default_factory=hashlib.sha256)
-    pending: bytes = b""
+    pending: bytearray = field(default_factory=bytearray)
+    # bytes of ``pending`` already searched for an event's end; an event parsed off the loop
+    _scanned: int = field(default=0, init=False, repr=False)
+    _pre: tuple[bytes, tuple[bool, Any]] | None = field(default=None, init=False, repr=False)
     signed: bool = False
     verified: bool = False
     rejected: bool = False  # the signature check itself failed (it already acted on it)
@@ -97,20 +100,57 @@ class SseRelay:
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, client bytes out. Raises StreamFailure on a bad signature or a
         ``[DONE]`` without the required signature, UpstreamError on an endless event."""
-        self.pending += chunk
-        out: list[bytes] = []
-        start = 0
-        pending = self.pending
-        for m in _EVENT_END.finditer(pending):
-            event = pending[start:m.end()]
-            start = m.end()
-            out_event = self._event(event)
-            if out_event:
-                out.append(out_event)
-        self.pending = pending[start:]
-        if len(self.pending) > MAX_EVENT:
-            raise UpstreamError(f"an SSE event exceeds {MAX_EVENT} bytes")
+        out = [e for e in map(self._event, self._split(chunk)) if e]
         return b"".join(out)
+
+    async def afeed(self, chunk: bytes) -> bytes:
+        """``feed`` for the event loop: an event larger than ``safejson.OFFLOAD_BYTES`` that
+        must be parsed is parsed in a worker thread first."""
+        out: list[bytes] = []
+        for event in self._split(chunk):
+            if len(event) > safejson.OFFLOAD_BYTES and self._parses(event):
+                skip = len(SIGNATURE_COMMENT) if event.startswith(SIGNATURE_COMMENT) else 5
+                self._pre = (event, await _aparse(event[skip:]))
+            try:
+                relayed = self._event(event)
+            finally:
+                self._pre = None
+            if relayed:
+                out.append(relayed)
+        return b"".join(out)
+
+    def _split(self, chunk: bytes) -> list[bytes]:
+        """The events ``chunk`` completes. Linear in bytes whatever the chunking: the buffer
+        is searched only from where the last search stopped (less the 3 bytes an event end
+        can straddle), and consumed events leave the front of a bytearray in O(1)."""
+        buf = self.pending
+        buf += chunk
+        events: list[bytes] = []
+        start = 0
+        for m in _EVENT_END.finditer(buf, max(self._scanned - 3, 0)):
+            events.append(bytes(buf[start:m.end()]))
+            start = m.end()
+        if start:
+            del buf[:start]
+        self._scanned = len(buf)
+        if len(buf) > MAX_EVENT:
+            raise UpstreamError(f"an SSE event exceeds {MAX_EVENT} bytes")
+        return events
+
+    def _parses(self, event: bytes) -> bool:
+        """Whether ``_event`` will parse this event's JSON."""
+        return event.startswith(SIGNATURE_COMMENT) or (event.startswith(b"data:") and (
+            b'"error"' in event or self.chat_id is None or b'"usage"' in event
+            or _EMPTY.search(event) is not None))
+
+    def _loads(self, event: bytes, skip: int) -> Any:
+        pre = self._pre
+        if pre is not None and pre[0] is event:
+            ok, value = pre[1]
+            if not ok:
+                raise value
+            return value
+        return safejson.loads(event[skip:])
 
     def _event(self, event: bytes) -> bytes | None:
         if event.startswith(SIGNATURE_COMMENT):
@@ -138,17 +178,18 @@ class SseRelay:
         return event
 
     def _data(self, event: bytes) -> bytes | None:
-        if _OUTPUT.search(event) and (not _EMPTY.search(event) or _has_output(event)):
+        if _OUTPUT.search(event) and (not _EMPTY.search(event) or _has_output(event,
+                                                                              self._loads)):
             self.content_events += 1
         if b'"error"' in event and not self.error_event:
             try:
-                obj = safejson.loads(event[5:])
+                obj = self._loads(event, 5)
                 self.error_event = isinstance(obj, dict) and isinstance(obj.get("error"), dict)
             except (ValueError, UnicodeDecodeError):
                 pass
         if self.chat_id is None or b'"usage"' in event:
             try:
-                obj = safejson.loads(event[5:])
+                obj = self._loads(event, 5)
             except (ValueError, UnicodeDecodeError):
                 return event
             if not isinstance(obj, dict):
@@ -166,7 +207,7 @@ class SseRelay:
     def _signature(self, event: bytes) -> None:
         self.signed = True
         try:
-            sig = safejson.loads(event[len(SIGNATURE_COMMENT):])
+            sig = self._loads(event, len(SIGNATURE_COMMENT))
         except (ValueError, UnicodeDecodeError):
             sig = None
         if not isinstance(sig, dict):
@@ -184,9 +225,19 @@ class SseRelay:
     def finish(self) -> bytes:
         """End of the provider's stream: flush a trailing partial event; fail when a
         required signature never came."""
-        tail, self.pending = self.pending, b""
+        tail = bytes(self.pending)
+        self.pending.clear()
+        self._scanned = 0
         out = self._event(tail) if tail.strip() else None
         if self.require_signature and not self.verified:
             raise StreamFailure("the provider's stream ended without a valid response "
                                 "signature", "response_signature_missing")
         return out or b""
+
+
+async def _aparse(data: bytes) -> tuple[bool, Any]:
+    """(True, the JSON) or (False, the error ``safejson.loads`` raised), off the loop."""
+    try:
+        return True, await safejson.aloads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        return False, e

@@ -129,7 +129,9 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = safejson.loads(raw)
+        body = await safejson.aloads(raw, unique_keys=True)
+    except safejson.DuplicateKeyError as e:  # the last value must not silently win
+        raise _bad(f"the request body names the key {e.key!r} twice") from None
     except ValueError:  # also nesting deeper than safejson allows
         raise _bad("the request body is not valid JSON") from None
     if not isinstance(body, dict):

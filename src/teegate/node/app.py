@@ -56,6 +56,13 @@ def _completion_id(data: bytes) -> str | None:
     return cid if isinstance(cid, str) and cid else None
 
 
+async def _acompletion_id(data: bytes) -> str | None:
+    """``_completion_id`` with a large document parsed off the event loop."""
+    if len(data) <= safejson.OFFLOAD_BYTES:
+        return _completion_id(data)
+    return await anyio.to_thread.run_sync(_completion_id, data)
+
+
 def signature_comment(signed: SignedText) -> bytes:
     """The SSE comment that carries a stream's signature (one line, then a blank line)."""
     return SIGNATURE_COMMENT + json.dumps(signed.to_json(), separators=(",", ":")).encode() + (
@@ -204,7 +211,7 @@ def create_node_app(
             return _stream_response(state, body, reply, algo, nonce)
         data = reply.body or b""
         mine = state.sign_text(algo, signature_text(body, data, nonce))
-        cid = _completion_id(data) if reply.status < 400 else None
+        cid = await _acompletion_id(data) if reply.status < 400 else None
         if cid is not None:
             state.store.put(cid, {algo: mine})
         headers = {
@@ -275,7 +282,11 @@ async def signed_sse(
     request_hash = hashlib.sha256(request_body).hexdigest()
     suffix = "" if nonce is None else ":" + nonce
     hasher = hashlib.sha256()
-    pending = b""
+    # Linear whatever the engine's chunking: searched only past where the last search
+    # stopped (less the 3 bytes an event end can straddle); consumed events leave the front
+    # of the bytearray in O(1).
+    pending = bytearray()
+    scanned = 0
     cid: str | None = None
     signed_done = False
 
@@ -295,32 +306,33 @@ async def signed_sse(
             pending += chunk
             out: list[bytes] = []
             start = 0
-            for m in _EVENT_END.finditer(pending):
-                event = pending[start : m.end()]
+            for m in _EVENT_END.finditer(pending, max(scanned - 3, 0)):
+                event = bytes(pending[start : m.end()])
                 start = m.end()
                 if _is_done(event):
                     out.append(finish())
                     out.append(event)
-                    out.append(pending[start:])
+                    out.append(bytes(pending[start:]))
                     start = len(pending)
                     break
                 if cid is None and event.startswith(b"data:"):
-                    cid = _completion_id(event[5:].strip())
+                    cid = await _acompletion_id(event[5:].strip())
                 hasher.update(event)
                 out.append(event)
-            pending = pending[start:]
+            del pending[:start]
+            scanned = len(pending)
             if out:
                 yield b"".join(out)
     except UpstreamError as e:
         if signed_done:
             return
         _, err = openai_error(502, str(e), type_="server_error", code="engine_stream_broken")
-        broken = (pending + b"\n\n" if pending else b"") + b"data: " + err + b"\n\n"
+        broken = (bytes(pending) + b"\n\n" if pending else b"") + b"data: " + err + b"\n\n"
         hasher.update(broken)
         yield broken + finish()
         return
     if not signed_done:
-        tail = pending
+        tail = bytes(pending)
         if tail and _is_done(tail):
             yield finish() + tail
         else:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import anyio.to_thread
 import httpx
 
 from teegate import safejson
@@ -158,7 +159,8 @@ class BuiltinEngine:
 
     async def chat(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
         try:
-            plan = _plan(body)
+            plan = _plan(body) if len(body) <= safejson.OFFLOAD_BYTES else (
+                await anyio.to_thread.run_sync(_plan, body))  # off the event loop
         except _BadRequestError as e:
             status, err = openai_error(400, str(e), param=e.param)
             return EngineReply(status, JSON_TYPE, err)

@@ -78,7 +78,7 @@ class OpenAIAdapter:
             text = content[:200].decode("utf-8", "replace")
             raise UpstreamError(f"{self.provider_id}: {what}: HTTP {resp.status_code}: {text}")
         try:
-            data = safejson.loads(content)
+            data = await safejson.aloads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"{self.provider_id}: {what} is not JSON: {e}") from e
         if not isinstance(data, dict):
