@@ -2,8 +2,8 @@
 
 Run: ``.venv/bin/python bench/verify.py``. Floor (issue 2): teegate's TDX verification within
 1.2x of ``dcap_qvl.verify`` alone on the same quote (both timed in this run, interleaved,
-best of several rounds). The SEV-SNP and GPU rows come from ``bench/verify_snp.py`` and
-``bench/verify_gpu.py`` when those scripts are present.
+best of several rounds). The SEV-SNP, GPU and CCEL rows come from ``bench/verify_snp.py``,
+``bench/verify_gpu.py`` and ``bench/verify_ccel.py`` when those scripts are present.
 
 Notes on what is timed: the teegate rows take the collateral as JSON text, the way callers
 hold it; teegate caches the parsed collateral and PCK chain by their exact bytes (collateral
@@ -118,7 +118,7 @@ def main(runs: int = 300) -> None:
     ratio = tdx["teegate verify_quote TDX v4"] / tdx["dcap-qvl verify alone TDX v4"]
     verdict = "OK" if ratio <= FLOOR else "ABOVE FLOOR"
     print(f"{'TDX teegate / dcap-qvl alone (floor 1.2x)':52s} {ratio:7.2f} x   {verdict}")
-    for name in ("verify_snp", "verify_gpu"):
+    for name in ("verify_snp", "verify_gpu", "verify_ccel"):
         rows = _sibling_rows(name)
         if rows:
             print()

@@ -143,3 +143,17 @@ def event_log_text(data: bytes, where: str = "event log") -> str:
         raise EvidenceError(f"{where}: not UTF-8 text (byte {e.start} is "
                             f"0x{data[e.start]:02x}) and not a binary CCEL (TCG2 crypto-agile "
                             "log)") from None
+
+
+def event_log_input(data: bytes, where: str = "event log") -> str | bytes:
+    """An event log file for the verifiers: a binary CCEL is checked here (so a malformed one
+    names its file) and kept binary, which ``parse_event_log`` replays without a JSON round
+    trip; a JSON log is decoded text."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if is_ccel(data):
+        try:
+            parse_ccel(data)
+        except EvidenceError as e:
+            raise EvidenceError(f"{where}: {e}") from None
+        return data
+    return event_log_text(data, where)

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from teegate import safejson
 from teegate.attest.binding import spki_fingerprint
-from teegate.attest.ccel import event_log_text
+from teegate.attest.ccel import ccel_json, event_log_input
 from teegate.attest.detect import EvidenceKind, detect
 from teegate.attest.policy import Policy, load_policy
 from teegate.attest.verdict import Check, Verdict, window
@@ -37,7 +37,7 @@ class _Inputs:
     nonce: bytes | None
     collateral: str | None
     certs: bytes | None
-    event_log: str | None
+    event_log: str | bytes | None  # dstack JSON text, or a binary CCEL
     app_compose: bytes | None
     online: bool
     cache: Path | None
@@ -254,7 +254,8 @@ def _verify_report(raw: bytes, inputs: _Inputs) -> Verdict:
     if not isinstance(report, dict):
         raise EvidenceError("provider report must be a JSON object")
     if inputs.event_log is not None:
-        report = {**report, "event_log": inputs.event_log}
+        log = inputs.event_log
+        report = {**report, "event_log": log if isinstance(log, str) else ccel_json(log)}
     if _is_dstack_quote_response(report):
         # dstack GetQuote / tappd answer: a quote and its event log, but no signing key, so
         # there is nothing to bind; verify it as a quote with its event log.
@@ -525,8 +526,8 @@ def register(app: typer.Typer) -> None:
                 nonce=_parse_nonce(nonce),
                 collateral=_read_collateral(collateral_file) if collateral_file else None,
                 certs=_read(certs, "certificates") if certs else None,
-                event_log=event_log_text(_read(event_log, "event log"),
-                                         f"event log {event_log}") if event_log else None,
+                event_log=event_log_input(_read(event_log, "event log"),
+                                          f"event log {event_log}") if event_log else None,
                 app_compose=_read(app_compose, "app-compose") if app_compose else None,
                 online=online,
                 cache=cache,
