@@ -1,3 +1,4 @@
+import base64
 import contextlib
 import json
 import struct
@@ -24,10 +25,13 @@ def _quote_header(version: int, tee_type: int) -> bytes:
         (bytes([0x11, 0xE0]) + bytes(100), EvidenceKind.GPU_EVIDENCE),
     ],
 )
-def test_binary_and_hex_are_detected(blob: bytes, kind: EvidenceKind) -> None:
+def test_binary_hex_and_base64_are_detected(blob: bytes, kind: EvidenceKind) -> None:
     assert detect(blob) == (kind, blob)
     assert detect(blob.hex().encode() + b"\n") == (kind, blob)
     assert detect(b"0x" + blob.hex().upper().encode()) == (kind, blob)
+    b64 = base64.b64encode(blob)
+    assert detect(b64) == (kind, blob)
+    assert detect(b"\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))) == (kind, blob)
 
 
 def test_json_kinds() -> None:
@@ -35,6 +39,17 @@ def test_json_kinds() -> None:
         EvidenceKind.PROVIDER_REPORT
     )
     assert detect(b' {"nonce": "aa", "evidence_list": []}')[0] is EvidenceKind.NVIDIA_PAYLOAD
+    assert detect(b'{"tdx": {"quote": "BAAC"}}')[0] is EvidenceKind.ITA_EVIDENCE
+    assert detect(b'{"format": "https://tinfoil.sh/predicate/tdx-guest/v2", "body": ""}')[0] \
+        is EvidenceKind.TINFOIL_DOCUMENT
+    assert detect(b'{"report": [72, 67], "vcek": ""}')[0] is EvidenceKind.AZURE_HCL_REPORT
+    assert detect(b"HCLA" + bytes(60))[0] is EvidenceKind.AZURE_HCL_REPORT
+    # GPU evidence alone in a report: its payload, verified as GPU evidence.
+    payload = {"nonce": "aa", "evidence_list": []}
+    assert detect(json.dumps({"nvidia_payload": payload}).encode()) == (
+        EvidenceKind.NVIDIA_PAYLOAD, json.dumps(payload).encode())
+    assert detect(json.dumps({"nvidia_payload": payload, "intel_quote_b64": "BAAC"}).encode()
+                  )[0] is EvidenceKind.PROVIDER_REPORT
 
 
 @pytest.mark.parametrize(
