@@ -95,3 +95,12 @@ def test_supplied_chain_certificates_the_pinned_roots_replaced_are_named() -> No
     assert "ARK-Genoa" in other_ark.detail
     assert "was ignored: the pinned root decided" in other_ark.detail
     assert "SEV-Genoa" in other_ark.detail
+
+
+def test_short_hex_text_is_named_by_its_size() -> None:
+    from teegate.attest.snp_report import load_report
+    from teegate.errors import EvidenceError
+
+    with pytest.raises(EvidenceError, match="at least 1184 bytes"):
+        load_report(HCL[0x20 : 0x20 + 1000].hex().encode())
+    assert load_report(HCL[0x20:].hex().encode()) == HCL[0x20:]

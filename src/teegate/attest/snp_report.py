@@ -33,15 +33,15 @@ def load_report(data: bytes) -> bytes:
     Bytes after the first 1184 are kept (``split_report`` separates them): tools and clouds
     hand out the report followed by data no signature covers, and go-sev-guest and virtee
     read the report from the first 1184 bytes too."""
-    if len(data) >= REPORT_SIZE and not _is_hex(data[:2 * REPORT_SIZE]):
-        return data
-    text = bytes(b for b in data if b not in b" \t\r\n")
-    if text[:2] in (b"0x", b"0X"):
-        text = text[2:]
-    if len(text) >= 2 * REPORT_SIZE and len(text) % 2 == 0 and _is_hex(text):
-        return bytes.fromhex(text.decode())
-    if len(data) >= REPORT_SIZE:
-        return data
+    if not _is_hex(data[: 2 * REPORT_SIZE + 64]):
+        if len(data) >= REPORT_SIZE:
+            return data
+    else:
+        text = bytes(b for b in data if b not in b" \t\r\n")
+        if text[:2] in (b"0x", b"0X"):
+            text = text[2:]
+        if len(text) >= 2 * REPORT_SIZE and len(text) % 2 == 0 and _is_hex(text):
+            return bytes.fromhex(text.decode())
     raise EvidenceError(
         f"SEV-SNP report must be at least {REPORT_SIZE} bytes (or {2 * REPORT_SIZE} hex "
         f"digits); got {len(data)} bytes"
@@ -49,7 +49,7 @@ def load_report(data: bytes) -> bytes:
 
 
 def _is_hex(data: bytes) -> bool:
-    return all(b in _HEXDIGITS or b in b" \t\r\nxX" for b in data)
+    return bool(data) and all(b in _HEXDIGITS or b in b" \t\r\nxX" for b in data)
 
 
 def split_report(raw: bytes) -> tuple[bytes, bytes]:
