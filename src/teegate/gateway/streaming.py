@@ -35,8 +35,9 @@ _EMPTY = re.compile(rb'"(?:' + _NAMES + rb')"\s*:\s*(?:""|null|\[\]|\{\})')  # e
 
 def _has_output(event: bytes, loads: Callable[[bytes, int], Any] | None = None) -> bool:
     """Whether some choice of a chunk carries a non-empty output field. Only parsed when an
-    empty value appears (the first chunk: ``{"role": "assistant", "content": ""}``), so the
-    common chunk costs two regex scans; unparsable is counted (never an undercharge)."""
+    empty value appears (the first chunk: ``{"role": "assistant", "content": ""}``): the
+    common chunk costs two substring tests (compact JSON) or two regex scans; unparsable is
+    counted (never an undercharge)."""
     try:
         obj = loads(event, 5) if loads is not None else safejson.loads(event[5:])
     except (ValueError, UnicodeDecodeError):
@@ -178,8 +179,11 @@ class SseRelay:
         return event
 
     def _data(self, event: bytes) -> bytes | None:
-        if _OUTPUT.search(event) and (not _EMPTY.search(event) or _has_output(event,
-                                                                              self._loads)):
+        # compact JSON with text: two substring tests; anything else: the regexes (and the
+        # parse when a value is empty)
+        text = b'"content":"' in event and b'"content":""' not in event
+        if text or (_OUTPUT.search(event) and (not _EMPTY.search(event)
+                                               or _has_output(event, self._loads))):
             self.content_events += 1
         if b'"error"' in event and not self.error_event:
             try:

@@ -56,7 +56,7 @@ class Tokens:
     unsplit: int = 0
 
 
-def _count(usage: Mapping[str, object], name: str) -> Fraction | None:
+def _count(usage: Mapping[str, object], name: str) -> int | Fraction | None:
     value = usage.get(name)
     if value is None:
         return None
@@ -68,11 +68,11 @@ def _count(usage: Mapping[str, object], name: str) -> Fraction | None:
         raise _UnreadableError
     # Exact, as the JSON text wrote it (a float's shortest repr: 10.9 - 2.9 is then 8, not
     # 8.000000000000002), and rounded up only at the end.
-    return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+    return Fraction(repr(value)) if isinstance(value, float) else value
 
 
 def _family(usage: Mapping[str, object], inp: str, out: str
-            ) -> tuple[Fraction, Fraction, Fraction] | None:
+            ) -> tuple[int | Fraction, int | Fraction, int | Fraction] | None:
     """(input, output, unsplit) of one family of field names, or None when it is absent."""
     i, o, total = _count(usage, inp), _count(usage, out), _count(usage, "total_tokens")
     if inp == "input_tokens" and i is not None:
@@ -87,7 +87,7 @@ def _family(usage: Mapping[str, object], inp: str, out: str
             o = total - i
     if i is None or o is None or i < 0 or o < 0:
         raise _UnreadableError
-    return i, o, max(total - i - o, Fraction(0)) if total is not None else Fraction(0)
+    return i, o, max(total - i - o, 0) if total is not None else 0
 
 
 def read_usage(usage: object) -> Tokens | None:
@@ -100,7 +100,8 @@ def read_usage(usage: object) -> Tokens | None:
             total = _count(usage, "total_tokens")
             if total is None:
                 return None
-            found = [(Fraction(0), Fraction(0), total)]
+            found = [(0, 0, total)]
     except _UnreadableError:
         return None
-    return Tokens(*(math.ceil(max(f[k] for f in found)) for k in range(3)))
+    i, o, x = found[0] if len(found) == 1 else (max(f[k] for f in found) for k in range(3))
+    return Tokens(math.ceil(i), math.ceil(o), math.ceil(x))
