@@ -461,6 +461,7 @@ class Gateway:
         chosen: ProviderRuntime | None = None
         attested: Attested | None = None
         errors: list[str] = []
+        limited: list[list[tuple[bytes, bytes]]] = []  # rate-limit headers of each 429
         capped: dict[str, bytes] = {}  # the bytes sent, per token-limit field name
         sent = forward
         nonce: str | None = None
@@ -488,6 +489,8 @@ class Gateway:
                 errors.append(str(e))
                 continue
             if resp.status_code in _RETRYABLE or resp.status_code in _PROVIDER_AUTH:
+                if resp.status_code == 429:
+                    limited.append(_rate_limit(resp))
                 await resp.aclose()
                 p.health.failure(time.monotonic())
                 self.metrics.failovers.labels(p.id, str(resp.status_code)).inc()
@@ -521,6 +524,14 @@ class Gateway:
             record.served_trust = level.label
             break
         if upstream is None or chosen is None:
+            if limited and len(limited) == len(record.attempts):
+                # Every provider tried is rate-limiting: say so, and when to come back, so
+                # the client waits instead of retrying a 502 at once.
+                record.outcome, record.status = "failed", 429
+                record.error = "; ".join(errors)
+                raise GatewayRefusal(429, "every eligible provider is rate-limiting this "
+                                     "gateway: " + "; ".join(errors), code="rate_limited",
+                                     headers=_soonest(limited))
             record.outcome, record.status = "failed", 502
             record.error = "; ".join(errors)
             raise GatewayRefusal(502, "every eligible provider failed: " + "; ".join(errors),
@@ -561,6 +572,8 @@ class Gateway:
              (b"x-teegate-verdict", (a.digest if a is not None else "none").encode())]
         if a is not None and a.development:
             h.append((b"x-teegate-development", b"true"))
+        h += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers.items()
+              if k.startswith("x-ratelimit-")]  # the provider's budget, as OpenAI sends it
         if self.receipts is not None:
             record.receipt_id = self.receipts.new_id()
             h.append((b"x-teegate-receipt", record.receipt_id.encode()))
@@ -883,10 +896,35 @@ async def _chain(first: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterat
             yield chunk
 
 
+_RATE_HEADERS = ("retry-after", "retry-after-ms")
+
+
+def _rate_limit(resp: Http11Response) -> list[tuple[bytes, bytes]]:
+    """A provider's rate-limit headers: ``Retry-After`` (seconds; an HTTP date is kept as it
+    is) and ``x-ratelimit-*``."""
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+            if k.lower() in _RATE_HEADERS or k.lower().startswith("x-ratelimit-")]
+
+
+def _soonest(limited: list[list[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+    """The headers of the provider that asks for the shortest wait (whole seconds), with a
+    ``Retry-After`` of 1 s when none said."""
+    def wait(h: list[tuple[bytes, bytes]]) -> float:
+        for k, v in h:
+            if k.lower() == b"retry-after" and v.strip().isdigit():
+                return float(v.strip())
+        return float("inf")
+
+    best = min(limited, key=wait)
+    if not any(k.lower() == b"retry-after" for k, _ in best):
+        best = [*best, (b"retry-after", b"1")]
+    return best
+
+
 async def _send_error(send: Send, r: GatewayRefusal) -> None:
     body = r.body()
     headers = [JSON_CT, (b"content-length", str(len(body)).encode()),
-               (b"x-should-retry", b"true" if r.retry else b"false")]
+               (b"x-should-retry", b"true" if r.retry else b"false"), *r.headers]
     if r.receipt_id is not None:
         headers.append((b"x-teegate-receipt", r.receipt_id.encode()))
     await send({"type": "http.response.start", "status": r.status, "headers": headers})
@@ -904,6 +942,8 @@ class GatewayApp:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = _with_request_id(send)
         if scope["type"] == "http" and (problem := framing_problem(scope)) is not None:
             await refuse_framing(send, problem)  # before any route reads a header or body
             return
@@ -923,6 +963,19 @@ class GatewayApp:
                 return
             receive = _replay(body, receive)
         await self.api(scope, receive, send)
+
+
+def _with_request_id(send: Send) -> Send:
+    """``send`` that gives every answer an ``x-request-id`` of its own (as OpenAI's API does),
+    for support requests and logs that must name one call."""
+    rid = (b"x-request-id", b"req_" + secrets.token_hex(12).encode())
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), rid]}
+        await send(message)
+
+    return sending
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -36,8 +36,10 @@ class GatewayRefusal(Exception):  # noqa: N818 - a refusal, not a bug
     """Raised inside request handling; turned into an OpenAI-shaped error response."""
 
     def __init__(self, status: int, message: str, *, code: str, param: str | None = None,
-                 extra: dict[str, Any] | None = None, retry: bool | None = None) -> None:
+                 extra: dict[str, Any] | None = None, retry: bool | None = None,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers or []  # e.g. a provider's Retry-After on a 429
         self.status = status
         self.message = message
         self.code = code
