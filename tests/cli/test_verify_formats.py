@@ -74,6 +74,11 @@ def test_trust_authority_nonce_is_bound() -> None:
     assert ita_checks(td.report_data, ita, None)[0].ok
     other = parse_ita_evidence({"tdx": {**obj["tdx"], "runtime_data": "AAAA"}})
     assert not ita_checks(td.report_data, other, None)[0].ok
+    # Evidence beside the quote that teegate does not read is named, never skipped silently.
+    with_gpu = parse_ita_evidence({**obj, "nvgpu": {"evidence": "…"}})
+    unread = [c for c in ita_checks(td.report_data, with_gpu, None) if c.name == "ita.unread"]
+    assert [c.ok for c in unread] == [False]
+    assert "nvgpu" in unread[0].detail
 
 
 @pytest.mark.parametrize("name", ["hcl-report.bin", "evidence-genoa.json"])

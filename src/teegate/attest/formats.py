@@ -78,6 +78,7 @@ class ItaEvidence:
     nonce_val: bytes | None
     nonce_iat: bytes | None
     event_log: bytes | None
+    unread: tuple[str, ...] = ()  # other evidence beside "tdx" (e.g. "nvgpu")
 
 
 @malformed("the Intel Trust Authority evidence")
@@ -102,7 +103,7 @@ def parse_ita_evidence(obj: Mapping[str, Any]) -> ItaEvidence:
         iat = b64decode(nonce.get("iat"), "'tdx.verifier_nonce.iat'")
     log = tdx.get("event_log")
     event_log = b64decode(log, "'tdx.event_log'") if log else None
-    return ItaEvidence(quote, data, val, iat, event_log)
+    return ItaEvidence(quote, data, val, iat, event_log, tuple(sorted(set(obj) - {"tdx"})))
 
 
 def ita_checks(report_data: bytes, ita: ItaEvidence, nonce: bytes | None) -> list[Check]:
@@ -132,6 +133,11 @@ def ita_checks(report_data: bytes, ita: ItaEvidence, nonce: bytes | None) -> lis
         checks.append(Check("binding.nonce", False,
                             "this quote answers an Intel Trust Authority nonce, not ours: its "
                             "freshness is ITA's to judge (see ita.report_data)"))
+    if ita.unread:
+        checks.append(Check("ita.unread", False,
+                            f"the evidence also carries {', '.join(ita.unread)}, which teegate "
+                            "does not read in this form: nothing in it was verified (verify "
+                            "GPU evidence as an nvidia_payload)"))
     if ita.event_log is not None:
         checks.append(Check("ita.event_log", True,
                             f"{len(ita.event_log)} bytes of event log came with the quote; "
