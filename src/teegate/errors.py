@@ -45,3 +45,7 @@ class UpstreamError(TeegateError):
 
 class LogError(TeegateError):
     """A transparency-log proof, checkpoint or note is malformed or does not verify."""
+
+
+class ChainError(TeegateError):
+    """A contract build, artifact, transaction or on-chain state is not what teegate expects."""
