@@ -143,6 +143,11 @@ def test_durations_must_be_finite(field: str, value: str) -> None:
         parse_config({**_cfg(), **raw})
 
 
+def test_default_max_tokens_is_bounded_like_a_request_limit() -> None:
+    with pytest.raises(ConfigError, match=r"^gateway\.default_max_tokens: at most"):
+        parse_config({**_cfg(), "gateway": {"default_max_tokens": 2**62}})
+
+
 def test_a_currency_the_ledger_does_not_keep_is_refused_at_start_up(tmp_path: Path) -> None:
     """It used to start and then answer every priced call with a 503."""
     from teegate.gateway import create_app

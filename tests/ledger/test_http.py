@@ -259,3 +259,23 @@ async def test_amount_strings_use_the_cli_syntax(client: httpx.AsyncClient,
                           json={"rewards": [{"agent": "bob", "amount": "0.1"}]}, headers=ALICE)
     assert r.status_code == 200, r.text
     assert ledger.balance("bob").available == 100_000
+
+
+async def test_amounts_beyond_the_ledger_maximum_are_400_amount_too_large(
+        client: httpx.AsyncClient, ledger: Ledger) -> None:
+    """On PostgreSQL this was a raw 'bigint out of range'; on SQLite a float balance."""
+    from teegate.ledger.model import MAX_AMOUNT
+
+    for amount in (2**62, 2**63, str(2**62), f"{2**62}.5"):
+        r = await client.post("/v1/wallets/alice/deposits", json={"amount": amount},
+                              headers=OPERATOR)
+        assert r.status_code == 400, r.text
+    r = await client.post("/v1/wallets/alice/deposits", json={"amount": MAX_AMOUNT},
+                          headers=OPERATOR)
+    assert r.status_code == 201
+    r = await client.post("/v1/wallets/bob/deposits", json={"amount": 1}, headers=OPERATOR)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "amount_too_large"
+    assert r.headers["x-should-retry"] == "false"
+    assert ledger.balance("alice").available == MAX_AMOUNT
+    assert_consistent(ledger)

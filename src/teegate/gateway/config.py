@@ -17,7 +17,7 @@ from typing import Any
 from teegate import paths
 from teegate.attest.policy import Policy, load_policy
 from teegate.errors import ConfigError, TeegateError
-from teegate.ledger.model import DEFAULT_CURRENCIES
+from teegate.ledger.model import DEFAULT_CURRENCIES, MAX_AMOUNT
 from teegate.ledger.pricing import Price
 from teegate.providers.registry import Platform, get_platform
 from teegate.routing.trust import TrustLevel, parse_trust
@@ -317,6 +317,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
             raise ConfigError(f"gateway.{name}: must be a finite number > 0, not {value}")
         return value
 
+    default_max_tokens = num("default_max_tokens", 4096)
+    if default_max_tokens > MAX_AMOUNT:  # as a request's own max_tokens (a 400 there)
+        raise ConfigError(f"gateway.default_max_tokens: at most {MAX_AMOUNT}")
     currency = None
     if "currency" in gw:
         currency = _want(gw["currency"], str, "gateway.currency")
@@ -338,7 +341,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         state_poll_s=float(num("state_poll_seconds", 1.0, (int, float))),
         ledger_expire_s=float(num("ledger_expire_seconds", 60, (int, float))),
         hold_s=float(num("hold_seconds", 600, (int, float))),
-        default_max_tokens=num("default_max_tokens", 4096),
+        default_max_tokens=default_max_tokens,
         replay_window_s=num("replay_window_seconds", 300),
         currency=currency,
         log_origin=_want(gw.get("log_origin", "teegate.local/log"), str, "gateway.log_origin"),
