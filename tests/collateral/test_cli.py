@@ -172,3 +172,25 @@ def test_verify_online_with_a_policy_requiring_the_crl_fails_closed_without_it(
     assert r.exit_code == 2, r.output  # the KDS has no CRL for it: no verdict, not a pass
     assert "/vcek/v1/Turin/crl" in r.stdout
     assert state.count("/vcek/v1/Turin/crl") >= 1
+
+
+@pytest.mark.parametrize("wrap", ["base64", "ita", "tinfoil"])
+def test_fetch_for_a_wrapped_quote(server: tuple[str, VendorState], tmp_path: Path,
+                                   wrap: str) -> None:
+    """A quote inside the wrappers users have (Azure base64, GCP's ITA JSON, a Tinfoil
+    document) gets the same collateral as the bare quote."""
+    import base64
+
+    url, _ = server
+    b64 = base64.b64encode(TDX.read_bytes()).decode()
+    body = {"base64": b64,
+            "ita": json.dumps({"tdx": {"quote": b64, "runtime_data": None}}),
+            "tinfoil": json.dumps({"format": "https://tinfoil.sh/predicate/tdx-guest/v1",
+                                   "body": b64})}[wrap]
+    f = tmp_path / "evidence"
+    f.write_text(body)
+    r = runner.invoke(app, ["collateral", "fetch", str(f), "--pccs-url", url, "--no-cache",
+                            "--now", str(TDX_NOW - 60)])
+    assert r.exit_code == 0, r.output
+    assert dcap_qvl.verify(TDX.read_bytes(), dcap_qvl.QuoteCollateralV3.from_json(r.stdout),
+                           TDX_NOW).status == "UpToDate"

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 
 from teegate import safejson
 from teegate.errors import CollateralError, EvidenceError, TeegateError
+
+if TYPE_CHECKING:
+    from teegate.attest.detect import EvidenceKind
 
 _err = Console(stderr=True)
 
@@ -50,6 +53,29 @@ def _when(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _unwrap(kind: EvidenceKind, raw: bytes) -> tuple[EvidenceKind, bytes]:
+    """The quote or report inside ITA evidence, a Tinfoil document or an Azure HCL report."""
+    from teegate.attest import formats
+    from teegate.attest.detect import EvidenceKind, detect
+
+    if kind is EvidenceKind.ITA_EVIDENCE:
+        return detect(formats.parse_ita_evidence(safejson.loads(raw)).quote)
+    if kind is EvidenceKind.TINFOIL_DOCUMENT:
+        return detect(formats.parse_tinfoil_document(safejson.loads(raw)).body)
+    if kind is EvidenceKind.AZURE_HCL_REPORT:
+        if raw.lstrip().startswith(b"{"):
+            obj = safejson.loads(raw)
+            try:
+                raw = bytes(obj["report"])
+            except (TypeError, ValueError, KeyError):
+                raise EvidenceError("Azure vTPM evidence: 'report' must be a list of bytes") \
+                    from None
+        hcl = formats.parse_hcl_report(raw)
+        if hcl.tee == "sev-snp":
+            return EvidenceKind.SNP_REPORT, hcl.hw_report
+    return kind, raw
+
+
 def _fetch(data: bytes, *, pccs_url: str | None, kds_url: str | None, cache_dir: Path | None,
            now: int | None, product: str | None) -> tuple[str, bytes]:
     """(kind, payload) for one piece of evidence."""
@@ -64,12 +90,13 @@ def _fetch(data: bytes, *, pccs_url: str | None, kds_url: str | None, cache_dir:
             raise EvidenceError(f"provider report is not JSON: {e}") from e
         if not isinstance(report, dict):
             raise EvidenceError("provider report must be a JSON object")
-        inner = next((report[k] for k in ("intel_quote", "quote", "snp_report")
-                      if report.get(k) is not None), None)
+        inner = next((report[k] for k in ("intel_quote", "quote", "intel_quote_b64",
+                                          "snp_report") if report.get(k) is not None), None)
         if not isinstance(inner, str):
             raise EvidenceError("provider report has no intel_quote or snp_report (hex) to "
                                 "fetch collateral for")
         kind, raw = detect(inner.encode())
+    kind, raw = _unwrap(kind, raw)
     if kind in (EvidenceKind.TDX_QUOTE, EvidenceKind.SGX_QUOTE):
         text = coll.fetch_tdx_collateral_sync(raw, pccs_url=pccs_url, cache_dir=cache_dir,
                                               now=now)
