@@ -65,7 +65,8 @@ def _completion(model: bytes) -> bytes:
             b'"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}')
 
 
-def _stream(model: bytes, usage: bool) -> bytes:
+def _stream(model: bytes, usage: bool) -> list[bytes]:
+    """A 20-event completion stream, one HTTP chunk per SSE event, then the last chunk."""
     head = (b'{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,'
             b'"model":"' + model + b'","choices":[')
     events = []
@@ -77,11 +78,12 @@ def _stream(model: bytes, usage: bool) -> bytes:
         events.append(b"data: " + head + b'],"usage":{"prompt_tokens":5,"completion_tokens":20,'
                       b'"total_tokens":25}}\n\n')
     events.append(b"data: [DONE]\n\n")
-    body = b"".join(events)
-    return b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    return [b"%x\r\n" % len(e) + e + b"\r\n" for e in events] + [b"0\r\n\r\n"]
 
 
 class _MockProtocol(asyncio.Protocol):
+    per_event = True  # write each SSE event on its own (``--stream-writes``)
+
     def connection_made(self, transport: Any) -> None:
         self.t = transport
         self.buf = b""
@@ -113,17 +115,27 @@ class _MockProtocol(asyncio.Protocol):
                 q1 = body.find(b'"', body.find(b":", j) + 1)
                 model = body[q1 + 1:body.find(b'"', q1 + 1)]
             if b'"stream":true' in body or b'"stream": true' in body:
-                self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                             b"transfer-encoding: chunked\r\n\r\n"
-                             + _stream(model, b"include_usage" in body))
+                chunks = _stream(model, b"include_usage" in body)
+                head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                        b"transfer-encoding: chunked\r\n\r\n")
+                if not self.per_event:
+                    self.t.write(head + b"".join(chunks))
+                    continue
+                # As an engine does: each event written on its own, one loop turn apart.
+                self.t.write(head)
+                loop = asyncio.get_running_loop()
+                for chunk in chunks:
+                    loop.call_soon(self.t.write, chunk)
             else:
                 out = _completion(model)
                 self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\n\r\n" % len(out) + out)
 
 
-def run_mock(port: int) -> None:
+def run_mock(port: int, per_event: bool) -> None:
     import uvloop
+
+    _MockProtocol.per_event = per_event
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -573,6 +585,9 @@ def main() -> None:
     ap.add_argument("--no-portkey", action="store_true")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--python-load", action="store_true", help="the asyncio loader, not wrk")
+    ap.add_argument("--stream-writes", choices=("event", "one"), default="event",
+                    help="the mock writes each SSE event on its own (as engines do) or the "
+                    "whole stream at once")
     # internal: the mock upstream and the Python load generator run as this script.
     ap.add_argument("--mock", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
@@ -582,7 +597,7 @@ def main() -> None:
     ap.add_argument("--conc", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mock:
-        run_mock(args.mock)
+        run_mock(args.mock, args.stream_writes == "event")
         return
     if args.load:
         run_python_load(args)
@@ -598,7 +613,8 @@ def main() -> None:
         mock_port, node_port = free_port(), free_port()
         mock = f"http://{HOST}:{mock_port}"
         node = f"http://{HOST}:{node_port}"
-        background.append(spawn([PY, __file__, "--mock", str(mock_port)], others))
+        background.append(spawn([PY, __file__, "--mock", str(mock_port), "--stream-writes",
+                                 args.stream_writes], others))
         teegate = shutil.which("teegate", path=str(Path(PY).parent)) or "teegate"
         background.append(spawn([teegate, "node", "--engine", "builtin", "--tee", "dev-tdx",
                                  "--port", str(node_port)], others,
@@ -610,7 +626,10 @@ def main() -> None:
         print("load generator: " + (f"wrk ({wrk})" if wrk else
               "the asyncio load generator (install the Debian package wrk for wrk: the "
               "asyncio one measures the fastest paths slower than they are)"))
-        print(f"{args.secs:g} s per figure after a {args.warmup:g} s warm-up per mode\n")
+        print(f"{args.secs:g} s per figure after a {args.warmup:g} s warm-up per mode; the "
+              "mock writes " + ("each of a stream's 22 SSE events on its own" if
+                                args.stream_writes == "event" else "a whole stream at once")
+              + "\n")
         print(f"{'target':34} {'route':8} {'mode':6} {'c':>3} {'req/s':>9} {'p50 ms':>8} "
               f"{'p99 ms':>8} {'CPU ms/req':>10} {'n':>7}")
         direct = [Gateway("direct upstream", mock, [], None, {"plain": "mock-model"}),
