@@ -3,10 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from teegate.cli import app
+from teegate.serving import ServerLimits
 
 runner = CliRunner()
 
@@ -53,13 +55,36 @@ def test_dev_tee_prints_banner_and_serves(dev_pki: Path, monkeypatch: pytest.Mon
     def fake_run(asgi: Any, **kw: Any) -> None:
         served.update(kw, app=asgi)
 
-    monkeypatch.setattr("uvicorn.run", fake_run)
+    monkeypatch.setattr("teegate.serving.run", fake_run)
     res = runner.invoke(app, ["node", "--tee", "dev-snp", "--pki-dir", str(dev_pki),
                               "--port", "9123", "--gpus", "1"])
     assert res.exit_code == 0, res.output
     assert "NOT CONFIDENTIAL" in res.output
     assert served["port"] == 9123
     assert served["host"] == "127.0.0.1"
+    assert served["limits"] == ServerLimits()  # head/body deadlines, keep-alive, a cap
+
+
+def test_connection_limits_and_body_limit_are_options(dev_pki: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    served: dict[str, Any] = {}
+    monkeypatch.setattr("teegate.serving.run", lambda asgi, **kw: served.update(kw, app=asgi))
+    res = runner.invoke(app, ["node", "--tee", "dev-tdx", "--pki-dir", str(dev_pki),
+                              "--header-timeout", "2", "--body-timeout", "3",
+                              "--keep-alive", "4", "--max-connections", "50",
+                              "--max-body-bytes", "1000"])
+    assert res.exit_code == 0, res.output
+    assert served["limits"] == ServerLimits(2, 3, 4, 50)
+    from tests.node.serve import serve
+
+    with serve(served["app"]) as url:
+        r = httpx.post(url + "/v1/chat/completions", content=b"x" * 1001)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+    bad = runner.invoke(app, ["node", "--tee", "dev-tdx", "--pki-dir", str(dev_pki),
+                              "--body-timeout", "0"])
+    assert bad.exit_code == 2
+    assert "--body-timeout" in bad.output
 
 
 def test_dev_tee_banner_says_how_to_verify(dev_pki: Path, monkeypatch: pytest.MonkeyPatch
@@ -74,7 +99,7 @@ def test_dev_tee_banner_says_how_to_verify(dev_pki: Path, monkeypatch: pytest.Mo
     from tests.node.serve import serve
 
     served: dict[str, Any] = {}
-    monkeypatch.setattr("uvicorn.run", lambda asgi, **kw: served.update(kw, app=asgi))
+    monkeypatch.setattr("teegate.serving.run", lambda asgi, **kw: served.update(kw, app=asgi))
     res = runner.invoke(app, ["node", "--tee", "dev-tdx", "--pki-dir", str(dev_pki),
                               "--port", "9124"], terminal_width=400)
     assert res.exit_code == 0, res.output

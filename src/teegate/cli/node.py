@@ -23,7 +23,7 @@ _err = Console(stderr=True)
 def build_node(
     *, engine: str, tee: str, gpus: int, pki_dir: Path | None = None,
     configfs_root: Path | None = None, dstack_endpoint: str | None = None,
-    engine_api_key: str | None = None,
+    engine_api_key: str | None = None, max_body: int | None = None,
 ) -> Any:
     """The node ASGI app for these options; raises ConfigError for impossible combinations."""
     from teegate.errors import ConfigError
@@ -54,7 +54,12 @@ def build_node(
         eng = HttpEngine(engine, api_key=engine_api_key)
     else:
         raise ConfigError(f"--engine must be 'builtin' or an http(s) URL, not {engine!r}")
-    return create_node_app(source, eng, gpus=gpus, gpu=gpu), source
+    from teegate.node.app import MAX_BODY
+
+    if max_body is not None and max_body < 1:
+        raise ConfigError("--max-body-bytes must be at least 1")
+    return create_node_app(source, eng, gpus=gpus, gpu=gpu,
+                           max_body=max_body or MAX_BODY), source
 
 
 def register(app: typer.Typer) -> None:
@@ -79,14 +84,27 @@ def register(app: typer.Typer) -> None:
         engine_api_key: Annotated[str | None, typer.Option(
             "--engine-api-key", envvar="TEEGATE_ENGINE_API_KEY",
             help="Bearer token for the engine.")] = None,
+        max_body_bytes: Annotated[int, typer.Option(
+            "--max-body-bytes", help="Request body limit (413 above it).")] = 8 << 20,
+        header_timeout: Annotated[float, typer.Option(
+            "--header-timeout", help="Seconds for a request's head to arrive.")] = 10.0,
+        body_timeout: Annotated[float, typer.Option(
+            "--body-timeout", help="Seconds for its body to arrive after the head.")] = 30.0,
+        keep_alive: Annotated[float, typer.Option(
+            "--keep-alive", help="Seconds an idle connection is kept between requests.")
+        ] = 5.0,
+        max_connections: Annotated[int, typer.Option(
+            "--max-connections", help="Open connections at most (the longest-idle one is "
+            "closed for a newcomer; 503 when every one is busy).")] = 1024,
     ) -> None:
         """Run the enclave-side node: attestation report, response signatures, OpenAI API."""
         try:
             asgi, source = build_node(
                 engine=engine, tee=tee, gpus=gpus, pki_dir=pki_dir,
                 configfs_root=configfs_root, dstack_endpoint=dstack_endpoint,
-                engine_api_key=engine_api_key,
+                engine_api_key=engine_api_key, max_body=max_body_bytes,
             )
+            limits = _limits(header_timeout, body_timeout, keep_alive, max_connections)
         except TeegateError as e:
             _err.print(f"[red]teegate node:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
@@ -112,6 +130,22 @@ def register(app: typer.Typer) -> None:
                        soft_wrap=True, markup=False, highlight=False)
         _err.print(f"teegate node: evidence from {source.name}, engine {engine}, "
                    f"listening on {url}", soft_wrap=True, markup=False, highlight=False)
-        import uvicorn
+        from teegate import serving
 
-        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+        serving.run(asgi, limits=limits, host=host, port=port, log_level="warning",
+                    access_log=False)
+
+
+def _limits(header: float, body: float, keep_alive: float, connections: int) -> Any:
+    """The node's connection limits (``teegate.serving``); ConfigError naming the option."""
+    from teegate.errors import ConfigError
+    from teegate.serving import ServerLimits
+
+    try:
+        return ServerLimits(header_timeout=header, body_timeout=body,
+                            keep_alive_timeout=keep_alive, max_connections=connections)
+    except ValueError as e:
+        field = str(e).split(" ", 1)[0]
+        option = {"header_timeout": "--header-timeout", "body_timeout": "--body-timeout",
+                  "keep_alive_timeout": "--keep-alive"}.get(field, "--max-connections")
+        raise ConfigError(f"{option}: {e}") from None

@@ -42,8 +42,7 @@ def register(app: typer.Typer) -> None:
                                              "they share its database)")] = 1,
     ) -> None:
         """Run the OpenAI-compatible gateway with enclave routing."""
-        import uvicorn
-
+        from teegate import serving
         from teegate.gateway import GatewayStore, factory, load_config
         from teegate.gateway import embedded as emb
 
@@ -87,13 +86,14 @@ def register(app: typer.Typer) -> None:
                 node.stop()
             raise _fail(str(e)) from None
         try:
+            # head/body deadlines, idle keep-alive and a connection cap (teegate.serving)
             if asgi is None:  # several processes sharing the configuration and database
-                uvicorn.run("teegate.gateway.factory:app_from_env", factory=True,
-                            workers=workers, host=listen_host, port=listen_port,
-                            http="httptools", loop="uvloop", access_log=False,
+                serving.run("teegate.gateway.factory:app_from_env", limits=cfg.limits,
+                            factory=True, workers=workers, host=listen_host,
+                            port=listen_port, loop="uvloop", access_log=False,
                             log_level=log_level.lower(), timeout_graceful_shutdown=5)
             else:
-                uvicorn.run(asgi, host=listen_host, port=listen_port, http="httptools",
+                serving.run(asgi, limits=cfg.limits, host=listen_host, port=listen_port,
                             loop="uvloop", access_log=False, log_level=log_level.lower(),
                             timeout_graceful_shutdown=5)
         finally:

@@ -21,6 +21,7 @@ from teegate.ledger.model import DEFAULT_CURRENCIES, MAX_AMOUNT
 from teegate.ledger.pricing import Price
 from teegate.providers.registry import Platform, get_platform
 from teegate.routing.trust import TrustLevel, parse_trust
+from teegate.serving import ServerLimits
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class GatewayConfig:
     ledger: bool = True  # hold / settle every call in the ledger (wallets, conversations)
     ledger_durability: str = "full"  # SQLite: "full" survives power loss, "normal" a crash
     embedded: bool = False  # the no-config embedded default (development node)
+    # connections: head/body deadlines, idle keep-alive, cap (teegate.serving)
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -245,7 +248,9 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "cooldown_seconds",
                    "allowed_fails", "state_poll_seconds", "default_max_tokens", "currency",
                    "log_origin", "receipts", "ledger", "ledger_durability",
-                   "ledger_expire_seconds", "hold_seconds", "replay_window_seconds"}
+                   "ledger_expire_seconds", "hold_seconds", "replay_window_seconds",
+                   "header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds",
+                   "max_connections"}
 
 
 def _durability(value: Any) -> str:
@@ -348,6 +353,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         receipts=_want(gw.get("receipts", True), bool, "gateway.receipts"),
         ledger=_want(gw.get("ledger", True), bool, "gateway.ledger"),
         ledger_durability=_durability(gw.get("ledger_durability", "full")),
+        limits=ServerLimits(
+            header_timeout=float(num("header_timeout_seconds", 10, (int, float))),
+            body_timeout=float(num("body_timeout_seconds", 30, (int, float))),
+            keep_alive_timeout=float(num("keep_alive_seconds", 5, (int, float))),
+            max_connections=num("max_connections", 1024)),
     )
 
 
@@ -379,6 +389,11 @@ default_trust = "standard"            # standard < tee < attested < attested+gpu
 prefer = "price"                      # among eligible providers: "price" or "latency"
 # max_body_bytes = 4194304            # a request body
 # max_response_bytes = 67108864       # a provider's answer; larger ones are a failed call
+# header_timeout_seconds = 10        # a request's head must arrive within this (else 408)
+# body_timeout_seconds = 30          # and its body within this after the head
+# keep_alive_seconds = 5             # an idle connection between requests is closed
+# max_connections = 1024             # per process; at the cap the longest-idle one is
+#                                    # closed, or the newcomer gets 503 when all are busy
 # quarantine_seconds = 300            # after a failed response signature or rejected evidence
 # replay_window_seconds = 300         # NEAR-style signed answers: created within this of
 #                                     # the call, and accepted once (replay protection)

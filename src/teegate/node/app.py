@@ -141,11 +141,38 @@ def build_report(
     return report
 
 
+MAX_BODY = 8 << 20
+"""Default request body limit: above the gateway's 4 MiB default with room for the fields it
+adds (an output cap, ``stream_options``), so a gateway's accepted call is never refused."""
+
+
+class _TooLarge(Exception):  # noqa: N818 - an outcome
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (``_TooLarge``) past ``limit`` bytes: by Content-Length before a
+    byte is read, else as soon as the bytes received pass it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise _TooLarge
+        parts.append(part)
+    return b"".join(parts)
+
+
 def create_node_app(
     source: QuoteSource, engine: Engine, *, keys: NodeKeys | None = None,
     store: SignatureStore | None = None, gpus: int = 0, gpu: Any = None,
+    max_body: int = MAX_BODY,
 ) -> Starlette:
-    """The node as an ASGI app. ``gpu`` is a ``teegate.sim.DevGpu`` when ``gpus`` > 0."""
+    """The node as an ASGI app. ``gpu`` is a ``teegate.sim.DevGpu`` when ``gpus`` > 0;
+    request bodies above ``max_body`` bytes are a 413."""
     state = NodeState(source, engine, keys or NodeKeys(), store or SignatureStore(), gpus, gpu)
 
     async def report(request: Request) -> Response:
@@ -202,7 +229,11 @@ def create_node_app(
             nonce = parse_call_nonce(request.headers.get(NONCE_HEADER))
         except ValueError as e:
             return _error(400, str(e), param=NONCE_HEADER)
-        body = await request.body()
+        try:
+            body = await _read_body(request, max_body)
+        except _TooLarge:
+            return _error(413, f"request body exceeds the limit of {max_body} bytes",
+                          code="request_too_large")
         try:
             reply = await state.engine.chat(body, request.headers)
         except UpstreamError as e:
