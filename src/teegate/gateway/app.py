@@ -801,7 +801,12 @@ class Gateway:
             return None  # an error answer produced nothing billable
         if record.outcome in ("disconnected", "failed"):  # cut short: what was produced
             return price.cost(record.prompt_estimate, record.content_events)
-        return -1  # a complete stream without usage: charge the hold's worst case
+        # a complete answer without usage: charge the hold's worst case, and say so
+        log.warning("%s: a %s answer without usage; charged the hold's worst case", p.id,
+                    "streamed" if record.stream else "plain")
+        record.error = record.error or "the provider reported no usage; charged the hold's " \
+            "worst case"
+        return -1
 
     async def _endpoint_signature(self, p: ProviderRuntime, record: CallRecord) -> None:
         """NEAR AI / RedPill: fetch ``/v1/signature/{id}`` just after delivery and check it;
