@@ -122,3 +122,18 @@ def test_a_caller_key_cannot_take_a_key_the_ledger_derives(ledger: Ledger, clock
         assert ledger.close_conversation(c.id).refunded == (300 if released else 260)
     assert ledger.conversation(c.id).state != "open"
     assert_consistent(ledger)
+
+
+def test_a_key_stored_before_the_namespace_still_replays_its_request(ledger: Ledger) -> None:
+    """A retry that spans the upgrade moves money once; another request under such an old
+    key (here: the key a close derives) is not this caller's and goes ahead."""
+    d = ledger.deposit("alice", 1000, key="topup-1")
+    c = ledger.open_conversation("alice", 100, key="open-1")
+    ledger.backend.run(lambda tx: tx.exec(
+        "UPDATE tl_operations SET key = SUBSTR(key, 5) WHERE SUBSTR(key, 1, 4) = 'key:'"))
+    assert ledger.deposit("alice", 1000, key="topup-1") == d
+    assert ledger.open_conversation("alice", 100, key="open-1") == c
+    ledger.close_conversation(c.id)
+    ledger.deposit("alice", 5, key=f"close:{c.id}")
+    assert ledger.balance("alice").available == 1005
+    assert_consistent(ledger)

@@ -76,6 +76,8 @@ CALLER_KEYS = "key:"
 (``close:<conversation>``, ``settle:<hold>``, ``hold:<hold>``, ...) live outside it, so no
 caller key can take one (a CLI ``--key close:<id>`` once blocked closing that conversation for
 good: the close was answered with the first operation's result, or refused as a conflict)."""
+# operations whose first result is rebuilt from its stored JSON alone (not from the key)
+_REPLAYABLE_FROM_JSON = frozenset({"deposit", "withdraw", "open_conversation", "hold", "reward"})
 MAX_KEY = 1000  # a caller key plus the scope an edge adds (teegate.ledger.http: ~600 at most)
 
 
@@ -278,8 +280,19 @@ class Ledger:
             return True, decode(tx, json.loads(row[1]) if row[1] else None)
 
         check_first = self.backend.check_first and not fresh and not guarded
+        # A caller's key stored before callers had a namespace of their own: a retry that
+        # spans the upgrade still replays (exact same request only; anything else under
+        # that old key is not this caller's, so it is ignored, never a conflict).
+        legacy = (key[len(CALLER_KEYS):] if key.startswith(CALLER_KEYS) and not fresh
+                  and kind in _REPLAYABLE_FROM_JSON else None)
 
         def fn(tx: Tx) -> R:
+            if legacy is not None:
+                old = tx.one("SELECT params, result FROM tl_operations WHERE key = ?",
+                             (legacy,))
+                if old is not None and old[0] == pj:
+                    replayed: R = decode(tx, json.loads(old[1]) if old[1] else None)
+                    return replayed
             if check_first:
                 done, prev = replay(tx)
                 if done:
