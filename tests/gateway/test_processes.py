@@ -32,6 +32,7 @@ PG_URL = os.environ.get("TEEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 # answer (5 words): every call's worst-case hold equals its cost, so exactly deposit // cost
 # calls can succeed however the 64 race.
 PRICE = Price(input=0, output=1_000_000)
+PROC_ADMIN = "admin-proc-" + "0123456789abcdef" * 2  # the admin key needs 32+ characters
 BODY = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hello there"}]}
 CALLS = 64
 
@@ -52,7 +53,7 @@ class Gateway:
         self.proc = subprocess.Popen(
             [str(EXE), "serve", "--config", str(config), "--port", str(self.port),
              "--log-level", "warning"],
-            env={**os.environ, "TEEGATE_HOME": str(home), "TG_PROC_ADMIN": "admin-proc"},
+            env={**os.environ, "TEEGATE_HOME": str(home), "TG_PROC_ADMIN": PROC_ADMIN},
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:

@@ -41,6 +41,7 @@ from teegate.gateway.metrics import Metrics
 from teegate.gateway.replay import created_time, expires_at, freshness_problem, response_key
 from teegate.gateway.store import GatewayStore
 from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.gateway.throttle import AuthThrottle
 from teegate.ledger.accounting import FREE
 from teegate.ledger.model import MAX_AMOUNT
 from teegate.ledger.pricing import Price
@@ -105,6 +106,7 @@ class Gateway:
         self.accounting = accounting
         self.receipts = receipts
         self.keys = KeyCache(store, config.admin_key)
+        self.throttle = AuthThrottle(config.auth_fail_limit, config.auth_fail_window_s)
         self.providers: list[ProviderRuntime] = []
         for pc in config.providers:
             adapter = OpenAIAdapter(pc.id, pc.platform, pc.base_url, api_key=pc.api_key,
@@ -195,17 +197,31 @@ class Gateway:
 
     # ------------------------------------------------------------------ helpers
 
-    async def authenticate(self, authorization: str | None) -> Agent:
+    async def authenticate(self, authorization: str | None, client: str | None = None
+                           ) -> Agent:
         key = bearer(authorization)
         if key is None:
             raise GatewayRefusal(401, "missing API key: send 'Authorization: Bearer <key>'",
                                  code="invalid_api_key")
+        self.check_throttle(client)
         agent = self.keys.cached(key)
         if agent is None:
             agent = await anyio.to_thread.run_sync(self.keys.lookup, key)
+        if agent is None:
+            self.throttle.failed(client)
         if agent is None or agent.kind != "agent":
             raise GatewayRefusal(401, "invalid API key", code="invalid_api_key")
         return agent
+
+    def check_throttle(self, client: str | None) -> None:
+        """429 while ``client`` has used up its failed authentications: before its key is
+        checked, the right key included (teegate.gateway.throttle)."""
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            raise GatewayRefusal(
+                429, f"too many failed authentications from this address; retry in {wait} s",
+                code="too_many_failed_authentications", retry=False,
+                headers=[(b"retry-after", str(wait).encode())])
 
     def candidates(self, model: str, now: float) -> list[Candidate]:
         out = []
@@ -246,7 +262,9 @@ class Gateway:
         counted = False  # _serve records (and counts) every call it sees
         try:
             auth = hdrs.get(b"authorization")
-            agent = await self.authenticate(auth.decode("latin-1") if auth else None)
+            client = scope.get("client")
+            agent = await self.authenticate(auth.decode("latin-1") if auth else None,
+                                            client[0] if client else None)
             body = await self._read_body(receive, hdrs.get(b"content-length"))
             counted = True
             await self._serve(agent, body, hdrs, send, receive, t0)
@@ -1085,14 +1103,20 @@ def create_app(
                   openapi_url=None)
     api.state.gateway = gw
 
+    def client(request: Request) -> str | None:
+        return request.client.host if request.client is not None else None
+
     async def principal(request: Request) -> Principal:
         key = bearer(request.headers.get("authorization"))
+        if key is not None:
+            gw.check_throttle(client(request))
         if key is not None and gw.keys.is_admin(key):
             return Principal("operator", "operator", frozenset())
         if key is not None:
             agent = gw.keys.cached(key) or await anyio.to_thread.run_sync(gw.keys.lookup, key)
             if agent is not None:
                 return gw.keys.principal(agent)
+            gw.throttle.failed(client(request))
         from fastapi import HTTPException
 
         raise HTTPException(401, detail="invalid API key")
@@ -1102,6 +1126,13 @@ def create_app(
     @api.exception_handler(401)
     async def _unauth(request: Request, exc: Exception) -> JSONResponse:
         return _json_error(401, "invalid API key", "invalid_api_key")
+
+    @api.exception_handler(GatewayRefusal)
+    async def _refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayRefusal)
+        headers = {k.decode(): v.decode() for k, v in exc.headers}
+        return Response(exc.body(), exc.status, media_type="application/json", headers={
+            "x-should-retry": "true" if exc.retry else "false", **headers})
 
     @api.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -1174,7 +1205,12 @@ def create_app(
     def _admin(request: Request) -> None:
         from fastapi import HTTPException
 
-        if not gw.keys.is_admin(bearer(request.headers.get("authorization"))):
+        key = bearer(request.headers.get("authorization"))
+        if key is not None:
+            gw.check_throttle(client(request))
+        if not gw.keys.is_admin(key):
+            if key is not None:  # any other key on an admin route is a failed admin login
+                gw.throttle.failed(client(request))
             raise HTTPException(401, detail="admin key required")
 
     @api.post("/admin/agents")

@@ -95,6 +95,10 @@ class GatewayConfig:
     embedded: bool = False  # the no-config embedded default (development node)
     # connections: head/body deadlines, idle keep-alive, cap (teegate.serving)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    # Failed authentications per client address: this many at once, forgiven at this many
+    # per window (teegate.gateway.throttle); then 429 with Retry-After.
+    auth_fail_limit: int = 20
+    auth_fail_window_s: float = 60.0
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -115,6 +119,23 @@ def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     if extra:
         raise ConfigError(f"{where}.{extra[0]}: unknown field "
                           f"(allowed: {', '.join(sorted(allowed))})")
+
+
+MIN_ADMIN_KEY = 32  # characters; `openssl rand -hex 32` gives 64
+
+
+def _admin_key(env_name: Any) -> str | None:
+    """The admin key from its environment variable: unset is "admin API disabled"; a short or
+    repetitive one stops start-up (it opens every wallet and receipt)."""
+    key = _secret(env_name, "gateway.admin_key_env", required=False)
+    if key is None:
+        return None
+    if len(key) < MIN_ADMIN_KEY or len(set(key)) < 8:
+        raise ConfigError(
+            f"gateway.admin_key_env: the admin key in ${env_name} has {len(key)} characters "
+            f"({len(set(key))} distinct); use at least {MIN_ADMIN_KEY} random ones, e.g. "
+            "`openssl rand -hex 32`")
+    return key
 
 
 def _secret(env_name: Any, where: str, *, required: bool) -> str | None:
@@ -250,7 +271,8 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "log_origin", "receipts", "ledger", "ledger_durability",
                    "ledger_expire_seconds", "hold_seconds", "replay_window_seconds",
                    "header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds",
-                   "max_connections"}
+                   "max_connections", "auth_fail_limit",
+                   "auth_fail_window_seconds"}
 
 
 def _durability(value: Any) -> str:
@@ -296,8 +318,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
                "gateway.database_url")
     if not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("gateway.database_url: use sqlite:///PATH or postgresql://...")
-    admin = (_secret(gw["admin_key_env"], "gateway.admin_key_env", required=False)
-             if "admin_key_env" in gw else None)
+    admin = _admin_key(gw["admin_key_env"]) if "admin_key_env" in gw else None
     prefer = _want(gw.get("prefer", "price"), str, "gateway.prefer")
     if prefer not in ("price", "latency"):
         raise ConfigError("gateway.prefer: 'price' or 'latency'")
@@ -358,6 +379,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
             body_timeout=float(num("body_timeout_seconds", 30, (int, float))),
             keep_alive_timeout=float(num("keep_alive_seconds", 5, (int, float))),
             max_connections=num("max_connections", 1024)),
+        auth_fail_limit=num("auth_fail_limit", 20),
+        auth_fail_window_s=float(num("auth_fail_window_seconds", 60, (int, float))),
     )
 
 
@@ -384,7 +407,8 @@ STARTER = '''\
 listen = "127.0.0.1:8080"
 # database_url = "postgresql://teegate@db/teegate"  # default: teegate.db in data_dir
 # data_dir = "~/.teegate"
-admin_key_env = "TEEGATE_ADMIN_KEY"   # protects /admin/*; unset = admin API disabled
+admin_key_env = "TEEGATE_ADMIN_KEY"   # protects /admin/*; unset = admin API disabled;
+#                                     # at least 32 characters (openssl rand -hex 32)
 default_trust = "standard"            # standard < tee < attested < attested+gpu
 prefer = "price"                      # among eligible providers: "price" or "latency"
 # max_body_bytes = 4194304            # a request body
@@ -399,6 +423,8 @@ prefer = "price"                      # among eligible providers: "price" or "la
 #                                     # the call, and accepted once (replay protection)
 # cooldown_seconds = 30               # after allowed_fails consecutive upstream failures
 # allowed_fails = 3
+# auth_fail_limit = 20                # failed key checks per client address at once, then
+# auth_fail_window_seconds = 60       # 429 + Retry-After; this many forgiven per window
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)

@@ -2,8 +2,9 @@
 
 One status and ``code`` per refusal class (docs/gateway.md): 400 invalid_request, 401
 invalid_api_key, 402 insufficient_funds, 403 trust_level_unmet, 404 model_not_found, 413
-request_too_large, 502 upstream_error / response_signature_invalid, 503
-no_provider_available. Refusals a retry cannot fix carry ``x-should-retry: false``."""
+request_too_large, 429 too_many_failed_authentications, 502 upstream_error /
+response_signature_invalid, 503 no_provider_available. Refusals a retry cannot fix carry
+``x-should-retry: false``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class GatewayRefusal(Exception):  # noqa: N818 - a refusal, not a bug
         self.extra = extra
         self.retry = should_retry(status) if retry is None else retry
         self.receipt_id: str | None = None
+        self.headers = headers or []  # e.g. Retry-After
 
     def body(self) -> bytes:
         return error_body(self.status, self.message, code=self.code, param=self.param,
