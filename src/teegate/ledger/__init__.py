@@ -51,6 +51,7 @@ from teegate.ledger.core import (
     GROUPS,
     HOLD_TTL,
     REVENUE_SHARDS,
+    AgentDirectory,
     Ledger,
     open_ledger,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "GROUPS",
     "HOLD_TTL",
     "REVENUE_SHARDS",
+    "AgentDirectory",
     "CheckReport",
     "Conflict",
     "Conversation",
