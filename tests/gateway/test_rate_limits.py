@@ -88,4 +88,13 @@ def test_request_ids_are_unique_on_every_route(gw: Gw) -> None:
     ids.add(httpx.get(gw.url + "/models", headers={
         "authorization": f"Bearer {gw.key}"}).headers["x-request-id"])
     ids.add(httpx.get(gw.url.removesuffix("/v1") + "/healthz").headers["x-request-id"])
-    assert len(ids) == 5
+    refused = httpx.post(gw.url + "/chat/completions", json={}, headers={
+        "authorization": "Bearer tgk_nobody"})
+    assert refused.status_code == 401
+    ids.add(refused.headers["x-request-id"])
+    streamed = httpx.post(gw.url + "/chat/completions", json={
+        "model": "mix", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"authorization": f"Bearer {gw.key}"})
+    ids.add(streamed.headers["x-request-id"])
+    assert len(ids) == 7
+    assert all(i.startswith("req_") and len(i) == 28 for i in ids)

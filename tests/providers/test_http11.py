@@ -123,3 +123,36 @@ async def test_a_body_at_the_limit_is_read() -> None:
     finally:
         await pool.aclose()
         server.close()
+
+
+async def test_a_silent_body_times_out_and_a_slow_steady_one_does_not() -> None:
+    """The read timeout bounds each silence, not the whole body."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        slow = b"slow" in head
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(6 if slow else 1):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        if slow:
+            writer.write(b"0\r\n\r\n")
+        else:
+            await asyncio.sleep(5)  # silent for longer than the timeout
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        pool = Http11Pool(url, timeout=0.3)
+        r = await pool.post("/slow", b"{}")
+        assert await _read(r.aiter_raw()) == b"x" * 6  # 0.6 s in all, never 0.3 s silent
+        r = await pool.post("/silent", b"{}")
+        t = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamError, match=r"TimeoutError: nothing for 0.3 s"):
+            await _read(r.aiter_raw())
+        assert asyncio.get_running_loop().time() - t < 2
+        await pool.aclose()
+    finally:
+        server.close()

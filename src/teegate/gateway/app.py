@@ -583,7 +583,7 @@ class Gateway:
     def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
                           upstream: Http11Response) -> list[tuple[bytes, bytes]]:
         ct = upstream.headers.get("content-type", "application/json")
-        h = [(b"content-type", ct.encode("latin-1")),
+        h = [(b"content-type", ct.encode("latin-1")), _request_id(),
              (b"x-teegate-provider", p.id.encode()),
              (b"x-teegate-platform", p.config.platform.name.encode()),
              (b"x-teegate-trust", (record.served_trust or "").encode()),
@@ -947,7 +947,8 @@ def _soonest(limited: list[list[tuple[bytes, bytes]]]) -> list[tuple[bytes, byte
 async def _send_error(send: Send, r: GatewayRefusal) -> None:
     body = r.body()
     headers = [JSON_CT, (b"content-length", str(len(body)).encode()),
-               (b"x-should-retry", b"true" if r.retry else b"false"), *r.headers]
+               (b"x-should-retry", b"true" if r.retry else b"false"), _request_id(),
+               *r.headers]
     if r.receipt_id is not None:
         headers.append((b"x-teegate-receipt", r.receipt_id.encode()))
     await send({"type": "http.response.start", "status": r.status, "headers": headers})
@@ -965,14 +966,15 @@ class GatewayApp:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            send = _with_request_id(send)
         if scope["type"] == "http" and (problem := framing_problem(scope)) is not None:
-            await refuse_framing(send, problem)  # before any route reads a header or body
+            # before any route reads a header or body
+            await refuse_framing(_with_request_id(send), problem)
             return
         if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
-            await self.gateway.chat(scope, receive, send)
+            await self.gateway.chat(scope, receive, send)  # its answers name their own id
             return
+        if scope["type"] == "http":
+            send = _with_request_id(send)
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             # The other routes take small JSON bodies: read them here, under the same
             # max_body_bytes as chat, so no route buffers an unbounded body.
@@ -988,10 +990,16 @@ class GatewayApp:
         await self.api(scope, receive, send)
 
 
+def _request_id() -> tuple[bytes, bytes]:
+    """An ``x-request-id`` of its own for every answer (as OpenAI's API sends), for support
+    requests and logs that must name one call."""
+    return b"x-request-id", b"req_" + secrets.token_hex(12).encode()
+
+
 def _with_request_id(send: Send) -> Send:
-    """``send`` that gives every answer an ``x-request-id`` of its own (as OpenAI's API does),
-    for support requests and logs that must name one call."""
-    rid = (b"x-request-id", b"req_" + secrets.token_hex(12).encode())
+    """``send`` that adds ``x-request-id`` (the chat path adds it itself: no extra await per
+    streamed event)."""
+    rid = _request_id()
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -38,6 +38,37 @@ class _Conn:
         self.writer.close()
 
 
+class _Silence:
+    """Aborts a connection whose peer sent nothing for ``timeout`` seconds while a body is
+    read. One timer per ``timeout`` of stream instead of an ``asyncio.timeout`` per read:
+    that cost about an eighth of a streamed call's CPU (a timer armed and cancelled for each
+    of its events). A read marks progress with ``touch()``, which only reads the clock."""
+
+    __slots__ = ("_handle", "_loop", "_transport", "fired", "last", "timeout")
+
+    def __init__(self, transport: asyncio.WriteTransport, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self.timeout = timeout
+        self.fired = False
+        self.last = self._loop.time()
+        self._handle = self._loop.call_at(self.last + timeout, self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        due = self.last + self.timeout
+        if self._loop.time() < due:  # bytes came meanwhile: wait for the rest of the gap
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.fired = True
+        self._transport.abort()  # the pending read ends; the caller reports the timeout
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class Http11Response:
     """Status and headers at once; the body read on demand (``aread`` or ``aiter_raw``).
 
@@ -63,26 +94,24 @@ class Http11Response:
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives (de-chunked, otherwise exact bytes). ``timeout`` bounds each
-        read, never the whole body (a long stream is fine while bytes keep coming)."""
+        silence, never the whole body (a long stream is fine while bytes keep coming)."""
         reader = self._conn.reader
-        t = self._timeout
         budget = self._max_body  # a provider cannot make the gateway buffer without bound
+        silence = _Silence(self._conn.writer.transport, self._timeout)
         try:
             if self._chunked:
                 while True:
-                    async with asyncio.timeout(t):
-                        line = await reader.readuntil(b"\r\n")
+                    line = await reader.readuntil(b"\r\n")
                     size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                     if size == 0:
-                        async with asyncio.timeout(t):
-                            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                                pass  # trailers
+                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                            silence.touch()  # trailers
                         break
                     budget -= size
                     if budget < 0:
                         raise ValueError(f"the body exceeds {self._max_body} bytes")
-                    async with asyncio.timeout(t):
-                        data = await reader.readexactly(size + 2)
+                    data = await reader.readexactly(size + 2)
+                    silence.touch()
                     yield data[:-2]
             elif self._length is not None:
                 if self._length > budget:
@@ -90,18 +119,20 @@ class Http11Response:
                                      f"{self._max_body} bytes")
                 left = self._length
                 while left > 0:
-                    async with asyncio.timeout(t):
-                        data = await reader.read(min(left, 1 << 16))
+                    data = await reader.read(min(left, 1 << 16))
                     if not data:
                         raise asyncio.IncompleteReadError(b"", left)
+                    silence.touch()
                     left -= len(data)
                     yield data
             else:
                 while True:
-                    async with asyncio.timeout(t):
-                        data = await reader.read(1 << 16)
+                    data = await reader.read(1 << 16)
                     if not data:
+                        if silence.fired:
+                            raise TimeoutError
                         break
+                    silence.touch()
                     budget -= len(data)
                     if budget < 0:
                         raise ValueError(f"the body exceeds {self._max_body} bytes")
@@ -109,7 +140,11 @@ class Http11Response:
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError) as e:
             self._release(False)
-            raise UpstreamError(f"upstream response broken: {type(e).__name__}: {e}") from None
+            why = (f"TimeoutError: nothing for {self._timeout:g} s" if silence.fired
+                   else f"{type(e).__name__}: {e}")
+            raise UpstreamError(f"upstream response broken: {why}") from None
+        finally:
+            silence.cancel()
         self._release(self._keep)
 
     async def aread(self) -> bytes:
