@@ -65,3 +65,14 @@ def test_check_sums_a_lifetime_of_transfers_above_2_63(make_ledger: LedgerFactor
     assert report.ok, report.problems
     assert report.transfers >= 2 * rounds
     assert report.minted == {"USD": 0}
+
+
+@pytest.mark.parametrize("before", [2**63, 2**70, -1])
+def test_a_history_cursor_beyond_64_bits_is_a_ledger_error(ledger: Ledger, before: int) -> None:
+    """SQLite's driver raised OverflowError (a traceback from ``teegate wallet history``)."""
+    from teegate.errors import LedgerError
+
+    ledger.deposit("alice", 5)
+    with pytest.raises(LedgerError, match="before must be a transfer seq"):
+        ledger.transfers("alice", before=before)
+    assert [t.amount for t in ledger.transfers("alice", before=2**63 - 1)] == [5]

@@ -185,3 +185,9 @@ def test_keys_are_1_to_200_characters_and_cannot_block_a_close(db: str) -> None:
     code, out = run("conversation", "close", conv, "--db", db)
     assert code == 0, out
     assert "returned 0.500000 USD" in out
+
+
+def test_a_history_cursor_beyond_64_bits_is_a_usage_error(db: str) -> None:
+    code, out = run("wallet", "history", "alice", "--db", db, "--before", str(2**70))
+    assert code == 2, out
+    assert "before must be a transfer seq" in out

@@ -766,7 +766,11 @@ class Ledger:
             raise LedgerError("limit must be 1..1000")
         cur = self.currency(currency).code
         wallet, _ = self.wallet_account(agent, cur)
-        cursor = before if before is not None else 2**62
+        if before is not None and (isinstance(before, bool) or not isinstance(before, int)
+                                   or not 0 <= before < 2**63):
+            # beyond a 64-bit seq SQLite's driver overflows and PostgreSQL compares numerics
+            raise LedgerError(f"before must be a transfer seq 0..{2**63 - 1}")
+        cursor = before if before is not None else 2**63 - 1
         rows = self.backend.read(lambda tx: tx.all(
             f"SELECT {_TRANSFER_COLS} FROM tl_transfers WHERE seq < ? AND currency = ? AND "
             "(agent = ? OR debit = ?) ORDER BY seq DESC LIMIT ?",
