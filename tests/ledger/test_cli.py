@@ -191,3 +191,15 @@ def test_a_history_cursor_beyond_64_bits_is_a_usage_error(db: str) -> None:
     code, out = run("wallet", "history", "alice", "--db", db, "--before", str(2**70))
     assert code == 2, out
     assert "before must be a transfer seq" in out
+
+
+@pytest.mark.parametrize("opts", [["--currency", "EUR"], ["--decimals", "2"],
+                                  ["--currency", "EUR", "--decimals", "2"]])
+def test_only_the_currency_the_gateway_keeps(db: str, opts: list[str]) -> None:
+    """``--decimals 2`` read 1.5 as 150 micro-dollars; ``--currency EUR`` filled accounts
+    that no gateway charges."""
+    code, out = run("wallet", "deposit", "alice", "1.5", "--db", db, *opts)
+    assert code == 2, out
+    assert "keeps USD with 6 decimals" in out.replace("\n", "")
+    assert run("wallet", "deposit", "alice", "1.5", "--db", db, "--currency", "USD",
+               "--decimals", "6")[0] == 0

@@ -95,6 +95,17 @@ def _check_key(key: str | None) -> str | None:
     return key
 
 
+def _kept(currency: str, decimals: int) -> None:
+    """Only a currency the gateway's ledger keeps, with its decimals: ``--currency EUR``
+    would fill accounts no gateway charges, ``--decimals 2`` read ``1.5`` as 150 micro-units."""
+    from teegate.ledger import DEFAULT_CURRENCIES
+
+    kept = {c.code: c.decimals for c in DEFAULT_CURRENCIES}
+    if kept.get(currency) != decimals:
+        raise _Usage(f"--currency {currency} --decimals {decimals}: the gateway's ledger keeps "
+                     + ", ".join(f"{k} with {v} decimals" for k, v in kept.items()))
+
+
 def _existing(url: str) -> str:
     """A SQLite file must exist: a mistyped ``--db`` would otherwise create an empty
     database and report zeros (and a deposit there would reach no gateway)."""
@@ -117,6 +128,7 @@ def _run(db: str | None, currency: str, decimals: int, fn: Callable[..., T]) -> 
     from teegate.ledger import Currency, open_ledger
 
     try:
+        _kept(currency, decimals)
         url = _existing(database_url(db))
         store = GatewayStore(url)
         try:
