@@ -279,3 +279,24 @@ async def test_amounts_beyond_the_ledger_maximum_are_400_amount_too_large(
     assert r.headers["x-should-retry"] == "false"
     assert ledger.balance("alice").available == MAX_AMOUNT
     assert_consistent(ledger)
+
+
+async def test_a_reward_in_a_currency_the_ledger_does_not_keep_is_400(ledger: Ledger) -> None:
+    """It was an unhandled LedgerError (a 500) before the route looked at any leg."""
+    from teegate.ledger import open_ledger
+
+    ledger.deposit("alice", 500, currency="EUR")
+    c = ledger.open_conversation("alice", 100, currency="EUR")
+    usd_only = open_ledger(ledger.backend.url, schema=getattr(ledger.backend, "schema", None))
+    app = FastAPI()
+    app.include_router(wallet_router(usd_only, principal))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://ledger.test") as client:
+            r = await client.post(f"/v1/conversations/{c.id}/rewards", headers=ALICE,
+                                  json={"rewards": [{"agent": "bob", "amount": 5}]})
+    finally:
+        usd_only.close()
+    assert r.status_code == 400, r.text
+    assert "does not keep" in r.json()["error"]["message"]
+    assert ledger.balance("bob", "EUR").available == 0

@@ -251,10 +251,14 @@ def wallet_router(ledger: Ledger, principal_dependency: Callable[..., Any]) -> A
         if not isinstance(legs_raw, list) or not legs_raw:
             raise _bad("rewards must be a non-empty list of {agent, amount}", "rewards")
         legs: list[tuple[str, int]] = []
+        kept = ledger.currencies.get(c.currency)
+        if kept is None:  # a conversation opened under another configuration
+            raise _bad(f"conversation {cid} is in {c.currency}, which this gateway's ledger "
+                       "does not keep", "currency")
         for leg in legs_raw:
             if not isinstance(leg, dict) or not isinstance(leg.get("agent"), str):
                 raise _bad("each reward needs an agent and an amount", "rewards")
-            amount = _amount_field(leg, "amount", ledger.currency(c.currency).decimals)
+            amount = _amount_field(leg, "amount", kept.decimals)
             legs.append((leg["agent"], amount))
         key = _key(request, p, f"reward:{cid}")
         memo = _str_field(body, "memo")
