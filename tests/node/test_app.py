@@ -357,3 +357,30 @@ def test_one_byte_chunks_of_a_large_event_are_signed_in_linear_time() -> None:
     assert rest == b"data: [DONE]\n\n"
     assert sig["text"] == signature_text(b"{}", big)
     assert state.store.get("c1", "ecdsa") is not None
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_above_the_limit_is_refused_without_reading_it_all(framing: str) -> None:
+    """Issue 11: one unauthenticated 200 MiB request used to cost the node 200 MiB, kept."""
+    import socket
+
+    app = create_node_app(_NoTee(), BuiltinEngine(), keys=NodeKeys(), max_body=1 << 20)
+    with serve(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            if framing == "content-length":  # declared: refused before a byte is read
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                          b"content-length: 209715200\r\n\r\n{")
+            else:  # undeclared: refused once the bytes pass the limit, not at the end
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                          b"transfer-encoding: chunked\r\n\r\n")
+                piece = b"x" * (256 << 10)
+                for _ in range(6):  # 1.5 MiB of a body that would go on
+                    s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            s.settimeout(5)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                data = s.recv(65536)
+                assert data, "closed without an answer"
+                got += data
+    assert got.startswith(b"HTTP/1.1 413 "), got[:200]

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from teegate import safejson
@@ -961,9 +961,27 @@ async def _send_error(send: Send, r: GatewayRefusal) -> None:
 class GatewayApp:
     """ASGI entry point: chat completions on the lean path, everything else via FastAPI."""
 
-    def __init__(self, gateway: Gateway, api: FastAPI) -> None:
+    def __init__(self, gateway: Gateway, api: FastAPI,
+                 principal: Callable[[Request], Awaitable[Principal]] | None = None) -> None:
         self.gateway = gateway
         self.api = api
+        self.principal = principal
+
+    async def _authorized(self, scope: Scope) -> bool:
+        """Whether a write request's key may reach its route: the admin key for ``/admin/``,
+        any valid key (operator, owner, agent) elsewhere. Checked from the headers alone,
+        before a byte of the body is read, so an unauthenticated upload costs nothing; the
+        route checks what the key may do once the body is read."""
+        if self.principal is None:
+            return True
+        request = Request(scope)
+        if scope["path"].startswith("/admin/"):
+            return self.gateway.keys.is_admin(bearer(request.headers.get("authorization")))
+        try:
+            await self.principal(request)
+        except HTTPException:
+            return False
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (problem := framing_problem(scope)) is not None:
@@ -977,7 +995,12 @@ class GatewayApp:
             send = _with_request_id(send)
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             # The other routes take small JSON bodies: read them here, under the same
-            # max_body_bytes as chat, so no route buffers an unbounded body.
+            # max_body_bytes as chat, so no route buffers an unbounded body; and only for a
+            # caller whose key may reach the route (chat authenticates first too).
+            if not await self._authorized(scope):
+                await _send_error(send, GatewayRefusal(401, "invalid API key",
+                                                       code="invalid_api_key"))
+                return
             try:
                 body = await self.gateway._read_body(
                     receive, dict(scope["headers"]).get(b"content-length"))
@@ -1282,4 +1305,4 @@ def create_app(
                                            evidence_lookup=store.get_evidence))
     if extra_routers is not None:
         extra_routers(api, gw)
-    return GatewayApp(gw, api)
+    return GatewayApp(gw, api, principal)
