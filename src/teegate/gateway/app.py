@@ -962,26 +962,24 @@ class GatewayApp:
     """ASGI entry point: chat completions on the lean path, everything else via FastAPI."""
 
     def __init__(self, gateway: Gateway, api: FastAPI,
-                 principal: Callable[[Request], Awaitable[Principal]] | None = None) -> None:
+                 authorize: Callable[[Request], Awaitable[None]] | None = None) -> None:
         self.gateway = gateway
         self.api = api
-        self.principal = principal
+        self.authorize = authorize
 
-    async def _authorized(self, scope: Scope) -> bool:
-        """Whether a write request's key may reach its route: the admin key for ``/admin/``,
-        any valid key (operator, owner, agent) elsewhere. Checked from the headers alone,
-        before a byte of the body is read, so an unauthenticated upload costs nothing; the
-        route checks what the key may do once the body is read."""
-        if self.principal is None:
-            return True
-        request = Request(scope)
-        if scope["path"].startswith("/admin/"):
-            return self.gateway.keys.is_admin(bearer(request.headers.get("authorization")))
+    async def _refusal(self, scope: Scope) -> GatewayRefusal | None:
+        """Why a write request's key may not reach its route (None: it may): checked from
+        the headers alone, before a byte of the body is read, so an unauthenticated upload
+        costs nothing; the route checks what the key may do once the body is read."""
+        if self.authorize is None:
+            return None
         try:
-            await self.principal(request)
+            await self.authorize(Request(scope))
         except HTTPException:
-            return False
-        return True
+            return GatewayRefusal(401, "invalid API key", code="invalid_api_key")
+        except GatewayRefusal as r:  # e.g. too many failed authentications (429)
+            return r
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (problem := framing_problem(scope)) is not None:
@@ -997,9 +995,8 @@ class GatewayApp:
             # The other routes take small JSON bodies: read them here, under the same
             # max_body_bytes as chat, so no route buffers an unbounded body; and only for a
             # caller whose key may reach the route (chat authenticates first too).
-            if not await self._authorized(scope):
-                await _send_error(send, GatewayRefusal(401, "invalid API key",
-                                                       code="invalid_api_key"))
+            if (refused := await self._refusal(scope)) is not None:
+                await _send_error(send, refused)
                 return
             try:
                 body = await self.gateway._read_body(
@@ -1244,6 +1241,14 @@ def create_app(
                 gw.throttle.failed(client(request))
             raise HTTPException(401, detail="admin key required")
 
+    async def authorize_write(request: Request) -> None:
+        """The key check every write passes before its body is read (``GatewayApp``): the
+        admin key on ``/admin/``, any valid key elsewhere."""
+        if request.url.path.startswith("/admin/"):
+            _admin(request)
+        else:
+            await principal(request)
+
     @api.post("/admin/agents")
     async def create_agent(request: Request) -> Response:
         _admin(request)
@@ -1305,4 +1310,4 @@ def create_app(
                                            evidence_lookup=store.get_evidence))
     if extra_routers is not None:
         extra_routers(api, gw)
-    return GatewayApp(gw, api, principal)
+    return GatewayApp(gw, api, authorize_write)
