@@ -4,6 +4,8 @@ stops while a delivered call still waits for its provider's response signature."
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import httpx
 import openai
@@ -14,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from teegate.ledger import Ledger
-from tests.gateway.conftest import GatewayFactory
+from tests.gateway.conftest import GatewayFactory, wait
 from tests.gateway.loopback import Server, serving
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -47,6 +49,9 @@ def _stalling_signatures(target: str) -> Starlette:
 
 def test_stopping_while_a_signature_is_fetched_still_settles_the_hold(
         ledger: Ledger, make_gateway: GatewayFactory, node_a: Server) -> None:
+    """The signature is fetched before the answer's last byte (the receipt records it): a
+    stop while the fetch hangs cuts the answer off, still settles the hold and still writes
+    the receipt, with the signature 'not checked'."""
     with serving(_stalling_signatures(node_a.url)) as proxy:
         gw = make_gateway([
             {"id": "near", "platform": "tee-near-ai", "base_url": proxy.url + "/v1",
@@ -57,16 +62,30 @@ def test_stopping_while_a_signature_is_fetched_still_settles_the_hold(
         assert agent is not None
         ledger.deposit(agent.id, 1_000_000)
         client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
-        r = client.chat.completions.with_raw_response.create(
-            model="shared-model", messages=MSG, max_tokens=20,
-            extra_headers={"X-Teegate-Trust": "attested"})
-        usage = r.parse().usage
-        assert usage is not None
-        assert ledger.balance(agent.id).held > 0  # waiting for the signature
+        errors: list[Exception] = []
+
+        def call() -> None:
+            try:
+                client.chat.completions.create(
+                    model="shared-model", messages=MSG, max_tokens=20,
+                    extra_headers={"X-Teegate-Trust": "attested"})
+            except Exception as e:
+                errors.append(e)
+
+        t = threading.Thread(target=call)
+        t.start()
+        wait(lambda: ledger.balance(agent.id).held > 0)  # waiting for the signature
+        time.sleep(0.3)
+        assert t.is_alive()  # the answer is not complete before its receipt is
         gw.server.stop()  # graceful shutdown cancels the signature fetch
+        t.join(10)
+        assert errors  # cut off, not delivered as complete
         balance = ledger.balance(agent.id)
         assert balance.held == 0
-        assert balance.available == 1_000_000 - usage.prompt_tokens - usage.completion_tokens
+        spent = ledger.spend(agent.id)
+        assert len(spent) == 1
+        assert spent[0].amount == spent[0].prompt_tokens + spent[0].completion_tokens > 0
+        assert balance.available == 1_000_000 - spent[0].amount
         assert ledger.check().ok
 
 

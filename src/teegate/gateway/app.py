@@ -10,14 +10,13 @@ receipt routers) is a FastAPI app behind it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import json
 import logging
-import queue
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -71,6 +70,7 @@ _SIG_HEADERS = ("x-teegate-signature", "x-teegate-signing-address", "x-teegate-s
                 "x-teegate-text")
 _NONCE_LINE = NONCE_HEADER.encode() + b": "
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_RECEIPT_HEADERS = frozenset({b"x-teegate-receipt", b"x-receipt-id"})
 # The provider refused the gateway's own credentials: the operator's problem, not the
 # agent's; relayed as-is, the SDK would tell the agent its teegate key is wrong.
 _PROVIDER_AUTH = frozenset({401, 403})
@@ -90,6 +90,12 @@ class _Disconnected(Exception):  # noqa: N818 - an outcome
 
 class _ClientGone(Exception):  # noqa: N818 - an outcome
     pass
+
+
+class _ReceiptLost(Exception):  # noqa: N818 - an outcome
+    """A streamed answer whose receipt could not be committed: the connection is dropped
+    before the last byte, so the client sees an incomplete answer, not a receipt id that
+    does not exist."""
 
 
 class Gateway:
@@ -129,10 +135,8 @@ class Gateway:
         self._renewer: asyncio.Task[None] | None = None
         # Holds of calls not settled yet: renewed so a long call outlives its first expiry.
         self._running_holds: set[str] = set()
-        self._settler: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
-        self._settle_thread = threading.Thread(target=self._settle_worker, daemon=True,
-                                               name="teegate-settle")
-        self._settle_thread.start()
+        # Settlements and receipts run here; their commits are shared (group commit).
+        self._pool = concurrent.futures.ThreadPoolExecutor(64, "teegate-conclude")
 
     # ------------------------------------------------------------------ life cycle
 
@@ -163,8 +167,7 @@ class Gateway:
         await self.manager.stop()
         for p in self.providers:
             await p.adapter.aclose()
-        self._settler.put(None)  # settle what is queued, then stop
-        await anyio.to_thread.run_sync(self._settle_thread.join, 30.0)
+        self._pool.shutdown(wait=True)
         for close in self.closers:
             try:
                 close()
@@ -273,6 +276,9 @@ class Gateway:
                 self.metrics.requests.labels("", "refused").inc()
             await _send_error(send, r)
         except _Disconnected:
+            return
+        except _ReceiptLost as e:  # the response is left incomplete on purpose
+            log.error("chat: %s; the answer was cut off before its end", e)
             return
         except Exception:  # a bug or a failing store: an OpenAI-shaped 500, no traceback out
             log.exception("chat: unexpected error")
@@ -401,8 +407,9 @@ class Gateway:
                              status=r.status, outcome="refused", error=r.message,
                              returned_sha256=_sha(r.body()))
             if self.receipts is not None:
-                bad.receipt_id = r.receipt_id = self.receipts.new_id()
-            self._finish(bad, t0)
+                bad.receipt_id = self.receipts.new_id()
+            await self._finish(bad, t0)
+            r.receipt_id = bad.receipt_id if bad.receipt_committed else None
             raise
         record = CallRecord(agent.id, model, required.label, time.time(), _sha(body),
                             conversation=conv.decode("latin-1") if conv else None, stream=stream)
@@ -419,16 +426,22 @@ class Gateway:
             record.returned_sha256 = _sha(r.body())
             if self.receipts is not None:
                 record.receipt_id = record.receipt_id or self.receipts.new_id()
-                r.receipt_id = record.receipt_id
+            await self._finish(record, t0)
+            r.receipt_id = record.receipt_id if record.receipt_committed else None
             raise
         finally:
-            self._finish(record, t0)
+            await self._finish(record, t0)  # a no-op when concluded above
 
     async def _serve_record(self, record: CallRecord, req: dict[str, Any], model: str,
                             stream: bool, required: TrustLevel, forward: bytes, inject: bool,
                             body: bytes, send: Send, receive: Receive,
                             extra_headers: bytes = b"", limit: int = 0,
                             uncapped: bool = False) -> CallRecord:
+        stuck = self.receipts.stuck if self.receipts is not None else None
+        if stuck is not None:  # fail closed: no call without a receipt the log can take
+            record.outcome, record.status = "refused", 503
+            raise GatewayRefusal(503, f"the receipt log cannot append ({stuck}); calls are "
+                                 "refused until it can", code="log_unavailable")
         if model not in self.by_model:
             record.outcome, record.status = "refused", 404
             raise GatewayRefusal(404, f"the model {model!r} does not exist or no provider "
@@ -594,7 +607,8 @@ class Gateway:
               if k.startswith("x-ratelimit-")]  # the provider's budget, as OpenAI sends it
         if self.receipts is not None:
             record.receipt_id = self.receipts.new_id()
-            h.append((b"x-teegate-receipt", record.receipt_id.encode()))
+            rid = record.receipt_id.encode()
+            h += [(b"x-teegate-receipt", rid), (b"x-receipt-id", rid)]  # the second: ACI's
         return h
 
     async def _relay_plain(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
@@ -632,13 +646,17 @@ class Gateway:
                 obj = await safejson.aloads(data)
                 usage = obj.get("usage")
                 record.usage = usage if isinstance(usage, dict) else None
-                if a is not None and mode == "endpoint" and isinstance(obj.get("id"), str):
-                    record.signature_check = "pending"
+                if isinstance(obj.get("id"), str):  # the receipt's (ACI) chat_id
                     record.chat_id = obj["id"]
                     record.created = obj.get("created")
+                    if a is not None and mode == "endpoint":
+                        record.signature_check = "pending"
             record.outcome = "success"
         else:
             record.outcome = "failed"
+        record.returned_sha256 = _sha(data)
+        if not await self._conclude(record):  # nothing sent yet: settle, commit the receipt
+            headers = [h for h in headers if h[0] not in _RECEIPT_HEADERS]
         headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code,
                     "headers": headers})
@@ -668,6 +686,17 @@ class Gateway:
         gone = asyncio.ensure_future(receive())
         returned = hashlib.sha256()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # The last byte sent so far is held back: it goes out only after the call's receipt
+        # is committed, so no client sees the end of an answer whose receipt may not exist.
+        held = b""
+
+        async def emit(out: bytes) -> None:
+            nonlocal held
+            returned.update(out)
+            await send({"type": "http.response.body", "body": held + out[:-1],
+                        "more_body": True})
+            held = out[-1:]
+
         try:
             try:
                 async for chunk in _chain(first, body_iter):
@@ -675,13 +704,10 @@ class Gateway:
                         raise _ClientGone
                     out = await relay.afeed(chunk)
                     if out:
-                        returned.update(out)
-                        await send({"type": "http.response.body", "body": out,
-                                    "more_body": True})
+                        await emit(out)
                 tail = relay.finish()
                 if tail:
-                    returned.update(tail)
-                    await send({"type": "http.response.body", "body": tail, "more_body": True})
+                    await emit(tail)
                 record.outcome = "failed" if relay.error_event else "success"
                 if relay.error_event:
                     record.error = "the provider sent an error event mid-stream"
@@ -693,101 +719,147 @@ class Gateway:
                 record.signature_check = f"failed: {e}"
                 err = GatewayRefusal(502, f"{p.id}: {e}; the end of the stream was withheld",
                                      code=e.code)
-                returned.update(err.sse_event())
-                await send({"type": "http.response.body", "body": err.sse_event(),
-                            "more_body": True})
+                await emit(err.sse_event())
             except UpstreamError as e:
                 record.outcome, record.error = "failed", f"stream broken: {e}"
                 err = GatewayRefusal(502, f"{p.id}: stream broken: {e}", code="upstream_error")
-                returned.update(err.sse_event())
-                await send({"type": "http.response.body", "body": err.sse_event(),
-                            "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await emit(err.sse_event())
+            await upstream.aclose()
+            self._stream_facts(p, a, record, relay, returned)
+            if not await self._conclude(record):
+                # the client has the receipt id (a header): cut the answer off visibly
+                raise _ReceiptLost(f"receipt {record.receipt_id} could not be committed")
+            await send({"type": "http.response.body", "body": held, "more_body": False})
         except (OSError, _ClientGone):  # the client went away
-            record.outcome = "disconnected"
+            if not record.concluded:
+                record.outcome = "disconnected"
         finally:
             gone.cancel()
             await upstream.aclose()
-            record.usage = relay.usage
-            record.response_sha256 = relay.hasher.hexdigest()
-            record.returned_sha256 = returned.hexdigest()
-            record.content_events = relay.content_events
-            if a is not None and p.config.platform.signatures == "endpoint" and relay.chat_id:
+            if not record.concluded:
+                self._stream_facts(p, a, record, relay, returned)
+
+    @staticmethod
+    def _stream_facts(p: ProviderRuntime, a: Attested | None, record: CallRecord,
+                      relay: SseRelay, returned: Any) -> None:
+        record.usage = relay.usage
+        record.response_sha256 = relay.hasher.hexdigest()
+        record.returned_sha256 = returned.hexdigest()
+        record.content_events = relay.content_events
+        if relay.chat_id:
+            record.chat_id, record.created = relay.chat_id, relay.created
+            if a is not None and p.config.platform.signatures == "endpoint":
                 record.signature_check = "pending"
-                record.chat_id = relay.chat_id
-                record.created = relay.created
 
     # ------------------------------------------------------------------ end of a call
 
-    def _finish(self, record: CallRecord, t0: float) -> None:
+    async def _finish(self, record: CallRecord, t0: float) -> None:
+        """Count the call and conclude it (settle and commit its receipt) if the answer's
+        path has not done so already: refusals, failures and disconnects end here."""
+        if record.finished:
+            return
+        record.finished = True
         self.metrics.requests.labels(record.provider or "", record.outcome).inc()
         self.metrics.latency.labels("true" if record.stream else "false").observe(
             time.perf_counter() - t0)
         if record.outcome == "pending":
             record.outcome = "failed"
-        _void_if_unverified(record)
-        if record.signature_check == "pending":  # fetch the signature first (async)
-            self.manager.spawn(self._account(record))
-        elif record.hold_id is not None:  # settle off the event loop, in call order
-            self._settler.put(record)
-        elif self.receipts is not None:  # nothing to wait for: submit inline, no task
-            self._submit_receipt(record)
+        await self._conclude(record)
 
-    def _settle_worker(self) -> None:
-        """One thread settles holds and then submits receipts: no task or thread hop per
-        call. ``None`` stops it once everything queued before was settled."""
-        while (record := self._settler.get()) is not None:
-            self._settle_and_submit(record)
-
-    def _settle_and_submit(self, record: CallRecord) -> None:
-        if self.accounting is not None and record.hold_id is not None:
-            try:
-                self._settle(record)
-            except Exception:
-                log.exception("ledger: cannot settle hold %s", record.hold_id)
-            self._running_holds.discard(record.hold_id)
-        if self.receipts is not None:
-            self._submit_receipt(record)
-
-    def _submit_receipt(self, record: CallRecord) -> None:
-        assert self.receipts is not None
-        try:
-            self.receipts.submit(record, record.receipt_id or self.receipts.new_id())
-        except Exception:
-            log.exception("receipts: cannot submit the receipt of a call")
-
-    async def _account(self, record: CallRecord) -> None:
-        """Fetch the signature, then settle and write the receipt: the latter always, also
-        when the fetch fails unexpectedly or the gateway stops (cancels) meanwhile, so the
-        hold never waits for its expiry."""
+    async def _conclude(self, record: CallRecord) -> bool:
+        """Before the answer's last byte: check an endpoint signature, then settle (or void)
+        the hold and commit the receipt, in one transaction when the ledger and the log share
+        a database (one group commit for many calls). True when the receipt is committed; a
+        stop (cancellation) meanwhile still settles and writes the receipt."""
+        if record.concluded:
+            return self.receipts is None or record.receipt_committed
+        record.concluded = True
         p = self.by_id.get(record.provider or "")
         try:
             if record.signature_check == "pending" and p is not None:
                 await self._endpoint_signature(p, record)
         except asyncio.CancelledError:
             record.signature_check = "not checked: the gateway stopped first"
+            await self._shielded(record)
             raise
         except Exception as e:
             log.exception("cannot check the response signature of %s", record.chat_id)
             record.signature_check = f"not checked: {type(e).__name__}"
-        finally:
-            _void_if_unverified(record)
-            if record.hold_id is not None:
-                self._settler.put(record)
-            elif self.receipts is not None:
-                self._submit_receipt(record)
+        await self._shielded(record)
+        return self.receipts is None or record.receipt_committed
 
-    def _settle(self, record: CallRecord) -> None:
+    async def _shielded(self, record: CallRecord) -> None:
+        _void_if_unverified(record)
+        if (self.accounting is None or record.hold_id is None) and self.receipts is None:
+            return
+        done = self._pool.submit(self._settle_and_commit, record)
+        try:
+            await asyncio.shield(asyncio.wrap_future(done))
+        except asyncio.CancelledError:
+            done.result(timeout=60)  # stopping: the settlement and receipt still complete
+            raise
+
+    def _settle_and_commit(self, record: CallRecord) -> None:
+        """(In a worker thread.) The settlement and the receipt: the receipt states what the
+        settlement moved; a hold lost meanwhile (released by an expiry sweep) is charged
+        nothing, and the receipt says so."""
+        receipts = self.receipts
+        rid = None
+        if receipts is not None:
+            rid = record.receipt_id = record.receipt_id or receipts.new_id()
+        attach = None
+        if receipts is not None and receipts.shared:
+            def attach(tx: Any) -> None:
+                assert receipts is not None
+                assert rid is not None
+                receipts.attach(tx, record, rid)
+        written = False
+        if self.accounting is not None and record.hold_id is not None:
+            try:
+                self._settle(record, attach)
+                written = attach is not None
+            except Exception as e:
+                self._settle_failed(record, e)
+            finally:
+                self._running_holds.discard(record.hold_id)
+        if receipts is not None and rid is not None:
+            try:
+                if not written:
+                    receipts.commit(record, rid)
+                record.receipt_committed = True
+                receipts.wake()
+            except Exception:
+                self.metrics.receipt_failures.inc()
+                log.exception("receipts: cannot commit the receipt %s of a call", rid)
+
+    def _settle_failed(self, record: CallRecord, e: Exception) -> None:
+        from teegate.ledger.model import Conflict
+
+        record.cost, record.transfer_ids = 0, []
+        if isinstance(e, Conflict) and record.hold_id is not None:
+            try:
+                assert self.accounting is not None
+                state = self.accounting.state(record.hold_id)
+            except Exception:
+                state = "unknown"
+            note = (f"its hold {record.hold_id} was {state} before the call ended "
+                    "(released by the expiry sweep); nothing was charged")
+            log.error("ledger: call %s: %s", record.receipt_id, note)
+        else:
+            note = f"the settlement failed ({e}); nothing was charged"
+            log.exception("ledger: cannot settle hold %s", record.hold_id)
+        record.error = f"{record.error}; {note}" if record.error else note
+
+    def _settle(self, record: CallRecord, attach: Callable[[Any], None] | None = None) -> None:
         assert self.accounting is not None
         if record.outcome in ("refused", "voided") or record.provider is None:
-            self.accounting.void(record)
+            self.accounting.void(record, attach)
             return
         amount = self.call_cost(record)
         if amount is None:
-            self.accounting.void(record)
+            self.accounting.void(record, attach)
             return
-        record.cost = amount if amount >= 0 else None
-        record.transfer_ids = self.accounting.settle(record, amount)
+        record.transfer_ids = self.accounting.settle(record, amount, attach)
 
     def call_cost(self, record: CallRecord) -> int | None:
         """What the call cost: from usage when the provider reported it; None to void."""
@@ -950,7 +1022,8 @@ async def _send_error(send: Send, r: GatewayRefusal) -> None:
                (b"x-should-retry", b"true" if r.retry else b"false"), _request_id(),
                *r.headers]
     if r.receipt_id is not None:
-        headers.append((b"x-teegate-receipt", r.receipt_id.encode()))
+        rid = r.receipt_id.encode()
+        headers += [(b"x-teegate-receipt", rid), (b"x-receipt-id", rid)]
     await send({"type": "http.response.start", "status": r.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -1105,7 +1178,7 @@ def create_app(
         from teegate.gateway.receipts_bridge import ReceiptBridge
 
         receipts = ReceiptBridge(receipt_log, currency=config.currency or (
-            ledger.currency().code if ledger is not None else ""))
+            ledger.currency().code if ledger is not None else ""), ledger=ledger)
     if ledger is not None and accounting is None:
         from teegate.gateway.ledger_bridge import gateway_accounting
 
@@ -1219,15 +1292,23 @@ def create_app(
         now = gw.clock()
         serving = [p.id for p in gw.providers
                    if not p.blocked(now) and p.status != "unreachable"]
-        ready = gw.started and bool(serving)
-        return JSONResponse({"ready": ready, "serving": serving}, status_code=200 if ready
-                            else 503)
+        stuck = gw.receipts.stuck if gw.receipts is not None else None
+        ready = gw.started and bool(serving) and stuck is None
+        body: dict[str, Any] = {"ready": ready, "serving": serving}
+        if stuck is not None:
+            body["receipt_log"] = f"stuck: {stuck}"
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @api.get("/metrics")
     async def metrics() -> Response:
         for p in gw.providers:
             gw.metrics.provider_cooled_down.labels(p.id).set(
                 1 if p.health.cooling(time.monotonic()) else 0)
+        if receipt_log is not None:
+            gw.metrics.log_stuck.set(1 if receipt_log.stuck is not None else 0)
+            with contextlib.suppress(Exception):
+                gw.metrics.log_backlog.set(
+                    await anyio.to_thread.run_sync(lambda: receipt_log.backlog))
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     def _admin(request: Request) -> None:

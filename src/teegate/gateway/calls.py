@@ -3,7 +3,7 @@ the interfaces those parts plug in through."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +43,9 @@ class CallRecord:
     prompt_estimate: int = 0  # upper bound on prompt tokens (ledger estimate)
     content_events: int = 0  # stream events with content (an estimate when usage is missing)
     output_cap: int = 0  # output tokens the call may produce (token limit x n), as held
+    concluded: bool = False  # settled (or voided) and its receipt written, or given up
+    receipt_committed: bool = False  # the receipt is durable: receipt_id may be handed out
+    finished: bool = False  # counted in the metrics
 
 
 class Accounting(Protocol):
@@ -50,13 +53,24 @@ class Accounting(Protocol):
     forwarding, settle or void it on every exit path. Blocking methods (run in a thread)."""
 
     def hold(self, record: CallRecord, worst_case: int) -> str: ...
-    def settle(self, record: CallRecord, amount: int) -> list[str]: ...
-    def void(self, record: CallRecord) -> None: ...
+    def settle(self, record: CallRecord, amount: int,
+               attach: Callable[[Any], None] | None = None) -> list[str]: ...
+    def void(self, record: CallRecord, attach: Callable[[Any], None] | None = None) -> None: ...
     def renew(self, holds: Sequence[str]) -> int: ...
+    def state(self, hold: str) -> str: ...
 
 
 class Receipts(Protocol):
-    """The receipt log as the gateway uses it: non-blocking submit, returns the receipt id."""
+    """The receipt log as the gateway uses it. A call's receipt is durable before the
+    answer's last byte: written by ``attach`` inside the settlement's transaction when the
+    ledger shares the log's database (``shared``), else by ``commit``."""
+
+    shared: bool
 
     def new_id(self) -> str: ...
-    def submit(self, record: CallRecord, receipt_id: str) -> None: ...
+    def attach(self, tx: Any, record: CallRecord, receipt_id: str) -> None: ...
+    def commit(self, record: CallRecord, receipt_id: str) -> None: ...
+    def wake(self) -> None: ...
+
+    @property
+    def stuck(self) -> str | None: ...

@@ -41,6 +41,14 @@ class Metrics:
         self.provider_cooled_down = Gauge("teegate_provider_cooled_down",
                                           "1 while a provider is in cool-down", ["provider"],
                                           registry=r)
+        self.log_stuck = Gauge("teegate_receipt_log_stuck",
+                               "1 while the receipt log cannot append (calls are refused)",
+                               registry=r)
+        self.log_backlog = Gauge("teegate_receipt_log_backlog",
+                                 "Receipts committed but not yet in the log's tree", registry=r)
+        self.receipt_failures = Counter("teegate_receipt_commit_failures",
+                                        "Calls whose receipt could not be committed (answered "
+                                        "without a receipt id, or cut off)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,7 @@
-"""Receipts of calls: turn a CallRecord into a ``teegate.receipts.Receipt`` and submit it to the
-ReceiptLog (non-blocking; signed and appended in the log's background thread)."""
+"""Receipts of calls: turn a CallRecord into a ``teegate.receipts.Receipt``, sign it and make it
+durable in the ReceiptLog's queue (``tlog_queue``) before the answer ends: in the settlement's
+own transaction when the ledger shares the log's database, else in a commit of its own. The
+log's writer appends queued receipts to the tree in the background."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import hashlib
 import time
 
 from teegate.gateway.calls import CallRecord
+from teegate.ledger import Ledger
 from teegate.receipts import AttestationRef, ProviderSignature, Receipt, ReceiptLog
 from teegate.receipts.keys import new_receipt_id
+from teegate.receipts.store import Tx
 
 _OUTCOMES = {"success": "success", "refused": "refused", "voided": "voided"}
 _EMPTY = hashlib.sha256(b"").hexdigest()
@@ -60,14 +64,37 @@ def to_receipt(record: CallRecord, receipt_id: str, *, currency: str) -> Receipt
 
 
 class ReceiptBridge:
-    """The gateway's ``Receipts`` on top of a ReceiptLog."""
+    """The gateway's ``Receipts`` on top of a ReceiptLog. With ``ledger`` in the same database
+    the log writes through the ledger's group commit (``shared``)."""
 
-    def __init__(self, log: ReceiptLog, *, currency: str) -> None:
+    def __init__(self, log: ReceiptLog, *, currency: str, ledger: Ledger | None = None) -> None:
         self.log = log
         self.currency = currency
+        self.shared = ledger is not None and same_database(ledger, log)
+        if self.shared:
+            assert ledger is not None
+            log.use_writer(ledger.backend.run)
+
+    @property
+    def stuck(self) -> str | None:
+        return self.log.stuck
 
     def new_id(self) -> str:
         return new_receipt_id()
 
-    def submit(self, record: CallRecord, receipt_id: str) -> None:
-        self.log.submit(to_receipt(record, receipt_id, currency=self.currency))
+    def attach(self, tx: Tx, record: CallRecord, receipt_id: str) -> None:
+        self.log.enqueue(tx, [self.log.entry(to_receipt(record, receipt_id,
+                                                         currency=self.currency))])
+
+    def commit(self, record: CallRecord, receipt_id: str) -> None:
+        self.log.commit([to_receipt(record, receipt_id, currency=self.currency)])
+
+    def wake(self) -> None:
+        self.log.wake()
+
+
+def same_database(ledger: Ledger, log: ReceiptLog) -> bool:
+    """Whether one transaction can hold the ledger's and the log's rows."""
+    backend = ledger.backend
+    return bool(backend.url == log.store.db.url
+                and getattr(backend, "schema", None) == log.store.db.schema)

@@ -17,6 +17,8 @@ from typing import Any
 
 from teegate.errors import TeegateError
 from teegate.ledger.core import Ledger
+from teegate.ledger.db import Tx
+from teegate.ledger.model import Settlement
 
 FREE = "free"
 
@@ -58,7 +60,15 @@ class LedgerAccounting:
         ttl = self.ledger.hold_ttl if self.hold_ttl is None else self.hold_ttl
         return self.ledger.renew_holds([h for h in holds if h != FREE], now + ttl, now=now)
 
-    def settle(self, record: Any, amount: int) -> list[str]:
+    def state(self, hold: str) -> str:
+        """The hold's state now (open, settled, voided, expired)."""
+        return self.ledger.get_hold(hold).state
+
+    def settle(self, record: Any, amount: int,
+               attach: Callable[[Tx], None] | None = None) -> list[str]:
+        """Charge ``amount`` (negative: the whole hold). ``record.cost`` and
+        ``record.transfer_ids`` are what the settlement moved, set before ``attach(tx)`` runs
+        in the same transaction (the gateway writes the receipt there)."""
         if record.hold_id in (None, FREE):
             return []
         usage = record.usage if isinstance(record.usage, dict) else None
@@ -66,13 +76,25 @@ class LedgerAccounting:
                 if isinstance(v := getattr(record, k, None), str) and v}
         s = self.ledger.settle(record.hold_id, None if amount < 0 else amount,
                                provider=record.provider or "unknown", model=record.model,
-                               usage=usage, metadata=meta or None)
-        if hasattr(record, "cost"):
-            record.cost = s.charged
+                               usage=usage, metadata=meta or None,
+                               attach=_recorded(record, attach))
         return [t.id for t in s.transfers]
 
-    def void(self, record: Any) -> None:
+    def void(self, record: Any, attach: Callable[[Tx], None] | None = None) -> None:
         if record.hold_id in (None, FREE):
             return
         reason = getattr(record, "error", None) or getattr(record, "outcome", None)
-        self.ledger.void(record.hold_id, reason=reason)
+        self.ledger.void(record.hold_id, reason=reason, attach=_recorded(record, attach))
+
+
+def _recorded(record: Any, attach: Callable[[Tx], None] | None
+              ) -> Callable[[Tx, Settlement], None]:
+    def run(tx: Tx, s: Settlement) -> None:
+        if hasattr(record, "cost"):
+            record.cost = s.charged
+        if hasattr(record, "transfer_ids"):
+            record.transfer_ids = [t.id for t in s.transfers]
+        if attach is not None:
+            attach(tx)
+
+    return run

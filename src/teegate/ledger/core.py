@@ -256,7 +256,8 @@ class Ledger:
     def _op(self, kind: str, key: str, params: dict[str, Any], now: float,
             body: Callable[[Tx], R], encode: Callable[[R], Any],
             decode: Callable[[Tx, Any], R], *, fresh: bool = False,
-            guarded: bool = False, sync: bool = True) -> R:
+            guarded: bool = False, sync: bool = True,
+            attach: Callable[[Tx, R], None] | None = None) -> R:
         """Run ``body`` once per key: replay the first result on a retry. ``encode`` may
         return None when ``decode`` rebuilds the result from the rows (hot path: no JSON).
 
@@ -267,7 +268,10 @@ class Ledger:
         wait for a unique-violation retry loop). ``fresh``: the key was just generated, so
         this cannot be a retry. ``guarded``: the body itself refuses to run twice (a hold
         resolves once, a conversation closes once), so the key need not be looked up first.
-        ``sync=False``: see ``Backend.run``."""
+        ``sync=False``: see ``Backend.run``.
+        ``attach(tx, result)`` runs in the same transaction as the result it is given (the
+        first run or the replay): the gateway writes a call's receipt there, so the receipt is
+        committed exactly when the settlement is."""
         pj = dumps({"kind": kind, **params})
 
         def replay(tx: Tx) -> tuple[bool, Any]:
@@ -297,8 +301,12 @@ class Ledger:
                 done, prev = replay(tx)
                 if done:
                     result: R = prev
+                    if attach is not None:
+                        attach(tx, result)
                     return result
             result = body(tx)
+            if attach is not None:
+                attach(tx, result)
             if fresh:
                 return result  # a key nobody knows: nothing can retry it
             enc = encode(result)
@@ -313,7 +321,13 @@ class Ledger:
             if fresh:
                 raise
             # A retry (or a twin that won the race): answer with the first result.
-            done, prev = self.backend.run(replay, sync=sync)
+            def replay_attached(tx: Tx) -> tuple[bool, Any]:
+                done, prev = replay(tx)
+                if done and attach is not None:
+                    attach(tx, prev)
+                return done, prev
+
+            done, prev = self.backend.run(replay_attached, sync=sync)
             if done:
                 replayed: R = prev
                 return replayed
@@ -492,7 +506,8 @@ class Ledger:
 
     def settle(self, hold: str, cost: int | None, *, provider: str, model: str | None = None,
                usage: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
-               key: str | None = None, now: float | None = None) -> Settlement:
+               key: str | None = None, now: float | None = None,
+               attach: Callable[[Tx, Settlement], None] | None = None) -> Settlement:
         """Charge ``cost`` to ``provider``'s revenue and release the rest of the hold to where
         it came from. ``cost`` above the hold is capped at the hold (the hold is the most a
         call may cost; the metadata records what was asked and ``capped``); ``None`` charges
@@ -518,10 +533,11 @@ class Ledger:
         return self._op("settle", op, {"hold": hold, "cost": cost, "provider": provider,
                                        "model": model, "usage": usage, "metadata": metadata},
                         t, body, _none, lambda tx, _: _settlement(tx, op, hold),
-                        guarded=key is None)
+                        guarded=key is None, attach=attach)
 
     def void(self, hold: str, *, key: str | None = None, now: float | None = None,
-             reason: str | None = None) -> Settlement:
+             reason: str | None = None,
+             attach: Callable[[Tx, Settlement], None] | None = None) -> Settlement:
         """Release the whole hold (the call failed before producing anything billable)."""
         t = self._now(now)
         op = _key(key) if key is not None else f"void:{hold}"
@@ -531,7 +547,14 @@ class Ledger:
             return self._release(tx, op, h, 0, None, t, {"reason": reason} if reason else {})
 
         return self._op("void", op, {"hold": hold, "reason": reason}, t, body, _none,
-                        lambda tx, _: _settlement(tx, op, hold), guarded=key is None)
+                        lambda tx, _: _settlement(tx, op, hold), guarded=key is None,
+                        attach=attach)
+
+    def write(self, fn: Callable[[Tx], R]) -> R:
+        """Run ``fn(tx)`` as one write of its own, committed with the ledger's other writes
+        (SQLite: in the same group commit): rows the caller keeps in the ledger's database,
+        such as a receipt of a call that held nothing."""
+        return self.backend.run(fn)
 
     def check_conversation(self, agent: str, conversation: str, *,
                            now: float | None = None) -> None:

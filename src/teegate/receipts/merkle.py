@@ -215,6 +215,9 @@ class CompactRange:
     def root(self) -> bytes:
         return fold(self._edge) if self._edge else EMPTY_ROOT
 
+    def copy(self) -> CompactRange:
+        return CompactRange(self.size, list(self._edge))
+
 
 # --- naive generation from all leaves (baseline for the benchmark; reference in tests) ---
 

@@ -5,6 +5,12 @@ complete subtree hash keyed by ``level << 48 | index`` (so any proof is one inde
 query of O(log n) keys), the signed checkpoints, and a one-row log head. Every append and every
 checkpoint runs in one transaction holding the head (``BEGIN IMMEDIATE`` on SQLite,
 ``SELECT ... FOR UPDATE`` on PostgreSQL), so several processes can share one log.
+
+``tlog_queue`` holds signed receipts that are durable but not yet in the tree: the gateway
+writes a call's receipt there in the same transaction as its settlement (before the answer's
+last byte), and the log's writer moves queued rows into the tree in batches (``append_tx``),
+also after a restart. A queued row whose signature is not the receipt key's is moved to
+``tlog_quarantine`` instead of the tree.
 """
 
 from __future__ import annotations
@@ -12,11 +18,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from teegate.errors import ConfigError, LogError
 from teegate.receipts import merkle
@@ -25,6 +31,32 @@ from teegate.receipts.merkle import Coord
 SCHEMA_VERSION = "1"
 _LEVEL_SHIFT = 48
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class Tx(Protocol):
+    """One open write transaction (``?`` placeholders): the ledger's ``Tx`` has this shape, so
+    log rows can be written in the ledger's transactions (one commit for both)."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def exec(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+
+class LogStuckError(LogError):
+    """The tree cannot grow: rows past its head, written behind the log's back, or a
+    storage error that keeps recurring. Receipts stay queued (durable) until it is fixed."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one ``append_tx`` did; ``compact`` is installed only after the commit."""
+
+    indexes: list[int]
+    appended: int
+    drained: int  # queue rows taken (appended, already logged or quarantined)
+    quarantined: list[tuple[str, str]]  # (receipt id, reason)
+    conflicts: list[str]
+    compact: merkle.CompactRange
 
 
 def node_key(c: Coord) -> int:
@@ -89,7 +121,7 @@ class _DB:
                 self._path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL")  # queued receipts are promises
             conn.execute("PRAGMA busy_timeout=30000")
             return conn
         import psycopg
@@ -126,6 +158,12 @@ class _DB:
         else:
             self._w.executemany(sql, rows)
 
+    def tx(self) -> _DBTx:
+        """The open transaction of this thread as a ``Tx``."""
+        if not self._in_tx():
+            raise LogError("internal: tx() outside a transaction")
+        return _DBTx(self._w, self._sql)
+
     @contextmanager
     def transaction(self, lock_head: bool = True) -> Iterator[None]:
         """One transaction; with ``lock_head`` it holds the log head against other writers."""
@@ -147,6 +185,37 @@ class _DB:
         with self._wlock, self._rlock:
             self._w.close()
             self._r.close()
+
+
+class _DBTx:
+    def __init__(self, conn: Any, sql: Any) -> None:
+        self._c, self._s = conn, sql
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._c.execute(self._s(sql), params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._c.execute(self._s(sql), params).fetchall())
+
+    def exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        n: int = self._c.execute(self._s(sql), params).rowcount
+        return n
+
+
+def _many(tx: Tx, head: str, width: int, rows: Sequence[Sequence[Any]], per: int = 200) -> None:
+    """Multi-row INSERT in chunks (one statement per ``per`` rows, not one per row)."""
+    mark = "(" + ", ".join("?" * width) + ")"
+    for i in range(0, len(rows), per):
+        part = rows[i : i + per]
+        tx.exec(head + " VALUES " + ", ".join([mark] * len(part)),
+                [v for r in part for v in r])
+
+
+_HEAD = "SELECT size FROM tlog_head WHERE id = 1"
+_HEAD_LOCK = "SELECT size FROM tlog_head WHERE id = 1 FOR UPDATE"
+QUEUE_INSERT = "INSERT INTO tlog_queue (receipt_id, agent, data)"
+Verify = Callable[[Entry], str | None]
 
 
 class TreeStore:
@@ -173,6 +242,11 @@ class TreeStore:
             f"CREATE TABLE IF NOT EXISTS tlog_node (id BIGINT PRIMARY KEY, hash {b} NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS tlog_checkpoint (size BIGINT PRIMARY KEY, "
             f"root {b} NOT NULL, note TEXT NOT NULL, created_ms BIGINT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS tlog_queue (seq "
+            f"{'BIGSERIAL' if self.db.pg else 'INTEGER'} PRIMARY KEY, "
+            f"receipt_id TEXT NOT NULL UNIQUE, agent TEXT NOT NULL, data {b} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS tlog_quarantine (receipt_id TEXT NOT NULL, "
+            f"data {b} NOT NULL, reason TEXT NOT NULL, created_ms BIGINT NOT NULL)",
         ]
         with self.db.transaction(lock_head=False):
             if self.db.pg:  # concurrent first starts must not race on CREATE TABLE
@@ -258,6 +332,10 @@ class TreeStore:
         idx, agent, data = rows[0]
         return int(idx), str(agent), bytes(data)
 
+    def leaf_agent(self, idx: int) -> str | None:
+        rows = self.db.execute("SELECT agent FROM tlog_leaf WHERE idx = ?", (idx,))
+        return str(rows[0][0]) if rows else None
+
     def leaves(self, start: int, end: int) -> list[tuple[int, str, bytes]]:
         rows = self.db.execute(
             "SELECT idx, receipt_id, data FROM tlog_leaf WHERE idx >= ? AND idx < ? ORDER BY idx",
@@ -287,12 +365,56 @@ class TreeStore:
 
     # -- appends ----------------------------------------------------------------------
 
-    def _compact_for(self, size: int) -> merkle.CompactRange:
-        if self._compact is not None and self._compact.size == size:
-            return self._compact
+    def _compact_for(self, tx: Tx, size: int) -> merkle.CompactRange:
+        """A private copy of the right edge at ``size`` (the cached one is replaced only
+        after a commit: a transaction rolled back or run again must not move it)."""
+        c = self._compact
+        if c is not None and c.size == size:
+            return c.copy()
         plan = merkle.root_plan(size)
-        got = self.nodes(plan)
-        return merkle.CompactRange(size, [self._need(got, c) for c in plan])
+        keys = [node_key(x) for x in plan]
+        got: dict[Coord, bytes] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            rows = tx.all(
+                f"SELECT id, hash FROM tlog_node WHERE id IN ({', '.join('?' * len(part))})",  # noqa: S608
+                part,
+            )
+            got.update({_key_coord(int(k)): bytes(h) for k, h in rows})
+        return merkle.CompactRange(size, [self._need(got, x) for x in plan])
+
+    @property
+    def head_sql(self) -> str:
+        """Read the head, holding it against other writers until the commit (PostgreSQL;
+        SQLite's ``BEGIN IMMEDIATE`` already holds the whole database)."""
+        return _HEAD_LOCK if self.db.pg else _HEAD
+
+    def install(self, result: AppendResult) -> None:
+        """After the commit of ``append_tx``: remember the new right edge and conflicts."""
+        self._compact = result.compact
+        for rid in result.conflicts:
+            self._conflict(rid)
+
+    def forget_edge(self) -> None:
+        self._compact = None
+
+    @staticmethod
+    def enqueue(tx: Tx, entries: Sequence[Entry]) -> None:
+        """Queue signed receipts durably inside the caller's transaction (``tlog_queue``)."""
+        if entries:
+            _many(tx, QUEUE_INSERT, 3, [(e.receipt_id, e.agent, e.data) for e in entries])
+
+    def queued(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM tlog_queue")[0][0])
+
+    def queued_entry(self, receipt_id: str) -> Entry | None:
+        rows = self.db.execute(
+            "SELECT receipt_id, agent, data FROM tlog_queue WHERE receipt_id = ?", (receipt_id,)
+        )
+        return Entry(str(rows[0][0]), str(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+    def has_queued(self) -> bool:
+        return bool(self.db.execute("SELECT 1 FROM tlog_queue LIMIT 1"))
 
     def append(self, entries: Sequence[Entry]) -> list[int]:
         """Append in one transaction; entries whose receipt id is already logged are skipped.
@@ -301,52 +423,95 @@ class TreeStore:
         """
         if not entries:
             return []
-        with self._write_lock, self.db.transaction():
-            size = self.size()
-            compact = self._compact_for(size)
+        with self._write_lock:
             try:
-                ids = [e.receipt_id for e in entries]
-                dupes = self.existing_ids(ids)
-                leaves: list[tuple[int, str, str, bytes]] = []
-                nodes: list[tuple[int, bytes]] = []
-                seen: dict[str, int] = {}
-                seen_data: dict[str, bytes] = {}
-                indexes: list[int] = []
-                for e in entries:
-                    if e.receipt_id in dupes:
-                        indexes.append(-1)
-                        continue
-                    if e.receipt_id in seen:
-                        if seen_data[e.receipt_id] != e.data:
-                            self._conflict(e.receipt_id)
-                        indexes.append(seen[e.receipt_id])
-                        continue
-                    idx = compact.size
-                    for level, i, h in compact.append(merkle.leaf_hash(e.data)):
-                        nodes.append(((level << _LEVEL_SHIFT) | i, h))
-                    leaves.append((idx, e.receipt_id, e.agent, e.data))
-                    seen[e.receipt_id] = idx
-                    seen_data[e.receipt_id] = e.data
-                    indexes.append(idx)
-                if leaves:
-                    self.db.executemany(
-                        "INSERT INTO tlog_leaf (idx, receipt_id, agent, data) VALUES (?, ?, ?, ?)",
-                        leaves,
-                    )
-                    self.db.executemany("INSERT INTO tlog_node (id, hash) VALUES (?, ?)", nodes)
-                    self.db.execute("UPDATE tlog_head SET size = ? WHERE id = 1", (compact.size,))
+                with self.db.transaction():
+                    res = self.append_tx(self.db.tx(), entries)
             except BaseException:
-                self._compact = None  # reload the right edge from storage next time
+                self._compact = None
                 raise
-            self._compact = compact
-        if dupes:
-            for n, e in enumerate(entries):
-                if indexes[n] == -1:
-                    found = self.leaf_by_id(e.receipt_id)
-                    indexes[n] = found[0] if found else -1
-                    if found is not None and found[2] != e.data:
-                        self._conflict(e.receipt_id)
-        return indexes
+            self.install(res)
+        return res.indexes
+
+    def append_tx(
+        self,
+        tx: Tx,
+        entries: Sequence[Entry] = (),
+        *,
+        drain: int = 0,
+        verify: Verify | None = None,
+        now_ms: int = 0,
+    ) -> AppendResult:
+        """Inside ``tx``: take up to ``drain`` queued rows (oldest first; ``verify`` refuses
+        some into quarantine), then ``entries``, and append them to the tree. Raises
+        ``LogStuckError`` when leaf rows exist past the head: an append would collide with them."""
+        size = int((tx.one(self.head_sql) or (0,))[0])
+        stray = tx.one("SELECT COUNT(*), MIN(idx), MAX(idx) FROM tlog_leaf WHERE idx >= ?",
+                       (size,))
+        if stray is not None and int(stray[0]):
+            raise LogStuckError(
+                f"log storage holds {int(stray[0])} leaf row(s) past its head (size {size}, "
+                f"rows at {stray[1]}..{stray[2]}), written behind the log's back; no receipt "
+                "can be appended until they are removed"
+            )
+        todo: list[Entry] = []
+        seqs: list[int] = []
+        quarantined: list[tuple[str, str, bytes]] = []
+        if drain:
+            for seq, rid, agent, data in tx.all(
+                "SELECT seq, receipt_id, agent, data FROM tlog_queue ORDER BY seq LIMIT ?",
+                (drain,),
+            ):
+                seqs.append(int(seq))
+                e = Entry(str(rid), str(agent), bytes(data))
+                why = verify(e) if verify is not None else None
+                if why is None:
+                    todo.append(e)
+                else:
+                    quarantined.append((e.receipt_id, why, e.data))
+        n_queued = len(todo)
+        todo.extend(entries)
+        ids = list({e.receipt_id: None for e in todo})
+        have: dict[str, tuple[int, bytes]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            for rid, idx, data in tx.all(
+                "SELECT receipt_id, idx, data FROM tlog_leaf WHERE receipt_id IN "  # noqa: S608
+                f"({', '.join('?' * len(part))})",
+                part,
+            ):
+                have[str(rid)] = (int(idx), bytes(data))
+        compact = self._compact_for(tx, size)
+        leaves: list[tuple[int, str, str, bytes]] = []
+        nodes: list[tuple[int, bytes]] = []
+        conflicts: list[str] = []
+        indexes: list[int] = []
+        for e in todo:
+            got = have.get(e.receipt_id)
+            if got is not None:
+                if got[1] != e.data:
+                    conflicts.append(e.receipt_id)
+                indexes.append(got[0])
+                continue
+            idx = compact.size
+            for level, i, h in compact.append(merkle.leaf_hash(e.data)):
+                nodes.append(((level << _LEVEL_SHIFT) | i, h))
+            leaves.append((idx, e.receipt_id, e.agent, e.data))
+            have[e.receipt_id] = (idx, e.data)
+            indexes.append(idx)
+        if leaves:
+            _many(tx, "INSERT INTO tlog_leaf (idx, receipt_id, agent, data)", 4, leaves)
+            _many(tx, "INSERT INTO tlog_node (id, hash)", 2, nodes, per=400)
+            tx.exec("UPDATE tlog_head SET size = ? WHERE id = 1", (compact.size,))
+        if quarantined:
+            _many(tx, "INSERT INTO tlog_quarantine (receipt_id, data, reason, created_ms)", 4,
+                  [(rid, data, why, now_ms) for rid, why, data in quarantined])
+        for i in range(0, len(seqs), 500):
+            gone = seqs[i : i + 500]
+            tx.exec(f"DELETE FROM tlog_queue WHERE seq IN ({', '.join('?' * len(gone))})",  # noqa: S608
+                    gone)
+        return AppendResult(indexes[n_queued:], len(leaves), len(seqs),
+                            [(r, w) for r, w, _ in quarantined], conflicts, compact)
 
     def _conflict(self, receipt_id: str) -> None:
         if receipt_id not in self.conflicts:
