@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from teegate.cli import app as cli_app
 from teegate.receipts import ReceiptLog
 from teegate.sim import DevTdx
-from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.conftest import GatewayFactory, Gw, wait
 from tests.gateway.loopback import Server
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -75,3 +75,42 @@ def test_receipts_of_calls(gw: Gw, log: ReceiptLog, tmp_path: Path, dev_pki: Pat
     checks = {c["name"]: c["status"] for c in json.loads(res.output)["receipts"][0]["checks"]}
     assert checks["attestation.evidence"] == "ok"
     assert checks["provider.signature"] == "ok"
+
+
+def test_a_stuck_log_is_visible_and_calls_fail_closed(
+        make_gateway: GatewayFactory, plain_upstream: Server, log: ReceiptLog) -> None:
+    """A stray leaf row past the log's head: /readyz fails, the metric says so, calls are
+    refused with 503 log_unavailable (before: ready, and receipt ids never logged)."""
+    gw = make_gateway([{"id": "plain", "platform": "open-ai",
+                        "base_url": plain_upstream.url + "/v1", "models": ["gpt-plain"]}],
+                      receipt_log=log)
+    headers = {"authorization": f"Bearer {gw.key}"}
+    body = {"model": "gpt-plain", "messages": MSG}
+    first = httpx.post(gw.url + "/chat/completions", json=body, headers=headers)
+    assert first.status_code == 200
+    assert httpx.get(gw.server.url + "/readyz").status_code == 200
+    with log.store.db.transaction(lock_head=False):
+        log.store.db.execute("INSERT INTO tlog_leaf (idx, receipt_id, agent, data) "
+                             "VALUES (?, 'rcpt_stray', 'x', x'00')", (log.size() + 5,))
+    second = httpx.post(gw.url + "/chat/completions", json=body, headers=headers)
+    assert second.status_code == 200  # its receipt is committed (queued), not yet logged
+    wait(lambda: log.stuck is not None)
+    ready = httpx.get(gw.server.url + "/readyz")
+    assert ready.status_code == 503
+    assert "stuck" in ready.json()["receipt_log"]
+    metrics = httpx.get(gw.server.url + "/metrics").text
+    assert "teegate_receipt_log_stuck 1.0" in metrics
+    assert "teegate_receipt_log_backlog 1.0" in metrics
+    refused = httpx.post(gw.url + "/chat/completions", json=body, headers=headers)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "log_unavailable"
+    assert refused.headers["x-should-retry"] == "true"
+    lookup = httpx.get(f"{gw.url}/receipts/{second.headers['x-receipt-id']}", headers=headers)
+    assert lookup.status_code == 503
+    assert lookup.json()["error"]["type"] == "log_unavailable"
+    with log.store.db.transaction(lock_head=False):
+        log.store.db.execute("DELETE FROM tlog_leaf WHERE receipt_id = 'rcpt_stray'")
+    wait(lambda: log.stuck is None, timeout=10)  # repaired: it appends again by itself
+    assert httpx.get(gw.server.url + "/readyz").status_code == 200
+    lookup = httpx.get(f"{gw.url}/receipts/{second.headers['x-receipt-id']}", headers=headers)
+    assert lookup.status_code == 200

@@ -96,19 +96,22 @@ def receipts_router(
     router = APIRouter()
     dep = Depends(principal_dependency)
 
-    def _readable(rid: str, who: Principal) -> LoggedReceipt | None:
+    def _readable(rid: str, who: Principal) -> LoggedReceipt | JSONResponse:
+        """The receipt if ``who`` may read it (by the agent its signed document names), else
+        the 404 of an unknown id; 503 ``log_unavailable`` when the log cannot say (a queued
+        receipt the log cannot append yet, a stored receipt that fails its signature)."""
         try:
             got = log.get(rid)
-        except LogError:
-            return None
+        except LogError as e:
+            return _unavailable(e)
         if got is None or not may_read(who, got.agent):
-            return None
+            return _not_found()
         return got
 
     @router.get("/v1/receipts/{receipt_id}")
     def get_receipt(receipt_id: str, who: Annotated[Any, dep]) -> Any:
-        if _readable(receipt_id, who) is None:
-            return _not_found()
+        if isinstance(got := _readable(receipt_id, who), JSONResponse):
+            return got
         try:
             p = log.prove(receipt_id)
         except LogError as e:
@@ -121,8 +124,8 @@ def receipts_router(
     def get_aci_receipt(receipt_id: str, who: Annotated[Any, dep]) -> Any:
         """ACI §7.1: the bare receipt document, for aci/1 verifiers."""
         got = _readable(receipt_id, who)
-        if got is None:
-            return _not_found()
+        if isinstance(got, JSONResponse):
+            return got
         return JSONResponse(
             got.receipt.document,
             headers={
@@ -133,8 +136,8 @@ def receipts_router(
 
     @router.get("/v1/receipts/{receipt_id}/bundle")
     def get_bundle(receipt_id: str, who: Annotated[Any, dep]) -> Any:
-        if _readable(receipt_id, who) is None:
-            return _not_found()
+        if isinstance(got := _readable(receipt_id, who), JSONResponse):
+            return got
         try:
             p = log.prove(receipt_id)
         except LogError as e:
@@ -183,8 +186,8 @@ def receipts_router(
             return _error(400, "give exactly one of index or receipt_id", "invalid_request_error")
         if receipt_id is not None:
             got = _readable(receipt_id, who)
-            if got is None:
-                return _not_found()
+            if isinstance(got, JSONResponse):
+                return got
             index = got.index
         assert index is not None
         try:
