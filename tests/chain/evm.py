@@ -80,15 +80,18 @@ def new_account() -> LocalAccount:
     return account
 
 
-def revert_of(contract: Contract, call: Any, sender: str, value: int = 0) -> Reverted:
-    """Sends ``call`` from ``sender`` expecting a revert; decodes it with ``contract``'s errors."""
+def revert_of(contract: Contract, call: Any, sender: str, value: int = 0,
+              also: tuple[Contract, ...] = ()) -> Reverted:
+    """Sends ``call`` from ``sender`` expecting a revert; decodes it with the errors of
+    ``contract`` (and of ``also``, for errors raised by contracts it calls)."""
     try:
         call.transact({"from": sender, "value": value})
     except TransactionFailed as e:
         data = _revert_data(str(e.args[0]))
     else:
         raise AssertionError("the call did not revert")
-    for item in cast(list[dict[str, Any]], contract.abi):
+    abi = [i for c in (contract, *also) for i in cast(list[dict[str, Any]], c.abi)]
+    for item in abi:
         if item.get("type") != "error":
             continue
         types = [i["type"] if i["type"] != "tuple" else _tuple_type(i) for i in item["inputs"]]
