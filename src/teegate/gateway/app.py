@@ -135,6 +135,7 @@ class Gateway:
         self._renewer: asyncio.Task[None] | None = None
         # Holds of calls not settled yet: renewed so a long call outlives its first expiry.
         self._running_holds: set[str] = set()
+        self._lost_holds: set[str] = set()  # running calls whose hold is gone: cut them off
         # Settlements and receipts run here; their commits are shared (group commit).
         self._pool = concurrent.futures.ThreadPoolExecutor(64, "teegate-conclude")
 
@@ -186,9 +187,16 @@ class Gateway:
                 continue
             try:
                 await anyio.to_thread.run_sync(self.accounting.renew, running)
+                lost = await anyio.to_thread.run_sync(self.accounting.lost, running)
             except Exception:
                 log.exception("ledger: cannot renew the holds of %d running calls",
                               len(running))
+                continue
+            for h in lost & self._running_holds:  # released under a running call
+                log.error("ledger: hold %s was released while its call was running (an "
+                          "expiry sweep, perhaps from a host whose clock runs ahead); the "
+                          "call is cut off", h)
+                self._lost_holds.add(h)
 
     async def _reload_keys(self) -> None:
         while True:
@@ -655,8 +663,14 @@ class Gateway:
         else:
             record.outcome = "failed"
         record.returned_sha256 = _sha(data)
+        withheld = GatewayRefusal(503, "the call's hold was released before it ended (an "
+                                  "expiry sweep); nothing was charged and the answer is "
+                                  "withheld", code="hold_lost")
+        record.withheld_sha256 = _sha(withheld.body())
         if not await self._conclude(record):  # nothing sent yet: settle, commit the receipt
             headers = [h for h in headers if h[0] not in _RECEIPT_HEADERS]
+        if record.hold_lost:
+            raise withheld  # the receipt (committed) says so: failed, charged 0
         headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code,
                     "headers": headers})
@@ -689,6 +703,7 @@ class Gateway:
         # The last byte sent so far is held back: it goes out only after the call's receipt
         # is committed, so no client sees the end of an answer whose receipt may not exist.
         held = b""
+        lost_cut = False
 
         async def emit(out: bytes) -> None:
             nonlocal held
@@ -702,6 +717,9 @@ class Gateway:
                 async for chunk in _chain(first, body_iter):
                     if gone.done():
                         raise _ClientGone
+                    if record.hold_id in self._lost_holds:
+                        raise StreamFailure("the call's hold was released before it ended; "
+                                            "the rest of the answer is withheld", "hold_lost")
                     out = await relay.afeed(chunk)
                     if out:
                         await emit(out)
@@ -713,13 +731,18 @@ class Gateway:
                     record.error = "the provider sent an error event mid-stream"
                 record.signature_check = "verified" if relay.verified else None
             except StreamFailure as e:
-                if inline and not relay.rejected:  # missing, malformed or data after it
-                    self.manager.signature_failed(p, str(e))
-                record.outcome, record.error = "failed", str(e)
-                record.signature_check = f"failed: {e}"
-                err = GatewayRefusal(502, f"{p.id}: {e}; the end of the stream was withheld",
-                                     code=e.code)
-                await emit(err.sse_event())
+                if e.code == "hold_lost":  # not the provider's fault
+                    lost_cut = True
+                    record.outcome, record.error = "failed", str(e)
+                    await emit(GatewayRefusal(503, str(e), code=e.code).sse_event())
+                else:
+                    if inline and not relay.rejected:  # missing, malformed or data after it
+                        self.manager.signature_failed(p, str(e))
+                    record.outcome, record.error = "failed", str(e)
+                    record.signature_check = f"failed: {e}"
+                    err = GatewayRefusal(502, f"{p.id}: {e}; the end of the stream was "
+                                         "withheld", code=e.code)
+                    await emit(err.sse_event())
             except UpstreamError as e:
                 record.outcome, record.error = "failed", f"stream broken: {e}"
                 err = GatewayRefusal(502, f"{p.id}: stream broken: {e}", code="upstream_error")
@@ -729,6 +752,9 @@ class Gateway:
             if not await self._conclude(record):
                 # the client has the receipt id (a header): cut the answer off visibly
                 raise _ReceiptLost(f"receipt {record.receipt_id} could not be committed")
+            if record.hold_lost and not lost_cut:  # found at the end: no [DONE] either
+                raise _ReceiptLost(f"call {record.receipt_id}: its hold was released before "
+                                   "it ended")
             await send({"type": "http.response.body", "body": held, "more_body": False})
         except (OSError, _ClientGone):  # the client went away
             if not record.concluded:
@@ -822,6 +848,7 @@ class Gateway:
                 self._settle_failed(record, e)
             finally:
                 self._running_holds.discard(record.hold_id)
+                self._lost_holds.discard(record.hold_id)
         if receipts is not None and rid is not None:
             try:
                 if not written:
@@ -844,6 +871,10 @@ class Gateway:
                 state = "unknown"
             note = (f"its hold {record.hold_id} was {state} before the call ended "
                     "(released by the expiry sweep); nothing was charged")
+            record.hold_lost, record.outcome = True, "failed"
+            if record.withheld_sha256 is not None:  # a plain answer, not sent: withheld
+                record.returned_sha256, record.status = record.withheld_sha256, 503
+                note += "; the answer was withheld"
             log.error("ledger: call %s: %s", record.receipt_id, note)
         else:
             note = f"the settlement failed ({e}); nothing was charged"

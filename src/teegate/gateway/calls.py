@@ -46,6 +46,8 @@ class CallRecord:
     concluded: bool = False  # settled (or voided) and its receipt written, or given up
     receipt_committed: bool = False  # the receipt is durable: receipt_id may be handed out
     finished: bool = False  # counted in the metrics
+    hold_lost: bool = False  # the hold was released (expired) before the call ended
+    withheld_sha256: str | None = None  # a plain answer's refusal body if its hold is lost
 
 
 class Accounting(Protocol):
@@ -58,6 +60,7 @@ class Accounting(Protocol):
     def void(self, record: CallRecord, attach: Callable[[Any], None] | None = None) -> None: ...
     def renew(self, holds: Sequence[str]) -> int: ...
     def state(self, hold: str) -> str: ...
+    def lost(self, holds: Sequence[str]) -> set[str]: ...
 
 
 class Receipts(Protocol):

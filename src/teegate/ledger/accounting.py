@@ -60,6 +60,10 @@ class LedgerAccounting:
         ttl = self.ledger.hold_ttl if self.hold_ttl is None else self.hold_ttl
         return self.ledger.renew_holds([h for h in holds if h != FREE], now + ttl, now=now)
 
+    def lost(self, holds: Sequence[str]) -> set[str]:
+        """The holds among ``holds`` that are no longer open (released under their call)."""
+        return self.ledger.resolved_holds([h for h in holds if h != FREE])
+
     def state(self, hold: str) -> str:
         """The hold's state now (open, settled, voided, expired)."""
         return self.ledger.get_hold(hold).state

@@ -759,6 +759,21 @@ class Ledger:
             "owner = ? AND currency = ?", (provider, cur)))
         return int(row[0]) if row else 0
 
+    def resolved_holds(self, holds: Sequence[str]) -> set[str]:
+        """Which of ``holds`` are no longer open (settled, voided or expired)."""
+        ids = list(dict.fromkeys(holds))
+
+        def q(tx: Tx) -> set[str]:
+            out: set[str] = set()
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                out.update(str(r[0]) for r in tx.all(
+                    f"SELECT id FROM tl_holds WHERE state <> 'open' AND id IN "
+                    f"({', '.join('?' * len(part))})", part))
+            return out
+
+        return self.backend.read(q) if ids else set()
+
     def get_hold(self, hold: str) -> Hold:
         row = self.backend.read(lambda tx: tx.one(
             f"SELECT {_HOLD_COLS} FROM tl_holds WHERE id = ?", (hold,)))
