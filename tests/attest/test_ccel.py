@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from teegate.attest.ccel import ccel_json, event_log_text, parse_ccel
-from teegate.attest.eventlog import parse_event_log, replay_rtmrs
+from teegate.attest.ccel import MAX_CCEL_SIZE, ccel_json, event_log_text, parse_ccel
+from teegate.attest.eventlog import MAX_EVENT_LOG_BYTES, parse_event_log, replay_rtmrs
 from teegate.attest.policy import Policy
 from teegate.attest.report import verify_quote_evidence
 from teegate.attest.tdx import parse_quote
@@ -92,3 +92,29 @@ def test_malformed_ccel_is_an_evidence_error(mutate: object, message: str) -> No
 def test_non_utf8_event_log_is_named() -> None:
     with pytest.raises(EvidenceError, match=r"not UTF-8 text .* not a binary CCEL"):
         event_log_text(b"\xff\xfe[]", "--event-log x")
+
+
+def _no_action(n: int) -> bytes:
+    """``n`` EV_NO_ACTION records (extend nothing): 66 bytes each."""
+    return (struct.pack("<III", 1, 3, 1) + b"\x0c\x00" + bytes(48) + bytes(4)) * n
+
+
+def test_a_ccel_is_bounded_in_records_and_bytes() -> None:
+    """Issue 11, point 6: EV_NO_ACTION records were not counted, so a log of them ran the
+    parse loop for as long as its size allowed; every record counts now, and the size limit
+    keeps the JSON form within the JSON event log's limit."""
+    base = _unpadded()
+    with pytest.raises(EvidenceError, match="more than 4096 records"):
+        parse_ccel(base + _no_action(4096))
+    assert len(parse_ccel(base + _no_action(4000))) == 43
+    with pytest.raises(EvidenceError, match=f"limit {MAX_CCEL_SIZE}"):
+        parse_ccel(base + b"\xff" * MAX_CCEL_SIZE)
+    # The largest accepted: one event whose payload fills the rest; its JSON (hex payload)
+    # is still a JSON event log the verifier takes.
+    size = MAX_CCEL_SIZE - len(base) - 66
+    widest = base + struct.pack("<III", 1, 1, 1) + b"\x0c\x00" + bytes(48) + \
+        struct.pack("<I", size) + b"\x01" * size
+    assert len(widest) == MAX_CCEL_SIZE
+    text = ccel_json(widest)
+    assert len(text) < MAX_EVENT_LOG_BYTES
+    assert len(parse_event_log(text)) == 44

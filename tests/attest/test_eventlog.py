@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from teegate.attest.eventlog import (
+    MAX_EVENT_LOG_BYTES,
+    MAX_EVENTS,
     RUNTIME_EVENT_TYPE,
     Event,
     check_event_log,
@@ -325,3 +328,37 @@ def test_v2_quote_without_an_event_log_has_no_mrconfigid_verdict() -> None:
     checks, _ = check_event_log(dict(m, mrconfigid="02" + "ab" * 32 + "00" * 15), [],
                                 policy=POLICY, app_compose=None)
     assert checks == []
+
+
+def _flood(n: int) -> bytes:
+    event = b'{"imr":0,"event_type":1,"digest":"' + b"ab" * 48 + b'"}'
+    return b"[" + b",".join([event] * n) + b"]"
+
+
+def test_an_event_log_over_the_size_limit_is_refused_before_parsing() -> None:
+    """Issue 11: 31 MB, 300,000 events used 3.2 GB before the 4,096-event limit refused it."""
+    doc = _flood(300_000)  # 35 MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(EvidenceError, match="limit 8388608"):
+            parse_event_log(doc)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # nothing of its size allocated
+
+
+def test_an_event_log_with_too_many_events_is_refused_before_parsing() -> None:
+    doc = b"[" + b",".join([b'{"imr":0}'] * 700_000) + b"]"  # 7 MB of one-field events
+    assert len(doc) < MAX_EVENT_LOG_BYTES
+    tracemalloc.start()
+    try:
+        with pytest.raises(EvidenceError, match="limit 4096 events"):
+            parse_event_log(doc)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(doc)  # the scan's copies, never 700,000 dicts (~20x the bytes)
+    with pytest.raises(EvidenceError, match="4097 events"):  # the count still holds
+        parse_event_log(_flood(MAX_EVENTS + 1))
+    assert len(parse_event_log(_flood(MAX_EVENTS))) == MAX_EVENTS

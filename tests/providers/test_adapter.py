@@ -21,6 +21,10 @@ ANSWERS = {
     "small": b'{"signing_address": "0xabc", "nonce": "00"}',
     "list": b"[1, 2]",
     "deep": b"[" * 10_000 + b"]" * 10_000,
+    # Issue 11, point 6: an event log of 300,000 events inside the report (31 MB; gigabytes
+    # once parsed, before the event log's own limit saw it).
+    "flood": b'{"intel_quote":"00","event_log":[' + b",".join(
+        [b'{"imr":0,"event_type":1,"digest":"' + b"ab" * 48 + b'"}'] * 300_000) + b"]}",
 }
 
 
@@ -53,5 +57,8 @@ async def test_reports_are_bounded_and_must_be_json_objects(provider: Server) ->
         adapter.max_body = 1 << 20
         with pytest.raises(EvidenceError, match="not JSON: nested deeper"):
             await adapter.fetch_report(nonce, model="deep")
+        adapter.max_body = 64 << 20  # the default: the value bound refuses it, not the size
+        with pytest.raises(EvidenceError, match="attestation report is too large"):
+            await adapter.fetch_report(nonce, model="flood")  # before json.loads ran
     finally:
         await adapter.aclose()

@@ -29,7 +29,8 @@ SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
 EV_NO_ACTION = 0x3
 TPM_ALG_SHA384 = 0x000C
 # A real log area is 64 KiB (QEMU/OVMF) or 256 KiB (GCP); anything far larger is not a CCEL.
-MAX_CCEL_SIZE = 16 << 20
+# 2 MiB keeps the JSON form (payloads in hex) within eventlog.MAX_EVENT_LOG_BYTES.
+MAX_CCEL_SIZE = 2 << 20
 
 
 def is_ccel(data: bytes) -> bool:
@@ -108,6 +109,8 @@ def parse_ccel(data: bytes) -> list[Event]:
         start = pos + 4
         pos = _take(data, start, size, f"event #{n} data")
         n += 1
+        if n > MAX_EVENTS:  # EV_NO_ACTION records too: the loop is bounded, not the size only
+            raise EvidenceError(f"CCEL has more than {MAX_EVENTS} records")
         if event_type == EV_NO_ACTION:
             continue
         if not 1 <= index <= 4:

@@ -39,6 +39,10 @@ __all__ = [
 
 RUNTIME_EVENT_TYPE = 0x08000001
 MAX_EVENTS = 4096
+MAX_EVENT_LOG_BYTES = 8 << 20
+"""A JSON event log's size limit: 4,096 events of 2 KiB each (real logs are tens of KB; the
+JSON form of the largest binary CCEL accepted, ``ccel.MAX_CCEL_SIZE``, fits)."""
+_MAX_FIELDS = 16  # values per event the pre-parse bound allows (dstack events have 5-7)
 _ZERO = bytes(48)
 # Runtime events dstack's system setup emits before ``system-ready``; later events with these
 # names come from the app and do not define the identity.
@@ -120,8 +124,16 @@ def parse_event_log(data: str | bytes | list[Any]) -> list[Event]:
             return parse_ccel(bytes(data))
     items: Any = data
     if isinstance(data, (str, bytes, bytearray)):
+        # Refused by size and by how many values it holds before it is parsed: 300,000
+        # events would cost gigabytes as Python objects before the count below saw them.
+        if len(data) > MAX_EVENT_LOG_BYTES:
+            raise EvidenceError(f"event log is {len(data)} bytes (limit "
+                                f"{MAX_EVENT_LOG_BYTES})")
         try:
-            items = safejson.loads(data)
+            items = safejson.loads(data, max_values=MAX_EVENTS * _MAX_FIELDS + 1)
+        except safejson.TooLargeError:
+            raise EvidenceError(f"event log holds more values than {MAX_EVENTS} events "
+                                f"can (limit {MAX_EVENTS} events)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"event log is not JSON: {e}") from None
         if isinstance(items, str):  # some APIs double-encode the log

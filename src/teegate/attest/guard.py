@@ -26,7 +26,12 @@ from cryptography.x509 import (
 
 from teegate.errors import EvidenceError
 
-__all__ = ["PARSE_ERRORS", "malformed"]
+__all__ = ["MAX_REPORT_VALUES", "PARSE_ERRORS", "malformed"]
+
+MAX_REPORT_VALUES = 1 << 18
+"""JSON values an attestation report may hold, checked before it is parsed (what parsing
+would allocate: a few hundred bytes a value at worst). A report of eight replicas, each with
+a 4,096-event log in list form, stays below it; 300,000 one-field events do not."""
 
 PARSE_ERRORS: tuple[type[Exception], ...] = (
     # cryptography: lazily parsed fields, unknown algorithms and curves, OpenSSL refusals

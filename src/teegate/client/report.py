@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from teegate import safejson
+from teegate.attest.guard import MAX_REPORT_VALUES
 from teegate.attest.policy import Policy
 from teegate.attest.verdict import Check, Verdict
 from teegate.client.errors import AttestationRejectedError
@@ -60,7 +61,9 @@ def _parse_report(url: str, resp: httpx.Response) -> dict[str, Any]:
         raise UpstreamError(f"attestation report from {url}: HTTP {resp.status_code}: "
                             f"{resp.text[:200]}")
     try:
-        report = safejson.loads(resp.content)
+        report = safejson.loads(resp.content, max_values=MAX_REPORT_VALUES)
+    except safejson.TooLargeError as e:
+        raise EvidenceError(f"attestation report from {url} is too large: {e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EvidenceError(f"attestation report from {url} is not JSON: {e}") from e
     if not isinstance(report, dict):

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from teegate import safejson
+from teegate.attest.guard import MAX_REPORT_VALUES
 from teegate.errors import EvidenceError, UpstreamError
 from teegate.providers.http11 import Http11Pool, Http11Response
 from teegate.providers.registry import Platform
@@ -78,7 +79,9 @@ class OpenAIAdapter:
             text = content[:200].decode("utf-8", "replace")
             raise UpstreamError(f"{self.provider_id}: {what}: HTTP {resp.status_code}: {text}")
         try:
-            data = await safejson.aloads(content)
+            data = await safejson.aloads(content, max_values=MAX_REPORT_VALUES)
+        except safejson.TooLargeError as e:  # refused before parsing allocated it
+            raise EvidenceError(f"{self.provider_id}: {what} is too large: {e}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvidenceError(f"{self.provider_id}: {what} is not JSON: {e}") from e
         if not isinstance(data, dict):
