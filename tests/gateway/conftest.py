@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,3 +112,8 @@ def wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+def admin_headers() -> dict[str, str]:
+    """The operator's Authorization header (the admin key the session fixture set)."""
+    return {"authorization": f"Bearer {os.environ['TG_TEST_ADMIN']}"}

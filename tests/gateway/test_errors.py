@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.conftest import GatewayFactory, Gw, admin_headers
 from tests.gateway.loopback import Server, serving
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -138,7 +138,7 @@ def test_client_disconnect_mid_stream(gw: Gw, slow: tuple[SlowStream, Server]) -
         time.sleep(0.02)
     assert state.closed_early
     assert state.sent < 100
-    text = httpx.get(gw.server.url + "/metrics").text
+    text = httpx.get(gw.server.url + "/metrics", headers=admin_headers()).text
     assert 'teegate_requests_total{outcome="disconnected",provider="slow"} 1.0' in text
     # The gateway still serves.
     r = _post(gw, b'{"model":"gpt-plain","messages":[{"role":"user","content":"a"}]}')

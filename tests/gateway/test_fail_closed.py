@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.gateway import GatewayStore
 from teegate.node import NodeKeys
-from tests.gateway.conftest import GatewayFactory, Gw, wait
+from tests.gateway.conftest import GatewayFactory, Gw, admin_headers, wait
 from tests.gateway.loopback import Server, Tamper, dev_node, serving, tampering_proxy
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -226,7 +226,7 @@ def test_failover_between_attested_nodes(make_gateway: GatewayFactory, dev_pki: 
             "model": "shared-model", "messages": MSG, "stream": True}) as resp:
         assert resp.headers["x-teegate-provider"] == "node-a"
         assert b"data: [DONE]" in b"".join(resp.iter_raw())
-    text = httpx.get(gw.server.url + "/metrics").text
+    text = httpx.get(gw.server.url + "/metrics", headers=admin_headers()).text
     assert 'teegate_failovers_total{provider="flaky",reason="broken"}' in text
     assert 'teegate_failovers_total{provider="node-b",reason="connect"}' in text
     assert 'teegate_failovers_total{provider="flaky",reason="503"}' in text
@@ -272,7 +272,7 @@ def test_quarantine_shared_postgres(make_gateway: GatewayFactory,
 
 
 def _metric(gw: Gw, name: str) -> float:
-    for line in httpx.get(gw.server.url + "/metrics").text.splitlines():
+    for line in httpx.get(gw.server.url + "/metrics", headers=admin_headers()).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0

@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.gateway.conftest import GatewayFactory, Gw
+from tests.gateway.conftest import GatewayFactory, Gw, admin_headers
 from tests.gateway.loopback import Server, serving
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -146,7 +146,7 @@ def test_models_providers_health_metrics(gw: Gw) -> None:
     assert httpx.get(base + "/healthz").status_code == 200
     assert httpx.get(base + "/readyz").json()["ready"] is True
     client.chat.completions.create(model="gpt-plain", messages=MSG)
-    text = httpx.get(base + "/metrics").text
+    text = httpx.get(base + "/metrics", headers=admin_headers()).text
     assert 'teegate_requests_total{outcome="success",provider="plain"}' in text
     assert 'teegate_provider_trust_level{provider="node-a"} 2.0' in text
     assert 'teegate_attestation_refreshes_total{provider="node-a",result="accepted"}' in text

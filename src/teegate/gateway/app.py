@@ -48,6 +48,7 @@ from teegate.ledger.usage import read_usage
 from teegate.node.signatures import NONCE_HEADER, signature_text
 from teegate.providers.adapter import OpenAIAdapter
 from teegate.providers.http11 import Http11Response
+from teegate.redact import Redactor
 from teegate.routing.health import Health
 from teegate.routing.select import Candidate, plan_route
 from teegate.routing.trust import TrustLevel, parse_trust
@@ -113,6 +114,9 @@ class Gateway:
         self.receipts = receipts
         self.keys = KeyCache(store, config.admin_key)
         self.throttle = AuthThrottle(config.auth_fail_limit, config.auth_fail_window_s)
+        c = config.collateral
+        self.redact = Redactor([*(pc.base_url for pc in config.providers), c.pccs_url,
+                                c.kds_url, c.nvidia_ocsp_url, c.nvidia_rim_url])
         self.providers: list[ProviderRuntime] = []
         for pc in config.providers:
             adapter = OpenAIAdapter(pc.id, pc.platform, pc.base_url, api_key=pc.api_key,
@@ -224,6 +228,17 @@ class Gateway:
             raise GatewayRefusal(401, "invalid API key", code="invalid_api_key")
         return agent
 
+    def redacted(self, r: GatewayRefusal) -> GatewayRefusal:
+        """``r`` without upstream addresses in what the agent reads (teegate.redact); the
+        operator's log keeps them."""
+        message = self.redact(r.message)
+        if message != r.message:
+            log.info("refusal as sent to the agent, unredacted: %s", r.message)
+        r.message = message
+        if r.extra:
+            r.extra = self.redact.value(r.extra)  # type: ignore[assignment]
+        return r
+
     def check_throttle(self, client: str | None) -> None:
         """429 while ``client`` has used up its failed authentications: before its key is
         checked, the right key included (teegate.gateway.throttle)."""
@@ -282,7 +297,7 @@ class Gateway:
         except GatewayRefusal as r:
             if not counted:
                 self.metrics.requests.labels("", "refused").inc()
-            await _send_error(send, r)
+            await _send_error(send, self.redacted(r))
         except _Disconnected:
             return
         except _ReceiptLost as e:  # the response is left incomplete on purpose
@@ -410,6 +425,7 @@ class Gateway:
             req, model, stream, required, forward, inject, limit, uncapped = self._parse(
                 body, await _load_request(body), hdrs.get(TRUST_HEADER), agent)
         except GatewayRefusal as r:  # refused calls get a record (and receipt) too
+            self.redacted(r)  # before its hash goes into the receipt
             bad = CallRecord(agent.id, "", agent.trust.label, time.time(), _sha(body),
                              conversation=conv.decode("latin-1") if conv else None,
                              status=r.status, outcome="refused", error=r.message,
@@ -427,6 +443,7 @@ class Gateway:
                                             inject, body, send, receive,
                                             hdrs.get(b"\0extra", b""), limit, uncapped)
         except GatewayRefusal as r:
+            self.redacted(r)  # before its hash goes into the receipt
             if record.outcome == "pending":
                 record.outcome = "failed"
             record.status = record.status if record.status >= 400 else r.status
@@ -740,12 +757,13 @@ class Gateway:
                         self.manager.signature_failed(p, str(e))
                     record.outcome, record.error = "failed", str(e)
                     record.signature_check = f"failed: {e}"
-                    err = GatewayRefusal(502, f"{p.id}: {e}; the end of the stream was "
-                                         "withheld", code=e.code)
+                    err = GatewayRefusal(502, self.redact(
+                        f"{p.id}: {e}; the end of the stream was withheld"), code=e.code)
                     await emit(err.sse_event())
             except UpstreamError as e:
                 record.outcome, record.error = "failed", f"stream broken: {e}"
-                err = GatewayRefusal(502, f"{p.id}: stream broken: {e}", code="upstream_error")
+                err = GatewayRefusal(502, self.redact(f"{p.id}: stream broken: {e}"),
+                                     code="upstream_error")
                 await emit(err.sse_event())
             await upstream.aclose()
             self._stream_facts(p, a, record, relay, returned)
@@ -833,6 +851,7 @@ class Gateway:
         rid = None
         if receipts is not None:
             rid = record.receipt_id = record.receipt_id or receipts.new_id()
+        self._redact_record(record)
         attach = None
         if receipts is not None and receipts.shared:
             def attach(tx: Any) -> None:
@@ -852,12 +871,18 @@ class Gateway:
         if receipts is not None and rid is not None:
             try:
                 if not written:
+                    self._redact_record(record)  # a settlement failure's note too
                     receipts.commit(record, rid)
                 record.receipt_committed = True
                 receipts.wake()
             except Exception:
                 self.metrics.receipt_failures.inc()
                 log.exception("receipts: cannot commit the receipt %s of a call", rid)
+
+    def _redact_record(self, record: CallRecord) -> None:
+        """The agent reads its receipts: no upstream addresses in their error text."""
+        if record.error:
+            record.error = self.redact(record.error)
 
     def _settle_failed(self, record: CallRecord, e: Exception) -> None:
         from teegate.ledger.model import Conflict
@@ -1148,20 +1173,24 @@ def _json_error(status: int, message: str, code: str) -> JSONResponse:
                         headers={"x-should-retry": "true" if status >= 500 else "false"})
 
 
-def provider_view(p: ProviderRuntime, now: float) -> dict[str, Any]:
+def provider_view(p: ProviderRuntime, now: float, redact: Redactor | None) -> dict[str, Any]:
+    """What anyone may read about a provider: its level, attestation status, verdict digest
+    and signing key (what an auditor checks receipts against). ``redact``: the public view,
+    without the base URL and with upstream addresses out of the status text; None: the
+    operator's view (admin key, or ``public_provider_details``)."""
     a = p.current(now)
     blocked = p.blocked(now)
     development = p.config.development or (a is not None and a.development)
-    return {
+    detail = blocked or p.detail
+    view: dict[str, Any] = {
         "id": p.id,
         "platform": p.config.platform.name,
-        "base_url": p.config.base_url,
         "models": list(p.config.models),
         "trust_level": p.level(now).label,
         "claimed_trust_level": p.config.platform.claimed.label,
         "attestation": {
             "status": "quarantined" if p.quarantined_until > now else p.status,
-            "detail": blocked or p.detail,
+            "detail": redact(detail) if redact is not None else detail,
             "verdict": a.digest if a is not None else None,
             "expires_at": int(a.expires_at) if a is not None else None,
             "signing_address": a.signing_address if a is not None else None,
@@ -1171,6 +1200,9 @@ def provider_view(p: ProviderRuntime, now: float) -> dict[str, Any]:
         "label": "DEVELOPMENT (simulated TEE, not confidential)" if development else None,
         "cooldown": p.health.cooling(time.monotonic()),
     }
+    if redact is None:
+        view["base_url"] = p.config.base_url
+    return view
 
 
 async def _expire_loop(ledger: Ledger, every_s: float) -> None:
@@ -1284,31 +1316,49 @@ def create_app(
         for model, providers in gw.by_model.items():
             ok = [p for p in providers if not p.blocked(now)]
             best = max((p.level(now) for p in ok), default=None)
+            views = [provider_view(p, now, gw.redact) for p in providers]
             data.append({
                 "id": model, "object": "model", "created": 0, "owned_by": "teegate",
                 "providers": [{"id": p.id, "platform": p.config.platform.name,
                                "trust_level": p.level(now).label,
-                               "attestation": provider_view(p, now)["attestation"]["status"],
-                               "development": provider_view(p, now)["development"]}
-                              for p in providers],
+                               "attestation": v["attestation"]["status"],
+                               "development": v["development"]}
+                              for p, v in zip(providers, views, strict=True)],
                 "trust_level": best.label if best is not None else None,
-                "development": any(provider_view(p, now)["development"] for p in providers),
+                "development": any(v["development"] for v in views),
             })
         return JSONResponse({"object": "list", "data": data})
 
+    def operator(request: Request) -> bool:
+        """Whether the caller presents the admin key (a public route answering more to it is
+        an oracle too: other keys count as failed attempts, agents' own keys excepted)."""
+        key = bearer(request.headers.get("authorization"))
+        if key is None:
+            return False
+        gw.check_throttle(client(request))
+        if gw.keys.is_admin(key):
+            return True
+        if gw.keys.cached(key) is None:
+            gw.throttle.failed(client(request))
+        return False
+
+    def redaction(request: Request) -> Redactor | None:
+        return None if config.public_provider_details or operator(request) else gw.redact
+
     @api.get("/v1/providers")
-    async def providers() -> Response:
+    async def providers(request: Request) -> Response:
         now = gw.clock()
+        redact = redaction(request)
         return JSONResponse({"object": "list",
-                             "data": [provider_view(p, now) for p in gw.providers]})
+                             "data": [provider_view(p, now, redact) for p in gw.providers]})
 
     @api.get("/v1/providers/{provider_id}/attestation")
-    async def attestation(provider_id: str) -> Response:
+    async def attestation(provider_id: str, request: Request) -> Response:
         p = gw.by_id.get(provider_id)
         if p is None:
             return _json_error(404, f"no provider {provider_id!r}", "provider_not_found")
         now = gw.clock()
-        view = provider_view(p, now)
+        view = provider_view(p, now, redaction(request))
         verdict = p.last_verdict
         view["verdict"] = verdict.to_json() if verdict is not None else None
         view["verdict_digest"] = verdict.digest() if verdict is not None else None
@@ -1331,7 +1381,9 @@ def create_app(
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @api.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if not config.public_metrics:
+            _admin(request)
         for p in gw.providers:
             gw.metrics.provider_cooled_down.labels(p.id).set(
                 1 if p.health.cooling(time.monotonic()) else 0)
@@ -1409,7 +1461,7 @@ def create_app(
             return _json_error(404, f"no provider {provider_id!r}", "provider_not_found")
         await gw.manager.lift(p)
         await gw.manager.refresh(p)
-        return JSONResponse(provider_view(p, gw.clock()))
+        return JSONResponse(provider_view(p, gw.clock(), None))  # the operator asked
 
     if ledger is not None:
         from teegate.ledger.http import wallet_router

@@ -99,6 +99,9 @@ class GatewayConfig:
     # per window (teegate.gateway.throttle); then 429 with Retry-After.
     auth_fail_limit: int = 20
     auth_fail_window_s: float = 60.0
+    # /v1/providers shows base URLs and unredacted status text to anyone (else: admin key).
+    public_provider_details: bool = False
+    public_metrics: bool = False  # /metrics without the admin key
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -272,7 +275,7 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "ledger_expire_seconds", "hold_seconds", "replay_window_seconds",
                    "header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds",
                    "max_connections", "auth_fail_limit",
-                   "auth_fail_window_seconds"}
+                   "auth_fail_window_seconds", "public_provider_details", "public_metrics"}
 
 
 def _durability(value: Any) -> str:
@@ -381,6 +384,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
             max_connections=num("max_connections", 1024)),
         auth_fail_limit=num("auth_fail_limit", 20),
         auth_fail_window_s=float(num("auth_fail_window_seconds", 60, (int, float))),
+        public_provider_details=_want(gw.get("public_provider_details", False), bool,
+                                      "gateway.public_provider_details"),
+        public_metrics=_want(gw.get("public_metrics", False), bool, "gateway.public_metrics"),
     )
 
 
@@ -425,6 +431,9 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # allowed_fails = 3
 # auth_fail_limit = 20                # failed key checks per client address at once, then
 # auth_fail_window_seconds = 60       # 429 + Retry-After; this many forgiven per window
+# public_provider_details = false     # /v1/providers: base URLs for anyone, not only the
+#                                     # admin key (verdicts and keys are always public)
+# public_metrics = false              # /metrics without the admin key
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -27,7 +28,9 @@ import httpx
 
 from teegate import safejson
 from teegate.errors import UpstreamError
+from teegate.redact import Redactor
 
+log = logging.getLogger("teegate.node")
 BUILTIN_MODEL = "teegate-builtin"
 _VOCAB = (
     "attested", "enclave", "quote", "nonce", "signature", "verified", "measurement", "key",
@@ -220,12 +223,19 @@ class HttpEngine:
     ) -> None:
         url = base_url.rstrip("/")
         self.base_url = url if url.endswith("/v1") else url + "/v1"
+        self._redact = Redactor([self.base_url])
         self._api_key = api_key
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=5.0),
             transport=transport, headers={"accept-encoding": "identity"},
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
+
+    def _failed(self, e: httpx.HTTPError, what: str = "") -> UpstreamError:
+        """The error the node's client reads: no engine address in it (the engine sits on
+        the node's private network); the node's log has the full text."""
+        log.warning("engine %s: %s%s: %s", self.base_url, what, type(e).__name__, e)
+        return UpstreamError(f"engine: {what}{type(e).__name__}: {self._redact(str(e))}")
 
     def _headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
         out = {k: v for k, v in incoming.items()
@@ -242,14 +252,14 @@ class HttpEngine:
         try:
             resp = await self._client.send(req, stream=True)
         except httpx.HTTPError as e:
-            raise UpstreamError(f"engine {self.base_url}: {e}") from e
+            raise self._failed(e) from e
         ctype = resp.headers.get("content-type", JSON_TYPE)
         if ctype.startswith(SSE_TYPE):
             return EngineReply(resp.status_code, ctype, stream=self._relay(resp))
         try:
             data = await resp.aread()
         except httpx.HTTPError as e:
-            raise UpstreamError(f"engine {self.base_url}: {e}") from e
+            raise self._failed(e) from e
         finally:
             await resp.aclose()
         return EngineReply(resp.status_code, ctype, data)
@@ -259,7 +269,7 @@ class HttpEngine:
             async for chunk in resp.aiter_raw():
                 yield chunk
         except httpx.HTTPError as e:
-            raise UpstreamError(f"engine {self.base_url}: stream broke: {e}") from e
+            raise self._failed(e, "stream broke: ") from e
         finally:
             await resp.aclose()
 
@@ -267,7 +277,7 @@ class HttpEngine:
         try:
             resp = await self._client.get("/models", headers=self._headers({}))
         except httpx.HTTPError as e:
-            raise UpstreamError(f"engine {self.base_url}: {e}") from e
+            raise self._failed(e) from e
         return EngineReply(resp.status_code, resp.headers.get("content-type", JSON_TYPE),
                            resp.content)
 
