@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from teegate.cli import app as cli_app
 from teegate.receipts import ReceiptLog
 from teegate.sim import DevTdx
-from tests.gateway.conftest import GatewayFactory, Gw, wait
+from tests.gateway.conftest import GatewayFactory, Gw, admin_headers, wait
 from tests.gateway.loopback import Server
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
@@ -98,7 +98,7 @@ def test_a_stuck_log_is_visible_and_calls_fail_closed(
     ready = httpx.get(gw.server.url + "/readyz")
     assert ready.status_code == 503
     assert "stuck" in ready.json()["receipt_log"]
-    metrics = httpx.get(gw.server.url + "/metrics").text
+    metrics = httpx.get(gw.server.url + "/metrics", headers=admin_headers()).text
     assert "teegate_receipt_log_stuck 1.0" in metrics
     assert "teegate_receipt_log_backlog 1.0" in metrics
     refused = httpx.post(gw.url + "/chat/completions", json=body, headers=headers)
