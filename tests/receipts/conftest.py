@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from teegate.node.signer import EcdsaSigner
 from teegate.receipts import AttestationRef, ProviderSignature, Receipt, ReceiptLog
+from teegate.receipts.http import receipts_router
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tlog"
 PG_URL = os.environ.get("TEEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -119,3 +121,16 @@ def open_log(db: dict[str, Any], log_key: Ed25519PrivateKey) -> Iterator[Callabl
     for log in logs:
         with contextlib.suppress(Exception):
             log.close()
+
+
+@contextlib.asynccontextmanager
+async def receipts_client(log: ReceiptLog, principal: Callable[..., Any]
+                          ) -> AsyncIterator[httpx.AsyncClient]:
+    """The receipt routes over ``log`` in process, with ``principal`` as their auth."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.include_router(receipts_router(log, principal))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c

@@ -8,12 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI
 
 from teegate.receipts import ReceiptLog
-from teegate.receipts.http import receipts_router
 
-from .conftest import ORIGIN, make_receipt
+from .conftest import ORIGIN, make_receipt, receipts_client
 from .test_http_audit import principal
 
 AGENT1 = {"authorization": "Bearer agent:agent-1:"}
@@ -30,10 +28,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Recei
     for i in range(5):
         log.submit(make_receipt(i))
     log.checkpoint()
-    app = FastAPI()
-    app.include_router(receipts_router(log, principal))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with receipts_client(log, principal) as c:
         yield c, log
     log.close()
 

@@ -13,14 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI
 
 from teegate.errors import LogError
 from teegate.receipts import ReceiptLog, ReceiptSigner, merkle
-from teegate.receipts.http import receipts_router
 from teegate.receipts.store import node_key
 
-from .conftest import ORIGIN, make_receipt
+from .conftest import ORIGIN, make_receipt, receipts_client
 from .test_http_audit import principal
 
 OpenLog = Callable[..., ReceiptLog]
@@ -117,10 +115,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Recei
                      key=Ed25519PrivateKey.generate(), checkpoint_interval=0)
     log.append_many([make_receipt(i) for i in range(3)])  # agents agent-0, agent-1, agent-2
     log.checkpoint()
-    app = FastAPI()
-    app.include_router(receipts_router(log, principal))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with receipts_client(log, principal) as c:
         yield c, log
     log.close()
 
