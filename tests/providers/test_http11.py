@@ -156,3 +156,31 @@ async def test_a_silent_body_times_out_and_a_slow_steady_one_does_not() -> None:
         await pool.aclose()
     finally:
         server.close()
+
+
+async def test_a_slow_consumer_is_not_the_peers_silence() -> None:
+    """Time the caller spends between reads (a slow client downstream) does not count."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.35)  # arrives while the caller is still busy with "a"
+        writer.write(b"1\r\nb\r\n0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(2)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        pool = Http11Pool(url, timeout=0.2)
+        r = await pool.post("/x", b"{}")
+        got = []
+        async for chunk in r.aiter_raw():
+            got.append(chunk)
+            await asyncio.sleep(0.5)  # longer than the timeout, between reads
+        assert got == [b"a", b"b"]
+        await pool.aclose()
+    finally:
+        server.close()
