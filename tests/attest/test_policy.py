@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from teegate.attest.snp import verify_report
 from teegate.attest.tdx import verify_quote
 from teegate.attest.verdict import Verdict
 from teegate.errors import ConfigError
+from teegate.sim.compose import dev_os_image, measure_compose
 from teegate.sim.gpu import DevGpu
 from teegate.sim.snp import DevSnp
 from teegate.sim.tdx import DevTdx
@@ -190,6 +192,41 @@ def _sgx(e: Env, p: Policy) -> Verdict:
                         policy=replace(p, tcb=tcb), now=1752919277)
 
 
+SIGSTORE = DATA / "sigstore"
+DSSE_IMAGE = "a0cfc71271d6e278e57cd332ff957c3f7043fdda354c4cbb190a30d56efa01bf"
+WEIGHTS = "cd" * 32
+BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
+          ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main",
+          "https://token.actions.githubusercontent.com")
+COMPOSE = json.dumps({"name": "m", "runner": "docker-compose", "docker_compose_file": (
+    f"services:\n  vllm:\n    image: vllm/vllm-openai@sha256:{DSSE_IMAGE}\n"
+    f"    environment:\n      - TEEGATE_WEIGHTS_SHA256={WEIGHTS}\n")}).encode()
+
+
+def _compose_report(e: Env, p: Policy) -> Verdict:
+    """A provider report of a development TD that measured COMPOSE (compose-hash event,
+    MRCONFIGID), with its development OS image manifest (is_dev)."""
+    from teegate.sim.compose import measure_compose
+
+    m = measure_compose(COMPOSE)
+    quote = e.tdx.quote(ADDR.ljust(32, b"\0") + NONCE, rtmrs=m.rtmrs, mrconfigid=m.mrconfigid)
+    report = {"intel_quote": quote.hex(), "collateral": e.collateral,
+              "event_log": m.event_log, "signing_address": "0x" + ADDR.hex(),
+              "info": {"tcb_info": m.tcb_info(bytes(48)), "os_image": m.os_image}}
+    return verify_provider_report(report, nonce=NONCE, policy=p, now=NOW)
+
+
+def _sig(**kw: Any) -> Callable[[Policy], Policy]:
+    """A Sigstore section that the compose's image passes, with ``kw`` changed."""
+    from teegate.attest.policy import SigstorePolicy
+
+    good = SigstorePolicy(
+        require_images=True, trusted_root=(SIGSTORE / "sigstage-trusted_root.json").read_text(),
+        identities=(BEACON,),
+        bundles=((SIGSTORE / "a.dsse.staging-rekor-v2.txt.sigstore.json").read_text(),))
+    return lambda p: replace(p, sigstore=replace(good, **kw))
+
+
 def _report(nonce: bytes | None) -> Make:
     def make(e: Env, p: Policy) -> Verdict:
         r = {"signing_address": "0x" + ADDR.hex(), "event_log": FIXTURE["event_log"],
@@ -204,6 +241,7 @@ def _set(section: str, **values: Any) -> Callable[[Policy], Policy]:
 
 
 _SAME: Callable[[Policy], Policy] = lambda p: p  # noqa: E731
+_DEV_OS = _set("dstack", allow_dev_os=True)
 
 # field -> (violating policy, baseline policy, evidence, check that rejects)
 Case = tuple[Callable[[Policy], Policy], Callable[[Policy], Policy], Make, str]
@@ -247,6 +285,34 @@ CASES: dict[str, Case] = {
                                _tdx(), "dstack.os_image_hash"),
     "dstack.require_event_log": (_set("dstack", require_event_log=True), _SAME, _tdx_no_log,
                                  "eventlog.present"),
+    "dstack.image_digests": (_set("dstack", image_digests=frozenset({WRONG32}),
+                                  allow_dev_os=True), _DEV_OS, _compose_report, "model.images"),
+    "dstack.weights_digests": (_set("dstack", weights_digests=frozenset({WRONG32}),
+                                    allow_dev_os=True), _DEV_OS, _compose_report,
+                               "model.weights"),
+    "dstack.allow_dev_os": (_SAME, _DEV_OS, _compose_report, "dstack.os_image_dev"),
+    "dstack.dev_os_image_hashes": (
+        _set("dstack", dev_os_image_hashes=frozenset({hashlib.sha256(
+            dev_os_image()["sha256sum"].encode()).hexdigest()})), _SAME,
+        lambda e, p: verify_quote_evidence(
+            e.tdx.quote(b"", rtmrs=measure_compose(COMPOSE).rtmrs), e.collateral, policy=p,
+            now=NOW, event_log=measure_compose(COMPOSE).event_log),
+        "dstack.os_image_dev"),
+    "sigstore.require_images": (lambda p: _sig(bundles=())(_DEV_OS(p)),
+                                lambda p: _sig(require_images=False, bundles=())(_DEV_OS(p)),
+                                _compose_report, "sigstore.images"),
+    "sigstore.require_os_image": (lambda p: _sig(require_os_image=True)(_DEV_OS(p)),
+                                  lambda p: _sig()(_DEV_OS(p)), _compose_report,
+                                  "sigstore.os_image"),
+    "sigstore.trusted_root": (
+        lambda p: _sig(trusted_root=(SIGSTORE / "sigstore-trusted_root.json").read_text())(
+            _DEV_OS(p)), lambda p: _sig()(_DEV_OS(p)), _compose_report, "sigstore.images"),
+    "sigstore.identities": (
+        lambda p: _sig(identities=(("someone@else.example", BEACON[1]),))(_DEV_OS(p)),
+        lambda p: _sig()(_DEV_OS(p)), _compose_report, "sigstore.images"),
+    "sigstore.bundles": (
+        lambda p: _sig(bundles=((SIGSTORE / "bundle_v3.txt.sigstore").read_text(),))(
+            _DEV_OS(p)), lambda p: _sig()(_DEV_OS(p)), _compose_report, "sigstore.images"),
     "gpu.mode": (_set("gpu", mode="required"), _SAME, _tdx(), "gpu.required"),
     "gpu.driver_versions": (_set("gpu", driver_versions=frozenset({"999.99"})), _SAME, _gpu(),
                             "gpu.0.driver_version"),

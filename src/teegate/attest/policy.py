@@ -81,6 +81,31 @@ class DstackPolicy:
     os_image_hashes: frozenset[str] = frozenset()
     # Require an event log that replays to the quote's RTMRs.
     require_event_log: bool = False
+    # Model pins: the container image digests (sha256 hex) the measured compose may pin (every
+    # image must be pinned by digest and allowed), and the weights' digests it may publish.
+    image_digests: frozenset[str] = frozenset()
+    weights_digests: frozenset[str] = frozenset()
+    # dstack development OS images (metadata.json is_dev, or listed here) are refused unless
+    # allowed: they let the host's operator SSH into the CVM.
+    allow_dev_os: bool = False
+    dev_os_image_hashes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SigstorePolicy:
+    """Build transparency: digests that must come with a valid Sigstore bundle.
+
+    ``trusted_root`` is a Sigstore TrustedRoot (JSON text, read from the file the policy names)
+    pinned by the operator: verification is offline. ``identities`` are (signer identity,
+    OIDC issuer) pairs, one of which must have signed; ``bundles`` the bundle documents (files
+    or directories of ``*.sigstore.json`` / ``*.sigstore``) to look digests up in.
+    """
+
+    require_images: bool = False
+    require_os_image: bool = False
+    trusted_root: str = ""
+    identities: tuple[tuple[str, str], ...] = ()
+    bundles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +156,7 @@ class Policy:
     gpu: GpuPolicy = field(default_factory=GpuPolicy)
     binding: BindingPolicy = field(default_factory=BindingPolicy)
     roots: RootsPolicy = field(default_factory=RootsPolicy)
+    sigstore: SigstorePolicy = field(default_factory=SigstorePolicy)
 
     @classmethod
     def default(cls) -> Policy:
@@ -154,7 +180,8 @@ class Policy:
         t, d, n = self.tdx, self.dstack, self.snp
         kinds = set()
         if (t.mrtd or t.rtmr0 or t.rtmr1 or t.rtmr2 or t.rtmr3 or t.mrconfigid or t.mrseam
-                or d.compose_hashes or d.app_ids or d.os_image_hashes):
+                or d.compose_hashes or d.app_ids or d.os_image_hashes or d.image_digests
+                or d.weights_digests):
             kinds.add("tdx")
         if t.mrenclave or t.mrsigner:
             kinds.add("sgx")
@@ -189,6 +216,7 @@ _HEX_SIZES = {
     "mrtd": 48, "rtmr0": 48, "rtmr1": 48, "rtmr2": 48, "rtmr3": 48, "mrconfigid": 48,
     "mrseam": 48, "mrenclave": 32, "mrsigner": 32, "measurement": 48, "host_data": 32,
     "id_key_digest": 48, "compose_hashes": 32, "app_ids": 20, "os_image_hashes": 32,
+    "image_digests": 32, "weights_digests": 32, "dev_os_image_hashes": 32,
 }
 _HEX_SETS = set(_HEX_SIZES)
 # Statuses dcap-qvl reports; Revoked always fails verification, so it cannot be allowed.
@@ -254,12 +282,58 @@ def _read_root(entry: str, where: str, base_dir: Path | None) -> str:
     return text
 
 
+def _read_text(entry: str, where: str, base_dir: Path | None, what: str) -> str:
+    p = Path(entry).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read {what} {p}: {e}") from e
+
+
+def _bundle_files(entries: Any, where: str, base_dir: Path | None) -> tuple[str, ...]:
+    """Sigstore bundle texts from files, or directories of ``*.sigstore.json`` /
+    ``*.sigstore`` files (sorted, so a policy loads the same way every time)."""
+    if not isinstance(entries, list) or not all(isinstance(v, str) for v in entries):
+        raise ConfigError(f"{where}: expected a list of bundle files or directories")
+    out: list[str] = []
+    for entry in entries:
+        p = Path(entry).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        files = sorted(f for f in p.iterdir() if f.name.endswith((".sigstore.json",
+                                                                     ".sigstore"))
+                       ) if p.is_dir() else [p]
+        out.extend(_read_text(str(f), where, None, "Sigstore bundle") for f in files)
+    return tuple(out)
+
+
+def _identities(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, dict) and set(v) == {"identity", "issuer"}
+            and all(isinstance(x, str) and x for x in v.values()) for v in value):
+        raise ConfigError(f"{where}: expected a list of {{identity = \"…\", issuer = \"…\"}} "
+                          "tables (the signer's certificate identity and its OIDC issuer)")
+    return tuple((v["identity"], v["issuer"]) for v in value)
+
+
 def _convert(name: str, annotation: str, value: Any, where: str, base_dir: Path | None) -> Any:
+    if name == "trusted_root":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected the path of a Sigstore trusted_root.json")
+        return _read_text(value, where, base_dir, "Sigstore trusted root")
+    if name == "bundles":
+        return _bundle_files(value, where, base_dir)
+    if name == "identities":
+        return _identities(value, where)
     if annotation.startswith("frozenset[str]"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings")
         if name in _HEX_SETS:
-            return frozenset(_normalise_hex(v, where, _HEX_SIZES[name]) for v in value)
+            # image digests are often written as docker does: sha256:<hex>
+            return frozenset(_normalise_hex(v.strip().removeprefix("sha256:"), where,
+                                            _HEX_SIZES[name]) for v in value)
         return _check_names(name, frozenset(value), where)
     if annotation.startswith("frozenset[int]"):
         if not isinstance(value, list) or not all(
@@ -327,4 +401,5 @@ _SECTIONS: dict[str, type] = {
     "GpuPolicy": GpuPolicy,
     "BindingPolicy": BindingPolicy,
     "RootsPolicy": RootsPolicy,
+    "SigstorePolicy": SigstorePolicy,
 }

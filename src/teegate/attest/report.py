@@ -164,6 +164,48 @@ def _dstack_checks(
     return check_event_log(cpu.measurements, events, policy=policy, app_compose=app_compose)
 
 
+def _os_manifest(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``info.os_image``: the OS image's hash list and metadata (untrusted; compared with the
+    measured os_image_hash)."""
+    info = report.get("info")
+    manifest = info.get("os_image") if isinstance(info, Mapping) else None
+    return manifest if isinstance(manifest, Mapping) else None
+
+
+def _model_checks(
+    cpu: Verdict, dstack: Mapping[str, str], policy: Policy, app_compose: bytes | None,
+    os_manifest: Mapping[str, Any] | None,
+) -> tuple[list[Check], dict[str, Any]]:
+    """The model identity of ``cpu`` + its dstack identity, and the policy's model pins
+    (image digests, weights, development OS images, Sigstore bundles) against it."""
+    from teegate.attest.identity import identity_checks, model_identity, os_image_manifest
+
+    identity = model_identity(cpu.tee, cpu.measurements, dstack, app_compose, os_manifest)
+    problem = None
+    os_hash = dstack.get("os_image_hash")
+    if os_manifest is not None and os_hash:
+        problem = os_image_manifest(os_manifest, os_hash)[1] or None
+    checks = identity_checks(identity, policy, problem)
+    s = policy.sigstore
+    if s.require_images or s.require_os_image:
+        from teegate.attest.transparency import sigstore_checks
+
+        more, found = sigstore_checks(identity, s)
+        checks.extend(more)
+        identity["sigstore"] = found
+    return checks, identity
+
+
+def _compose_doc(report: Mapping[str, Any], cpu: Verdict,
+                 app_compose: bytes | None) -> bytes | None:
+    if app_compose is None and cpu.tee == "tdx":
+        # Untrusted like the rest of the report: only compared with the measured compose hash.
+        doc = _tcb_info(report).get("app_compose")
+        if isinstance(doc, str):
+            return doc.encode("utf-8")
+    return app_compose
+
+
 def _event_checks(
     report: Mapping[str, Any], cpu: Verdict, policy: Policy, app_compose: bytes | None,
 ) -> tuple[list[Check], dict[str, str]]:
@@ -172,12 +214,7 @@ def _event_checks(
         raise EvidenceError("report field 'event_log' must be a JSON string or a list")
     events = parse_event_log(raw_log) if cpu.tee == "tdx" and raw_log not in (None, "", []) \
         else []
-    if app_compose is None and cpu.tee == "tdx":
-        # Untrusted like the rest of the report: only compared with the measured compose hash.
-        doc = _tcb_info(report).get("app_compose")
-        if isinstance(doc, str):
-            app_compose = doc.encode("utf-8")
-    return _dstack_checks(cpu, events, policy, app_compose)
+    return _dstack_checks(cpu, events, policy, _compose_doc(report, cpu, app_compose))
 
 
 def _gpu_appraiser() -> GpuAppraiser | None:
@@ -237,6 +274,9 @@ def verify_provider_report(
         raise EvidenceError("an attestation report must be a JSON object")
     cpu = _cpu_verdict(report, policy, now, collateral, snp_certificates, snp_crl)
     event_checks, dstack = _event_checks(report, cpu, policy, app_compose)
+    model_checks, model = _model_checks(cpu, dstack, policy,
+                                        _compose_doc(report, cpu, app_compose),
+                                        _os_manifest(report))
 
     algo = _str_field(report, "signing_algo") or "ecdsa"
     key = _str_field(report, "signing_address", "signing_public_key")
@@ -274,7 +314,8 @@ def verify_provider_report(
                     *((g.not_before, g.not_after) for g in gpus))
     return Verdict(
         tee=cpu.tee,
-        checks=cpu.checks + tuple(event_checks) + tuple(binding) + tuple(gpu_checks),
+        checks=cpu.checks + tuple(event_checks) + tuple(model_checks) + tuple(binding)
+        + tuple(gpu_checks),
         tcb_status=cpu.tcb_status,
         advisory_ids=cpu.advisory_ids,
         measurements=cpu.measurements,
@@ -286,6 +327,7 @@ def verify_provider_report(
         not_before=lo,
         not_after=hi,
         components=cpu.components + gpus,
+        model=model,
     )
 
 
@@ -323,6 +365,8 @@ def _bare_context(
     given = event_log is not None and event_log not in ("", b"", [])
     events = parse_event_log(event_log) if cpu.tee == "tdx" and event_log and given else []
     checks, dstack = _dstack_checks(cpu, events, policy, app_compose)
+    more, model = _model_checks(cpu, dstack, policy, app_compose, None)
+    checks.extend(more)
     if given and cpu.tee != "tdx":
         checks.append(Check("eventlog.tee", False,
                             f"a dstack event log replays TDX RTMRs; {cpu.tee} evidence has none"))
@@ -343,7 +387,7 @@ def _bare_context(
                             f"the policy expects {policy.gpu.expected_count} GPU(s) and bare CPU "
                             "evidence carries none (gpu.expected_count)"))
     return cpu.with_checks(checks, identity={**cpu.identity, **dstack}, bound_key=bound,
-                           nonce=nonce.hex() if nonce is not None else None)
+                           nonce=nonce.hex() if nonce is not None else None, model=model)
 
 
 @malformed("the TDX/SGX quote evidence")

@@ -64,6 +64,11 @@ class Verdict:
     ``fmspc``, ``chip_id``, ``product`` …). ``not_before``/``not_after`` bound the window (unix
     seconds) in which the verdict may be relied upon: the intersection of the collateral and
     certificate validity. ``components`` holds sub-verdicts (one per GPU, say).
+
+    ``model`` is the model identity the evidence shows (``teegate.attest.identity``: OS image,
+    compose hash, image digests, weights, Sigstore log entries); ``models`` holds, per model
+    name, the verdict under that model's policy. Neither changes ``accepted``: a model whose
+    entry is not accepted is refused for that model alone. Both are in the digest.
     """
 
     tee: str
@@ -78,6 +83,8 @@ class Verdict:
     not_before: int | None = None
     not_after: int | None = None
     components: tuple[Verdict, ...] = ()
+    model: Mapping[str, Any] = field(default_factory=dict)
+    models: Mapping[str, Verdict] = field(default_factory=dict)
 
     @property
     def accepted(self) -> bool:
@@ -123,6 +130,8 @@ class Verdict:
             "not_after": self.not_after,
             "checks": [c.to_json() for c in self.checks],
             "components": [c.to_json() for c in self.components],
+            "model": dict(self.model),
+            "models": {k: v.to_json() for k, v in sorted(self.models.items())},
         }
 
     def digest(self) -> str:

@@ -24,6 +24,7 @@ def build_node(
     *, engine: str, tee: str, gpus: int, pki_dir: Path | None = None,
     configfs_root: Path | None = None, dstack_endpoint: str | None = None,
     engine_api_key: str | None = None, max_body: int | None = None,
+    app_compose: Path | None = None,
 ) -> Any:
     """The node ASGI app for these options; raises ConfigError for impossible combinations."""
     from teegate.errors import ConfigError
@@ -33,9 +34,16 @@ def build_node(
 
     if gpus < 0:
         raise ConfigError("--gpus must be 0 or more")
+    compose = None
+    if app_compose is not None:
+        try:
+            compose = app_compose.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"--app-compose {app_compose}: cannot read: "
+                              f"{e.strerror or e}") from None
     source = choose_source(
         tee, pki_dir=pki_dir, configfs_root=configfs_root or CONFIGFS_TSM_ROOT,
-        dstack_endpoint=dstack_endpoint,
+        dstack_endpoint=dstack_endpoint, app_compose=compose,
     )
     gpu: Any = None
     if gpus > 0:
@@ -93,6 +101,9 @@ def register(app: typer.Typer) -> None:
         keep_alive: Annotated[float, typer.Option(
             "--keep-alive", help="Seconds an idle connection is kept between requests.")
         ] = 5.0,
+        app_compose: Annotated[Path | None, typer.Option(
+            "--app-compose", help="dstack app-compose file the development TDX measures "
+            "(compose-hash event in RTMR3, MRCONFIGID, event log).")] = None,
         max_connections: Annotated[int, typer.Option(
             "--max-connections", help="Open connections at most (the longest-idle one is "
             "closed for a newcomer; 503 when every one is busy).")] = 1024,
@@ -103,6 +114,7 @@ def register(app: typer.Typer) -> None:
                 engine=engine, tee=tee, gpus=gpus, pki_dir=pki_dir,
                 configfs_root=configfs_root, dstack_endpoint=dstack_endpoint,
                 engine_api_key=engine_api_key, max_body=max_body_bytes,
+                app_compose=app_compose,
             )
             limits = _limits(header_timeout, body_timeout, keep_alive, max_connections)
         except TeegateError as e:
@@ -130,6 +142,11 @@ def register(app: typer.Typer) -> None:
                        soft_wrap=True, markup=False, highlight=False)
         _err.print(f"teegate node: evidence from {source.name}, engine {engine}, "
                    f"listening on {url}", soft_wrap=True, markup=False, highlight=False)
+        measured = getattr(source, "measured", None)
+        if measured is not None:
+            _err.print(f"teegate node: measured app compose {measured.compose_hash} "
+                       f"(MRCONFIGID 0x01 || it; RTMR3 compose-hash event)",
+                       soft_wrap=True, markup=False, highlight=False)
         from teegate import serving
 
         serving.run(asgi, limits=limits, host=host, port=port, log_level="warning",

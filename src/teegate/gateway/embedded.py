@@ -41,8 +41,11 @@ def start_dev_node(pki_dir: Path | None = None) -> DevNode:
     """The teegate node app (development TDX, built-in engine) on 127.0.0.1:<free port>, in a
     thread of this process."""
     from teegate.node import BuiltinEngine, DevTdxSource, create_node_app
+    from teegate.sim.compose import DEFAULT_APP_COMPOSE
 
-    app = create_node_app(DevTdxSource(pki_dir or paths.dev_pki_dir()), BuiltinEngine())
+    # The default measures its own compose, so its verdicts and receipts show an identity.
+    app = create_node_app(DevTdxSource(pki_dir or paths.dev_pki_dir(),
+                                       app_compose=DEFAULT_APP_COMPOSE), BuiltinEngine())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

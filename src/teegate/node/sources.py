@@ -306,17 +306,24 @@ class DstackSource:
 
 
 class DevTdxSource:
-    """The development TDX of ``teegate.sim``: real quote format, development PKI."""
+    """The development TDX of ``teegate.sim``: real quote format, development PKI.
+
+    With ``app_compose`` (the raw bytes of a dstack app-compose file) the TD measures it as
+    dstack does (``teegate.sim.compose``): compose-hash event in RTMR3, MRCONFIGID, an event
+    log replaying RTMR0-3, and ``info.tcb_info`` carrying the compose document."""
 
     development = True
 
-    def __init__(self, pki_dir: Path) -> None:
-        from teegate.sim.tdx import DevTdx
+    def __init__(self, pki_dir: Path, *, app_compose: bytes | None = None) -> None:
+        from teegate.sim.compose import measure_compose
+        from teegate.sim.tdx import DEFAULT_MRTD, DevTdx
 
         self._tdx = DevTdx.load_or_create(pki_dir)
         self._collateral = self._tdx.collateral()
         self._collateral_at = time.monotonic()
         self.name = "dev-tdx"
+        self.measured = measure_compose(app_compose) if app_compose is not None else None
+        self._mrtd = DEFAULT_MRTD
 
     def _current_collateral(self) -> str:
         # Development collateral is valid for 30 days around its issue time: renew daily.
@@ -327,12 +334,20 @@ class DevTdxSource:
 
     def get_evidence(self, report_data: bytes) -> Evidence:
         _check_report_data(report_data)
-        quote = self._tdx.quote(report_data)
-        return Evidence(
-            tee="tdx", quote=quote, source="dev-tdx", development=True,
-            collateral=self._current_collateral(),
-            info={"tee": "tdx", "source": "dev-tdx", "development": True},
-        )
+        m = self.measured
+        info: dict[str, Any] = {"tee": "tdx", "source": "dev-tdx", "development": True}
+        if m is None:
+            quote = self._tdx.quote(report_data)
+            return Evidence(tee="tdx", quote=quote, source="dev-tdx", development=True,
+                            collateral=self._current_collateral(), info=info)
+        quote = self._tdx.quote(report_data, mrtd=self._mrtd, rtmrs=m.rtmrs,
+                                mrconfigid=m.mrconfigid)
+        info.update(app_id=m.app_id, instance_id=m.instance_id, compose_hash=m.compose_hash,
+                    os_image_hash=m.os_image_hash, tcb_info=m.tcb_info(self._mrtd),
+                    os_image=m.os_image)
+        return Evidence(tee="tdx", quote=quote, source="dev-tdx", development=True,
+                        collateral=self._current_collateral(), event_log=m.event_log,
+                        info=info)
 
 
 class DevSnpSource:
@@ -360,12 +375,16 @@ class DevSnpSource:
 
 def choose_source(
     tee: str, *, pki_dir: Path | None = None, configfs_root: Path = CONFIGFS_TSM_ROOT,
-    dstack_endpoint: str | None = None,
+    dstack_endpoint: str | None = None, app_compose: bytes | None = None,
 ) -> QuoteSource:
     """Build the source named by ``--tee``. ``auto``: configfs-tsm, else the dstack socket,
-    else a ConfigError; it never falls back to a development TEE."""
+    else a ConfigError; it never falls back to a development TEE. ``app_compose`` is measured
+    by the development TDX only (a real TD's compose is measured by dstack itself)."""
     if tee not in TEE_CHOICES:
         raise ConfigError(f"--tee must be one of {', '.join(TEE_CHOICES)}, not {tee!r}")
+    if app_compose is not None and tee != "dev-tdx":
+        raise ConfigError("--app-compose is measured by the development TDX (--tee dev-tdx); "
+                          "under dstack the guest agent measures the deployed compose itself")
     if tee == "auto":
         if ConfigfsTsmSource.available(configfs_root):
             return ConfigfsTsmSource(configfs_root)
@@ -386,6 +405,6 @@ def choose_source(
 
     directory = pki_dir or dev_pki_dir()
     if tee == "dev-tdx":
-        return DevTdxSource(directory)
+        return DevTdxSource(directory, app_compose=app_compose)
     return DevSnpSource(directory)
 

@@ -7,6 +7,7 @@ resting on such a root with a ``*.development_root`` check.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from teegate import paths
@@ -25,6 +26,8 @@ def development_policy(directory: Path | None = None, base: Policy | None = None
     snp = DevSnp.load_or_create(pki)
     gpu = DevGpu.load_or_create(pki)
     roots = policy.roots
+    # The development TDX runs a simulated dstack development OS image (sim/compose.py).
+    policy = replace(policy, dstack=replace(policy.dstack, allow_dev_os=True))
     return policy.with_roots(
         intel=_plus(roots.intel, tdx.root_pem),
         amd=_plus(roots.amd, snp.ark_pem),

@@ -22,7 +22,9 @@ def write_development_policy(pki_dir: Path | None = None) -> Path:
     directory = Path(pki_dir or paths.dev_pki_dir())
     roots = development_policy(directory).roots
     data = {"roots": {"intel": list(roots.intel), "amd": list(roots.amd),
-                      "nvidia": list(roots.nvidia)}}
+                      "nvidia": list(roots.nvidia)},
+            # the development TDX runs a simulated dstack development OS image
+            "dstack": {"allow_dev_os": True}}
     path = directory / POLICY_FILE
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".json")
