@@ -155,3 +155,16 @@ def test_afeed_parses_a_large_usage_event_off_the_loop_as_feed_does() -> None:
     relay = asyncio.run(run())
     assert relay.usage == {"prompt_tokens": 3, "completion_tokens": 5}
     assert relay.chat_id == "c1"
+
+
+@pytest.mark.parametrize("strip_usage", [False, True])
+def test_without_an_inline_signature_the_whole_stream_is_hashed(strip_usage: bool) -> None:
+    """A provider that signs through GET /v1/signature/{id} (vllm-proxy, NEAR) signs every
+    byte it sent, [DONE] included: the relay's hash must be that one."""
+    stream = b"".join(EVENTS) + b"data: [DONE]\n\n"
+    relay = SseRelay(hashlib.sha256(REQUEST).hexdigest(), None, require_signature=False,
+                     strip_usage=strip_usage)
+    out = b"".join(relay.feed(stream[i:i + 7]) for i in range(0, len(stream), 7))
+    out += relay.finish()
+    assert relay.hasher.hexdigest() == hashlib.sha256(stream).hexdigest()
+    assert out == (stream if not strip_usage else EVENTS[0] + b"data: [DONE]\n\n")

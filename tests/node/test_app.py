@@ -159,8 +159,11 @@ def _split_stream(raw: bytes) -> tuple[bytes, dict[str, str], bytes]:
 
 
 def test_stream_signature_comment_before_done(tdx_url: str, keys: NodeKeys) -> None:
+    """Asked for (x-teegate-signing-algo): the comment before [DONE] signs the bytes before
+    it; /v1/signature/{id} signs every byte but the comment, [DONE] included."""
     body = json.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
-    with httpx.stream("POST", tdx_url + "/v1/chat/completions", content=body.encode()) as r:
+    with httpx.stream("POST", tdx_url + "/v1/chat/completions", content=body.encode(),
+                      headers={"x-teegate-signing-algo": "ecdsa"}) as r:
         raw = r.read()
         assert r.headers["x-teegate-signing-address"] == keys.get("ecdsa").signing_address
     signed, sig, rest = _split_stream(raw)
@@ -172,7 +175,29 @@ def test_stream_signature_comment_before_done(tdx_url: str, keys: NodeKeys) -> N
                                      "ecdsa")
     cid = json.loads(signed.split(b"\n\n")[0][6:])["id"]
     by_id = httpx.get(f"{tdx_url}/v1/signature/{cid}").json()
-    assert by_id == sig
+    assert by_id["text"] == signature_text(body.encode(), signed + rest)
+    assert verify_response_signature(by_id["text"], by_id["signature"],
+                                     by_id["signing_address"], "ecdsa")
+
+
+@pytest.mark.parametrize("algo", ["ecdsa", "ed25519"])
+def test_stream_not_asked_for_is_the_engines_stream_signed_whole(
+    tdx_url: str, keys: NodeKeys, algo: str,
+) -> None:
+    """A client that asks for nothing (a NEAR / private-ml-sdk verifier) gets the engine's
+    stream byte for byte, no comment, and /v1/signature/{id} signs all of it, [DONE]
+    included: the hash those verifiers compute."""
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    with httpx.stream("POST", tdx_url + "/v1/chat/completions", content=body) as r:
+        raw = r.read()
+    assert b"teegate-signature" not in raw
+    assert raw.endswith(b"}\n\ndata: [DONE]\n\n")
+    cid = json.loads(raw.split(b"\n\n")[0][6:])["id"]
+    by_id = httpx.get(f"{tdx_url}/v1/signature/{cid}", params={"signing_algo": algo}).json()
+    assert by_id["text"] == signature_text(body, raw)
+    assert by_id["signing_address"] == keys.get(algo).signing_address
+    assert verify_response_signature(by_id["text"], by_id["signature"],
+                                     by_id["signing_address"], algo)
 
 
 def test_forwarded_engine_bytes_are_exact_and_signed() -> None:
@@ -182,13 +207,18 @@ def test_forwarded_engine_bytes_are_exact_and_signed() -> None:
         with serve(node) as url:
             plain = httpx.post(url + "/v1/chat/completions", content=b'{"a": 1}')
             with httpx.stream("POST", url + "/v1/chat/completions",
-                              content=b'{"stream": true}') as r:
+                              content=b'{"stream": true}',
+                              headers={"x-teegate-signing-algo": "ecdsa"}) as r:
                 raw = r.read()
+            with httpx.stream("POST", url + "/v1/chat/completions",
+                              content=b'{"stream": true}') as r:
+                unasked = r.read()
     assert plain.content == PLAIN
     assert plain.headers["x-teegate-text"] == signature_text(b'{"a": 1}', PLAIN)
     signed, sig, rest = _split_stream(raw)
     upstream = b"".join(SSE_PIECES)
     assert signed + rest == upstream  # nothing changed but the inserted comment
+    assert unasked == upstream  # not asked for: not even the comment
     assert rest == b"data: [DONE]\n\n"
     assert sig["text"] == signature_text(b'{"stream": true}', signed)
 
@@ -198,7 +228,8 @@ def test_engine_breaking_mid_stream_gives_a_signed_error_event() -> None:
     body = b'{"stream": true, "break": true}'
     with serve(fixed_upstream()) as up, serve(
         create_node_app(_NoTee(), HttpEngine(up), keys=keys)
-    ) as url, httpx.stream("POST", url + "/v1/chat/completions", content=body) as r:
+    ) as url, httpx.stream("POST", url + "/v1/chat/completions", content=body,
+                           headers={"x-teegate-signing-algo": "ecdsa"}) as r:
         raw = r.read()
     signed, sig, rest = _split_stream(raw)
     assert rest == b""
@@ -313,7 +344,10 @@ def test_the_call_nonce_is_signed_with_the_answer(tdx_url: str, stream: bool) ->
     assert verify_response_signature(sig["text"], sig["signature"], sig["signing_address"],
                                      "ecdsa")
     cid = json.loads(signed.split(b"\n\n")[0][6:] if stream else signed)["id"]
-    assert httpx.get(f"{tdx_url}/v1/signature/{cid}").json()["text"] == sig["text"]
+    # a stream's stored text covers all it sent but the comment
+    whole = signed + _split_stream(raw)[2] if stream else signed
+    assert httpx.get(f"{tdx_url}/v1/signature/{cid}").json()["text"] == signature_text(
+        body, whole, CALL_NONCE)
 
 
 def test_without_a_nonce_the_text_keeps_its_two_fields(tdx_url: str) -> None:
@@ -356,7 +390,7 @@ def test_one_byte_chunks_of_a_large_event_are_signed_in_linear_time() -> None:
     assert signed == big
     assert rest == b"data: [DONE]\n\n"
     assert sig["text"] == signature_text(b"{}", big)
-    assert state.store.get("c1", "ecdsa") is not None
+    assert state.store.text("c1") == signature_text(b"{}", stream)
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])

@@ -45,3 +45,14 @@ def test_expired_entries_are_pruned_on_put() -> None:
     now[0] = 6.0
     store.put("fresh", _sig(99))
     assert len(store) == 1
+
+
+def test_a_text_alone_is_signed_on_demand_and_kept() -> None:
+    store = SignatureStore()
+    store.put_text("s1", "req:resp")
+    assert store.text("s1") == "req:resp"
+    assert store.get("s1", "ecdsa") is None
+    store.add("s1", SignedText("req:resp", "sig", "a", "ecdsa"))
+    assert store.get("s1", "ecdsa") == SignedText("req:resp", "sig", "a", "ecdsa")
+    store.add("s1", SignedText("other", "sig", "a", "ed25519"))  # not over this text
+    assert store.get("s1", "ed25519") is None

@@ -224,7 +224,8 @@ class _Scanner:
                 if cid is None:
                     raise ResponseSignatureError("unsigned stream without a completion id")
                 self.done = self._closed = True
-                return _Found(body, chat_id=cid)
+                # GET /v1/signature/{id} covers the whole stream, [DONE] included.
+                return _Found(bytes(self.seen), chat_id=cid)
         return None
 
     def finish(self) -> None:

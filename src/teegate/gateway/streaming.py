@@ -72,7 +72,9 @@ class SseRelay:
     """State of one relayed stream.
 
     ``require_signature``: the provider is an attested teegate node; ``[DONE]`` is forwarded
-    only after its signature comment verified. ``strip_usage``: the gateway added
+    only after its signature comment verified, and the hash stops before that comment.
+    Otherwise the hash covers every byte of the stream, ``[DONE]`` included, as a provider's
+    ``GET /v1/signature/{id}`` signs it. ``strip_usage``: the gateway added
     ``include_usage``, so the usage chunk is captured but not forwarded. ``pass_comment``:
     forward the node's signature comment (only when the client's request bytes were forwarded
     unchanged, so the client can check it itself)."""
@@ -165,6 +167,11 @@ class SseRelay:
                 raise StreamFailure("the provider's stream ended without a valid response "
                                     "signature", "response_signature_missing")
             self.done = True
+            if not self.require_signature:
+                # No inline signature: a provider's /v1/signature/{id} covers the whole
+                # stream as sent, [DONE] included (vllm-proxy, NEAR; docs/node.md).
+                self.hasher.update(event)
+                self.response_bytes += len(event)
             return event
         if self.signed:
             if self.require_signature and event.strip():

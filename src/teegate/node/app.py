@@ -209,6 +209,7 @@ def create_node_app(
             # Responses are signed once, with the algorithm the caller asked for; the other
             # algorithm signs the same stored text when somebody asks for it.
             signed = state.sign_text(algo, text)
+            state.store.add(chat_id, signed)
         if signed is None:
             return _error(404, "no signature for this id (unknown or expired)",
                           code="signature_not_found")
@@ -239,7 +240,8 @@ def create_node_app(
         except UpstreamError as e:
             return _error(502, str(e), type_="server_error", code="engine_unavailable")
         if reply.stream is not None:
-            return _stream_response(state, body, reply, algo, nonce)
+            inline = ALGO_HEADER in request.headers or NONCE_HEADER in request.headers
+            return _stream_response(state, body, reply, algo, nonce, inline=inline)
         data = reply.body or b""
         mine = state.sign_text(algo, signature_text(body, data, nonce))
         cid = await _acompletion_id(data) if reply.status < 400 else None
@@ -283,6 +285,7 @@ def create_node_app(
 
 def _stream_response(
     state: NodeState, request_body: bytes, reply: EngineReply, algo: str, nonce: str | None,
+    *, inline: bool = True,
 ) -> Response:
     assert reply.stream is not None
     signer = state.keys.get(algo)
@@ -292,7 +295,7 @@ def _stream_response(
         "cache-control": "no-cache",
     }
     return StreamingResponse(
-        signed_sse(state, request_body, reply.stream, algo, nonce), reply.status,
+        signed_sse(state, request_body, reply.stream, algo, nonce, inline=inline), reply.status,
         headers=dict(headers), media_type=reply.content_type,
     )
 
@@ -303,35 +306,47 @@ def _is_done(event: bytes) -> bool:
 
 async def signed_sse(
     state: NodeState, request_body: bytes, upstream: AsyncIterator[bytes], algo: str,
-    nonce: str | None = None,
+    nonce: str | None = None, *, inline: bool = True,
 ) -> AsyncIterator[bytes]:
-    """Pass SSE bytes through unchanged, whole events at a time, and put the signature comment
-    just before ``data: [DONE]`` (or at the end when the engine sends no [DONE]). The signed
-    response bytes are every byte sent before the comment; the call's nonce, when it sent
-    one, is the signed text's third field. If the engine breaks mid-stream, an OpenAI error
-    event is sent (and signed) instead of a silent cut."""
+    """Pass SSE bytes through unchanged, whole events at a time.
+
+    Two signatures (docs/node.md, "Streams"): ``GET /v1/signature/{id}`` signs every byte of
+    the stream but the signature comment, ``[DONE]`` included, which is what NEAR's and
+    private-ml-sdk's verifiers hash; with ``inline`` (the caller asked for a signature by
+    ``x-teegate-signing-algo`` or ``x-teegate-nonce``) a signature comment also goes just
+    before ``data: [DONE]`` (or at the end when the engine sends no [DONE]), covering every
+    byte sent before it, so a gateway can check it before it forwards ``[DONE]``. The call's
+    nonce, when it sent one, is the signed texts' third field. If the engine breaks
+    mid-stream, an OpenAI error event is sent (and signed) instead of a silent cut."""
     request_hash = hashlib.sha256(request_body).hexdigest()
     suffix = "" if nonce is None else ":" + nonce
-    hasher = hashlib.sha256()
+    hasher = hashlib.sha256()  # the bytes before the inline comment
+    whole = hashlib.sha256()  # every byte sent but the comment
     # Linear whatever the engine's chunking: searched only past where the last search
     # stopped (less the 3 bytes an event end can straddle); consumed events leave the front
     # of the bytearray in O(1).
     pending = bytearray()
     scanned = 0
     cid: str | None = None
-    signed_done = False
+    ended = False  # [DONE] (or the end) reached: the inline part is over
 
-    def finish() -> bytes:
-        nonlocal signed_done
-        signed_done = True
+    def comment() -> bytes:
+        if not inline:
+            return b""
         signed = state.sign_text(algo, request_hash + ":" + hasher.hexdigest() + suffix)
-        if cid is not None:
-            state.store.put(cid, {algo: signed})
         return signature_comment(signed)
+
+    def keep() -> None:
+        """Once the end is in sight the whole-stream text is kept before the last bytes
+        leave, so a client that has read [DONE] finds it."""
+        if cid is not None:
+            state.store.put_text(cid, request_hash + ":" + whole.hexdigest() + suffix)
 
     try:
         async for chunk in upstream:
-            if signed_done:
+            if ended:
+                whole.update(chunk)
+                keep()
                 yield chunk
                 continue
             pending += chunk
@@ -341,31 +356,40 @@ async def signed_sse(
                 event = bytes(pending[start : m.end()])
                 start = m.end()
                 if _is_done(event):
-                    out.append(finish())
-                    out.append(event)
-                    out.append(bytes(pending[start:]))
+                    ended = True
+                    rest = event + bytes(pending[start:])
                     start = len(pending)
+                    whole.update(rest)
+                    keep()
+                    out += [comment(), rest]
                     break
                 if cid is None and event.startswith(b"data:"):
                     cid = await _acompletion_id(event[5:].strip())
                 hasher.update(event)
+                whole.update(event)
                 out.append(event)
             del pending[:start]
             scanned = len(pending)
             if out:
                 yield b"".join(out)
     except UpstreamError as e:
-        if signed_done:
+        if ended:
             return
         _, err = openai_error(502, str(e), type_="server_error", code="engine_stream_broken")
         broken = (bytes(pending) + b"\n\n" if pending else b"") + b"data: " + err + b"\n\n"
         hasher.update(broken)
-        yield broken + finish()
+        whole.update(broken)
+        keep()
+        yield broken + comment()
         return
-    if not signed_done:
+    if not ended:
         tail = bytes(pending)
+        whole.update(tail)
+        keep()
         if tail and _is_done(tail):
-            yield finish() + tail
+            yield comment() + tail
         else:
             hasher.update(tail)
-            yield tail + finish()
+            last = tail + comment()
+            if last:
+                yield last
