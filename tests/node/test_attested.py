@@ -127,7 +127,8 @@ def test_responses_verify_against_the_attested_key(node: tuple[str, str, NodeKey
     # Streaming: the comment's signature covers the bytes before it, by the attested key.
     sbody = json.dumps({"model": "m", "stream": True,
                         "messages": [{"role": "user", "content": "x y"}]}).encode()
-    raw = httpx.post(url + "/v1/chat/completions", content=sbody).content
+    raw = httpx.post(url + "/v1/chat/completions", content=sbody,
+                     headers={"x-teegate-signing-algo": "ecdsa"}).content
     marker = b": teegate-signature "
     pos = raw.index(marker)
     comment = json.loads(raw[pos + len(marker): raw.index(b"\n", pos)])
