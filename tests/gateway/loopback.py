@@ -75,6 +75,7 @@ class Tamper:
     break_stream: bool = False  # send 200 + SSE headers, then drop the connection
     inject_before_done: bytes = b""  # an SSE event slipped in after the node's signature
     replace: tuple[bytes, bytes] | None = None  # rewrite these bytes of every chat answer
+    flip_byte: bool = False  # flip one bit of the first content character of each answer
     strip_collateral: bool = False  # serve bare quotes, as hosted providers do
     seen: list[str] = field(default_factory=list)
 
@@ -125,7 +126,15 @@ def tampering_proxy(target: str, tamper: Tamper) -> Starlette:
         r = await client.send(req, stream=True)
         out_headers = {k: v for k, v in r.headers.items() if k.startswith("x-teegate")}
 
+        flipped = [False]
+
         def alter(chunk: bytes) -> bytes:
+            if tamper.flip_byte and not flipped[0]:
+                i = chunk.find(b'"content":"')
+                j = i + len(b'"content":"')
+                if i >= 0 and j < len(chunk) and chunk[j:j + 1] not in (b'"', b"\\"):
+                    flipped[0] = True  # one byte in the whole answer, same length
+                    chunk = chunk[:j] + bytes([chunk[j] ^ 0x01]) + chunk[j + 1:]
             if tamper.replace is not None:
                 chunk = chunk.replace(*tamper.replace)
             return chunk.replace(b'"content":"', b'"content":"!') if (

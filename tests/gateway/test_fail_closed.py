@@ -280,8 +280,8 @@ def _metric(gw: Gw, name: str) -> float:
 
 def test_signature_endpoint_providers(make_gateway: GatewayFactory,
                                       tamper: tuple[Tamper, Server]) -> None:
-    """NEAR AI / RedPill style: the signature is fetched from GET /v1/signature/{id} just
-    after delivery; a bad one quarantines the provider."""
+    """NEAR AI / RedPill style: the signature is fetched from GET /v1/signature/{id} before
+    the answer is delivered; a bad one withholds it and quarantines the provider."""
     t, proxy = tamper
     gw = make_gateway([{"id": "near", "platform": "tee-near-ai", "base_url": proxy.url + "/v1",
                         "models": ["shared-model"], "development": True}])
@@ -295,8 +295,9 @@ def test_signature_endpoint_providers(make_gateway: GatewayFactory,
                                         extra_headers=ATTESTED))
     wait(lambda: _metric(gw, verified) == 2.0)
     t.alter_response = True
-    client.chat.completions.create(model="shared-model", messages=MSG)  # delivered, then...
-    wait(lambda: gw.provider("near").quarantined_until > time.time())
+    with pytest.raises(openai.APIStatusError, match="response signature check failed"):
+        client.chat.completions.create(model="shared-model", messages=MSG)
+    assert gw.provider("near").quarantined_until > time.time()
     with pytest.raises(openai.InternalServerError, match="quarantined"):
         client.chat.completions.create(model="shared-model", messages=MSG)
 

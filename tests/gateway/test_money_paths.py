@@ -49,9 +49,9 @@ def _stalling_signatures(target: str) -> Starlette:
 
 def test_stopping_while_a_signature_is_fetched_still_settles_the_hold(
         ledger: Ledger, make_gateway: GatewayFactory, node_a: Server) -> None:
-    """The signature is fetched before the answer's last byte (the receipt records it): a
-    stop while the fetch hangs cuts the answer off, still settles the hold and still writes
-    the receipt, with the signature 'not checked'."""
+    """The signature is fetched before the answer is delivered (the receipt records it): a
+    stop while the fetch hangs cuts the answer off, still releases the hold (voided: an
+    answer whose check never completed is not charged) and still writes the receipt."""
     with serving(_stalling_signatures(node_a.url)) as proxy:
         gw = make_gateway([
             {"id": "near", "platform": "tee-near-ai", "base_url": proxy.url + "/v1",
@@ -79,13 +79,11 @@ def test_stopping_while_a_signature_is_fetched_still_settles_the_hold(
         assert t.is_alive()  # the answer is not complete before its receipt is
         gw.server.stop()  # graceful shutdown cancels the signature fetch
         t.join(10)
-        assert errors  # cut off, not delivered as complete
+        assert errors  # cut off, not delivered
         balance = ledger.balance(agent.id)
         assert balance.held == 0
-        spent = ledger.spend(agent.id)
-        assert len(spent) == 1
-        assert spent[0].amount == spent[0].prompt_tokens + spent[0].completion_tokens > 0
-        assert balance.available == 1_000_000 - spent[0].amount
+        assert ledger.spend(agent.id) == []
+        assert balance.available == 1_000_000
         assert ledger.check().ok
 
 

@@ -621,10 +621,14 @@ class Gateway:
     def _response_headers(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
                           upstream: Http11Response) -> list[tuple[bytes, bytes]]:
         ct = upstream.headers.get("content-type", "application/json")
+        trust = record.served_trust or ""
+        if a is not None and _after_delivery(p):  # the operator's choice, said where seen
+            record.verified_after_delivery = True
+            trust += "; verified-after-delivery"
         h = [(b"content-type", ct.encode("latin-1")), _request_id(),
              (b"x-teegate-provider", p.id.encode()),
              (b"x-teegate-platform", p.config.platform.name.encode()),
-             (b"x-teegate-trust", (record.served_trust or "").encode()),
+             (TRUST_HEADER, trust.encode()),
              (b"x-teegate-verdict", (a.digest if a is not None else "none").encode())]
         if a is not None and a.development:
             h.append((b"x-teegate-development", b"true"))
@@ -680,6 +684,24 @@ class Gateway:
         else:
             record.outcome = "failed"
         record.returned_sha256 = _sha(data)
+        headers.append((b"content-length", str(len(data)).encode()))
+        if record.verified_after_delivery and data:
+            await self._deliver_then_conclude(record, upstream.status_code, headers, data, send)
+            return
+        if a is not None and mode == "endpoint" and record.outcome == "success" and (
+                record.signature_check is None):
+            self._no_answer_id(p, record)
+        if record.signature_check == "pending":  # before any byte reaches the agent
+            await self._verify_endpoint(p, record)
+        if record.signature_check is not None and record.signature_check != "verified":
+            refusal = self.redacted(GatewayRefusal(
+                502, f"{p.id}: response signature check failed: "
+                f"{record.signature_check.removeprefix('failed: ')}; the response was "
+                "withheld", code="response_signature_invalid"))
+            record.status, record.error = 502, refusal.message
+            record.returned_sha256 = _sha(refusal.body())
+            await self._conclude(record)  # voided (_void_if_unverified), receipt written
+            raise refusal
         withheld = GatewayRefusal(503, "the call's hold was released before it ended (an "
                                   "expiry sweep); nothing was charged and the answer is "
                                   "withheld", code="hold_lost")
@@ -688,10 +710,24 @@ class Gateway:
             headers = [h for h in headers if h[0] not in _RECEIPT_HEADERS]
         if record.hold_lost:
             raise withheld  # the receipt (committed) says so: failed, charged 0
-        headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code,
                     "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+    async def _deliver_then_conclude(self, record: CallRecord, status: int,
+                                     headers: list[tuple[bytes, bytes]], data: bytes,
+                                     send: Send) -> None:
+        """``verify_after_delivery``: the answer goes out at once but for its last byte,
+        which waits for the signature check, the settlement and the receipt (a receipt id
+        handed out must exist); a failure there cuts the answer off instead."""
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data[:-1], "more_body": True})
+        if not await self._conclude(record):
+            raise _ReceiptLost(f"receipt {record.receipt_id} could not be committed")
+        if record.hold_lost:
+            raise _ReceiptLost(f"call {record.receipt_id}: its hold was released before it "
+                               "ended")
+        await send({"type": "http.response.body", "body": data[-1:]})
 
     async def _relay_stream(self, p: ProviderRuntime, a: Attested | None, record: CallRecord,
                             upstream: Http11Response, first: bytes,
@@ -710,8 +746,11 @@ class Gateway:
                 address=str(sig.get("signing_address", "")),
                 algo=str(sig.get("signing_algo", "")), expected_text=expected + suffix)
 
+        # An endpoint signature is checked before [DONE] unless the operator chose otherwise.
+        before = (a is not None and p.config.platform.signatures == "endpoint"
+                  and not record.verified_after_delivery)
         relay = SseRelay(_sha(forward), check if inline else None, require_signature=inline,
-                         strip_usage=inject, pass_comment=unchanged)
+                         strip_usage=inject, pass_comment=unchanged, hold_done=before)
         headers.append((b"cache-control", b"no-cache"))
         # uvicorn drops writes to a closed connection silently: watch for http.disconnect.
         gone = asyncio.ensure_future(receive())
@@ -747,6 +786,8 @@ class Gateway:
                 if relay.error_event:
                     record.error = "the provider sent an error event mid-stream"
                 record.signature_check = "verified" if relay.verified else None
+                if before:
+                    await self._verify_stream_end(p, a, record, relay, returned, emit)
             except StreamFailure as e:
                 if e.code == "hold_lost":  # not the provider's fault
                     lost_cut = True
@@ -792,8 +833,31 @@ class Gateway:
         record.content_events = relay.content_events
         if relay.chat_id:
             record.chat_id, record.created = relay.chat_id, relay.created
-            if a is not None and p.config.platform.signatures == "endpoint":
+            if (a is not None and p.config.platform.signatures == "endpoint"
+                    and record.signature_check is None):
                 record.signature_check = "pending"
+
+    async def _verify_stream_end(self, p: ProviderRuntime, a: Attested | None,
+                                 record: CallRecord, relay: SseRelay, returned: Any,
+                                 emit: Callable[[bytes], Awaitable[None]]) -> None:
+        """Everything but the stream's end went out as it came: check the endpoint signature
+        over the bytes now, then send the provider's ``[DONE]``, or an error event instead
+        (the answer is voided: _void_if_unverified)."""
+        self._stream_facts(p, a, record, relay, returned)
+        if record.signature_check is None and not relay.error_event:
+            self._no_answer_id(p, record)
+        if record.signature_check == "pending":
+            await self._verify_endpoint(p, record)
+        if record.signature_check is None or record.signature_check == "verified":
+            if relay.held_done:
+                await emit(relay.held_done)
+            return
+        why = record.signature_check.removeprefix("failed: ")
+        err = GatewayRefusal(502, self.redact(
+            f"{p.id}: response signature check failed: {why}; the end of the stream was "
+            "withheld"), code="response_signature_invalid")
+        record.outcome, record.error = "failed", err.message
+        await emit(err.sse_event())
 
     # ------------------------------------------------------------------ end of a call
 
@@ -954,9 +1018,32 @@ class Gateway:
             "worst case"
         return -1
 
+    async def _verify_endpoint(self, p: ProviderRuntime, record: CallRecord) -> None:
+        """``_endpoint_signature`` before delivery: a fetch that breaks (or a stop) is a
+        failed check, so nothing unverified goes out as verified."""
+        try:
+            await self._endpoint_signature(p, record)
+        except asyncio.CancelledError:
+            record.signature_check = "failed: not checked: the gateway stopped first"
+            raise
+        except Exception as e:
+            log.exception("cannot check the response signature of %s", record.chat_id)
+            record.signature_check = f"failed: not checked: {type(e).__name__}"
+        check = record.signature_check or "not checked"
+        if check != "verified" and not check.startswith("failed"):  # e.g. no attested key
+            record.signature_check = f"failed: {check}"
+
+    def _no_answer_id(self, p: ProviderRuntime, record: CallRecord) -> None:
+        """An attested endpoint-signed answer without a completion id: its signature cannot
+        be fetched, so it cannot be verified (a proxy may strip the id): a failed check."""
+        why = "the answer carries no completion id to fetch its signature by"
+        record.signature_check = f"failed: {why}"
+        self.manager.signature_failed(p, why)
+
     async def _endpoint_signature(self, p: ProviderRuntime, record: CallRecord) -> None:
-        """NEAR AI / RedPill: fetch ``/v1/signature/{id}`` just after delivery and check it;
-        a failure quarantines the provider."""
+        """NEAR AI / RedPill: fetch ``/v1/signature/{id}`` and check it (before delivery,
+        or before the last byte with ``verify_after_delivery``); a failure quarantines the
+        provider."""
         a = p.current(self.clock()) or p.attested
         chat_id = record.chat_id
         if a is None or not chat_id:
@@ -1001,6 +1088,10 @@ class Gateway:
         if why is not None:
             self.manager.signature_failed(p, why)
         return why
+
+
+def _after_delivery(p: ProviderRuntime) -> bool:
+    return p.config.verify_after_delivery and p.config.platform.signatures == "endpoint"
 
 
 def _void_if_unverified(record: CallRecord) -> None:

@@ -31,6 +31,7 @@ class CallRecord:
     usage: dict[str, Any] | None = None
     signature: dict[str, str] | None = None
     signature_check: str | None = None  # "verified", "failed: ...", "pending", None
+    verified_after_delivery: bool = False  # delivered before its endpoint signature verified
     attempts: list[str] = field(default_factory=list)
     hold_id: str | None = None
     cost: int | None = None

@@ -53,6 +53,10 @@ class ProviderConfig:
     # The output cap sent when a request names none ("max_completion_tokens" for models
     # that refuse "max_tokens", such as OpenAI's reasoning models).
     max_tokens_field: str = "max_tokens"
+    # Endpoint-signed providers (platform.signatures == "endpoint"): deliver the answer
+    # before its signature is fetched and checked (the trust header and the receipt say
+    # so). Off: nothing of a plain answer, and not the end of a stream, before it verified.
+    verify_after_delivery: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ def _policy(raw: Mapping[str, Any], where: str, base_dir: Path, development: boo
 
 _PROVIDER_FIELDS = {"id", "platform", "base_url", "models", "api_key_env", "prices", "policy",
                     "policy_inline", "development", "trust_cap", "attestation_ttl", "timeout",
-                    "max_tokens_field"}
+                    "max_tokens_field", "verify_after_delivery"}
 
 
 def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig:
@@ -242,6 +246,12 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
                       where + ".max_tokens_field")
     if cap_field not in ("max_tokens", "max_completion_tokens"):
         raise ConfigError(f"{where}.max_tokens_field: 'max_tokens' or 'max_completion_tokens'")
+    after = _want(raw.get("verify_after_delivery", False), bool,
+                  where + ".verify_after_delivery")
+    if after and platform.signatures != "endpoint":
+        raise ConfigError(f"{where}.verify_after_delivery: only for providers whose signatures "
+                          f"come from an endpoint (platform {platform.name}: signatures "
+                          f"{platform.signatures!r})")
     return ProviderConfig(
         id=pid, platform=platform, base_url=base_url, models=models, api_key=api_key,
         prices=_prices(raw.get("prices", {}), models, where + ".prices"), policy=policy,
@@ -249,6 +259,7 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
         trust_cap=parse_trust(_want(cap, str, where + ".trust_cap"), field=where + ".trust_cap")
         if cap is not None else None,
         attestation_ttl=ttl, timeout=timeout, max_tokens_field=cap_field,
+        verify_after_delivery=after,
     )
 
 

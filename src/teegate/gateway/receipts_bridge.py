@@ -60,6 +60,7 @@ def to_receipt(record: CallRecord, receipt_id: str, *, currency: str) -> Receipt
         chat_id=record.chat_id, provider_signature=sig, attestation=att, usage=usage,
         cost=max(record.cost or 0, 0), currency=currency,
         transfer_ids=tuple(record.transfer_ids), error=error,
+        verified_after_delivery=record.verified_after_delivery,
     )
 
 

@@ -77,13 +77,17 @@ class SseRelay:
     ``GET /v1/signature/{id}`` signs it. ``strip_usage``: the gateway added
     ``include_usage``, so the usage chunk is captured but not forwarded. ``pass_comment``:
     forward the node's signature comment (only when the client's request bytes were forwarded
-    unchanged, so the client can check it itself)."""
+    unchanged, so the client can check it itself). ``hold_done``: keep ``[DONE]`` back in
+    ``held_done`` (the caller checks an endpoint signature first, then sends it or an error
+    event instead)."""
 
     request_hash: str
     check: SignatureCheck | None
     require_signature: bool
     strip_usage: bool
     pass_comment: bool = False
+    hold_done: bool = False
+    held_done: bytes = b""
     hasher: Any = field(default_factory=hashlib.sha256)
     pending: bytearray = field(default_factory=bytearray)
     # bytes of ``pending`` already searched for an event's end; an event parsed off the loop
@@ -172,6 +176,9 @@ class SseRelay:
                 # stream as sent, [DONE] included (vllm-proxy, NEAR; docs/node.md).
                 self.hasher.update(event)
                 self.response_bytes += len(event)
+            if self.hold_done:
+                self.held_done = event
+                return None
             return event
         if self.signed:
             if self.require_signature and event.strip():

@@ -17,7 +17,7 @@ class Platform:
     provider serves the attestation report API (``"report"``), may do so one day (``"probe"``:
     try, stay at ``claimed`` when it does not answer) or not at all; ``signatures`` is where
     response signatures come from: ``"inline"`` (teegate nodes: headers / SSE comment),
-    ``"endpoint"`` (``GET /v1/signature/{id}`` after delivery) or ``"none"``."""
+    ``"endpoint"`` (``GET /v1/signature/{id}``, checked before delivery) or ``"none"``."""
 
     name: str
     claimed: TrustLevel

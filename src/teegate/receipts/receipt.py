@@ -189,6 +189,9 @@ class Receipt:
     currency: str = ""
     transfer_ids: tuple[str, ...] = ()
     error: str | None = None
+    # Delivered before the provider's (endpoint) signature was checked: an operator's
+    # per-provider choice (verify_after_delivery); absent from the document when False.
+    verified_after_delivery: bool = False
     endpoint: str = "/v1/chat/completions"
     method: str = "POST"
 
@@ -288,6 +291,7 @@ class Receipt:
                 "trust_required": self.trust_required,
                 "outcome": self.outcome,
                 "error": self.error,
+                **({"verified_after_delivery": True} if self.verified_after_delivery else {}),
             }
         )
         if self.provider_signature is not None:
