@@ -14,7 +14,14 @@ from teegate.attest.gpu import appraise_gpus, verify_gpu_evidence
 from teegate.attest.policy import GpuPolicy
 from teegate.attest.report import verify_quote_evidence
 from teegate.sim import DevGpu, development_policy
-from tests.attest.gpu_helpers import AUDIT, NOW, ppcie_nonce, ppcie_payload, with_gpu
+from tests.attest.gpu_helpers import (
+    AUDIT,
+    NOW,
+    ppcie_nonce,
+    ppcie_payload,
+    with_gpu,
+)
+from tests.attest.gpu_helpers import DEFAULT as DEFAULT_POLICY
 
 NONCE = bytes(range(32))
 
@@ -79,3 +86,41 @@ def test_expected_count_without_gpu_evidence_fails() -> None:
              "tdx_quote").read_bytes()
     v = verify_quote_evidence(quote, None, policy=policy, now=NOW)
     assert "gpu.count" in {c.name for c in v.failures}
+
+
+def _driver_545() -> tuple[str, str, list[bytes]]:
+    """nvtrust's first H100 sample (driver 545.00, 2023): hex evidence, PEM chain, and the
+    driver and VBIOS RIMs published beside it, which describe exactly this GPU."""
+    data = Path(__file__).resolve().parent.parent / "data" / "nvidia"
+    rims = [(data / "Driver_RIM_test_no_gpu.swidtag").read_bytes(),
+            (data / "1010_0200_882_96005E0001_test_no_gpu.swidtag").read_bytes()]
+    return ((data / "attestationReport.txt").read_text(),
+            (data / "gpuAkCertChain.txt").read_text(), rims)
+
+
+def test_real_older_driver_evidence_without_fwid() -> None:
+    """A genuine H100 report from driver 545.00 carries no FWID: its chain, signature and all
+    33 active measurements (against the signed RIMs) verify, the FWID is "not compared", and
+    only require_fwid refuses it."""
+    evidence, chain, rims = _driver_545()
+    policy = with_gpu(AUDIT, require_rim=True)
+    v = verify_gpu_evidence(evidence, chain, nonce=None, policy=policy, now=NOW, rims=rims)
+    assert v.accepted, v.failures
+    checks = {c.name: c.detail for c in v.checks}
+    assert "not compared" in checks["gpu.0.fwid"]
+    assert "33 active measurements match" in checks["gpu.0.measurements"]
+    assert "545.00" in checks["gpu.0.driver_version"]
+    strict = with_gpu(policy, require_fwid=True)
+    v = verify_gpu_evidence(evidence, chain, nonce=None, policy=strict, now=NOW, rims=rims)
+    assert [c.name for c in v.failures] == ["gpu.0.fwid"]
+
+
+def test_real_older_driver_evidence_answers_nvtrusts_default_nonce() -> None:
+    """Its request nonce is nvtrust's constant default (config.py NONCE): refused as a sample
+    under the default policy even when the caller claims to have sent it."""
+    evidence, chain, _ = _driver_545()
+    nonce = bytes.fromhex(evidence.strip()[8:72])
+    assert nonce.hex().startswith("4cff7f53")
+    v = verify_gpu_evidence(evidence, chain, nonce=nonce, policy=DEFAULT_POLICY, now=NOW)
+    assert [c.name for c in v.failures] == ["gpu.0.nonce"]
+    assert "sample nonce" in v.failures[0].detail
