@@ -80,6 +80,7 @@ def make_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> GatewayFacto
                         "admin_key_env": "TG_TEST_ADMIN", **(gateway or {})},
             "providers": providers,
             "collateral": {"cache_dir": str(tmp_path / "collateral"), **(collateral or {})},
+            **({"models": kwargs.pop("models")} if "models" in kwargs else {}),
         })
         store = kwargs.pop("store", None) or GatewayStore(url)
         key = store.create_key("agent-" + uuid.uuid4().hex[:8], trust=agent_trust)

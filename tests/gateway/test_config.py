@@ -217,3 +217,30 @@ def test_data_dir_moves_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from teegate.cli.ledger import database_url
 
     assert database_url(None) == f"sqlite:///{tmp_path / 'a' / 'data' / 'teegate.db'}"
+
+
+def test_model_policies(tmp_path: Path) -> None:
+    """[models."NAME"] policy = FILE: applied to every attested provider serving NAME, with
+    that provider's roots; a model no attested provider serves, or a bad table, stops loading."""
+    (tmp_path / "m.toml").write_text('[dstack]\ncompose_hashes = ["' + "ab" * 32 + '"]\n')
+    root = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+    def cfg(models: dict[str, Any]) -> Any:
+        return parse_config({"providers": [
+            {**NODE, "id": "a", "models": ["m1", "m2"],
+             "policy_inline": {"roots": {"intel": [root]}}},
+            {"id": "b", "platform": "ollama", "base_url": "http://127.0.0.1:2/v1",
+             "models": ["m1"]}], "models": models},
+            base_dir=tmp_path)
+
+    a, b = cfg({"m1": {"policy": "m.toml"}}).providers
+    assert set(a.model_policies) == {"m1"}
+    assert a.model_policies["m1"].dstack.compose_hashes == {"ab" * 32}
+    assert a.model_policies["m1"].roots.intel == (root,)
+    assert b.model_policies == {}
+    with pytest.raises(ConfigError, match=r'models."m3": no provider with attestation'):
+        cfg({"m3": {"policy": "m.toml"}})
+    with pytest.raises(ConfigError, match=r'models."m1".polcy: unknown field'):
+        cfg({"m1": {"polcy": "m.toml"}})
+    with pytest.raises(ConfigError, match=r'models."m1".policy: .*cannot read'):
+        cfg({"m1": {"policy": "missing.toml"}})

@@ -17,6 +17,7 @@ from teegate.cli import audit as _audit  # noqa: E402
 from teegate.cli import collateral as _collateral  # noqa: E402
 from teegate.cli import ledger as _ledger  # noqa: E402
 from teegate.cli import node as _node  # noqa: E402
+from teegate.cli import policy as _policy  # noqa: E402
 from teegate.cli import serve as _serve  # noqa: E402
 from teegate.cli import verify as _verify  # noqa: E402
 
@@ -24,6 +25,7 @@ _audit.register(app)
 _collateral.register(app)
 _ledger.register(app)
 _node.register(app)
+_policy.register(app)
 _serve.register(app)
 _verify.register(app)
 

@@ -125,7 +125,29 @@ def _print_report(rep: AuditReport, allow_skipped: bool) -> None:
     for c in rep.checks:
         table.add_row(c.name, _STYLE[c.status], c.detail)
     _out.print(table)
+    if rep.model_identity:
+        _print_identity(rep.model_identity)
     _out.print(_verdict_line(rep, allow_skipped))
+
+
+def _print_identity(identity: dict[str, Any]) -> None:
+    """The model identity the receipt relied on, one line per part."""
+    table = Table(title="model identity the call relied on", show_header=False)
+    table.add_column("part")
+    table.add_column("value", overflow="fold")
+    for key, value in (identity.get("os_image") or {}).items():
+        table.add_row(f"os_image.{key}", str(value))
+    for key in ("compose_hash", "app_id", "weights_sha256"):
+        if identity.get(key):
+            table.add_row(key, str(identity[key]))
+    for digest in identity.get("images") or []:
+        table.add_row("image", str(digest))
+    for ref in identity.get("unpinned_images") or []:
+        table.add_row("image (not pinned)", str(ref))
+    for entry in identity.get("sigstore") or []:
+        table.add_row("sigstore", f"{entry.get('digest')} log index {entry.get('log_index')} "
+                                  f"signed by {entry.get('signer')}")
+    _out.print(table)
 
 
 def _state_path(url: str, state: Path | None) -> Path:

@@ -253,7 +253,8 @@ class Gateway:
         out = []
         for p in self.by_model.get(model, ()):
             price = p.config.prices.get(model, Price())
-            out.append(Candidate(p.id, frozenset(p.config.models), p.level(now), p.blocked(now),
+            out.append(Candidate(p.id, frozenset(p.config.models), p.level(now),
+                                 p.blocked(now, model),
                                  p.health.cooldown_until, price.input + price.output,
                                  p.health.latency_ms, p.health.failures))
         return out
@@ -524,7 +525,7 @@ class Gateway:
         for p in providers:
             now = self.clock()
             level = p.level(now)
-            if level < required or p.blocked(now):  # state changed since planning
+            if level < required or p.blocked(now, record.model):  # changed since planning
                 errors.append(f"{p.id}: no longer eligible")
                 continue
             attested = p.current(now)
@@ -594,7 +595,7 @@ class Gateway:
                                  code="upstream_unavailable")
         record.provider, record.platform = chosen.id, chosen.config.platform.name
         record.verdict_digest = attested.digest if attested is not None else None
-        record.attestation = attested.ref() if attested is not None else None
+        record.attestation = attested.ref(record.model) if attested is not None else None
         record.status = upstream.status_code
         headers = self._response_headers(chosen, attested, record, upstream)
         if is_sse:

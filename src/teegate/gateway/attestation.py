@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio.to_thread
 
 from teegate.attest.binding import fresh_nonce
-from teegate.attest.verdict import Verdict
+from teegate.attest.policy import Policy
+from teegate.attest.verdict import Check, Verdict
 from teegate.errors import CollateralError, TeegateError
 from teegate.gateway.collateral import CollateralSource, Fetched
 from teegate.gateway.config import ProviderConfig
@@ -52,17 +54,32 @@ class Attested:
     # Every attested key -> (signing address, verdict digest): a provider behind a load
     # balancer has one key per replica (NEAR model_attestations / merged all_attestations).
     keys: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+    # Models checked with a report of their own: model -> (evidence sha256, nonce hex).
+    model_evidence: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def knows(self, address: str, algo: str) -> bool:
         ident = normalize_signing_address(address, algo)
         return algo == self.signing_algo and ident is not None and (
             ident == self.identity or ident in self.keys)
 
-    def ref(self) -> dict[str, Any]:
-        """What a receipt cites: verdict digest, evidence hash, TEE, TCB, GPU, nonce."""
-        return {"verdict_digest": self.digest, "evidence_sha256": self.report_sha256,
+    def ref(self, model: str | None = None) -> dict[str, Any]:
+        """What a receipt cites: verdict digest, evidence hash, TEE, TCB, GPU, nonce, and the
+        model identity the call relied on (from the model's own verdict where it has one)."""
+        mv = self.verdict.models.get(model) if model is not None else None
+        sha, nonce = self.model_evidence.get(model or "", (self.report_sha256, self.nonce))
+        return {"verdict_digest": self.digest, "evidence_sha256": sha,
                 "tee": self.verdict.tee, "tcb_status": self.verdict.tcb_status,
-                "gpu": self.level == TrustLevel.ATTESTED_GPU, "nonce": self.nonce}
+                "gpu": self.level == TrustLevel.ATTESTED_GPU, "nonce": nonce,
+                "model_identity": dict((mv or self.verdict).model),
+                "model_policy": model if mv is not None else None}
+
+    def model_refusal(self, model: str) -> str | None:
+        """Why this verdict may not serve ``model`` under the model's policy, or None."""
+        mv = self.verdict.models.get(model)
+        if mv is None or mv.accepted:
+            return None
+        why = "; ".join(f"{c.name}: {c.detail}" for c in mv.failures[:2]) or "no checks ran"
+        return f"refused by the model policy of {model!r}: {why}"
 
 
 @dataclass
@@ -93,8 +110,15 @@ class ProviderRuntime:
     def attestable(self) -> bool:
         return self.config.platform.evidence != "none"
 
-    def blocked(self, now: float) -> str | None:
-        """Why the provider may not serve at all right now, or None."""
+    def blocked(self, now: float, model: str | None = None) -> str | None:
+        """Why the provider may not serve (``model``, or at all) right now, or None."""
+        why = self._blocked(now)
+        if why is None and model is not None and model in self.config.model_policies:
+            a = self.current(now)
+            why = a.model_refusal(model) if a is not None else None
+        return why
+
+    def _blocked(self, now: float) -> str | None:
         if self.quarantined_until > now:
             return (f"quarantined for {int(self.quarantined_until - now)} s: "
                     f"{self.quarantine_reason}")
@@ -246,7 +270,8 @@ class AttestationManager:
                              "client.signing_address")
                 return
             keys[identity] = (address, verdict.digest())
-        verdict = verdicts[0]
+        models, model_evidence = await self._model_verdicts(p, replicas, fetched, nonce, raw)
+        verdict = replace(verdicts[0], models=models)
         p.last_verdict = verdict
         address = str(replicas[0].get("signing_address", ""))
         identity = normalize_signing_address(address, algo) or b""
@@ -260,7 +285,7 @@ class AttestationManager:
         report_sha = hashlib.sha256(raw).hexdigest()
         p.attested = Attested(verdict, digest, address, algo, identity, level, expires,
                               any(v.development for v in verdicts), report_sha, nonce.hex(),
-                              keys)
+                              keys, {m: (h, n) for m, (h, n, _) in model_evidence.items()})
         p.needs_verdict = False
         p.status, p.detail = "attested", ("DEVELOPMENT TEE (simulated; not confidential)"
                                           if p.attested.development else "verified")
@@ -272,16 +297,63 @@ class AttestationManager:
             log.warning("provider %s: signing key(s) changed %s -> %s (re-attested)", p.id,
                         ", ".join(sorted(a for a, _ in previous.keys.values())),
                         ", ".join(sorted(a for a, _ in keys.values())))
+        for m, mv in models.items():
+            if not mv.accepted:
+                failed = mv.failures[0].name if mv.failures else "none"
+                log.error("provider %s: %s", p.id, p.attested.model_refusal(m))
+                self.metrics.attestation_failures.labels(p.id, f"model:{failed}").inc()
         self.metrics.refreshes.labels(p.id, "accepted").inc()
         self._publish_level(p)
         await self._store_state(p, verdict, int(not_after), report_sha, raw)
+        for h, _, model_raw in model_evidence.values():
+            await anyio.to_thread.run_sync(self.store.put_evidence, h, model_raw)
+
+    async def _model_verdicts(
+        self, p: ProviderRuntime, replicas: list[dict[str, Any]], fetched: list[Fetched],
+        nonce: bytes, raw: bytes,
+    ) -> tuple[dict[str, Verdict], dict[str, tuple[str, str, bytes]]]:
+        """Per model with a model policy: its verdict under that policy, from the report the
+        provider gives for that model (the one already fetched for its first model, a fresh
+        one with a fresh nonce for the others). A model whose report cannot be had or
+        verified gets a failing verdict: it is refused, the provider's other models are not."""
+        out: dict[str, Verdict] = {}
+        evidence: dict[str, tuple[str, str, bytes]] = {}
+        for model, mp in p.config.model_policies.items():
+            reps, got, n = replicas, fetched, nonce
+            try:
+                if model != p.config.models[0]:
+                    n = fresh_nonce()
+                    report, model_raw = await p.adapter.fetch_report(n, model=model)
+                    reps = replica_reports(report)
+                    got = [await self.collateral.for_report(
+                               r, now=int(self.clock()), development=p.config.development,
+                               gpu_ocsp=mp.gpu.require_ocsp, gpu_rims=mp.gpu.require_rim)
+                           if self.collateral is not None else Fetched() for r in reps]
+                    evidence[model] = (hashlib.sha256(model_raw).hexdigest(), n.hex(),
+                                       model_raw)
+                vs = await anyio.to_thread.run_sync(functools.partial(
+                    self._verify_all, p, reps, got, n, int(self.clock()), mp))
+            except TeegateError as e:
+                out[model] = Verdict(tee="none", checks=(Check(
+                    "model.report", False, f"no verifiable report for {model!r}: {e}"),))
+                continue
+            bad = [v for v in vs if not v.accepted]
+            out[model] = bad[0] if bad else vs[0]
+        return out, evidence
+
+    def _verify_all(self, p: ProviderRuntime, reports: list[dict[str, Any]],
+                    fetched: list[Fetched], nonce: bytes, now: int,
+                    policy: Policy) -> list[Verdict]:
+        return [self._verify(p, r, nonce, now, f, policy)
+                for r, f in zip(reports, fetched, strict=True)]
 
     def _verify(self, p: ProviderRuntime, report: dict[str, Any], nonce: bytes,
-                now: int, fetched: Fetched) -> Verdict:
+                now: int, fetched: Fetched, policy: Policy | None = None) -> Verdict:
         from teegate.client.report import verify_report
 
-        assert p.config.policy is not None
-        return verify_report(report, nonce=nonce, policy=p.config.policy, now=now,
+        policy = policy or p.config.policy
+        assert policy is not None
+        return verify_report(report, nonce=nonce, policy=policy, now=now,
                              signing_algo=p.adapter.signing_algo, collateral=fetched.intel,
                              snp_certificates=fetched.snp_certificates,
                              snp_crl=fetched.snp_crl, gpu_ocsp=fetched.gpu_ocsp,

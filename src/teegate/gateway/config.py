@@ -6,11 +6,12 @@ file stops start-up with a message an operator can act on."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,9 @@ class ProviderConfig:
     # before its signature is fetched and checked (the trust header and the receipt say
     # so). Off: nothing of a plain answer, and not the end of a stream, before it verified.
     verify_after_delivery: bool = False
+    # Per model this provider serves: the model's policy (``[models."NAME"]``), applied to its
+    # evidence in addition to ``policy``, with this provider's roots of trust.
+    model_policies: Mapping[str, Policy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class GatewayConfig:
     # /v1/providers shows base URLs and unredacted status text to anyone (else: admin key).
     public_provider_details: bool = False
     public_metrics: bool = False  # /metrics without the admin key
+    # [models."NAME"] policy = "FILE": the identities that may serve NAME, on every provider
+    model_policies: Mapping[str, Policy] = field(default_factory=dict)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -263,6 +269,45 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
     )
 
 
+def _model_policies(data: Any, base: Path) -> dict[str, Policy]:
+    """``[models."NAME"]`` tables: ``policy = "FILE"`` or ``policy_inline = {…}``."""
+    out: dict[str, Policy] = {}
+    for name, raw in _want(data, dict, "models").items():
+        where = f"models.{json.dumps(name)}"
+        _want(raw, dict, where)
+        _only(raw, {"policy", "policy_inline"}, where)
+        if not raw:
+            raise ConfigError(f"{where}: give policy = \"FILE\" (or policy_inline)")
+        out[name] = _policy(raw, where, base, development=False)
+    return out
+
+
+def _with_model_policies(p: ProviderConfig, policies: Mapping[str, Policy]) -> ProviderConfig:
+    """A model's policy as it applies to provider ``p``: its pins, with ``p``'s roots of
+    trust added (the provider's policy decides which roots it may rest on, and must accept
+    too) and, for a development provider, the development roots and OS."""
+    if p.policy is None:
+        return p
+    mine = {}
+    for name, mp in policies.items():
+        if name not in p.models:
+            continue
+        r, own = mp.roots, p.policy.roots
+        mp = mp.with_roots(intel=_union(r.intel, own.intel), amd=_union(r.amd, own.amd),
+                           nvidia=_union(r.nvidia, own.nvidia),
+                           nvidia_rim=_union(r.nvidia_rim, own.nvidia_rim))
+        if p.development:
+            from teegate.sim import development_policy
+
+            mp = development_policy(base=mp)
+        mine[name] = mp
+    return replace(p, model_policies=mine) if mine else p
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return a + tuple(x for x in b if x not in a)
+
+
 def _agent(raw: Any, i: int, default: TrustLevel) -> AgentConfig:
     where = f"agents[{i}]"
     _want(raw, dict, where)
@@ -319,7 +364,7 @@ def _collateral(raw: dict[str, Any], base: Path) -> CollateralConfig:
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
     """Build a GatewayConfig from parsed TOML; ConfigError naming the field otherwise."""
     base = base_dir or Path.cwd()
-    _only(data, {"gateway", "providers", "agents", "collateral"}, "config")
+    _only(data, {"gateway", "providers", "agents", "collateral", "models"}, "config")
     gw = _want(data.get("gateway", {}), dict, "gateway")
     _only(gw, _GATEWAY_FIELDS, "gateway")
     listen = _want(gw.get("listen", "127.0.0.1:8080"), str, "gateway.listen")
@@ -344,6 +389,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         providers.append(p)
     if not providers:
         raise ConfigError("providers: configure at least one [[providers]] entry")
+    model_policies = _model_policies(data.get("models", {}), base)
+    for name in model_policies:
+        if not any(name in p.models and p.policy is not None for p in providers):
+            raise ConfigError(f"models.{json.dumps(name)}: no provider with attestation "
+                              "evidence serves this model, so its policy would check nothing")
+    providers = [_with_model_policies(p, model_policies) for p in providers]
     default_trust = parse_trust(_want(gw.get("default_trust", "standard"), str,
                                       "gateway.default_trust"), field="gateway.default_trust")
     agents = tuple(_agent(a, i, default_trust) for i, a in enumerate(
@@ -398,6 +449,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         public_provider_details=_want(gw.get("public_provider_details", False), bool,
                                       "gateway.public_provider_details"),
         public_metrics=_want(gw.get("public_metrics", False), bool, "gateway.public_metrics"),
+        model_policies=model_policies,
     )
 
 

@@ -38,7 +38,9 @@ def to_receipt(record: CallRecord, receipt_id: str, *, currency: str) -> Receipt
                              evidence_sha256=a.get("evidence_sha256") or None,
                              evidence_ref=f"/v1/providers/{record.provider}/attestation",
                              tee=a.get("tee"), tcb_status=a.get("tcb_status"),
-                             gpu=bool(a.get("gpu")), nonce=a.get("nonce"))
+                             gpu=bool(a.get("gpu")), nonce=a.get("nonce"),
+                             model_identity=a.get("model_identity"),
+                             model_policy=a.get("model_policy"))
     usage = {k: int(v) for k, v in (record.usage or {}).items()
              if isinstance(v, int) and not isinstance(v, bool)}
     error = record.error

@@ -14,7 +14,7 @@ import base64
 import hashlib
 import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -48,6 +48,9 @@ class AuditReport:
     source: str
     checks: list[AuditCheck] = field(default_factory=list)
     receipt_id: str | None = None
+    # The model identity the receipt says the call relied on (and, once the evidence is
+    # re-verified, that the evidence shows): OS image, compose hash, images, weights.
+    model_identity: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[AuditCheck]:
@@ -81,6 +84,7 @@ class AuditReport:
             "failed": [c.name for c in self.failed],
             "skipped": [c.name for c in self.skipped],
             "checks": [c.to_json() for c in self.checks],
+            "model_identity": self.model_identity,
         }
 
 
@@ -312,6 +316,7 @@ class EvidenceResult:
     detail: str
     bound_key: str | None = None
     gpus: int = 0  # accepted NVIDIA GPU components in the verdict
+    model: dict[str, Any] | None = None  # the model identity the evidence shows
 
 
 def _audit_evidence(
@@ -326,6 +331,8 @@ def _audit_evidence(
     if att is None:
         rep.add("attestation.evidence", "n/a", "receipt cites no attestation")
         return
+    recorded = att.get("model_identity")
+    rep.model_identity = dict(recorded) if isinstance(recorded, dict) else None
     ev = (bundle.evidence or {}).get("provider_report")
     if ev is None:
         ref = att.get("evidence_ref") or "no reference"
@@ -379,6 +386,7 @@ def _audit_evidence(
     )
     rep.add("attestation.evidence", res.status, res.detail)
     if res.status == "ok":
+        _audit_model_identity(rep, res.model)
         _audit_key_binding(rep, receipt, res.bound_key)
         level = (receipt.event("teegate.call") or {}).get("trust_level")
         if level == "attested+gpu":
@@ -390,6 +398,39 @@ def _audit_evidence(
                     "fail",
                     "the receipt claims attested+gpu but the evidence holds no verified GPU",
                 )
+
+
+_IDENTITY_KEYS = ("os_image", "compose_hash", "app_id", "images", "unpinned_images",
+                  "weights_sha256")
+
+
+def _audit_model_identity(rep: AuditReport, shown: dict[str, Any] | None) -> None:
+    """The identity the receipt records must be the one the re-verified evidence shows (the
+    gateway's word is not taken for it); the policy's model pins were applied in the
+    re-verification itself."""
+    recorded = rep.model_identity
+    if recorded is None:
+        rep.add("attestation.model_identity", "n/a", "the receipt records no model identity")
+        if shown is not None:
+            rep.model_identity = shown
+        return
+    if shown is None:
+        rep.add("attestation.model_identity", "skip",
+                "the evidence verifier reported no model identity to compare")
+        return
+    differ = [k for k in _IDENTITY_KEYS if recorded.get(k) != shown.get(k)]
+    if differ:
+        rep.add("attestation.model_identity", "fail",
+                f"the receipt records another model identity than the evidence shows "
+                f"({', '.join(differ)})")
+        return
+    compose = recorded.get("compose_hash") or "no compose hash"
+    images = recorded.get("images") or []
+    rep.add("attestation.model_identity", "ok",
+            f"the evidence shows the recorded identity: compose {compose}, "
+            f"{len(images)} pinned image(s)"
+            + (f", weights {str(recorded['weights_sha256'])[:16]}…"
+               if recorded.get("weights_sha256") else ""))
 
 
 def _audit_key_binding(rep: AuditReport, receipt: SignedReceipt, bound: str | None) -> None:
@@ -463,9 +504,11 @@ def default_evidence_verifier(
         for c in getattr(verdict, "components", ())
         if getattr(c, "tee", None) == "nvidia-gpu" and getattr(c, "accepted", False)
     )
+    model = getattr(verdict, "model", None)
+    model = dict(model) if isinstance(model, Mapping) else None
     if bool(getattr(verdict, "accepted", False)):
         dev = " (development roots)" if getattr(verdict, "development", False) else ""
-        return EvidenceResult("ok", f"provider evidence re-verified{dev}", bound, gpus)
+        return EvidenceResult("ok", f"provider evidence re-verified{dev}", bound, gpus, model)
     return EvidenceResult("fail", "evidence rejected: " + (", ".join(failed) or "not accepted"))
 
 

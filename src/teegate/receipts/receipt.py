@@ -137,9 +137,15 @@ class AttestationRef:
     tcb_status: str | None = None
     gpu: bool = False
     nonce: str | None = None  # hex of the nonce teegate sent for that evidence
+    # The model identity the evidence showed (OS image, compose hash, image digests, weights,
+    # Sigstore log entries: ``teegate.attest.identity``), and the model whose policy it met.
+    model_identity: Mapping[str, Any] | None = None
+    model_policy: str | None = None
 
     def __post_init__(self) -> None:
-        _clean_fields(self, ("evidence_ref", "tee", "tcb_status", "nonce"))
+        _clean_fields(self, ("evidence_ref", "tee", "tcb_status", "nonce", "model_policy"))
+        if self.model_identity is not None:
+            object.__setattr__(self, "model_identity", dict(self.model_identity))
         # aci/1 wants session_id (our verdict digest) as bare lower-case 64-hex
         object.__setattr__(
             self, "verdict_digest", _hash_field(self.verdict_digest, "attestation.verdict_digest")
@@ -159,6 +165,8 @@ class AttestationRef:
             "tcb_status": self.tcb_status,
             "gpu": self.gpu,
             "nonce": self.nonce,
+            "model_identity": self.model_identity,
+            "model_policy": self.model_policy,
         }
 
 
