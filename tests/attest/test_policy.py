@@ -379,3 +379,15 @@ def test_policy_path_may_start_with_home(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "p.toml").write_text('[tcb]\nallowed_statuses = ["UpToDate"]\n')
     assert load_policy("~/p.toml").tcb.allowed_statuses == frozenset({"UpToDate"})
+
+
+def test_sigstore_log_index_is_in_the_model_identity(env: Env) -> None:
+    """The compose's image digest is vouched for by a real DSSE bundle (Rekor v2 staging); the
+    verdict's model identity records where the log holds it."""
+    v = _compose_report(env, _sig()(_DEV_OS(env.policy)))
+    assert v.accepted, v.failures
+    assert v.model["images"] == ["sha256:" + DSSE_IMAGE]
+    assert v.model["sigstore"] == [{"digest": "sha256:" + DSSE_IMAGE, "log_index": 4026478,
+                                    "integrated_time": 0, "signer": BEACON[0],
+                                    "kind": "dsse"}]
+    assert v.check("sigstore.images") is not None

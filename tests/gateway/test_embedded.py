@@ -3,6 +3,7 @@ the openai SDK, as a newcomer would run it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -76,6 +77,13 @@ def test_embedded_default(tmp_path: Path, dev_pki: Path) -> None:
         assert verdict["ok"] is True
         assert verdict["skipped"] == []
         assert "attestation.evidence" in [c["name"] for c in verdict["checks"]]
+        # The default shows its own model identity: the compose its development TD measured.
+        from teegate.sim.compose import DEFAULT_APP_COMPOSE
+
+        assert verdict["model_identity"]["compose_hash"] == hashlib.sha256(
+            DEFAULT_APP_COMPOSE).hexdigest()
+        assert verdict["model_identity"]["unpinned_images"] == ["teegate-node:development"]
+        assert "attestation.model_identity" in [c["name"] for c in verdict["checks"]]
         # The production policy refuses the same development evidence.
         strict = subprocess.run([str(exe), "audit", str(tmp_path / "call.json"), "--log-key",
                                  vkey], capture_output=True, text=True, timeout=60,

@@ -168,3 +168,15 @@ def test_no_provider_running_the_model_is_refused_by_name(
     ok = client.chat.completions.with_raw_response.create(model="mistral-y@attested",
                                                           messages=MSG)
     assert ok.headers["x-teegate-provider"] == "node-other"
+
+
+def test_policy_learn_refuses_evidence_it_cannot_verify(node_good: Server) -> None:
+    """Under the production policy the development node's report is not accepted, and nothing
+    is learned from it."""
+    res = CliRunner().invoke(cli_app, ["policy", "learn", "--url", node_good.url])
+    assert res.exit_code == 1
+    assert "not accepted" in res.output
+    assert "tdx.root" in res.output or "tdx.development_root" in res.output
+    res = CliRunner().invoke(cli_app, ["policy", "learn", "--url", "http://127.0.0.1:1"])
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output

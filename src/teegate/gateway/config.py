@@ -542,6 +542,12 @@ output = 300
 # api_key_env = "OPENAI_API_KEY"
 # models = ["gpt-4o-mini"]
 
+# What must run for a model name, on every provider serving it (beside each provider's own
+# policy): compose hashes, image digests, weights, OS images. Print one from a node with
+# `teegate policy learn --url http://127.0.0.1:8001 --policy FILE` and review it.
+# [models."teegate-builtin"]
+# policy = "teegate-builtin.toml"
+
 # Agents: default trust level and a floor no request can go below. Keys are created with
 # `teegate agents create ID` (stored hashed).
 # [[agents]]
