@@ -98,6 +98,7 @@ teegate gateway (embedded DEVELOPMENT default: simulated TEE, not confidential)
   API key         : {key}   (stored in {key_path})
   model           : teegate-builtin  (trust level: attested, development TDX)
   wallet          : development credit for agent "default" (GET /v1/wallets/default)
+  dashboard       : {base_url}/dashboard  (log in with the API key above)
 
   from openai import OpenAI
   client = OpenAI(base_url="{base_url}/v1", api_key="{key}")

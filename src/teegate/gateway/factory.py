@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from teegate.dashboard import mount_dashboard
 from teegate.errors import ConfigError
 from teegate.gateway.app import GatewayApp, create_app
 from teegate.gateway.config import GatewayConfig, load_config
@@ -35,6 +36,7 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
             agent, amount, key = dev_credit
             ledger.deposit(agent, amount, key=key)
     app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
+    mount_dashboard(app, ledger=ledger, receipt_log=receipt_log)  # teegate.dashboard
     if receipt_log is not None:
         app.gateway.closers.append(receipt_log.close)
     if ledger is not None:
