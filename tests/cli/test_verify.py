@@ -493,3 +493,19 @@ def test_binary_ccel_event_log_is_replayed() -> None:
     assert code == 0, out
     checks = {c["name"]: c["ok"] for c in json.loads(out)["checks"]}
     assert all(checks[f"eventlog.rtmr{i}"] for i in range(4))
+
+
+def test_verify_shows_the_model_identity_of_real_dstack_evidence() -> None:
+    """Phala's dstack report with its app compose: the measured compose's one image is shown,
+    marked as a tag (the JSON verdict lists it in ``model``)."""
+    data = Path(__file__).resolve().parent.parent / "data" / "confidential-ai"
+    args = ["verify", str(data / "dstack-tdx-attestation-report.json"), "--app-compose",
+            str(data / "dstack-app-compose.json")]
+    res = CliRunner().invoke(app, args, terminal_width=200)
+    assert "quay.io/jupyter/base-notebook (a tag: not pinned by digest)" in res.output
+    out = CliRunner().invoke(app, [*args, "--json"])
+    doc = json.loads(out.output)
+    verdict = doc[0] if isinstance(doc, list) else doc.get("verdict", doc)
+    model = verdict["model"]
+    assert model["unpinned_images"] == ["quay.io/jupyter/base-notebook"]
+    assert model["compose_hash"].startswith("06768e6d")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -427,6 +428,7 @@ def _summary(verdict: Verdict, width: int) -> Table:
         return grid
     for name, value in verdict.identity.items():
         grid.add_row(escape(name), escape(_hex_lines(value, value_width)))
+    _model_rows(grid, verdict.model)
     for name, value in verdict.measurements.items():
         if name == "report_data" and len(value) == 128:
             grid.add_row(escape("report_data[0:32]"), _hex_lines(value[:64], value_width))
@@ -434,6 +436,24 @@ def _summary(verdict: Verdict, width: int) -> Table:
         else:
             grid.add_row(escape(name), escape(_hex_lines(value, value_width)))
     return grid
+
+
+def _model_rows(grid: Table, model: Mapping[str, Any]) -> None:
+    """The parts of the model identity the measurement rows do not show already."""
+    for digest in model.get("images") or []:
+        grid.add_row("image", escape(str(digest)))
+    for ref in model.get("unpinned_images") or []:
+        grid.add_row("image", escape(f"{ref} (a tag: not pinned by digest)"))
+    if model.get("weights_sha256"):
+        grid.add_row("weights", escape(str(model["weights_sha256"])))
+    os_image = model.get("os_image") or {}
+    if "is_dev" in os_image:
+        grid.add_row("OS image", escape(f"{os_image.get('version', '?')}"
+                                        + (" (dstack DEVELOPMENT image)" if os_image["is_dev"]
+                                           else " (production image)")))
+    for entry in model.get("sigstore") or []:
+        grid.add_row("sigstore", escape(f"{entry.get('digest')}: log index "
+                                        f"{entry.get('log_index')}, {entry.get('signer')}"))
 
 
 def _window_hint(verdict: Verdict, now: int) -> str | None:
