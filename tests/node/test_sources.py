@@ -247,3 +247,39 @@ def test_configfs_tdx_evidence_carries_the_ccel(tmp_path: Path) -> None:
     ccel.write_bytes(b"\x01" * 64)
     with pytest.raises(UpstreamError, match="CCEL"):
         ConfigfsTsmSource(root, fs=fs, ccel=ccel).get_evidence(RD)
+
+
+def test_dstack_info_failure_fails_closed_then_is_retried_with_backoff(dev_pki: Path) -> None:
+    """A failed Info() used to be cached as {} for good: every report after it lacked
+    tcb_info. Now reports fail closed (UpstreamError, a 503) and Info() is asked again
+    only after a pause that doubles, until it answers; then it is kept."""
+    from tests.node.fake_dstack import Agent, agent_app, serve_unix
+
+    agent = Agent(info_failures=3)
+    now = [100.0]
+    with serve_unix(agent_app(dev_pki, agent)) as sock:
+        src = DstackSource(sock, info_backoff=1.0, info_backoff_max=3.0, clock=lambda: now[0])
+        with pytest.raises(UpstreamError, match="Info"):
+            src.get_evidence(RD)
+        assert agent.info_calls == 1
+        now[0] += 0.5  # within the pause: not asked again, still closed
+        with pytest.raises(UpstreamError, match=r"asked again in 0\.5 s"):
+            src.get_evidence(RD)
+        assert agent.info_calls == 1
+        now[0] += 0.5
+        with pytest.raises(UpstreamError):
+            src.get_evidence(RD)  # second failure: the pause doubles to 2 s
+        now[0] += 1.9
+        with pytest.raises(UpstreamError, match="asked again"):
+            src.get_evidence(RD)
+        now[0] += 0.1
+        with pytest.raises(UpstreamError):
+            src.get_evidence(RD)  # third failure: pause capped at 3 s
+        assert agent.info_calls == 3
+        now[0] += 3.0
+        ev = src.get_evidence(RD)
+        assert agent.info_calls == 4
+        assert ev.info["app_id"] == "ab" * 20
+        assert json.loads(ev.info["tcb_info"]["app_compose"])["name"] == "demo"
+        src.get_evidence(RD)
+        assert agent.info_calls == 4  # kept once it answered

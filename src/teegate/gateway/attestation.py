@@ -146,16 +146,21 @@ class ProviderRuntime:
 
 
 def replica_reports(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The node reports inside one provider report: NEAR cloud-api's ``model_attestations``,
-    or a load balancer's merged ``all_attestations`` (REFERENCE §7.1); a single node's report
-    (whose ``all_attestations`` lists only itself) is its own one replica."""
-    models = report.get("model_attestations")
-    if isinstance(models, list) and models and all(isinstance(m, dict) for m in models):
-        return models
+    """The node reports inside one provider report: a load balancer's merged
+    ``all_attestations``, or NEAR cloud-api's ``model_attestations`` (REFERENCE §7.1); a
+    single node's report (whose two lists hold only itself) is its own one replica: the
+    evidence verified is the report's own, never a copy beside it. A merged list of several
+    comes first: a balancer that merges ``all_attestations`` into its first node's report
+    leaves that node's one-entry ``model_attestations`` in place."""
     merged = report.get("all_attestations")
     if isinstance(merged, list) and len(merged) > 1 and all(isinstance(m, dict)
                                                             for m in merged):
         return merged
+    if "intel_quote" in report or "snp_report" in report:
+        return [report]
+    models = report.get("model_attestations")
+    if isinstance(models, list) and models and all(isinstance(m, dict) for m in models):
+        return models
     return [report]
 
 

@@ -25,12 +25,13 @@ from starlette.routing import Route
 
 import teegate
 from teegate import safejson
+from teegate.attest.guard import MAX_REPORT_VALUES
 from teegate.errors import TeegateError, UpstreamError
 from teegate.framing import FramingGuard
 from teegate.node.engine import JSON_TYPE, Engine, EngineReply, openai_error
 from teegate.node.signatures import NONCE_HEADER, SIGNING_ALGOS, parse_call_nonce, signature_text
 from teegate.node.signer import NodeKeys, SignedText
-from teegate.node.sources import Evidence, QuoteSource
+from teegate.node.sources import Evidence, QuoteSource, quote_tcb_info
 from teegate.node.store import SignatureStore
 
 SIGNATURE_COMMENT = b": teegate-signature "
@@ -104,15 +105,26 @@ def _parse_nonce(value: str | None) -> bytes | None:
     return bytes.fromhex(text)
 
 
+def _event_log(text: str) -> Any:
+    """The event log as vllm-proxy sends it: the parsed JSON list, not its text."""
+    try:
+        return safejson.loads(text, max_values=MAX_REPORT_VALUES)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UpstreamError(f"the evidence source's event log is not JSON: {e}") from e
+
+
 def build_report(
     state: NodeState, evidence: Evidence, *, algo: str, nonce: bytes, model: str | None,
 ) -> dict[str, Any]:
-    """The JSON body of ``GET /v1/attestation/report``."""
+    """The JSON body of ``GET /v1/attestation/report``, in the shape the peers' verifiers
+    read (docs/node.md): one attestation, also as ``all_attestations`` (private-ml-sdk) and
+    ``model_attestations`` (NEAR AI) of one entry."""
     signer = state.keys.get(algo)
     report: dict[str, Any] = {
         "signing_address": signer.signing_address,
         "signing_algo": algo,
         "request_nonce": nonce.hex(),
+        "report_data": state.keys.report_data(algo, nonce).hex(),
     }
     if evidence.tee == "tdx":
         report["intel_quote"] = evidence.quote.hex()
@@ -124,7 +136,7 @@ def build_report(
             report["snp_certificates"] = evidence.certificates.decode("ascii")
     if state.gpus > 0 and state.gpu is not None:
         report["nvidia_payload"] = state.gpu.nvidia_payload(nonce, state.gpus)
-    report["event_log"] = evidence.event_log
+    report["event_log"] = _event_log(evidence.event_log)
     info = {
         **evidence.info,
         "tee": evidence.tee,
@@ -133,11 +145,16 @@ def build_report(
         "version": f"teegate-node/{teegate.__version__}",
         "engine": state.engine.name,
         "gpus": state.gpus,
+        "key_custody": state.keys.custody,
     }
+    if not isinstance(info.get("tcb_info"), (dict, str)):
+        info["tcb_info"] = quote_tcb_info(evidence.tee, evidence.quote)
     if model:
         info["model"] = model
     report["info"] = info
-    report["all_attestations"] = [dict(report)]
+    one = dict(report)
+    report["all_attestations"] = [one]
+    report["model_attestations"] = [one]
     return report
 
 

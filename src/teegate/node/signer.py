@@ -7,6 +7,7 @@ new key, which clients notice because the attested key no longer signs the respo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import coincurve
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -66,11 +67,20 @@ class Ed25519Signer:
 Signer = EcdsaSigner | Ed25519Signer
 
 
+EPHEMERAL_CUSTODY: dict[str, Any] = {
+    "provider": "generated",
+    "detail": "generated in the workload's memory at start, never written; a restart is a "
+              "new key",
+}
+
+
 class NodeKeys:
-    """Both of the node's keys; ``get(algo)`` rejects unknown algorithms with ConfigError."""
+    """Both of the node's keys; ``get(algo)`` rejects unknown algorithms with ConfigError.
+    ``custody`` says where the keys come from, for the attestation report (ACI §3.3)."""
 
     def __init__(self) -> None:
         self._signers: dict[str, Signer] = {"ecdsa": EcdsaSigner(), "ed25519": Ed25519Signer()}
+        self.custody: dict[str, Any] = dict(EPHEMERAL_CUSTODY)
 
     def get(self, algo: str) -> Signer:
         signer = self._signers.get(algo)

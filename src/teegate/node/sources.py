@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -261,11 +262,22 @@ def find_dstack_endpoint() -> str | None:
 
 
 class DstackSource:
-    """dstack guest agent (``GetQuote`` + ``Info``) over its Unix socket or an HTTP URL."""
+    """dstack guest agent (``GetQuote`` + ``Info``) over its Unix socket or an HTTP URL.
+
+    ``Info()`` (app id, ``tcb_info`` with the app compose) is asked once and kept once it
+    answers. Until it has, every report fails closed (503): a report without ``tcb_info``
+    binds no compose for teegate's verifier, and the peers' verifiers stop on it. A failed
+    ``Info()`` is asked again no sooner than ``info_backoff`` seconds later, the pause
+    doubling up to ``info_backoff_max``, so a down agent is not hammered by report requests.
+    """
 
     development = False
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: str | None = None, *, timeout: float = 10.0,
+        info_backoff: float = 1.0, info_backoff_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         from dstack_sdk import DstackClient
 
         self.endpoint = endpoint or find_dstack_endpoint()
@@ -278,18 +290,41 @@ class DstackSource:
             raise ConfigError(f"dstack: cannot use endpoint {self.endpoint}: {e}") from e
         self.name = "dstack"
         self._info: dict[str, Any] | None = None
+        self._info_lock = threading.Lock()
+        self._clock = clock
+        self._backoff = (info_backoff, info_backoff_max)
+        self._info_delay = info_backoff
+        self._info_retry_at = 0.0
+        self._info_error = ""
+
+    @property
+    def client(self) -> Any:
+        """The ``dstack_sdk.DstackClient`` (the node's KMS keys come through it too)."""
+        return self._client
 
     def _fetch_info(self) -> dict[str, Any]:
-        if self._info is None:
+        with self._info_lock:
+            if self._info is not None:
+                return self._info
+            now = self._clock()
+            if now < self._info_retry_at:
+                raise UpstreamError(
+                    f"dstack: Info() failed ({self._info_error}); asked again in "
+                    f"{self._info_retry_at - now:.1f} s")
             try:
                 raw: Any = self._client.info()
-                self._info = dict(raw.model_dump(mode="json"))
-            except Exception:  # info is optional decoration; the quote is the evidence
-                self._info = {}
-        return self._info
+                info = dict(raw.model_dump(mode="json"))
+            except Exception as e:  # httpx, socket and pydantic errors alike
+                self._info_error = f"{type(e).__name__}: {e}"
+                self._info_retry_at = now + self._info_delay
+                self._info_delay = min(self._info_delay * 2, self._backoff[1])
+                raise UpstreamError(f"dstack: Info() failed: {self._info_error}") from e
+            self._info, self._info_delay = info, self._backoff[0]
+            return info
 
     def get_evidence(self, report_data: bytes) -> Evidence:
         _check_report_data(report_data)
+        info = {"tee": "tdx", "source": "dstack", **self._fetch_info()}
         try:
             resp: Any = self._client.get_quote(report_data)
             quote = bytes.fromhex(str(resp.quote).removeprefix("0x"))
@@ -298,8 +333,26 @@ class DstackSource:
             raise UpstreamError(f"dstack: malformed GetQuote answer: {e}") from e
         except Exception as e:  # httpx errors, socket errors: the agent is unreachable
             raise UpstreamError(f"dstack: GetQuote failed: {e}") from e
-        info = {"tee": "tdx", "source": "dstack", **self._fetch_info()}
         return Evidence(tee="tdx", quote=quote, source="dstack", event_log=event_log, info=info)
+
+
+def quote_tcb_info(tee: TeeKind, quote: bytes) -> dict[str, Any]:
+    """``info.tcb_info`` for a source without a dstack guest agent: the registers the
+    evidence measures, copied from it as dstack's ``Info()`` copies them (verifiers read the
+    verified quote, never this). No ``app_compose``: nothing measured one."""
+    if tee == "tdx":
+        from teegate.attest import parse_quote
+
+        td = parse_quote(quote).td_report
+        if td is None:
+            raise EvidenceError("the TDX source returned a quote without a TD report")
+        return {"mrtd": td.mrtd.hex(), "rtmr0": td.rtmr0.hex(), "rtmr1": td.rtmr1.hex(),
+                "rtmr2": td.rtmr2.hex(), "rtmr3": td.rtmr3.hex(),
+                "mr_config_id": td.mrconfigid.hex()}
+    from teegate.attest import parse_snp_report
+
+    r = parse_snp_report(quote)
+    return {"measurement": r.measurement.hex(), "host_data": r.host_data.hex()}
 
 
 # ---------------------------------------------------------------- development TEEs
