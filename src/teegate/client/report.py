@@ -110,8 +110,9 @@ def verify_report(
 ) -> Verdict:
     """Verify a report we asked for with ``nonce``: the attestation verdict, plus the client's
     own checks that the report speaks of the algorithm we asked for and that its report_data
-    is exactly (identity padded to 32 bytes) || nonce. ``collateral`` / ``snp_certificates``:
-    fetched for a report that does not carry its own."""
+    binds that identity and our nonce in a layout the provider's policy allows
+    (``binding.layouts``; the default allows every key layout). ``collateral`` /
+    ``snp_certificates``: fetched for a report that does not carry its own."""
     from teegate.attest.report import verify_provider_report
 
     verdict = verify_provider_report(report, nonce=nonce, policy=policy, now=now,
@@ -129,12 +130,26 @@ def verify_report(
         extra.append(Check("client.signing_address", False,
                            f"signing_address {address!r} is not a valid {signing_algo} identity"))
     elif verdict.report_data is not None:
-        want = (identity.ljust(32, b"\0") + nonce).hex()
-        ok = verdict.report_data.lower() == want
-        extra.append(Check("client.report_data", ok,
-                           "report_data = signing identity (padded to 32 bytes) || our nonce"
-                           if ok else "report_data does not bind this key and our nonce"))
+        extra.append(_report_data_check(bytes.fromhex(verdict.report_data), identity, nonce,
+                                        signing_algo, policy))
     return verdict.with_checks(extra)
+
+
+def _report_data_check(report_data: bytes, identity: bytes, nonce: bytes, signing_algo: str,
+                       policy: Policy) -> Check:
+    """``client.report_data``: the identity we will check signatures against and the nonce we
+    chose, in one of the policy's layouts (the padded one unless the policy allows others).
+    A policy that allows only TLS layouts fails here: the client pins no TLS key."""
+    from teegate.attest.binding import check_report_data
+
+    key, bound = check_report_data(report_data, signing_key=identity, nonce=nonce,
+                                   signing_algo=signing_algo, policy=policy)
+    if key.ok and bound.ok:
+        layout = key.detail.rsplit("(", 1)[-1].rstrip(")")
+        return Check("client.report_data", True,
+                     f"report_data binds the signing identity and our nonce ({layout})")
+    return Check("client.report_data", False,
+                 f"report_data does not bind this key and our nonce: {key.detail}")
 
 
 def _check_algo(signing_algo: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from teegate import paths
+from teegate.attest.binding import LAYOUTS
 from teegate.attest.policy import Policy, load_policy
 from teegate.errors import ConfigError, TeegateError
 from teegate.ledger.model import DEFAULT_CURRENCIES, MAX_AMOUNT
@@ -196,6 +197,15 @@ def _policy(raw: Mapping[str, Any], where: str, base_dir: Path, development: boo
         raise ConfigError(f"{where}.policy: {e}") from e
     except TeegateError as e:
         raise ConfigError(f"{where}.policy: {e}") from e
+    allowed = policy.binding.layouts
+    if allowed and not allowed & set(LAYOUTS):
+        # The gateway binds a provider's signing key (client.report_data) and pins no upstream
+        # TLS key, so a TLS-only policy would reject every report it fetched.
+        raise ConfigError(
+            f"{where}.policy: binding.layouts {sorted(allowed)} allows only TLS layouts; the "
+            f"gateway checks that report_data binds the provider's signing key and does not "
+            f"pin upstream TLS keys: allow a key layout ({', '.join(LAYOUTS)}), or check "
+            f"TLS-bound evidence with teegate verify --tls-key")
     return policy
 
 
