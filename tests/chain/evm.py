@@ -37,10 +37,19 @@ class Reverted:
 class Chain:
     """One chain per test module: deploy once, then transact, sign, move time."""
 
-    def __init__(self) -> None:
-        self.tester = EthereumTester(PyEVMBackend())
+    def __init__(self, code: dict[str, bytes] | None = None) -> None:
+        """``code``: runtime code placed at fixed addresses in the genesis state (contracts that
+        must sit where a client hard-codes them, as on a real chain)."""
+        if code:
+            state = dict(PyEVMBackend.generate_genesis_state(num_accounts=10))
+            for address, runtime in code.items():
+                state[bytes.fromhex(address[2:])] = {
+                    "balance": 0, "nonce": 1, "code": runtime, "storage": {}}
+            self.tester = EthereumTester(PyEVMBackend(genesis_state=state))
+        else:
+            self.tester = EthereumTester(PyEVMBackend())
         self.w3 = Web3(EthereumTesterProvider(self.tester))
-        self.accounts: list[str] = list(self.w3.eth.accounts)
+        self.accounts: list[str] = [str(a) for a in self.w3.eth.accounts][:10]
         self.chain_id: int = self.w3.eth.chain_id
 
     def deploy(self, name: str, *args: Any, sender: str | None = None) -> Contract:
