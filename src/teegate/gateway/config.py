@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teegate import paths
 from teegate.attest.binding import LAYOUTS
@@ -24,6 +24,9 @@ from teegate.ledger.pricing import Price
 from teegate.providers.registry import Platform, get_platform
 from teegate.routing.trust import TrustLevel, parse_trust
 from teegate.serving import ServerLimits
+
+if TYPE_CHECKING:
+    from teegate.chain.config import ChainConfig
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class GatewayConfig:
     # /v1/providers shows base URLs and unredacted status text to anyone (else: admin key).
     public_provider_details: bool = False
     public_metrics: bool = False  # /metrics without the admin key
+    chain: ChainConfig | None = None  # [chain]: conversation channels on chain (teegate.chain)
     # [models."NAME"] policy = "FILE": the identities that may serve NAME, on every provider
     model_policies: Mapping[str, Policy] = field(default_factory=dict)
 
@@ -374,7 +378,7 @@ def _collateral(raw: dict[str, Any], base: Path) -> CollateralConfig:
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
     """Build a GatewayConfig from parsed TOML; ConfigError naming the field otherwise."""
     base = base_dir or Path.cwd()
-    _only(data, {"gateway", "providers", "agents", "collateral", "models"}, "config")
+    _only(data, {"gateway", "providers", "agents", "collateral", "models", "chain"}, "config")
     gw = _want(data.get("gateway", {}), dict, "gateway")
     _only(gw, _GATEWAY_FIELDS, "gateway")
     listen = _want(gw.get("listen", "127.0.0.1:8080"), str, "gateway.listen")
@@ -460,7 +464,16 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
                                       "gateway.public_provider_details"),
         public_metrics=_want(gw.get("public_metrics", False), bool, "gateway.public_metrics"),
         model_policies=model_policies,
+        chain=_chain(data["chain"]) if "chain" in data else None,
     )
+
+
+def _chain(raw: Any) -> ChainConfig:
+    """[chain], imported only when present: the chain stack (eth-utils, coincurve) costs a
+    gateway without channels nothing at start-up."""
+    from teegate.chain.config import parse_chain
+
+    return parse_chain(_want(raw, dict, "chain"))
 
 
 def load_config(path: str | Path) -> GatewayConfig:
