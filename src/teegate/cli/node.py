@@ -24,9 +24,11 @@ def build_node(
     *, engine: str, tee: str, gpus: int, pki_dir: Path | None = None,
     configfs_root: Path | None = None, dstack_endpoint: str | None = None,
     engine_api_key: str | None = None, max_body: int | None = None,
-    app_compose: Path | None = None,
+    app_compose: Path | None = None, keys: str = "auto",
 ) -> Any:
-    """The node ASGI app for these options; raises ConfigError for impossible combinations."""
+    """The node ASGI app for these options; raises ConfigError for impossible combinations.
+    ``keys``: ``kms`` (the dstack KMS releases them, ``teegate.node.kms``), ``memory``
+    (generated at start), ``auto`` (kms under dstack, else memory)."""
     from teegate.errors import ConfigError
     from teegate.node import BuiltinEngine, HttpEngine, create_node_app
     from teegate.node.sources import CONFIGFS_TSM_ROOT, choose_source
@@ -66,8 +68,28 @@ def build_node(
 
     if max_body is not None and max_body < 1:
         raise ConfigError("--max-body-bytes must be at least 1")
-    return create_node_app(source, eng, gpus=gpus, gpu=gpu,
+    return create_node_app(source, eng, gpus=gpus, gpu=gpu, keys=_keys(keys, source),
                            max_body=max_body or MAX_BODY), source
+
+
+def _keys(choice: str, source: Any) -> Any:
+    """The node's signing keys: from the dstack KMS under dstack (a restart keeps them, and
+    they are bound to the app identity), else generated in memory."""
+    from teegate.errors import ConfigError
+    from teegate.node import NodeKeys
+    from teegate.node.sources import DstackSource
+
+    if choice not in ("auto", "kms", "memory"):
+        raise ConfigError(f"--keys must be auto, kms or memory, not {choice!r}")
+    dstack = isinstance(source, DstackSource)
+    if choice == "kms" and not dstack:
+        raise ConfigError("--keys kms needs the dstack source (--tee dstack): the keys come "
+                          "from its KMS")
+    if choice == "memory" or not dstack:
+        return NodeKeys()
+    from teegate.node.kms import kms_keys
+
+    return kms_keys(source.client, role="node")
 
 
 def register(app: typer.Typer) -> None:
@@ -104,6 +126,9 @@ def register(app: typer.Typer) -> None:
         app_compose: Annotated[Path | None, typer.Option(
             "--app-compose", help="dstack app-compose file the development TDX measures "
             "(compose-hash event in RTMR3, MRCONFIGID, event log).")] = None,
+        keys: Annotated[str, typer.Option(
+            "--keys", help="auto | kms | memory: signing keys from the dstack KMS (auto: "
+            "under dstack) or generated in memory at start.")] = "auto",
         max_connections: Annotated[int, typer.Option(
             "--max-connections", help="Open connections at most (the longest-idle one is "
             "closed for a newcomer; 503 when every one is busy).")] = 1024,
@@ -114,7 +139,7 @@ def register(app: typer.Typer) -> None:
                 engine=engine, tee=tee, gpus=gpus, pki_dir=pki_dir,
                 configfs_root=configfs_root, dstack_endpoint=dstack_endpoint,
                 engine_api_key=engine_api_key, max_body=max_body_bytes,
-                app_compose=app_compose,
+                app_compose=app_compose, keys=keys,
             )
             limits = _limits(header_timeout, body_timeout, keep_alive, max_connections)
         except TeegateError as e:

@@ -1,4 +1,5 @@
-"""The node's signing keys: generated in memory at start, never written anywhere.
+"""The node's signing keys: generated in memory at start and never written anywhere, or
+released by the dstack KMS (``teegate.node.kms``).
 
 Each process has its own identity (as on NEAR AI / private-ml-sdk nodes): a restart means a
 new key, which clients notice because the attested key no longer signs the responses.
@@ -40,8 +41,9 @@ class EcdsaSigner:
 
     algo = "ecdsa"
 
-    def __init__(self) -> None:
-        self._key = coincurve.PrivateKey()
+    def __init__(self, secret: bytes | None = None) -> None:
+        """A fresh key, or the 32-byte scalar ``secret`` (a KMS-released key)."""
+        self._key = coincurve.PrivateKey(secret) if secret is not None else coincurve.PrivateKey()
         self.signing_address = eth_address(self._key.public_key)
         self.identity = bytes.fromhex(self.signing_address[2:])
 
@@ -55,8 +57,10 @@ class Ed25519Signer:
 
     algo = "ed25519"
 
-    def __init__(self) -> None:
-        self._key = Ed25519PrivateKey.generate()
+    def __init__(self, seed: bytes | None = None) -> None:
+        """A fresh key, or the one of the 32-byte ``seed`` (a KMS-released key)."""
+        self._key = (Ed25519PrivateKey.from_private_bytes(seed) if seed is not None
+                     else Ed25519PrivateKey.generate())
         self.identity = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.signing_address = self.identity.hex()
 
@@ -81,6 +85,10 @@ class NodeKeys:
     def __init__(self) -> None:
         self._signers: dict[str, Signer] = {"ecdsa": EcdsaSigner(), "ed25519": Ed25519Signer()}
         self.custody: dict[str, Any] = dict(EPHEMERAL_CUSTODY)
+
+    def replace(self, signer: Signer) -> None:
+        """Use ``signer`` for its algorithm (keys released by a KMS, ``teegate.node.kms``)."""
+        self._signers[signer.algo] = signer
 
     def get(self, algo: str) -> Signer:
         signer = self._signers.get(algo)
