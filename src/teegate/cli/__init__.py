@@ -14,6 +14,7 @@ app = typer.Typer(
 
 # Sub-commands: one line each; keep the order stable.
 from teegate.cli import audit as _audit  # noqa: E402
+from teegate.cli import chain as _chain  # noqa: E402
 from teegate.cli import collateral as _collateral  # noqa: E402
 from teegate.cli import ledger as _ledger  # noqa: E402
 from teegate.cli import node as _node  # noqa: E402
@@ -22,6 +23,7 @@ from teegate.cli import serve as _serve  # noqa: E402
 from teegate.cli import verify as _verify  # noqa: E402
 
 _audit.register(app)
+_chain.register(app)
 _collateral.register(app)
 _ledger.register(app)
 _node.register(app)
