@@ -55,6 +55,9 @@ SAMPLE_NONCES: tuple[tuple[str, str], ...] = (
      "NVIDIA/nvtrust ppcie-verifier-sdk-cpp tests/data/gpu_evidence.json"),
     ("89d36f654c47ef2bb6ed989c9655ea19548a9057a97ef4e0b7ad54dfcf5e6b00",
      "nearai/private-ml-sdk e2e/README.md sample attestation"),
+    ("deadbeef" + "00" * 27 + "01",
+     "nearai/nearai-cloud-verifier py/tests/fixtures/nearai_cloud_report_openai_gpt_oss_120b.json "
+     "(a real NEAR AI Cloud report: request_nonce, report_data, every GPU's SPDM nonce)"),
     ("11" * 32, "Dstack-TEE/dstack dstack-util tests/fixtures/gpu_attestation_h100.json "
                 "eat_nonce, and NEAR-style samples"),
     ("1234" + "00" * 30, "Dstack-TEE/dstack verifier/fixtures/quote-report.json report_data"),
