@@ -97,8 +97,8 @@ def test_receipt_access_control(served: tuple[str, ReceiptLog]) -> None:
         assert body["tlog_proof"].startswith("c2sp.org/tlog-proof@v1\nindex 1\n")
 
 
-def _cli(*args: str) -> Any:
-    return CliRunner().invoke(cli_app, list(args), catch_exceptions=False)
+def _cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli_app, list(args), catch_exceptions=False, env=env)
 
 
 def test_audit_n_receipts_and_monitor(served: tuple[str, ReceiptLog], tmp_path: Path) -> None:
@@ -172,10 +172,9 @@ def test_audit_n_receipts_and_monitor(served: tuple[str, ReceiptLog], tmp_path: 
         str(tmp_path / "old.checkpoint"),
         "--log",
         url,
-        "--token",
-        "operator:op:",
         "--json",
         "--allow-skipped",
+        env={"TEEGATE_LOG_TOKEN": "operator:op:"},  # a secret never goes on a command line
     )
     assert res.exit_code == 0, res.output
     checks = {c["name"]: c["status"] for c in json.loads(res.output)["receipts"][0]["checks"]}

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from teegate import safejson
 from teegate.attest.policy import load_policy
+from teegate.cli.secrets import secret_from_env
 from teegate.errors import ConfigError, EvidenceError, LogError, TeegateError
 from teegate.receipts.audit import AuditReport, audit_bundle, check_consistency, decode_hashes
 from teegate.receipts.bundle import parse_bundle
@@ -28,6 +29,7 @@ from teegate.receipts.receipt import public_keys_from_hex
 
 _out = Console()
 _err = Console(stderr=True)
+TOKEN_ENV = "TEEGATE_LOG_TOKEN"  # bearer token for --log
 _STYLE = {
     "ok": "[green]ok[/green]",
     "fail": "[red]FAIL[/red]",
@@ -153,10 +155,10 @@ def _print_identity(identity: dict[str, Any]) -> None:
 def _state_path(url: str, state: Path | None) -> Path:
     if state is not None:
         return state
+    from teegate.filemodes import private_dir
     from teegate.paths import data_dir
 
-    d = data_dir() / "audit-state"
-    d.mkdir(parents=True, exist_ok=True)
+    d = private_dir(data_dir() / "audit-state")
     return d / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".checkpoint")
 
 
@@ -248,7 +250,10 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="Where the monitor keeps the last checkpoint (default: data dir)."),
         ] = None,
-        token: Annotated[str | None, typer.Option(help="Bearer token for --log.")] = None,
+        token: Annotated[str | None, typer.Option(
+            "--token", hidden=True,
+            help=f"Refused (a secret on the command line shows in ps): set ${TOKEN_ENV}.")
+        ] = None,
         now: Annotated[
             int | None, typer.Option(help="Unix time for evidence checks (default: the call's).")
         ] = None,
@@ -280,6 +285,7 @@ def register(app: typer.Typer) -> None:
         --log URL --log-key VKEY checks that the log only grew since the last run (monitor).
         """
         try:
+            token = secret_from_env(token, "--token", TOKEN_ENV)
             verifiers = _verifiers(log_key or [])
             keys = public_keys_from_hex(receipt_key or [])
             if not inputs:

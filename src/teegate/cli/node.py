@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
+from teegate.cli.secrets import secret_from_env
 from teegate.errors import TeegateError
 
 _err = Console(stderr=True)
+ENGINE_KEY_ENV = "TEEGATE_ENGINE_API_KEY"
 
 
 def build_node(
@@ -112,8 +114,9 @@ def register(app: typer.Typer) -> None:
         dstack_endpoint: Annotated[str | None, typer.Option(
             "--dstack-endpoint", help="dstack guest-agent socket path or URL.")] = None,
         engine_api_key: Annotated[str | None, typer.Option(
-            "--engine-api-key", envvar="TEEGATE_ENGINE_API_KEY",
-            help="Bearer token for the engine.")] = None,
+            "--engine-api-key", hidden=True,
+            help=f"Refused (a secret on the command line shows in ps): set ${ENGINE_KEY_ENV}.")
+        ] = None,
         max_body_bytes: Annotated[int, typer.Option(
             "--max-body-bytes", help="Request body limit (413 above it).")] = 8 << 20,
         header_timeout: Annotated[float, typer.Option(
@@ -133,8 +136,12 @@ def register(app: typer.Typer) -> None:
             "--max-connections", help="Open connections at most (the longest-idle one is "
             "closed for a newcomer; 503 when every one is busy).")] = 1024,
     ) -> None:
-        """Run the enclave-side node: attestation report, response signatures, OpenAI API."""
+        """Run the enclave-side node: attestation report, response signatures, OpenAI API.
+
+        The engine's bearer token, if it needs one, comes from $TEEGATE_ENGINE_API_KEY."""
         try:
+            engine_api_key = secret_from_env(engine_api_key, "--engine-api-key",
+                                             ENGINE_KEY_ENV)
             asgi, source = build_node(
                 engine=engine, tee=tee, gpus=gpus, pki_dir=pki_dir,
                 configfs_root=configfs_root, dstack_endpoint=dstack_endpoint,
@@ -146,7 +153,11 @@ def register(app: typer.Typer) -> None:
             _err.print(f"[red]teegate node:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
         url = f"http://{host}:{port}"
-        if source.development:
+        if source.development:  # the development PKI's private keys: 0600 in 0700 folders
+            from teegate.filemodes import secure_data_dir
+            from teegate.paths import dev_pki_dir
+
+            secure_data_dir(pki_dir or dev_pki_dir())
             from teegate.sim.policy_file import write_development_policy
 
             try:

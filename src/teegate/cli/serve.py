@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
                 cfg = emb.embedded_config(node.url, host=host or "127.0.0.1", port=port or 8080)
             else:
                 cfg = load_config(path)
+            from teegate.filemodes import secure_data_dir
+
+            secure_data_dir(cfg.data_dir)  # before anything in it is opened
             store = GatewayStore(cfg.database_url)
             listen_host = host or cfg.listen_host
             listen_port = port or cfg.listen_port

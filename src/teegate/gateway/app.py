@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 
 from teegate import safejson
 from teegate.errors import ConfigError, TeegateError, UpstreamError
+from teegate.filemodes import secure_data_dir
 from teegate.framing import framing_problem
 from teegate.framing import refuse as refuse_framing
 from teegate.gateway import forwarding
@@ -1328,6 +1329,8 @@ def create_app(
             config.currency not in ledger.currencies):
         raise ConfigError(f"gateway.currency: {config.currency!r} is not a currency of the "
                           f"ledger (it keeps {', '.join(ledger.currencies)})")
+    # the data folder's secrets (keys, databases) are the service user's alone
+    secure_data_dir(config.data_dir)
     store = store or GatewayStore(config.database_url)
     if receipt_log is not None and receipts is None:
         from teegate.gateway.receipts_bridge import ReceiptBridge

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from teegate.dashboard import mount_dashboard
 from teegate.errors import ConfigError
+from teegate.filemodes import secure_data_dir
 from teegate.gateway.app import GatewayApp, create_app
 from teegate.gateway.config import GatewayConfig, load_config
 from teegate.gateway.store import GatewayStore
@@ -20,6 +21,7 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
               dev_credit: tuple[str, int, str] | None = None) -> GatewayApp:
     """The gateway with its receipt log and ledger as configured; they are closed when the
     app shuts down. ``dev_credit`` = (agent, amount, idempotency key) deposited once."""
+    secure_data_dir(cfg.data_dir)  # before anything in it is opened (create_app does too)
     store = store or GatewayStore(cfg.database_url)
     receipt_log = ledger = None
     if cfg.receipts:

@@ -15,10 +15,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from teegate.errors import ConfigError, TeegateError
+from teegate.filemodes import private_sqlite
 
 KEY_PREFIX = "tgk_"
 
@@ -98,8 +98,7 @@ class GatewayStore:
                     self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             elif url.startswith("sqlite:///"):
                 path = url[len("sqlite:///"):]
-                if path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite(path)  # 0600 in a 0700 folder: it holds API key hashes
                 self._conn = sqlite3.connect(path, check_same_thread=False,
                                              isolation_level=None, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")

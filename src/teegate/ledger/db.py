@@ -37,10 +37,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from teegate.errors import LedgerError, TeegateError
+from teegate.filemodes import private_sqlite
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -185,8 +185,7 @@ class SqliteBackend:
             raise LedgerError(f"SQLite {sqlite3.sqlite_version} is too old: the ledger needs "
                               "3.35 or later (UPDATE ... RETURNING)")
         self.url = url
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(path)  # 0600 in a 0700 folder: the ledger
         # the writer's synchronous setting per batch: FULL when one of its operations must be
         # fsync'd, NORMAL otherwise (switched only when it changes)
         self._synced = durability != "normal"

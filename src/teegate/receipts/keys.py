@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from teegate.errors import ConfigError
+from teegate.filemodes import private_dir
 
 
 def load_or_create_log_key(path: str | Path) -> Ed25519PrivateKey:
@@ -26,7 +27,7 @@ def load_or_create_log_key(path: str | Path) -> Ed25519PrivateKey:
     p = Path(path).expanduser()
     if p.exists():
         return _load(p)
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(p.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     # Write a private temporary file, then link it into place: the key file appears whole or

@@ -21,10 +21,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from teegate.errors import ConfigError, LogError
+from teegate.filemodes import private_sqlite
 from teegate.receipts import merkle
 from teegate.receipts.merkle import Coord
 
@@ -103,7 +103,7 @@ class _DB:
             self._path = url[len("sqlite:///") :]
             if self._path == ":memory:":
                 raise ConfigError("the log needs a file database (sqlite:///path), not :memory:")
-            Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self._path)  # 0600 in a 0700 folder
         elif url.startswith(("postgresql://", "postgres://")):
             self.pg, self.blob = True, "BYTEA"
             if schema and not _IDENT.fullmatch(schema):

@@ -67,8 +67,15 @@ def load_or_create(
         ) from e
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """A new data file, 0600 from its creation (teegate.filemodes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_private(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -91,7 +98,7 @@ def write_key(path: Path, key: PrivateKey) -> None:
 
 
 def write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def read_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:

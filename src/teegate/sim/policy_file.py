@@ -30,7 +30,7 @@ def write_development_policy(pki_dir: Path | None = None) -> Path:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # a data file like any other (teegate.filemodes)
         os.replace(tmp, path)
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
