@@ -124,3 +124,22 @@ def test_real_older_driver_evidence_answers_nvtrusts_default_nonce() -> None:
     v = verify_gpu_evidence(evidence, chain, nonce=nonce, policy=DEFAULT_POLICY, now=NOW)
     assert [c.name for c in v.failures] == ["gpu.0.nonce"]
     assert "sample nonce" in v.failures[0].detail
+
+
+@pytest.mark.parametrize(("label", "ok"), [("BLACKWELL", True), ("HOPPER", False)])
+def test_real_blackwell_evidence_compares_fwids_zero(label: str, ok: bool) -> None:
+    """An RTX PRO 6000 Blackwell report (trustee #1551): its leaf carries a TCG DiceTcbInfo
+    (2.23.133.5.4.1.1) with two FWIDs; fwids[0] equals the report's, as nvtrust compares."""
+    data = Path(__file__).resolve().parent.parent / "data" / "nvidia" / "trustee"
+    evidence = (data / "blackwellAttestationReport.txt").read_text()
+    chain = (data / "blackwell_cert_chain_case1.txt").read_text()
+    v = verify_gpu_evidence(evidence, chain, nonce=None, policy=AUDIT, now=NOW, arch=label)
+    checks = {c.name: c for c in v.checks}
+    assert checks["gpu.0.fwid"].ok, checks["gpu.0.fwid"].detail
+    assert "equals" in checks["gpu.0.fwid"].detail
+    assert checks["gpu.0.chain"].ok
+    assert checks["gpu.0.signature"].ok
+    assert [c.name for c in v.failures] == ([] if ok else ["gpu.0.arch"])
+    strict = with_gpu(AUDIT, require_fwid=True)
+    assert verify_gpu_evidence(evidence, chain, nonce=None, policy=strict, now=NOW,
+                               arch="BLACKWELL").accepted

@@ -59,6 +59,9 @@ __all__ = [
 
 TEE = "nvidia-gpu"
 TCB_INFO_OID = x509.ObjectIdentifier("2.23.133.5.4.1")
+# Blackwell leaves carry a TCG DiceTcbInfo under this OID (nvtrust cc_admin_utils.extract_fwid
+# looks for both OIDs, as this module does).
+DICE_TCB_INFO_OID = x509.ObjectIdentifier("2.23.133.5.4.1.1")
 NVIDIA_SAN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.412.274.1")
 _SHA384_OID_DER = bytes.fromhex("0609608648016503040202")
 MAX_GPUS = 64
@@ -180,14 +183,22 @@ def parse_nvidia_payload(payload: str | bytes | Mapping[str, Any] | Sequence[Any
 
 
 def _fwid_of(cert: x509.Certificate) -> bytes | None:
-    """The SHA-384 FWID in the leaf's TCG DICE TcbInfo extension (2.23.133.5.4.1)."""
-    try:
-        ext = cert.extensions.get_extension_for_oid(TCB_INFO_OID).value
-    except (x509.ExtensionNotFound, ValueError):
-        return None
-    if not isinstance(ext, x509.UnrecognizedExtension):
-        return None
-    der = ext.value
+    """The SHA-384 FWID in the leaf's TCB info extension: Hopper's (2.23.133.5.4.1, the FWID
+    its one SHA-384 entry), or Blackwell's TCG DiceTcbInfo (2.23.133.5.4.1.1, ``fwids[0]``, the
+    entry nvtrust and trustee compare; later entries are other layers)."""
+    for oid in (TCB_INFO_OID, DICE_TCB_INFO_OID):
+        try:
+            ext = cert.extensions.get_extension_for_oid(oid).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        if not isinstance(ext, x509.UnrecognizedExtension):
+            return None
+        der = ext.value
+        return _dice_fwid(der) if oid == DICE_TCB_INFO_OID else _hopper_fwid(der)
+    return None
+
+
+def _hopper_fwid(der: bytes) -> bytes | None:
     # An FWID is SEQUENCE { OID sha384, OCTET STRING (48) }: its DER is fixed, so find it.
     marker = _SHA384_OID_DER + b"\x04\x30"
     at = der.find(marker)
@@ -195,6 +206,48 @@ def _fwid_of(cert: x509.Certificate) -> bytes | None:
         return None
     value = der[at + len(marker):at + len(marker) + 48]
     return value if len(value) == 48 else None
+
+
+def _tlv(data: bytes, at: int) -> tuple[int, bytes, int] | None:
+    """One DER TLV at ``at``: (tag, value, offset after it), or None if it does not fit."""
+    if at + 2 > len(data):
+        return None
+    tag, size, at = data[at], data[at + 1], at + 2
+    if size & 0x80:
+        n = size & 0x7F
+        if n == 0 or n > 3 or at + n > len(data):
+            return None
+        size, at = int.from_bytes(data[at:at + n], "big"), at + n
+    if at + size > len(data):
+        return None
+    return tag, data[at:at + size], at + size
+
+
+def _dice_fwid(der: bytes) -> bytes | None:
+    """``fwids[0]`` of a DiceTcbInfo: SEQUENCE { …, [6] IMPLICIT SEQUENCE OF FWID, … } with
+    FWID ::= SEQUENCE { hashAlg OID, digest OCTET STRING }; only a SHA-384 digest counts."""
+    outer = _tlv(der, 0)
+    if outer is None or outer[0] != 0x30 or outer[2] != len(der):
+        return None
+    body, at = outer[1], 0
+    while at < len(body):
+        field = _tlv(body, at)
+        if field is None:
+            return None
+        tag, value, at = field
+        if tag != 0xA6:  # [6] constructed: fwids
+            continue
+        first = _tlv(value, 0)
+        if first is None or first[0] != 0x30:
+            return None
+        alg = _tlv(first[1], 0)
+        digest = _tlv(first[1], alg[2]) if alg is not None else None
+        if alg is None or digest is None or alg[0] != 0x06 or digest[0] != 0x04:
+            return None
+        if b"\x06" + bytes([len(alg[1])]) + alg[1] != _SHA384_OID_DER or len(digest[1]) != 48:
+            return None
+        return digest[1]
+    return None
 
 
 # The chip prefix NVIDIA's device certificates name (leaf "GH100 A01 GSP FMC LF") and the
