@@ -52,6 +52,12 @@ def test_embedded_default(tmp_path: Path, dev_pki: Path) -> None:
         assert r.headers["x-teegate-trust"] == "attested"
         assert r.headers["x-teegate-development"] == "true"
         assert r.headers["x-teegate-receipt"].startswith("rcpt_")
+        # The gateway runs in the development TEE too: its own report is there at once.
+        own = httpx.get(base + "/v1/attestation/report",
+                        params={"nonce": "ab" * 32, "model": "teegate-builtin"}).json()
+        assert own["gateway_attestation"]["info"]["development"] is True
+        assert own["gateway_attestation"]["request_nonce"] == "ab" * 32
+        assert len(own["model_attestations"]) == 1
         providers = httpx.get(base + "/v1/providers").json()["data"]
         assert providers[0]["label"].startswith("DEVELOPMENT")
         wallet = httpx.get(base + "/v1/wallets/default",

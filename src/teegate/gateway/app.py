@@ -136,6 +136,8 @@ class Gateway:
             if any(p.attestable for p in self.providers) else None)
         self.started = False
         self.closers: list[Callable[[], None]] = []  # run after shutdown (logs, ledger)
+        # called with each concluded call, before its last byte (gateway/self_attestation.py)
+        self.concluded_hooks: list[Callable[[CallRecord], None]] = []
         self._poll: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         # Holds of calls not settled yet: renewed so a long call outlives its first expiry.
@@ -896,6 +898,8 @@ class Gateway:
             log.exception("cannot check the response signature of %s", record.chat_id)
             record.signature_check = f"not checked: {type(e).__name__}"
         await self._shielded(record)
+        for hook in self.concluded_hooks:
+            hook(record)
         return self.receipts is None or record.receipt_committed
 
     async def _shielded(self, record: CallRecord) -> None:

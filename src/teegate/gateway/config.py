@@ -117,6 +117,8 @@ class GatewayConfig:
     chain: ChainConfig | None = None  # [chain]: conversation channels on chain (teegate.chain)
     # [models."NAME"] policy = "FILE": the identities that may serve NAME, on every provider
     model_policies: Mapping[str, Policy] = field(default_factory=dict)
+    # gateway.tee: where the gateway's own evidence comes from (gateway/self_attestation.py)
+    tee: str = "none"
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -345,7 +347,8 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "ledger_expire_seconds", "hold_seconds", "replay_window_seconds",
                    "header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds",
                    "max_connections", "auth_fail_limit",
-                   "auth_fail_window_seconds", "public_provider_details", "public_metrics"}
+                   "auth_fail_window_seconds", "public_provider_details", "public_metrics",
+                   "tee"}
 
 
 def _durability(value: Any) -> str:
@@ -465,7 +468,17 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         public_metrics=_want(gw.get("public_metrics", False), bool, "gateway.public_metrics"),
         model_policies=model_policies,
         chain=_chain(data["chain"]) if "chain" in data else None,
+        tee=_gateway_tee(gw.get("tee", "none")),
     )
+
+
+def _gateway_tee(value: Any) -> str:
+    from teegate.gateway.self_attestation import GATEWAY_TEES
+
+    text: str = _want(value, str, "gateway.tee")
+    if text not in GATEWAY_TEES:
+        raise ConfigError(f"gateway.tee: one of {', '.join(GATEWAY_TEES)}, not {text!r}")
+    return text
 
 
 def _chain(raw: Any) -> ChainConfig:

@@ -66,7 +66,9 @@ def embedded_config(node_url: str, *, host: str, port: int) -> GatewayConfig:
     from teegate.node import BUILTIN_MODEL
 
     return parse_config({
-        "gateway": {"listen": f"{host}:{port}", "admin_key_env": "TEEGATE_ADMIN_KEY"},
+        # the gateway runs in the development TEE too, so it can be verified at once
+        "gateway": {"listen": f"{host}:{port}", "admin_key_env": "TEEGATE_ADMIN_KEY",
+                    "tee": "dev-tdx"},
         "providers": [{
             "id": "dev-node", "platform": "tee-node", "base_url": node_url + "/v1",
             "models": [BUILTIN_MODEL], "development": True,

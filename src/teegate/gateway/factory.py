@@ -12,6 +12,7 @@ from teegate.errors import ConfigError
 from teegate.filemodes import secure_data_dir
 from teegate.gateway.app import GatewayApp, create_app
 from teegate.gateway.config import GatewayConfig, load_config
+from teegate.gateway.self_attestation import build_gateway_tee, mount_self_attestation
 from teegate.gateway.store import GatewayStore
 
 CONFIG_ENV = "TEEGATE_CONFIG"
@@ -39,6 +40,8 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
             ledger.deposit(agent, amount, key=key)
     app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
     mount_dashboard(app, ledger=ledger, receipt_log=receipt_log)  # teegate.dashboard
+    if (tee := build_gateway_tee(cfg.tee)) is not None:  # the gateway attests itself
+        mount_self_attestation(app, tee)
     if receipt_log is not None:
         app.gateway.closers.append(receipt_log.close)
     if ledger is not None:

@@ -1,0 +1,135 @@
+"""The gateway attests itself (gateway/self_attestation.py): NEAR cloud-api's gateway report
+shape and gateway-kind signatures over the bytes the agent received, checked with the peers'
+documented checks (tests/node/peer_checks.py), plain and streamed."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from teegate.gateway.embedded import embedded_config
+from teegate.gateway.self_attestation import GatewayTee, mount_self_attestation
+from teegate.node import DevTdxSource
+from teegate.sim import DevTdx
+from tests.gateway.conftest import GatewayFactory, Gw, admin_headers
+from tests.gateway.loopback import Server
+from tests.node import peer_checks as peer
+
+MODEL = "teegate-builtin"
+
+
+@pytest.fixture
+def gw(make_gateway: GatewayFactory, node_a: Server, dev_pki: Path) -> tuple[Gw, GatewayTee]:
+    g = make_gateway([{"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+                       "models": [MODEL], "development": True}])
+    tee = GatewayTee(DevTdxSource(dev_pki))
+    mount_self_attestation(g.app, tee)
+    return g, tee
+
+
+def _root(gw: Gw) -> str:
+    return gw.server.url
+
+
+def _body(dev_pki: Path, attestation: dict[str, Any]) -> dict[str, str]:
+    return peer.quote_body(attestation, attestation["collateral"],
+                           DevTdx.load_or_create(dev_pki).root_der, int(time.time()))
+
+
+def test_nears_model_verifier_checks_the_gateway_and_its_models(
+    gw: tuple[Gw, GatewayTee], dev_pki: Path,
+) -> None:
+    g, tee = gw
+    nonce = secrets.token_hex(32)
+    report = requests.get(f"{_root(g)}/v1/attestation/report?model={MODEL}&nonce={nonce}"
+                          "&signing_algo=ecdsa", timeout=30).json()
+    gateway = report["gateway_attestation"]
+    assert gateway["signing_address"] == tee.keys.get("ecdsa").signing_address
+    assert isinstance(gateway["event_log"], str)  # cloud-api's gateway sends a string
+    assert gateway["request_nonce"] == nonce
+    assert gateway["info"]["version"].startswith("teegate-gateway/")
+    assert gateway["info"]["key_custody"]["provider"] == "generated"
+    assert peer.near_tcb_info(gateway) is not None
+    assert peer.check_report_data(gateway, nonce, _body(dev_pki, gateway)) == {
+        "binds_address": True, "embeds_nonce": True}
+    models = report["model_attestations"]
+    assert len(models) == 1  # the attested node serving the model, for the same nonce
+    assert models[0]["signing_address"] != gateway["signing_address"]
+    assert all(peer.check_report_data(models[0], nonce, _body(dev_pki, models[0])).values())
+    # without a model: the gateway alone (cloud-api omits an empty list)
+    alone = requests.get(f"{_root(g)}/v1/attestation/report?nonce={nonce}", timeout=30).json()
+    assert "model_attestations" not in alone
+    bad = requests.get(f"{_root(g)}/v1/attestation/report?nonce=zz", timeout=30)
+    assert bad.status_code == 400
+
+
+def _chat(g: Gw, stream: bool) -> tuple[str, str, str]:
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                       "stream": stream, "max_tokens": 3})
+    r = requests.post(f"{_root(g)}/v1/chat/completions", data=body, stream=stream,
+                      headers={"Content-Type": "application/json",
+                               "Authorization": f"Bearer {g.key}"}, timeout=30)
+    assert r.status_code == 200
+    if stream:
+        text, chat_id = peer.stream_as_they_read_it(r)
+        assert chat_id is not None
+        return body, text, chat_id
+    return body, r.text, r.json()["id"]
+
+
+@pytest.mark.parametrize("reading", ["near", "pml"])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_gateway_signatures_cover_the_bytes_the_agent_received(
+    gw: tuple[Gw, GatewayTee], reading: str, stream: bool,
+) -> None:
+    g, tee = gw
+    body, text, chat_id = _chat(g, stream)
+    r = requests.get(f"{_root(g)}/v1/signature/{chat_id}?model={MODEL}&signing_algo=ecdsa",
+                     headers={"Authorization": f"Bearer {g.key}"}, timeout=30)
+    assert r.status_code == 200
+    sig = r.json()
+    assert sig["signature_kind"] == "gateway"
+    assert sig["signing_address"] == tee.keys.get("ecdsa").signing_address
+    assert peer.check_chat(sig, body, text, reading=reading).ok
+
+
+def test_a_gateway_signature_is_for_its_agent_only(gw: tuple[Gw, GatewayTee]) -> None:
+    g, tee = gw
+    _, _, chat_id = _chat(g, False)
+    url = f"{_root(g)}/v1/signature/{chat_id}"
+    assert requests.get(url, timeout=30).status_code == 401
+    other = g.store.create_key("someone-else", trust="standard")
+    assert requests.get(url, headers={"Authorization": f"Bearer {other}"},
+                        timeout=30).status_code == 404
+    op = requests.get(url + "?signing_algo=ed25519", headers=admin_headers(), timeout=30)
+    assert op.status_code == 200
+    assert op.json()["signing_address"] == tee.keys.get("ed25519").signing_address
+
+
+def test_the_embedded_default_runs_the_gateway_in_the_development_tee() -> None:
+    assert embedded_config("http://127.0.0.1:1", host="127.0.0.1", port=8080).tee == "dev-tdx"
+
+
+def test_teegate_verifies_the_gateways_own_attestation(gw: tuple[Gw, GatewayTee],
+                                                     dev_pki: Path) -> None:
+    """The gateway's evidence passes teegate's own verifier under the development policy
+    (and only there), bound to its key and the caller's nonce."""
+    from teegate.attest import Policy, verify_provider_report
+    from teegate.sim import development_policy
+
+    g, _ = gw
+    nonce = secrets.token_bytes(32)
+    gateway = requests.get(f"{_root(g)}/v1/attestation/report?nonce={nonce.hex()}",
+                           timeout=30).json()["gateway_attestation"]
+    now = int(time.time())
+    verdict = verify_provider_report(gateway, nonce=nonce, policy=development_policy(dev_pki),
+                                     now=now)
+    assert verdict.accepted, [c for c in verdict.checks if not c.ok]
+    assert not verify_provider_report(gateway, nonce=nonce, policy=Policy.default(),
+                                      now=now).accepted
