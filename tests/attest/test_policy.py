@@ -71,6 +71,9 @@ def test_toml_policy_loads_and_normalises_hex(tmp_path: Path) -> None:
         ("[tcb]\nallowed_statuses = []\n", "would refuse every platform"),
         ('[tcb]\nrejected_advisories = ["INTEL-SA-615"]\n', "not Intel advisory IDs"),
         ('[binding]\nlayouts = ["paded"]\n', "unknown report_data layout"),
+        ("[sigstore]\nrequire_images = true\n", "need a trusted_root file and at least one"),
+        ('[sigstore]\nidentities = [{ identity = "a" }]\n', "policy.sigstore.identities"),
+        ('[sigstore]\ntrusted_root = "missing.json"\n', "cannot read Sigstore trusted root"),
     ],
 )
 def test_bad_policy_names_the_field(tmp_path: Path, body: str, field: str) -> None:
@@ -391,3 +394,20 @@ def test_sigstore_log_index_is_in_the_model_identity(env: Env) -> None:
                                     "integrated_time": 0, "signer": BEACON[0],
                                     "kind": "dsse"}]
     assert v.check("sigstore.images") is not None
+
+
+def test_sigstore_section_loads_files(tmp_path: Path) -> None:
+    (tmp_path / "bundles").mkdir()
+    for name in ("a.dsse.staging-rekor-v2.txt.sigstore.json", "bundle_v3.txt.sigstore"):
+        (tmp_path / "bundles" / name).write_bytes((SIGSTORE / name).read_bytes())
+    (tmp_path / "root.json").write_bytes((SIGSTORE / "sigstage-trusted_root.json").read_bytes())
+    f = tmp_path / "p.toml"
+    f.write_text('[sigstore]\nrequire_images = true\ntrusted_root = "root.json"\n'
+                 f'identities = [{{ identity = "{BEACON[0]}", issuer = "{BEACON[1]}" }}]\n'
+                 'bundles = ["bundles"]\n[dstack]\nimage_digests = ["sha256:' + DSSE_IMAGE
+                 + '"]\n')
+    p = load_policy(f)
+    assert p.sigstore.identities == (BEACON,)
+    assert len(p.sigstore.bundles) == 2
+    assert p.sigstore.trusted_root.startswith("{")
+    assert p.dstack.image_digests == {DSSE_IMAGE}

@@ -166,6 +166,11 @@ class Policy:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> Policy:
         policy: Policy = _build(cls, data, "policy", base_dir)
+        s = policy.sigstore
+        if (s.require_images or s.require_os_image) and not (s.trusted_root and s.identities):
+            # Every digest would fail: say so at load time, not as a refused provider later.
+            raise ConfigError("policy.sigstore: require_images / require_os_image need a "
+                              "trusted_root file and at least one signer in identities")
         return policy
 
     def with_roots(self, **roots: tuple[str, ...]) -> Policy:
