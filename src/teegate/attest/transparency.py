@@ -16,6 +16,7 @@ identity and issuer, the signature, and the log entry's inclusion proof and sign
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -175,6 +176,18 @@ def _trusted_root(text: str) -> Any:
     return root
 
 
+@functools.lru_cache(maxsize=256)
+def _verified(digest: str, bundle_json: str, trusted_root: str,
+              identities: tuple[tuple[str, str], ...]) -> tuple[BundleMatch | None, str]:
+    """``verify_bundle``, remembered: its outcome depends on these inputs only (no clock), and
+    every attestation refresh would otherwise re-verify the same bundles (20-40 ms each)."""
+    try:
+        return verify_bundle(digest, bundle_json, trusted_root=trusted_root,
+                             identities=identities), ""
+    except BundleError as e:
+        return None, str(e)
+
+
 def match_bundles(digest: str, policy: SigstorePolicy) -> tuple[BundleMatch | None, str]:
     """The first of the policy's bundles that verifies for ``digest``, or (None, why not)."""
     reasons: list[str] = []
@@ -182,11 +195,10 @@ def match_bundles(digest: str, policy: SigstorePolicy) -> tuple[BundleMatch | No
         _kind, claimed = _bundle_digests(text)
         if digest not in claimed:
             continue
-        try:
-            return verify_bundle(digest, text, trusted_root=policy.trusted_root,
-                                 identities=policy.identities), ""
-        except BundleError as e:
-            reasons.append(str(e))
+        match, why = _verified(digest, text, policy.trusted_root, policy.identities)
+        if match is not None:
+            return match, ""
+        reasons.append(why)
     if not reasons:
         return None, f"no Sigstore bundle for sha256:{digest[:16]}… among the policy's " \
                      f"{len(policy.bundles)}"
