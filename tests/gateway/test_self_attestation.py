@@ -133,3 +133,72 @@ def test_teegate_verifies_the_gateways_own_attestation(gw: tuple[Gw, GatewayTee]
     assert verdict.accepted, [c for c in verdict.checks if not c.ok]
     assert not verify_provider_report(gateway, nonce=nonce, policy=Policy.default(),
                                       now=now).accepted
+
+
+# ------------------------------------------- ACI §4 attestation, §9.1 and §9.3 checks (point 4)
+
+
+def test_aci_attestation_binds_the_receipt_keyset_that_signs_the_receipts(
+    make_gateway: GatewayFactory, node_a: Server, dev_pki: Path, log: Any,
+) -> None:
+    """An ACI client, written from spec/aci.md: §9.1 (keyset digest, statement, report_data in
+    the quote, expiry) on the gateway's own attestation, then §9.3 (signature by the keyset's
+    receipt key, keyset digest, response body hash) on the receipt of a call."""
+    import hashlib
+
+    import rfc8785
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    g = make_gateway([{"id": "node-a", "platform": "tee-node", "base_url": node_a.url + "/v1",
+                       "models": [MODEL], "development": True}], receipt_log=log)
+    mount_self_attestation(g.app, GatewayTee(DevTdxSource(dev_pki)), log)
+    nonce = secrets.token_hex(32)
+    r = requests.get(f"{_root(g)}/v1/aci/attestation?nonce={nonce}", timeout=30)
+    assert r.status_code == 200
+    report = r.json()
+    assert r.headers["x-aci-version"] == report["api_version"] == "aci/1"
+    att = report["attestation"]
+    keyset = att["workload_keyset"]
+    digest = "sha256:" + hashlib.sha256(rfc8785.dumps(keyset)).hexdigest()
+    assert digest == report["workload_keyset_digest"] == r.headers["x-aci-keyset-digest"]
+    statement = ('{"keyset_digest":"' + digest + '","nonce":"' + nonce
+                 + '","purpose":"aci.report_data.v1"}').encode()
+    assert hashlib.sha256(statement).hexdigest() == att["report_data"]
+    quoted = _body(dev_pki, {"intel_quote": att["evidence"]["quote"]}
+                   | {"collateral": att["evidence"]["collateral"]})["reportdata"]
+    assert quoted == att["report_data"] + "00" * 32  # zero-padded in the report-data slot
+    assert time.time() < keyset["not_after"]
+    assert report["service_capabilities"]["serving"] == "aggregator"
+    # §9.3 on a call's receipt
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": 3})
+    auth = {"Authorization": f"Bearer {g.key}"}
+    answer = requests.post(f"{_root(g)}/v1/chat/completions", data=body, timeout=30,
+                           headers={"Content-Type": "application/json", **auth})
+    rid = answer.headers["x-receipt-id"]
+    deadline = time.monotonic() + 10
+    while (got := requests.get(f"{_root(g)}/v1/aci/receipts/{rid}", headers=auth,
+                               timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, got.text
+        time.sleep(0.1)
+    doc = got.json()
+    key = next(k for k in keyset["receipt_signing_keys"] if k["key_id"] == doc["key_id"])
+    assert key["algo"] == "ed25519"
+    unsigned = rfc8785.dumps({k: v for k, v in doc.items() if k != "signature"})
+    Ed25519PublicKey.from_public_bytes(bytes.fromhex(key["public_key"])).verify(
+        bytes.fromhex(doc["signature"]), unsigned)  # raises if not
+    assert doc["api_version"] == "aci/1"
+    assert doc["workload_keyset_digest"] == digest
+    events = {e["type"]: e for e in doc["event_log"]}
+    assert events["response.returned"]["body_hash"] == (
+        "sha256:" + hashlib.sha256(answer.content).hexdigest())
+    assert events["request.received"]["body_hash"] == (
+        "sha256:" + hashlib.sha256(body.encode()).hexdigest())
+    for bad in ("AB" * 32, "ab" * 31, "0x" + "ab" * 31):
+        assert requests.get(f"{_root(g)}/v1/aci/attestation?nonce={bad}",
+                            timeout=30).status_code == 400
+    unchallenged = requests.get(f"{_root(g)}/v1/aci/attestation", timeout=30).json()
+    null_statement = ('{"keyset_digest":"' + digest
+                      + '","nonce":null,"purpose":"aci.report_data.v1"}').encode()
+    assert unchallenged["attestation"]["report_data"] == hashlib.sha256(
+        null_statement).hexdigest()

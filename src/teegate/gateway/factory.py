@@ -41,7 +41,7 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
     app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
     mount_dashboard(app, ledger=ledger, receipt_log=receipt_log)  # teegate.dashboard
     if (tee := build_gateway_tee(cfg.tee)) is not None:  # the gateway attests itself
-        mount_self_attestation(app, tee)
+        mount_self_attestation(app, tee, receipt_log)
     if receipt_log is not None:
         app.gateway.closers.append(receipt_log.close)
     if ledger is not None:

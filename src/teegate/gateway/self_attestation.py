@@ -10,6 +10,10 @@ serves its own evidence beside its providers':
   collateral?}, "model_attestations": [the attested providers' reports for ``model``, fetched
   with the caller's nonce]}``. ``report_data`` = the gateway's signing identity right-padded
   to 32 bytes ‖ the caller's 32-byte nonce (the node's layout, cloud-api's without TLS).
+- ``GET /v1/aci/attestation?nonce=`` (ACI §4): the receipt keyset bound by ``report_data``
+  = sha256 of the §3.2 statement, zero-padded, in the gateway's own quote; the receipts the
+  gateway signs name that keyset's digest, so an ACI client ties each receipt to this
+  attestation (§9.1, §9.3).
 - ``GET /v1/signature/{chat_id}?signing_algo=`` → ``{text, signature, signing_address,
   signing_algo, signature_kind: "gateway"}`` over ``sha256(the request bytes the agent
   sent):sha256(the response bytes the agent received)``, as cloud-api's ``gateway`` kind.
@@ -23,6 +27,7 @@ else generated in memory at start; ``info.key_custody`` says which.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -137,8 +142,59 @@ def build_gateway_tee(tee: str) -> GatewayTee | None:
     return GatewayTee(source, keys)
 
 
-def mount_self_attestation(app: GatewayApp, tee: GatewayTee) -> None:
-    """Serve the gateway's report and signatures from ``app`` and record every call."""
+_PROVENANCE_UNKNOWN = {"repo_url": None, "repo_commit": None, "image_digest": None,
+                       "image_provenance": None}
+
+
+def aci_statement(keyset_digest: str, nonce: str | None) -> bytes:
+    """ACI §3.2: the exact statement whose sha256 is ``report_data`` (its own JCS form)."""
+    n = "null" if nonce is None else '"' + nonce + '"'
+    return (b'{"keyset_digest":"' + keyset_digest.encode() + b'","nonce":' + n.encode()
+            + b',"purpose":"aci.report_data.v1"}')
+
+
+def aci_report(tee: GatewayTee, evidence: Evidence, keyset: dict[str, Any], digest: str,
+               report_data: bytes) -> dict[str, Any]:
+    """ACI §4.1: the report of this workload (an aggregator, no E2EE terminated)."""
+    info = evidence.info
+    tcb = info.get("tcb_info")
+    app_compose = tcb.get("app_compose") if isinstance(tcb, dict) else None
+    ev: dict[str, Any]
+    if evidence.tee == "tdx":
+        ev = {"quote": evidence.quote.hex(), "quote_report_data": report_data.hex(),
+              "event_log": evidence.event_log}
+        if evidence.collateral is not None:
+            ev["collateral"] = evidence.collateral
+    else:
+        ev = {"report": evidence.quote.hex(), "quote_report_data": report_data.hex()}
+        if evidence.certificates is not None:
+            ev["certificates"] = evidence.certificates.decode("ascii")
+    if isinstance(app_compose, str):
+        ev["app_compose"] = app_compose
+    ev["key_custody"] = {
+        "receipt": {"provider": "gateway-data-dir",
+                    "detail": "the receipt key is kept in the gateway's data_dir (log.key), "
+                              "not sealed to the workload"},
+        "signing": tee.keys.custody,
+    }
+    ev["development"] = evidence.development
+    return {
+        "api_version": "aci/1",
+        "workload_keyset_digest": digest,
+        "attestation": {
+            "tee_type": "tdx" if evidence.tee == "tdx" else "sev_snp",
+            "workload_keyset": keyset,
+            "report_data": report_data[:32].hex(),
+            "source_provenance": dict(_PROVENANCE_UNKNOWN),
+            "evidence": ev,
+        },
+        "service_capabilities": {"supported_e2ee_versions": [], "serving": "aggregator"},
+    }
+
+
+def mount_self_attestation(app: GatewayApp, tee: GatewayTee, receipt_log: Any = None) -> None:
+    """Serve the gateway's report and signatures from ``app`` and record every call; with
+    ``receipt_log`` also ACI's ``GET /v1/aci/attestation`` binding its receipt keyset."""
     gw = app.gateway
     gw.concluded_hooks.append(tee.record)
     router = APIRouter()
@@ -197,5 +253,26 @@ def mount_self_attestation(app: GatewayApp, tee: GatewayTee) -> None:
         if signed is None:  # someone else's call looks like no call (ACI §7.6)
             raise HTTPException(404, detail="no signature for this id (unknown or expired)")
         return JSONResponse({**signed.to_json(), "signature_kind": "gateway"})
+
+    @router.get("/v1/aci/attestation")
+    async def aci_attestation(request: Request) -> Response:
+        nonce = request.query_params.get("nonce")
+        if nonce is not None and (len(nonce) != 64
+                                  or any(c not in "0123456789abcdef" for c in nonce)):
+            return _error(400, "nonce must be 32 bytes as exactly 64 lower-case hex digits",
+                          "invalid_request", "nonce")
+        if receipt_log is None:
+            return _error(404, "this gateway writes no receipts, so it has no ACI keyset",
+                          "not_found")
+        keyset, digest = receipt_log.signer.keyset, receipt_log.signer.keyset_digest
+        rd = hashlib.sha256(aci_statement(digest, nonce)).digest().ljust(64, b"\0")
+        try:
+            evidence = await anyio.to_thread.run_sync(tee.source.get_evidence, rd)
+        except TeegateError as e:
+            return _error(503, gw.redact(f"gateway evidence unavailable: {e}"),
+                          "evidence_unavailable")
+        return Response(json.dumps(aci_report(tee, evidence, keyset, digest, rd)).encode(),
+                        media_type="application/json",
+                        headers={"x-aci-version": "aci/1", "x-aci-keyset-digest": digest})
 
     app.api.include_router(router)
