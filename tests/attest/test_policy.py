@@ -301,6 +301,13 @@ CASES: dict[str, Case] = {
             e.tdx.quote(b"", rtmrs=measure_compose(COMPOSE).rtmrs), e.collateral, policy=p,
             now=NOW, event_log=measure_compose(COMPOSE).event_log),
         "dstack.os_image_dev"),
+    "dstack.os_images": (
+        _set("dstack", os_images=((dev_os_image()["sha256sum"], dev_os_image()["metadata"]),)),
+        _SAME,
+        lambda e, p: verify_quote_evidence(
+            e.tdx.quote(b"", rtmrs=measure_compose(COMPOSE).rtmrs), e.collateral, policy=p,
+            now=NOW, event_log=measure_compose(COMPOSE).event_log),
+        "dstack.os_image_dev"),
     "sigstore.require_images": (lambda p: _sig(bundles=())(_DEV_OS(p)),
                                 lambda p: _sig(require_images=False, bundles=())(_DEV_OS(p)),
                                 _compose_report, "sigstore.images"),
@@ -411,3 +418,19 @@ def test_sigstore_section_loads_files(tmp_path: Path) -> None:
     assert len(p.sigstore.bundles) == 2
     assert p.sigstore.trusted_root.startswith("{")
     assert p.dstack.image_digests == {DSSE_IMAGE}
+
+
+def test_os_image_release_directories_load(tmp_path: Path) -> None:
+    """An OS image release directory (sha256sum.txt + metadata.json) tells a bare quote's
+    verifier the measured image is a development one."""
+    d = tmp_path / "dstack-dev-0.1"
+    d.mkdir()
+    (d / "sha256sum.txt").write_text(dev_os_image()["sha256sum"])
+    (d / "metadata.json").write_text(dev_os_image()["metadata"])
+    f = tmp_path / "p.toml"
+    f.write_text('[dstack]\nos_images = ["dstack-dev-0.1"]\n')
+    assert load_policy(f).dstack.os_images == ((dev_os_image()["sha256sum"],
+                                                 dev_os_image()["metadata"]),)
+    f.write_text('[dstack]\nos_images = ["nowhere"]\n')
+    with pytest.raises(ConfigError, match="cannot read OS image hash list"):
+        load_policy(f)

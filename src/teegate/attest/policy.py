@@ -89,6 +89,11 @@ class DstackPolicy:
     # allowed: they let the host's operator SSH into the CVM.
     allow_dev_os: bool = False
     dev_os_image_hashes: frozenset[str] = frozenset()
+    # dstack OS image releases (directories holding the image's sha256sum.txt and
+    # metadata.json, as dstack publishes them), loaded as (sha256sum, metadata) texts: what
+    # tells a verifier whether a measured os_image_hash is a development image when the report
+    # carries no info.os_image.
+    os_images: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -314,6 +319,19 @@ def _bundle_files(entries: Any, where: str, base_dir: Path | None) -> tuple[str,
     return tuple(out)
 
 
+def _os_images(value: Any, where: str, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of OS image directories")
+    out = []
+    for entry in value:
+        d = Path(entry).expanduser()
+        if not d.is_absolute() and base_dir is not None:
+            d = base_dir / d
+        out.append((_read_text(str(d / "sha256sum.txt"), where, None, "OS image hash list"),
+                    _read_text(str(d / "metadata.json"), where, None, "OS image metadata")))
+    return tuple(out)
+
+
 def _identities(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list) or not all(
             isinstance(v, dict) and set(v) == {"identity", "issuer"}
@@ -332,6 +350,8 @@ def _convert(name: str, annotation: str, value: Any, where: str, base_dir: Path 
         return _bundle_files(value, where, base_dir)
     if name == "identities":
         return _identities(value, where)
+    if name == "os_images":
+        return _os_images(value, where, base_dir)
     if annotation.startswith("frozenset[str]"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings")

@@ -178,11 +178,18 @@ def _model_checks(
 ) -> tuple[list[Check], dict[str, Any]]:
     """The model identity of ``cpu`` + its dstack identity, and the policy's model pins
     (image digests, weights, development OS images, Sigstore bundles) against it."""
+    import hashlib
+
     from teegate.attest.identity import identity_checks, model_identity, os_image_manifest
 
+    os_hash = dstack.get("os_image_hash")
+    if os_manifest is None and os_hash:
+        # The operator's copy of the image's published hash list, if the policy names one.
+        os_manifest = next(({"sha256sum": listing, "metadata": meta}
+                            for listing, meta in policy.dstack.os_images
+                            if hashlib.sha256(listing.encode()).hexdigest() == os_hash), None)
     identity = model_identity(cpu.tee, cpu.measurements, dstack, app_compose, os_manifest)
     problem = None
-    os_hash = dstack.get("os_image_hash")
     if os_manifest is not None and os_hash:
         problem = os_image_manifest(os_manifest, os_hash)[1] or None
     checks = identity_checks(identity, policy, problem)
