@@ -24,7 +24,10 @@ from tests.gateway.loopback import Server, dev_node
 
 ADMIN = "admin-" + uuid.uuid4().hex  # 38 characters, as start-up requires
 CHROMIUM = os.environ.get("TEEGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "dashboard-screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "dashboard-screenshots"
+# TEEGATE_DOC_SHOTS=1: also refresh the README's screenshots (the visible part of the page)
+DOC_SHOTS = {"providers", "provider", "agent", "calls", "receipt", "receipt-tampered", "log"}
 PRICE = {"input": 1_000_000, "output": 2_000_000}  # 1 unit per prompt token, 2 per output
 
 
@@ -144,4 +147,8 @@ def shot(page: Page, name: str, *, full: bool = True) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full)
+    if os.environ.get("TEEGATE_DOC_SHOTS") and name in DOC_SHOTS:
+        if name.startswith("receipt"):  # the audit is what this page is for
+            page.evaluate("document.querySelector('.card.audit').scrollIntoView()")
+        page.screenshot(path=str(ROOT / "docs" / "img" / f"dashboard-{name}.png"))
     return path

@@ -99,11 +99,12 @@ def test_money_page_and_deposit_by_owner(page: Page, site: Site) -> None:
     after = main.locator(".stat .value").first.inner_text()
     assert before != after
     expect(main).to_contain_text("top-up from the dashboard")
+    shot(page, "agent")
     withdraw = page.locator("form.fund").nth(1)
     withdraw.locator("input[name=amount]").fill("9999.0")  # currency units: more than there is
     withdraw.locator("button").click()
     expect(page.locator(".flash.bad")).to_contain_text("withdraw refused")
-    shot(page, "agent")
+    shot(page, "agent-withdraw-refused")
 
     page.goto(site.url + "/dashboard/agents/poor")  # a 402 shows up with its receipt
     expect(page.locator("main")).to_contain_text("insufficient funds")
@@ -260,3 +261,15 @@ def test_log_page_and_browser_monitor(page: Page, site: Site) -> None:
     assert page.get_attribute("#monitor-result", "data-result") == "pass"
     expect(page.locator("#monitor-steps")).to_contain_text("is one history")
     shot(page, "log")
+
+
+def test_a_revoked_key_ends_its_sessions(page: Page, site: Site) -> None:
+    store = site.app.gateway.store
+    key = store.create_key("carol", trust="attested")
+    login(page, site, key)
+    assert page.url.endswith("/dashboard/agents/carol")
+    r = site.api("DELETE", "/admin/agents/carol", ADMIN)
+    assert r.status_code == 200
+    page.wait_for_timeout(2500)  # the dashboard's view of the key table lives 2 s
+    page.goto(site.url + "/dashboard/agents/carol")
+    assert page.url.endswith("/dashboard/login")

@@ -35,6 +35,13 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS dash_calls_trust ON dash_calls (trust, idx)",
     "CREATE INDEX IF NOT EXISTS dash_calls_receipt ON dash_calls (receipt_id)",
     "CREATE INDEX IF NOT EXISTS dash_calls_agent_day ON dash_calls (agent, day)",
+    # per agent, day, model, provider, outcome and trust: what the charts and menus read
+    # (a few hundred rows per agent instead of every call)
+    """CREATE TABLE IF NOT EXISTS dash_agg (
+        agent TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL,
+        outcome TEXT NOT NULL, trust TEXT NOT NULL, cost BIGINT NOT NULL,
+        calls BIGINT NOT NULL, refused402 BIGINT NOT NULL,
+        PRIMARY KEY (agent, day, model, provider, outcome, trust))""",
     """CREATE TABLE IF NOT EXISTS dash_provider_events (
         provider_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL,
         detail TEXT NOT NULL)""",
@@ -43,7 +50,14 @@ _DDL = (
 _LEDGER_DDL = (
     "CREATE INDEX IF NOT EXISTS dash_conversations_agent ON tl_conversations (agent, created_at)",
     "CREATE INDEX IF NOT EXISTS dash_holds_agent ON tl_holds (agent, state)",
+    # partial: only reward rows, so the ledger's inserts of every other transfer skip it
+    "CREATE INDEX IF NOT EXISTS dash_transfers_rewards ON tl_transfers (agent, seq) "
+    "WHERE kind = 'reward'",
 )
+SCHEMA = "2"  # of the dash_ tables; another value: they are rebuilt from the log
+_AGG_COLS = ("agent", "day", "model", "provider", "outcome", "trust")
+_CALL_COLS = ("idx, receipt_id, agent, provider, model, outcome, trust, cost, currency, "
+              "time_ms, day, error, hold, conversation, refused402")
 FILTERS = ("agent", "provider", "model", "outcome", "trust")
 
 
@@ -64,16 +78,19 @@ class CallRow:
     latency_ms: int | None = None
 
 
-def project(idx: int, data: bytes) -> tuple[Any, ...] | None:
-    """One ``dash_calls`` row from a stored receipt document (None: not a teegate receipt)."""
+def project(idx: int, data: bytes) -> tuple[Any, ...]:
+    """One ``dash_calls`` row from a stored receipt document. A leaf that is not a teegate
+    receipt gets a row of its own (outcome ``unreadable``), so the projection never stops
+    at it; the log itself refuses to sign over such a leaf."""
     try:
         doc = json.loads(data)
         events = {e.get("type"): e for e in doc.get("event_log", ()) if isinstance(e, dict)}
+        call = events.get("teegate.call")
+        if not isinstance(call, dict):
+            raise TypeError("no teegate.call event")
     except (ValueError, AttributeError, TypeError):
-        return None
-    call = events.get("teegate.call")
-    if not isinstance(call, dict):
-        return None
+        return (idx, f"leaf-{idx}", "", None, None, "unreadable", None, 0, None, 0,
+                "1970-01-01", "not a teegate receipt", None, None, 0)
     settle = events.get("teegate.settlement") or {}
     hold = None
     for tid in settle.get("transfer_ids") or ():
@@ -121,8 +138,16 @@ class DashboardDB:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             else:
                 raise ConfigError(f"database_url: unsupported {url!r}")
+            self._conn.execute("CREATE TABLE IF NOT EXISTS dash_meta (key TEXT PRIMARY KEY, "
+                               "value TEXT NOT NULL)")
+            got = self.all("SELECT value FROM dash_meta WHERE key = 'schema'")
+            if not got or got[0][0] != SCHEMA:  # derived data: rebuild it
+                for t in ("dash_calls", "dash_agg"):
+                    self._conn.execute(f"DROP TABLE IF EXISTS {t}")
             for stmt in _DDL:
                 self._conn.execute(stmt)
+            self.all("INSERT INTO dash_meta (key, value) VALUES ('schema', ?) ON CONFLICT "
+                     "(key) DO UPDATE SET value = excluded.value", (SCHEMA,))
         except ConfigError:
             raise
         except Exception as e:  # driver errors: configuration
@@ -143,9 +168,12 @@ class DashboardDB:
             q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
         return bool(self.all(q, (name,)))
 
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
+
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            cur = self._conn.execute(sql.replace("?", "%s") if self.pg else sql, tuple(args))
+            cur = self._conn.execute(self._q(sql), tuple(args))
             try:
                 return [tuple(r) for r in cur.fetchall()]
             except Exception:  # no result set
@@ -157,41 +185,56 @@ class DashboardDB:
 
     # ------------------------------------------------------------------ projection
 
-    def index_more(self, limit: int = 5000) -> int:
-        """Project up to ``limit`` leaves the projection lacks; returns how many."""
+    def index_more(self, limit: int = 1000) -> int:
+        """Project up to ``limit`` leaves the projection lacks, with their aggregates, in
+        one transaction that holds the write lock (SQLite ``BEGIN IMMEDIATE``, a
+        PostgreSQL advisory lock): two processes never count a leaf twice."""
         if not self.has_log:
             self.has_log = self._table("tlog_leaf")
             if not self.has_log:
                 return 0
-        last = self.all("SELECT MAX(idx) FROM dash_calls")[0][0]
-        start = -1 if last is None else int(last)
-        rows = self.all("SELECT idx, data FROM tlog_leaf WHERE idx > ? ORDER BY idx LIMIT ?",
-                        (start, limit))
-        out = [p for i, d in rows if (p := project(int(i), bytes(d))) is not None]
-        if out:
-            marks = ",".join("?" * len(out[0]))
-            sql = (f"INSERT INTO dash_calls (idx, receipt_id, agent, provider, model, outcome, "  # noqa: S608
-                   f"trust, cost, currency, time_ms, day, error, hold, conversation, refused402)"
-                   f" VALUES ({marks}) ON CONFLICT (idx) DO NOTHING")
-            with self._lock:
+        done, size = self.progress()
+        if done >= size:  # the common case: no write transaction for a page view
+            return 0
+        with self._lock:
+            c = self._conn
+            q = self._q
+            c.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
+            try:
                 if self.pg:
-                    with self._conn.cursor() as cur:
-                        cur.executemany(sql.replace("?", "%s"), out)
-                else:
-                    self._conn.execute("BEGIN")
-                    try:
-                        self._conn.executemany(sql, out)
-                        self._conn.execute("COMMIT")
-                    except BaseException:
-                        self._conn.execute("ROLLBACK")
-                        raise
+                    c.execute("SELECT pg_advisory_xact_lock(7463217)")
+                last = c.execute("SELECT MAX(idx) FROM dash_calls").fetchone()[0]
+                rows = c.execute(q("SELECT idx, data FROM tlog_leaf WHERE idx > ? ORDER BY idx "
+                                   "LIMIT ?"), (-1 if last is None else int(last), limit)
+                                 ).fetchall()
+                out = [project(int(i), bytes(d)) for i, d in rows]
+                if out:
+                    marks = ",".join("?" * len(out[0]))
+                    ins = q(f"INSERT INTO dash_calls ({_CALL_COLS}) VALUES ({marks})")  # noqa: S608
+                    agg = q("INSERT INTO dash_agg (agent, day, model, provider, outcome, trust, "
+                            "cost, calls, refused402) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT "
+                            "(agent, day, model, provider, outcome, trust) DO UPDATE SET "
+                            "cost = dash_agg.cost + excluded.cost, "
+                            "calls = dash_agg.calls + excluded.calls, "
+                            "refused402 = dash_agg.refused402 + excluded.refused402")
+                    if self.pg:
+                        with c.cursor() as cur:
+                            cur.executemany(ins, out)
+                            cur.executemany(agg, _aggregate(out))
+                    else:
+                        c.executemany(ins, out)
+                        c.executemany(agg, _aggregate(out))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
         return len(rows)
 
     def progress(self) -> tuple[int, int]:
-        """(calls projected, leaves in the log)."""
-        got = self.all("SELECT COUNT(*) FROM dash_calls")[0][0]
+        """(leaves projected, leaves in the log): index lookups, not counts."""
+        got = self.all("SELECT MAX(idx) FROM dash_calls")[0][0]
         size = self.all("SELECT size FROM tlog_head WHERE id = 1") if self.has_log else []
-        return int(got), int(size[0][0]) if size else 0
+        return (0 if got is None else int(got) + 1), int(size[0][0]) if size else 0
 
     # ------------------------------------------------------------------ calls
 
@@ -238,17 +281,16 @@ class DashboardDB:
         return out
 
     def distinct(self, column: str, agents: frozenset[str] | None) -> list[str]:
-        """Values of a filter column for the filter menus (bounded)."""
+        """Values of a filter column for the filter menus (bounded), from the aggregates."""
         assert column in FILTERS
         if agents is not None:
             if not agents:
                 return []
-            rows = self.all(f"SELECT DISTINCT {column} FROM dash_calls WHERE agent IN "  # noqa: S608
+            rows = self.all(f"SELECT DISTINCT {column} FROM dash_agg WHERE agent IN "  # noqa: S608
                             f"({','.join('?' * len(agents))}) LIMIT 200", sorted(agents))
         else:
-            # one index walk per distinct value instead of a scan of every row
-            rows = self.all(f"SELECT DISTINCT {column} FROM dash_calls LIMIT 200")  # noqa: S608
-        return sorted(str(r[0]) for r in rows if r[0] is not None)
+            rows = self.all(f"SELECT DISTINCT {column} FROM dash_agg LIMIT 200")  # noqa: S608
+        return sorted(str(r[0]) for r in rows if r[0])
 
     # ------------------------------------------------------------------ money
 
@@ -256,16 +298,36 @@ class DashboardDB:
         """(key, cost, calls) grouped by day, model or provider, from the agent's receipts."""
         col = {"day": "day", "model": "model", "provider": "provider"}[by]
         rows = self.all(
-            f"SELECT {col}, SUM(cost), COUNT(*) FROM dash_calls WHERE agent = ? AND day >= ? "  # noqa: S608
+            f"SELECT {col}, SUM(cost), SUM(calls) FROM dash_agg WHERE agent = ? AND day >= ? "  # noqa: S608
             f"GROUP BY {col} ORDER BY {col}", (agent, _days_ago(days)))
         return [(str(k or "-"), int(c or 0), int(n)) for k, c, n in rows]
 
     def counts(self, agent: str) -> dict[str, int]:
-        rows = self.all("SELECT outcome, COUNT(*), SUM(refused402) FROM dash_calls "
+        rows = self.all("SELECT outcome, SUM(calls), SUM(refused402) FROM dash_agg "
                         "WHERE agent = ? GROUP BY outcome", (agent,))
         out = {str(o): int(n) for o, n, _ in rows}
         out["402"] = sum(int(r or 0) for *_, r in rows)
         return out
+
+    def transfers(self, agent: str, wallet: str, currency: str, *, limit: int,
+                  before: int | None) -> list[Any]:
+        """``Ledger.transfers`` (the agent's, or debiting its wallet), as two index range
+        scans: the ledger's single ``agent = ? OR debit = ?`` query sorts every match first
+        (seconds at 10^5 calls)."""
+        from teegate.ledger.model import Transfer
+
+        cols = "id, seq, debit, credit, amount, currency, kind, agent, operation, " \
+               "created_at, metadata"
+        cursor = before if before is not None else 2**63 - 1
+        rows = self.all(
+            f"SELECT * FROM (SELECT {cols} FROM tl_transfers WHERE agent = ? AND seq < ? "  # noqa: S608
+            f"AND currency = ? ORDER BY seq DESC LIMIT ?) a UNION "
+            f"SELECT * FROM (SELECT {cols} FROM tl_transfers WHERE debit = ? AND seq < ? "
+            f"AND currency = ? ORDER BY seq DESC LIMIT ?) b ORDER BY seq DESC LIMIT ?",
+            (agent, cursor, currency, limit, wallet, cursor, currency, limit, limit))
+        return [Transfer(str(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]),
+                         str(r[6]), r[7], str(r[8]), float(r[9]), json.loads(r[10] or "{}"))
+                for r in rows]
 
     def conversations(self, agent: str, limit: int = 20) -> list[tuple[Any, ...]]:
         if not self.has_ledger:
@@ -293,8 +355,8 @@ class DashboardDB:
         from teegate.ledger.model import Transfer
 
         rows = self.all("SELECT id, seq, debit, credit, amount, currency, kind, agent, "
-                        "operation, created_at, metadata FROM tl_transfers WHERE agent = ? "
-                        "AND kind = 'reward' ORDER BY seq DESC LIMIT ?", (agent, limit))
+                        "operation, created_at, metadata FROM tl_transfers WHERE kind = "
+                        "'reward' AND agent = ? ORDER BY seq DESC LIMIT ?", (agent, limit))
         return [Transfer(str(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]),
                          str(r[6]), r[7], str(r[8]), float(r[9]), json.loads(r[10] or "{}"))
                 for r in rows]
@@ -322,6 +384,19 @@ class DashboardDB:
         rows = self.all("SELECT size, root, note, created_ms FROM tlog_checkpoint "
                         "ORDER BY size DESC LIMIT ?", (limit,))
         return [(int(s), bytes(r), str(n), int(c)) for s, r, n, c in rows]
+
+
+def _aggregate(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Projected rows summed per (agent, day, model, provider, outcome, trust)."""
+    acc: dict[tuple[str, ...], list[int]] = {}
+    for (_idx, _rid, agent, provider, model, outcome, trust, cost, _cur, _t, day, _e, _h,
+         _c, r402) in rows:
+        a = acc.setdefault((agent, day, model or "", provider or "", outcome, trust or ""),
+                           [0, 0, 0])
+        a[0] += int(cost)
+        a[1] += 1
+        a[2] += int(r402)
+    return [(*k, *v) for k, v in acc.items()]
 
 
 def _days_ago(days: int) -> str:

@@ -132,7 +132,9 @@ def bar_chart(points: Sequence[tuple[str, int]], *, label: str, fmt: Callable[[i
                         rx="2"))
     ticks = [tag("text", points[0][0], x="0", y=str(height - 6)),
              tag("text", points[-1][0], x=str(width), y=str(height - 6), text_anchor="end")]
-    return tag("svg", *bars, *ticks, viewBox=f"0 0 {width} {height}", class_="chart bars",
+    axis = tag("line", x1="0", x2=str(width), y1=str(height - pad + 0.5),
+               y2=str(height - pad + 0.5), class_="axis")
+    return tag("svg", *bars, axis, *ticks, viewBox=f"0 0 {width} {height}", class_="chart bars",
                role="img", aria_label=label)
 
 

@@ -92,14 +92,15 @@ class Dashboard:
             self._thread.start()
 
     def _run(self) -> None:
+        """Small batches with a pause between: on SQLite each batch holds the database's
+        write lock, which the ledger's commits wait for."""
         while not self._stop.is_set():
             try:
-                n = self.db.index_more(5000)
+                n = self.db.index_more(1000)
             except Exception:
                 log.exception("dashboard: indexing receipts failed; retrying")
                 n = 0
-            if n == 0:
-                self._stop.wait(self._index_every)
+            self._stop.wait(self._index_every if n == 0 else 0.02)
 
     def close(self) -> None:
         self._stop.set()
@@ -387,7 +388,7 @@ def routes(dash: Dashboard) -> APIRouter:
         page_size = 20
 
         def load() -> dict[str, Any]:
-            dash.db.index_more(2000)
+            dash.db.index_more(1000)
             led = dash.ledger
             out: dict[str, Any] = {
                 "id": aid, "may_fund": may_fund(p, aid) and led is not None, "page": page_size,
@@ -401,7 +402,10 @@ def routes(dash: Dashboard) -> APIRouter:
             }
             if led is not None:
                 out["balance"] = led.balance(aid)
-                out["transfers"] = led.transfers(aid, limit=page_size, before=before)
+                code = led.currency().code
+                out["transfers"] = dash.db.transfers(
+                    aid, led.wallet_account(aid, code)[0], code, limit=page_size,
+                    before=before)
             else:
                 from teegate.ledger.model import WalletBalance
 
@@ -464,7 +468,7 @@ def routes(dash: Dashboard) -> APIRouter:
         agents_ = scope(p)
 
         def load() -> tuple[Any, ...]:
-            dash.db.index_more(2000)
+            dash.db.index_more(1000)
             rows = dash.db.calls(agents=agents_, filters=filters, receipt=receipt or None,
                                  before=before, limit=PAGE)
             options = {k: dash.db.distinct(k, agents_) for k in FILTERS
