@@ -164,6 +164,11 @@ def test_no_provider_running_the_model_is_refused_by_name(
     body = e.value.response.text
     assert "dstack.compose_hash" in body
     assert "model policy" in body
+    # The public provider view says what runs there and what each model policy concluded.
+    view = httpx.get(gw.server.url + "/v1/providers").json()["data"][0]["attestation"]
+    assert view["model_identity"]["compose_hash"] == hashlib.sha256(COMPOSE_B).hexdigest()
+    assert view["model_policies"]["llama-x"]["accepted"] is False
+    assert "dstack.compose_hash" in view["model_policies"]["llama-x"]["refusal"]
     # The provider's other model has no model policy and is served.
     ok = client.chat.completions.with_raw_response.create(model="mistral-y@attested",
                                                           messages=MSG)

@@ -1292,6 +1292,9 @@ def provider_view(p: ProviderRuntime, now: float, redact: Redactor | None) -> di
             "expires_at": int(a.expires_at) if a is not None else None,
             "signing_address": a.signing_address if a is not None else None,
             "unproven": a is None,
+            # what the verdict proves runs there, and each model policy's judgement of it
+            "model_identity": dict(a.verdict.model) if a is not None else None,
+            "model_policies": {m: _model_state(a, m, redact) for m in p.config.model_policies},
         },
         "development": development,
         "label": "DEVELOPMENT (simulated TEE, not confidential)" if development else None,
@@ -1300,6 +1303,13 @@ def provider_view(p: ProviderRuntime, now: float, redact: Redactor | None) -> di
     if redact is None:
         view["base_url"] = p.config.base_url
     return view
+
+
+def _model_state(a: Attested | None, model: str,
+                 redact: Redactor | None) -> dict[str, Any]:
+    why = a.model_refusal(model) if a is not None else "no current verdict"
+    return {"accepted": a is not None and why is None,
+            "refusal": (redact(why) if redact is not None and why else why)}
 
 
 async def _expire_loop(ledger: Ledger, every_s: float) -> None:
