@@ -202,3 +202,55 @@ def test_aci_attestation_binds_the_receipt_keyset_that_signs_the_receipts(
                       + '","nonce":null,"purpose":"aci.report_data.v1"}').encode()
     assert unchallenged["attestation"]["report_data"] == hashlib.sha256(
         null_statement).hexdigest()
+
+
+async def test_under_dstack_the_receipt_key_comes_from_the_kms_and_the_report_says_so(
+    tmp_path: Path, dev_pki: Path, plain_upstream: Server, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gateway.tee = dstack: the receipt key (and the signing keys) are released by the KMS,
+    the ACI keyset lists that receipt key, and evidence.key_custody carries its chain in the
+    shape private-ai-gateway's dstack verifier reads (provider dstack-kms, role receipt,
+    purpose aci.receipt.ed25519.v1), which checks to the KMS root."""
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from teegate.gateway import parse_config
+    from teegate.gateway.factory import build_app
+    from teegate.node.kms import RECEIPT_PATH, check_kms_custody
+    from tests.node.fake_dstack import APP_ID, Agent, agent_app, serve_unix
+
+    agent = Agent()
+    with serve_unix(agent_app(dev_pki, agent)) as sock:
+        monkeypatch.setenv("DSTACK_SIMULATOR_ENDPOINT", sock)
+        cfg = parse_config({
+            "gateway": {"database_url": f"sqlite:///{tmp_path / 'gw.db'}",
+                        "data_dir": str(tmp_path), "tee": "dstack"},
+            "providers": [{"id": "plain", "platform": "open-ai",
+                           "base_url": plain_upstream.url + "/v1", "models": ["gpt-plain"]}],
+        })
+        app = build_app(cfg)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://gw") as c:
+                report = (await c.get("/v1/aci/attestation",
+                                      params={"nonce": "cd" * 32})).json()
+                gateway = (await c.get("/v1/attestation/report")).json()["gateway_attestation"]
+        finally:
+            for close in app.gateway.closers:
+                close()
+    expected = Ed25519PrivateKey.from_private_bytes(agent.derived(RECEIPT_PATH)).public_key()
+    receipt_public = expected.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    keyset = report["attestation"]["workload_keyset"]
+    assert [k["public_key"] for k in keyset["receipt_signing_keys"]] == [receipt_public]
+    custody = report["attestation"]["evidence"]["key_custody"]
+    receipt = next(k for k in custody["keys"] if k["role"] == "receipt")
+    assert receipt["purpose"] == "aci.receipt.ed25519.v1"
+    root = bytes(agent.kms_root.public_key.format(compressed=True)).hex()
+    assert check_kms_custody(custody, signing_address=receipt_public, app_id=APP_ID.hex(),
+                             accepted_roots=[root]) is None
+    # the gateway's own signing key (its NEAR-shape report) is a KMS key too
+    assert gateway["info"]["key_custody"]["provider"] == "dstack-kms"
+    assert check_kms_custody(gateway["info"]["key_custody"],
+                             signing_address=gateway["signing_address"], app_id=APP_ID.hex(),
+                             accepted_roots=[root]) is None

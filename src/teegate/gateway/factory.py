@@ -25,11 +25,13 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
     secure_data_dir(cfg.data_dir)  # before anything in it is opened (create_app does too)
     store = store or GatewayStore(cfg.database_url)
     receipt_log = ledger = None
+    tee = build_gateway_tee(cfg.tee)  # its own evidence; under dstack, KMS-released keys
     if cfg.receipts:
         from teegate.receipts import ReceiptLog, load_or_create_log_key
 
         receipt_log = ReceiptLog(cfg.database_url, origin=cfg.log_origin,
-                                 key=load_or_create_log_key(cfg.data_dir / "log.key"))
+                                 key=load_or_create_log_key(cfg.data_dir / "log.key"),
+                                 receipt_key=tee.receipt_key if tee is not None else None)
     if cfg.ledger:
         from teegate.ledger import open_ledger
 
@@ -40,7 +42,7 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
             ledger.deposit(agent, amount, key=key)
     app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
     mount_dashboard(app, ledger=ledger, receipt_log=receipt_log)  # teegate.dashboard
-    if (tee := build_gateway_tee(cfg.tee)) is not None:  # the gateway attests itself
+    if tee is not None:  # the gateway attests itself
         mount_self_attestation(app, tee, receipt_log)
     if receipt_log is not None:
         app.gateway.closers.append(receipt_log.close)

@@ -77,6 +77,9 @@ class GatewayTee:
     keys: NodeKeys = field(default_factory=NodeKeys)
     store: SignatureStore = field(default_factory=SignatureStore)
     owners: dict[str, str] = field(default_factory=dict)  # chat id -> agent
+    # under dstack: the receipt key released by the KMS, and its custody entry
+    receipt_key: Any = None
+    receipt_custody: dict[str, Any] | None = None
 
     def record(self, record: CallRecord) -> None:
         """The hook: keep the text of a concluded call whose answer reaches the agent."""
@@ -134,12 +137,13 @@ def build_gateway_tee(tee: str) -> GatewayTee | None:
     from teegate.node.sources import DstackSource, choose_source
 
     source = choose_source(tee)
-    keys = NodeKeys()
-    if isinstance(source, DstackSource):
-        from teegate.node.kms import kms_keys
+    if not isinstance(source, DstackSource):
+        return GatewayTee(source, NodeKeys())
+    from teegate.node.kms import kms_keys, kms_receipt_key
 
-        keys = kms_keys(source.client, role="gateway")
-    return GatewayTee(source, keys)
+    receipt_key, custody = kms_receipt_key(source.client)
+    return GatewayTee(source, kms_keys(source.client, role="gateway"),
+                      receipt_key=receipt_key, receipt_custody=custody)
 
 
 _PROVENANCE_UNKNOWN = {"repo_url": None, "repo_commit": None, "image_digest": None,
@@ -171,12 +175,17 @@ def aci_report(tee: GatewayTee, evidence: Evidence, keyset: dict[str, Any], dige
             ev["certificates"] = evidence.certificates.decode("ascii")
     if isinstance(app_compose, str):
         ev["app_compose"] = app_compose
-    ev["key_custody"] = {
-        "receipt": {"provider": "gateway-data-dir",
-                    "detail": "the receipt key is kept in the gateway's data_dir (log.key), "
-                              "not sealed to the workload"},
-        "signing": tee.keys.custody,
-    }
+    if tee.receipt_custody is not None:  # ACI's dstack shape: one list, roles named
+        signing = tee.keys.custody.get("keys", [])
+        ev["key_custody"] = {"provider": "dstack-kms",
+                             "keys": [tee.receipt_custody, *signing]}
+    else:
+        ev["key_custody"] = {
+            "receipt": {"provider": "gateway-data-dir",
+                        "detail": "the receipt key is kept in the gateway's data_dir "
+                                  "(log.key), not sealed to the workload"},
+            "signing": tee.keys.custody,
+        }
     ev["development"] = evidence.development
     return {
         "api_version": "aci/1",

@@ -53,6 +53,14 @@ def _recover(message: bytes, signature: bytes) -> bytes | None:
 
 def _release(client: KeyClient, role: str, algo: str) -> tuple[bytes, dict[str, Any]]:
     path, purpose = _PATH.format(role=role, algo=algo), _PURPOSE.format(role=role, algo=algo)
+    return release_key(client, path=path, purpose=purpose, role=f"{role}-signing-{algo}",
+                       algo=algo)
+
+
+def release_key(client: KeyClient, *, path: str, purpose: str, role: str, algo: str,
+                ) -> tuple[bytes, dict[str, Any]]:
+    """One 32-byte key released by the KMS and its custody entry (without ``public_key``,
+    which the caller derives for its algorithm); ConfigError when it is not released."""
     try:
         resp = client.get_key(path, purpose)
         secret = bytes.fromhex(str(resp.key).removeprefix("0x"))
@@ -67,8 +75,25 @@ def _release(client: KeyClient, role: str, algo: str) -> tuple[bytes, dict[str, 
     except Exception as e:
         raise ConfigError(f"dstack KMS: GetKey({path}) released no secp256k1 key: {e}"
                           ) from e
-    return secret, {"role": f"{role}-signing-{algo}", "path": path, "purpose": purpose,
-                    "algo": algo, "kms_public_key": kms_public, "signature_chain": chain}
+    return secret, {"role": role, "path": path, "purpose": purpose, "algo": algo,
+                    "kms_public_key": kms_public, "signature_chain": chain}
+
+
+RECEIPT_PATH = "teegate/gateway/receipt-ed25519/v1"
+RECEIPT_PURPOSE = "aci.receipt.ed25519.v1"  # private-ai-gateway's verifier requires this one
+
+
+def kms_receipt_key(client: KeyClient) -> tuple[Any, dict[str, Any]]:
+    """The gateway's Ed25519 receipt key released by the KMS (the scalar as its seed) and its
+    custody entry in the shape ACI's dstack verifier reads (role ``receipt``)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    seed, entry = release_key(client, path=RECEIPT_PATH, purpose=RECEIPT_PURPOSE,
+                              role="receipt", algo="ed25519")
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    return key, {**entry, "public_key": public}
 
 
 def kms_keys(client: KeyClient, *, role: str = "node") -> NodeKeys:
