@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from teegate.chain.rules import Event, Mirror, apply, charge
@@ -194,9 +194,11 @@ class ChannelBook:
 
     # ------------------------------------------------------------------------------ charges
 
-    def settle(self, hold: str, voucher: Voucher, cost: int, now: float | None = None) -> Mirror:
+    def settle(self, hold: str, voucher: Voucher, cost: int, now: float | None = None,
+               attach: Callable[[Tx], None] | None = None) -> Mirror:
         """Charges a call's actual ``cost`` under the voucher that covered its hold, once per
-        ``hold`` (a replay returns the mirror unchanged). ChargeError above the voucher."""
+        ``hold`` (a replay returns the mirror unchanged). ChargeError above the voucher.
+        ``attach(tx)`` runs in the same transaction (the gateway writes the call's receipt)."""
         def op(tx: Tx) -> Mirror:
             cid = _hex(voucher.channel_id)
             row = tx.one(BY_ID, (cid,))
@@ -213,6 +215,8 @@ class ChannelBook:
                     "created_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (hold, cid, str(cost), str(m.charged), str(voucher.max_claimable_amount),
                      now or time.time()))
+            if attach is not None:
+                attach(tx)
             return m
 
         return self.db.run(op)

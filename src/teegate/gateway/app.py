@@ -68,6 +68,7 @@ Send = Callable[[Message], Awaitable[None]]
 CHAT_PATH = "/v1/chat/completions"
 TRUST_HEADER = b"x-teegate-trust"
 CONVERSATION_HEADER = b"x-teegate-conversation"
+VOUCHER_HEADER = b"x-teegate-voucher"
 _SIG_HEADERS = ("x-teegate-signature", "x-teegate-signing-address", "x-teegate-signing-algo",
                 "x-teegate-text")
 _NONCE_LINE = NONCE_HEADER.encode() + b": "
@@ -283,7 +284,8 @@ class Gateway:
         for k, v in scope["headers"]:
             if k == TRUST_HEADER and k in hdrs:  # repeated: every value must agree (_parse)
                 hdrs[k] += b"," + v
-            elif k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER):
+            elif k in (b"authorization", b"content-length", TRUST_HEADER, CONVERSATION_HEADER,
+                       VOUCHER_HEADER):
                 hdrs[k] = v
             elif k in FORWARDED and b"\r" not in v and b"\n" not in v:
                 extra.append(k + b": " + v + b"\r\n")
@@ -441,6 +443,8 @@ class Gateway:
             raise
         record = CallRecord(agent.id, model, required.label, time.time(), _sha(body),
                             conversation=conv.decode("latin-1") if conv else None, stream=stream)
+        if VOUCHER_HEADER in hdrs:  # paid by an on-chain channel (teegate.chain.accounting)
+            record.voucher = hdrs[VOUCHER_HEADER].decode("latin-1")
         record.output_cap = limit
         try:
             return await self._serve_record(record, req, model, stream, required, forward,

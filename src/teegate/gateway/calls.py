@@ -49,6 +49,9 @@ class CallRecord:
     finished: bool = False  # counted in the metrics
     hold_lost: bool = False  # the hold was released (expired) before the call ended
     withheld_sha256: str | None = None  # a plain answer's refusal body if its hold is lost
+    voucher: str | None = None  # x-teegate-voucher: the call is paid on a conversation channel
+    channel_id: str | None = None  # the channel that paid (teegate.chain.accounting)
+    voucher_cumulative: int | None = None  # the voucher's cumulative ceiling
 
 
 class Accounting(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from teegate.dashboard import mount_dashboard
 from teegate.errors import ConfigError
@@ -40,7 +41,11 @@ def build_app(cfg: GatewayConfig, *, store: GatewayStore | None = None,
         if dev_credit is not None:
             agent, amount, key = dev_credit
             ledger.deposit(agent, amount, key=key)
-    app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger)
+    accounting, loop = _chain_accounting(cfg, ledger)
+    app = create_app(cfg, store=store, receipt_log=receipt_log, ledger=ledger,
+                     accounting=accounting)
+    if loop is not None:
+        app.gateway.closers.append(loop.close)
     mount_dashboard(app, ledger=ledger, receipt_log=receipt_log)  # teegate.dashboard
     if tee is not None:  # the gateway attests itself
         mount_self_attestation(app, tee, receipt_log)
@@ -59,3 +64,21 @@ def app_from_env() -> GatewayApp:
     if not path:
         raise ConfigError(f"{CONFIG_ENV} is not set")
     return build_app(load_config(Path(path)))
+
+
+def _chain_accounting(cfg: GatewayConfig, ledger: Any) -> tuple[Any, Any]:
+    """[chain]: calls on conversation channels are paid by vouchers (teegate.chain), in the
+    ledger's database; a background loop mirrors the chain and claims. (None, None) without."""
+    if cfg.chain is None or ledger is None:
+        return None, None
+    from teegate.chain.book import ChannelBook
+    from teegate.chain.service import channel_accounting, start_claim_loop
+    from teegate.gateway.errors import GatewayRefusal
+    from teegate.gateway.ledger_bridge import gateway_accounting
+
+    def refuse(r: Any) -> Exception:
+        return GatewayRefusal(r.status, str(r), code=r.check, param="x-teegate-voucher")
+
+    inner = gateway_accounting(ledger, currency=cfg.currency, hold_s=cfg.hold_s)
+    accounting = channel_accounting(cfg.chain, ledger.backend, inner, refuse)
+    return accounting, start_claim_loop(cfg.chain, ChannelBook(ledger.backend))
