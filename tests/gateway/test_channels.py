@@ -99,7 +99,8 @@ def test_calls_paid_by_vouchers_are_claimed_once_on_chain(
         assert r.usage is not None
         costs.append(r.usage.prompt_tokens + 2 * r.usage.completion_tokens)
         receipts.append(raw.headers["x-teegate-receipt"])
-        wait(lambda: edge.book.get(cid).mirror.charged == sum(costs))  # type: ignore[union-attr]
+        wait(lambda: edge.book.get(cid).mirror.charged == sum(costs),  # type: ignore[union-attr]
+             timeout=30)
     result = edge.claim()
     assert result is not None
     assert result.status == 1
