@@ -57,9 +57,9 @@ def node_other(dev_pki: Path) -> Iterator[Server]:
     yield from _node(dev_pki, COMPOSE_B)
 
 
-def _learn(url: str, dev_pki: Path, out: Path) -> Path:
-    res = CliRunner().invoke(cli_app, ["policy", "learn", "--url", url, "--policy",
-                                       str(write_development_policy(dev_pki))])
+def _learn(url: str, dev_pki: Path, out: Path, model: str = "llama-x") -> Path:
+    res = CliRunner().invoke(cli_app, ["policy", "learn", "--url", url, "--model", model,
+                                       "--policy", str(write_development_policy(dev_pki))])
     assert res.exit_code == 0, res.output
     out.write_text(res.output)
     return out
@@ -74,7 +74,8 @@ def test_model_policy_picks_the_node_that_runs_the_model(
     assert f'compose_hashes = ["{compose_a}"]' in text
     assert f'image_digests = ["sha256:{"1a" * 32}"]' in text
     assert "allow_dev_os = true" in text  # said, for the operator to see
-    other = _learn(node_other.url, dev_pki, tmp_path / "mistral.toml")
+    other = _learn(node_other.url, dev_pki, tmp_path / "mistral.toml", "mistral-y")
+    assert "(model mistral-y)" in other.read_text()
     gw = make_gateway([
         {"id": "node-good", "platform": "tee-node", "base_url": node_good.url + "/v1",
          "models": list(MODELS), "development": True},

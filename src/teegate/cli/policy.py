@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
         policy_file: Annotated[Path | None, typer.Option(
             "--policy", help="Policy to verify the node's report under (default: production; "
             "a development node needs the development policy).")] = None,
+        model: Annotated[str | None, typer.Option(
+            "--model", help="Ask for the report of this model (providers whose models run "
+            "in different TEEs answer per model).")] = None,
     ) -> None:
         """Print a TOML policy pinning the node's current, verified identity."""
         from teegate.attest.policy import Policy, load_policy
@@ -84,7 +87,7 @@ def register(app: typer.Typer) -> None:
         try:
             policy = load_policy(policy_file) if policy_file is not None else Policy.default()
             now = int(time.time())
-            verdict = fetch_and_verify_report(url, policy=policy, now=now)
+            verdict = fetch_and_verify_report(url, policy=policy, now=now, model=model)
         except TeegateError as e:
             _err.print(f"[red]teegate policy learn:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
@@ -94,4 +97,5 @@ def register(app: typer.Typer) -> None:
             for c in verdict.failures:
                 _err.print(f"  {escape(c.name)}: {escape(c.detail)}", soft_wrap=True)
             raise typer.Exit(1)
-        typer.echo(learned_policy(verdict, url, at=now), nl=False)
+        source = url if model is None else f"{url} (model {model})"
+        typer.echo(learned_policy(verdict, source, at=now), nl=False)

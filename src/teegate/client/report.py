@@ -73,11 +73,14 @@ def _parse_report(url: str, resp: httpx.Response) -> dict[str, Any]:
 
 def get_report(
     base_url: str, *, nonce: bytes, signing_algo: str = "ecdsa",
-    client: httpx.Client | None = None, timeout: float = 30.0,
+    client: httpx.Client | None = None, timeout: float = 30.0, model: str | None = None,
 ) -> dict[str, Any]:
-    """GET ``/v1/attestation/report`` with our nonce; the JSON object, or UpstreamError."""
+    """GET ``/v1/attestation/report`` with our nonce (and ``model=``, for providers whose
+    models run in different TEEs); the JSON object, or UpstreamError."""
     url = _report_url(base_url)
     params = {"nonce": nonce.hex(), "signing_algo": signing_algo}
+    if model is not None:
+        params["model"] = model
     try:
         if client is not None:
             resp = client.get(url, params=params, timeout=timeout)
@@ -200,13 +203,14 @@ async def aattest_node(
 
 def fetch_and_verify_report(
     base_url: str, *, policy: Policy, now: int | None = None, signing_algo: str = "ecdsa",
+    model: str | None = None,
 ) -> Verdict:
     """Fetch a report with a fresh nonce and return its verdict (accepted or not); raises
     UpstreamError / EvidenceError when no report could be obtained. Used by
     ``teegate verify --url``."""
     _check_algo(signing_algo)
     nonce = _fresh_nonce()
-    report = get_report(base_url, nonce=nonce, signing_algo=signing_algo)
+    report = get_report(base_url, nonce=nonce, signing_algo=signing_algo, model=model)
     return verify_report(report, nonce=nonce, policy=policy,
                          now=int(time.time()) if now is None else now,
                          signing_algo=signing_algo)
