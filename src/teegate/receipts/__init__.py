@@ -43,6 +43,7 @@ from teegate.receipts.receipt import (
     sha256_hex,
     verdict_digest,
 )
+from teegate.receipts.startup import CheckpointVerificationError, StartupCheck
 
 __all__ = [
     "AttestationRef",
@@ -50,6 +51,7 @@ __all__ = [
     "AuditReport",
     "Bundle",
     "Checkpoint",
+    "CheckpointVerificationError",
     "LoggedReceipt",
     "NoteSigner",
     "NoteVerifier",
@@ -60,6 +62,7 @@ __all__ = [
     "ReceiptSigner",
     "SignedCheckpoint",
     "SignedReceipt",
+    "StartupCheck",
     "TlogProof",
     "audit_bundle",
     "check_consistency",

@@ -37,6 +37,12 @@ from teegate.receipts.receipt import (
     SignedReceipt,
     check_document,
 )
+from teegate.receipts.startup import (
+    MARK_KEY,
+    CheckpointVerificationError,
+    StartupCheck,
+    verify_checkpoints,
+)
 from teegate.receipts.store import (
     AppendResult,
     Entry,
@@ -143,6 +149,7 @@ class ReceiptLog:
         self._vouched: set[int] = set()  # leaves appended here since the last checkpoint
         self._cp_lock = threading.Lock()
         self._last_cp_time: float | None = None  # time.monotonic(): immune to clock steps
+        self.startup_check = StartupCheck()  # what the start verified (receipts.startup)
         try:
             self._bind_identity()
             self._verify_stored_tree(full=verify_on_open == "full")
@@ -186,32 +193,26 @@ class ReceiptLog:
         return c
 
     def _verify_stored_tree(self, full: bool) -> None:
-        """Refuse to run on a tree that does not extend every checkpoint it signed."""
+        """Refuse to run on a tree that does not extend every checkpoint it signed: every
+        checkpoint is verified once, a restart verifies only new ones and re-checks the
+        remembered newest (teegate.receipts.startup); ``full`` also recomputes the tree
+        from the stored receipts."""
+        check = verify_checkpoints(self.store, self._open_stored, full=full)
+        self.startup_check = check
         size = self.store.size()
-        cps = self.store.checkpoints(limit=1000)
-        for cp in cps:
-            self._open_stored(cp)
-            if cp.size > size:
-                raise LogError(
-                    f"log database holds {size} receipts but checkpoint {cp.size} was signed: "
-                    "the database was truncated or rewritten"
-                )
-            if self.store.root(cp.size) != cp.root:
-                raise LogError(
-                    f"stored tree does not match signed checkpoint {cp.size}: "
-                    "the database was rewritten"
-                )
         if full and size:
-            roots = self.store.roots_from_leaves(size, [cp.size for cp in cps])
-            for cp in cps:
-                if roots[cp.size] != cp.root:
-                    raise LogError(
-                        f"receipts stored under checkpoint {cp.size} do not hash to its root: "
-                        "a logged receipt was rewritten"
-                    )
+            roots = self.store.roots_from_leaves(size, list(check.roots))
+            for cp_size, root in check.roots.items():
+                if roots[cp_size] != root:
+                    raise CheckpointVerificationError(
+                        cp_size, f"receipts stored under checkpoint {cp_size} do not hash to "
+                        "its root: a logged receipt was rewritten")
             if roots[size] != self.store.root(size):
                 raise LogError("stored subtree hashes do not match the stored receipts")
             self.store.verify_all_nodes(size)
+        if check.mark is not None:  # remembered only once everything above passed
+            self.store.set_meta(MARK_KEY, check.mark.encode())
+        _log.info("receipt log %s: %s", self.origin, check.describe())
 
     # -- submitting -------------------------------------------------------------------
 

@@ -276,6 +276,14 @@ class TreeStore:
         assert got is not None
         return got
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing what was there (a durable commit)."""
+        self.db.execute(
+            "INSERT INTO tlog_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     # -- reads ------------------------------------------------------------------------
 
     def size(self) -> int:
@@ -546,6 +554,21 @@ class TreeStore:
             (limit,),
         )
         return [self._cp(r) for r in rows]
+
+    def checkpoints_after(self, size: int, limit: int = 1000) -> list[StoredCheckpoint]:
+        """Up to ``limit`` stored checkpoints larger than ``size``, oldest first (paging
+        through all of them costs one indexed range query per page)."""
+        rows = self.db.execute(
+            "SELECT size, root, note, created_ms FROM tlog_checkpoint WHERE size > ? "
+            "ORDER BY size ASC LIMIT ?",
+            (size, limit),
+        )
+        return [self._cp(r) for r in rows]
+
+    def count_checkpoints(self, up_to: int) -> int:
+        """How many checkpoints of at most ``up_to`` leaves are stored."""
+        rows = self.db.execute("SELECT COUNT(*) FROM tlog_checkpoint WHERE size <= ?", (up_to,))
+        return int(rows[0][0])
 
     @staticmethod
     def _cp(row: Sequence[Any]) -> StoredCheckpoint:
