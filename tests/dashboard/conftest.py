@@ -149,6 +149,7 @@ def shot(page: Page, name: str, *, full: bool = True) -> Path:
     page.screenshot(path=str(path), full_page=full)
     if os.environ.get("TEEGATE_DOC_SHOTS") and name in DOC_SHOTS:
         if name.startswith("receipt"):  # the audit is what this page is for
-            page.evaluate("document.querySelector('.card.audit').scrollIntoView()")
+            page.evaluate("document.querySelector('.card.audit').scrollIntoView();"
+                          "window.scrollBy(0, -72)")  # below the sticky header
         page.screenshot(path=str(ROOT / "docs" / "img" / f"dashboard-{name}.png"))
     return path

@@ -165,9 +165,11 @@ def test_calls_list_search_and_paging(page: Page, site: Site) -> None:
 
 def test_in_browser_audit_passes(page: Page, site: Site) -> None:
     login(page, site, site.keys["alice"])
-    page.goto(site.url + f"/dashboard/receipts/{site.receipts['alice'][0]}")
+    page.goto(site.url + f"/dashboard/receipts/{site.receipts['alice'][-1]}")
     steps = _audit(page)
     assert page.get_attribute("#audit-result", "data-result") == "pass"
+    inclusion = page.locator("#audit-steps li[data-check='receipt.inclusion'] .why")
+    assert " 0 hashes " not in inclusion.inner_text()  # a real path, not a 1-leaf tree
     for check in ("log.key", "receipt.format", "receipt.signature", "receipt.trust_claim",
                   "checkpoint.signature", "receipt.inclusion"):
         assert steps[check] == "ok", steps
@@ -178,7 +180,7 @@ def test_in_browser_audit_passes(page: Page, site: Site) -> None:
 def test_in_browser_audit_fails_on_a_tampered_receipt(page: Page, site: Site) -> None:
     """The gateway (or anything on the path) changes the receipt it sends: the page's own
     checks catch it."""
-    rid = site.receipts["alice"][0]
+    rid = site.receipts["alice"][-1]
 
     def tamper(route: object) -> None:
         resp = route.fetch()  # type: ignore[attr-defined]

@@ -249,7 +249,7 @@
         const leaf = await leafHash(enc.encode(jcs(doc)));
         const root = await rootFromInclusion(proof.index, cp.size, leaf, proof.hashes);
         if (!equal(root, cp.root)) throw new Error("computed root " + b64e(root) + " is not the checkpoint's " + b64e(cp.root));
-        add("receipt.inclusion", "ok", "leaf " + proof.index + " of " + cp.size + ", " + proof.hashes.length + " hashes to the signed root");
+        add("receipt.inclusion", "ok", "leaf " + proof.index + " of " + cp.size + ", " + proof.hashes.length + (proof.hashes.length === 1 ? " hash" : " hashes") + " to the signed root");
       } catch (e) { add("receipt.inclusion", "fail", e.message); }
     } else if (proof) {
       add("receipt.inclusion", "skip", "no verified checkpoint to prove against");
