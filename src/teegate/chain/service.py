@@ -35,7 +35,7 @@ class ClaimLoop:
         self.tick = tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="teegate-chain", daemon=True)
-        self._last_claim = 0.0
+        self._last_claim = time.monotonic()  # the first batch after one interval
 
     def start(self) -> ClaimLoop:
         self._thread.start()
