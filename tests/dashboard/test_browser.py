@@ -67,6 +67,7 @@ def test_providers_show_the_verdict(page: Page, site: Site) -> None:
         expect(main).to_contain_text(check)  # every check with its reason
     expect(main).to_contain_text("mrtd")  # measurements
     expect(main.locator("table.checks .badge.bad")).to_have_count(0)
+    expect(main).to_contain_text(site.app.gateway.config.providers[0].base_url)  # operator
     shot(page, "provider")
     page.once("dialog", lambda d: d.accept())
     page.click("text=Re-attest now")
@@ -77,6 +78,8 @@ def test_agent_cannot_reattest_or_see_the_button(page: Page, site: Site) -> None
     login(page, site, site.keys["alice"])
     page.goto(site.url + "/dashboard/providers/dev-node")
     expect(page.locator("text=Re-attest now")).to_have_count(0)
+    upstream = site.app.gateway.config.providers[0].base_url
+    assert upstream.split("//")[1].split("/")[0] not in page.content()  # redacted for agents
     csrf = page.locator("form.logout input[name=csrf]").get_attribute("value")
     r = page.request.post(site.url + "/dashboard/providers/dev-node/reattest",
                           form={"csrf": csrf or ""})

@@ -144,6 +144,8 @@ def provider_card(v: dict[str, Any], now: float) -> Markup:
         ("expires in", countdown(a["expires_at"], now)),
         ("models", ", ".join(v["models"])),
     ]
+    if v.get("base_url"):  # the operator's view only (as /v1/providers)
+        rows.append(("upstream", mono(v["base_url"])))
     title = join([link(f"{BASE}/providers/{v['id']}", v["id"]), " ",
                   badge("DEVELOPMENT", "dev") if v["development"] else ""])
     return card(title, kv(rows), tag("p", a["detail"], class_="detail"), cls="provider")
