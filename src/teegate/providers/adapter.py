@@ -60,13 +60,17 @@ class OpenAIAdapter:
             follow_redirects=False,
         )
 
-    async def chat(self, body: bytes, extra_headers: bytes = b"") -> Http11Response:
-        """POST the exact ``body``; the response with its body not yet read (stream it with
+    async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> Http11Response:
+        """POST the exact ``body`` to ``path`` under the base URL (``/chat/completions``,
+        ``/embeddings``, ...); the response with its body not yet read (stream it with
         ``aiter_raw`` or ``aread`` it). Connection failures become UpstreamError."""
         try:
-            return await self.pool.post("/chat/completions", body, extra_headers)
+            return await self.pool.post(path, body, extra_headers)
         except UpstreamError as e:
             raise UpstreamError(f"{self.provider_id}: {e}") from None
+
+    async def chat(self, body: bytes, extra_headers: bytes = b"") -> Http11Response:
+        return await self.post("/chat/completions", body, extra_headers)
 
     async def _get_json(self, url: str, params: Mapping[str, str], what: str,
                         timeout: float) -> tuple[dict[str, Any], bytes]:

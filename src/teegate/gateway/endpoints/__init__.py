@@ -1,0 +1,11 @@
+"""The POST endpoints the gateway relays, each a small adapter over the call pipeline
+(``teegate.gateway.pipeline``): what its body must hold, what output it may produce (the
+hold's bound), where the provider serves it. ``ROUTES`` maps a gateway path to its
+endpoint; a new endpoint is one module here and one line below."""
+
+from teegate.gateway.endpoints.chat import CHAT
+from teegate.gateway.pipeline.endpoint import Endpoint
+
+ROUTES: dict[str, Endpoint] = {"/v1/chat/completions": CHAT}
+
+__all__ = ["CHAT", "ROUTES"]
