@@ -280,7 +280,7 @@ def test_openai_sdk_works_unchanged(tdx_url: str) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/v1/embeddings", 404), ("GET", "/", 404), ("POST", "/v1/models", 405),
+    ("GET", "/v1/audio/speech", 404), ("GET", "/", 404), ("POST", "/v1/models", 405),
     ("GET", "/v1/chat/completions", 405),
 ])
 def test_unknown_routes_answer_openai_errors(tdx_url: str, method: str, path: str,

@@ -266,26 +266,38 @@ def create_app(
         return _json_error(404, str(detail) if detail and detail != "Not Found" else
                            f"no route {request.url.path}", "not_found")
 
+    def model_view(model: str, providers: list[ProviderRuntime], now: float
+                   ) -> dict[str, Any]:
+        ok = [p for p in providers if not p.blocked(now)]
+        best = max((p.level(now) for p in ok), default=None)
+        views = [provider_view(p, now, gw.redact) for p in providers]
+        return {
+            "id": model, "object": "model", "created": 0, "owned_by": "teegate",
+            "providers": [{"id": p.id, "platform": p.config.platform.name,
+                           "trust_level": p.level(now).label,
+                           "attestation": v["attestation"]["status"],
+                           "development": v["development"]}
+                          for p, v in zip(providers, views, strict=True)],
+            "trust_level": best.label if best is not None else None,
+            "development": any(v["development"] for v in views),
+        }
+
     @api.get("/v1/models")
     async def models(request: Request) -> Response:
         await principal(request)
         now = gw.clock()
-        data = []
-        for model, providers in gw.by_model.items():
-            ok = [p for p in providers if not p.blocked(now)]
-            best = max((p.level(now) for p in ok), default=None)
-            views = [provider_view(p, now, gw.redact) for p in providers]
-            data.append({
-                "id": model, "object": "model", "created": 0, "owned_by": "teegate",
-                "providers": [{"id": p.id, "platform": p.config.platform.name,
-                               "trust_level": p.level(now).label,
-                               "attestation": v["attestation"]["status"],
-                               "development": v["development"]}
-                              for p, v in zip(providers, views, strict=True)],
-                "trust_level": best.label if best is not None else None,
-                "development": any(v["development"] for v in views),
-            })
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [
+            model_view(m, ps, now) for m, ps in gw.by_model.items()]})
+
+    @api.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> Response:
+        """One model, as in the list (``models.retrieve``); ids may hold slashes."""
+        await principal(request)
+        providers = gw.by_model.get(model_id)
+        if providers is None:
+            return _json_error(404, f"the model {model_id!r} does not exist or no provider "
+                               "serves it", "model_not_found")
+        return JSONResponse(model_view(model_id, providers, gw.clock()))
 
     def operator(request: Request) -> bool:
         """Whether the caller presents the admin key (a public route answering more to it is

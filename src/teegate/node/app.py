@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,7 +239,33 @@ def create_node_app(
             return _error(502, str(e), type_="server_error", code="engine_unavailable")
         return Response(reply.body or b"", reply.status, media_type=reply.content_type)
 
-    async def chat(request: Request) -> Response:
+    async def model(request: Request) -> Response:
+        """One model of the engine's list (``models.retrieve``), or 404."""
+        want = request.path_params["model_id"]
+        try:
+            reply = await state.engine.models()
+        except UpstreamError as e:
+            return _error(502, str(e), type_="server_error", code="engine_unavailable")
+        if reply.status != 200:
+            return Response(reply.body or b"", reply.status, media_type=reply.content_type)
+        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError, TypeError):
+            for m in safejson.loads(reply.body or b"").get("data", ()):
+                if isinstance(m, dict) and m.get("id") == want:
+                    return Response(json.dumps(m).encode(), media_type=JSON_TYPE)
+        return _error(404, f"the model {want!r} does not exist", code="model_not_found",
+                      param="model")
+
+    def signed(call: Callable[[Engine], Callable[[bytes, Any], Awaitable[EngineReply]]]
+               ) -> Callable[[Request], Awaitable[Response]]:
+        """A POST route forwarded to the engine method ``call`` picks, its answer signed
+        (plain: headers; stream: a comment before ``[DONE]``)."""
+        async def route(request: Request) -> Response:
+            return await relay(request, call(state.engine))
+
+        return route
+
+    async def relay(request: Request,
+                    engine_call: Callable[[bytes, Any], Awaitable[EngineReply]]) -> Response:
         algo = _algo(request.headers.get(ALGO_HEADER))
         if algo is None:
             return _error(400, f"{ALGO_HEADER} must be 'ecdsa' or 'ed25519'")
@@ -253,7 +279,7 @@ def create_node_app(
             return _error(413, f"request body exceeds the limit of {max_body} bytes",
                           code="request_too_large")
         try:
-            reply = await state.engine.chat(body, request.headers)
+            reply = await engine_call(body, request.headers)
         except UpstreamError as e:
             return _error(502, str(e), type_="server_error", code="engine_unavailable")
         if reply.stream is not None:
@@ -283,8 +309,8 @@ def create_node_app(
         status = getattr(exc, "status_code", 500)
         if status == 404:
             return _error(404, f"no route {request.url.path}; this node serves "
-                          "/v1/chat/completions, /v1/models, /v1/attestation/report and "
-                          "/v1/signature/{id}", code="not_found")
+                          "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, "
+                          "/v1/attestation/report and /v1/signature/{id}", code="not_found")
         if status == 405:
             return _error(405, f"{request.method} is not allowed on {request.url.path}",
                           code="method_not_allowed")
@@ -295,8 +321,11 @@ def create_node_app(
                      middleware=[Middleware(FramingGuard)], routes=[
         Route("/v1/attestation/report", report, methods=["GET"]),
         Route("/v1/signature/{chat_id:path}", signature, methods=["GET"]),
-        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/chat/completions", signed(lambda e: e.chat), methods=["POST"]),
+        Route("/v1/completions", signed(lambda e: e.completions), methods=["POST"]),
+        Route("/v1/embeddings", signed(lambda e: e.embeddings), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
     ])
 
 

@@ -14,14 +14,17 @@ The same messages always give the same text; ids and ``created`` are fresh per c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import math
+import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 import httpx
@@ -31,6 +34,7 @@ from teegate.errors import UpstreamError
 from teegate.redact import Redactor
 
 log = logging.getLogger("teegate.node")
+_T = TypeVar("_T")
 BUILTIN_MODEL = "teegate-builtin"
 _VOCAB = (
     "attested", "enclave", "quote", "nonce", "signature", "verified", "measurement", "key",
@@ -58,6 +62,8 @@ class Engine(Protocol):
     name: str
 
     async def chat(self, body: bytes, headers: Mapping[str, str]) -> EngineReply: ...
+    async def completions(self, body: bytes, headers: Mapping[str, str]) -> EngineReply: ...
+    async def embeddings(self, body: bytes, headers: Mapping[str, str]) -> EngineReply: ...
     async def models(self) -> EngineReply: ...
     async def aclose(self) -> None: ...
 
@@ -208,6 +214,146 @@ class BuiltinEngine:
         yield b"data: [DONE]\n\n"
 
 
+    async def completions(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        """Legacy completions: the prompt's words seed the text as messages do for chat;
+        ``max_tokens`` defaults to 16, as OpenAI's."""
+        try:
+            plan = await _off_loop(_completion_plan, body)
+        except _BadRequestError as e:
+            status, err = openai_error(400, str(e), param=e.param)
+            return EngineReply(status, JSON_TYPE, err)
+        cid = "cmpl-" + uuid.uuid4().hex
+        created = int(time.time())
+        usage = _usage(plan.prompt_tokens, len(plan.words))
+        head = {"id": cid, "object": "text_completion", "created": created,
+                "model": plan.model}
+        if not plan.stream:
+            return EngineReply(200, JSON_TYPE, _dumps({**head, "choices": [{
+                "text": " ".join(plan.words), "index": 0, "logprobs": None,
+                "finish_reason": plan.finish_reason}], "usage": usage}))
+        return EngineReply(200, SSE_TYPE, stream=self._text_stream(plan, head, usage))
+
+    async def _text_stream(self, plan: _Plan, head: dict[str, Any], usage: dict[str, int]
+                           ) -> AsyncIterator[bytes]:
+        extra: dict[str, Any] = {"usage": None} if plan.include_usage else {}
+
+        def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+            return b"data: " + _dumps({**head, "choices": choices, **extra, **more}) + b"\n\n"
+
+        for i, word in enumerate(plan.words):
+            yield event([{"text": word if i == 0 else " " + word, "index": 0,
+                          "logprobs": None, "finish_reason": None}])
+        yield event([{"text": "", "index": 0, "logprobs": None,
+                      "finish_reason": plan.finish_reason}])
+        if plan.include_usage:
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"
+
+    async def embeddings(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        """One unit vector per input, from sha256 of its text (or token ids): the same
+        input always gives the same vector; ``dimensions`` (default 16) sets its length and
+        ``encoding_format: base64`` packs it as little-endian float32, as OpenAI does."""
+        try:
+            texts, model, dims, b64 = await _off_loop(_embedding_inputs, body)
+        except _BadRequestError as e:
+            status, err = openai_error(400, str(e), param=e.param)
+            return EngineReply(status, JSON_TYPE, err)
+        data = []
+        for i, text in enumerate(texts):
+            vector = embed(text, dims)
+            data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(
+                struct.pack(f"<{dims}f", *vector)).decode() if b64 else vector})
+        prompt = sum(count_tokens(t) for t in texts)
+        return EngineReply(200, JSON_TYPE, _dumps({
+            "object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}))
+
+
+async def _off_loop(parse: Callable[[bytes], _T], body: bytes) -> _T:
+    """``parse(body)``, a large body off the event loop."""
+    if len(body) <= safejson.OFFLOAD_BYTES:
+        return parse(body)
+    return await anyio.to_thread.run_sync(parse, body)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _request(body: bytes) -> dict[str, Any]:
+    try:
+        req = safejson.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _BadRequestError("request body is not valid JSON") from None
+    if not isinstance(req, dict):
+        raise _BadRequestError("request body must be a JSON object")
+    model = req.get("model")
+    if not isinstance(model, str) or not model:
+        raise _BadRequestError("'model' is required", "model")
+    return req
+
+
+def _texts(value: Any, name: str) -> list[str]:
+    """A prompt or an input as texts: a string, strings, token ids (one text, the ids as
+    words) or arrays of token ids."""
+    def ids(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    if ids(value):
+        return [" ".join(map(str, value))]
+    if isinstance(value, list) and value and all(ids(v) for v in value):
+        return [" ".join(map(str, v)) for v in value]
+    raise _BadRequestError(f"'{name}' must be a string, strings, token ids or arrays of "
+                           "token ids", name)
+
+
+def _completion_plan(body: bytes) -> _Plan:
+    req = _request(body)
+    texts = _texts(req.get("prompt"), "prompt")
+    limit = req.get("max_tokens", 16)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise _BadRequestError("'max_tokens' must be a positive integer", "max_tokens")
+    seed = hashlib.sha256(json.dumps(texts).encode()).digest()
+    natural = 5 + seed[0] % 20
+    n = min(natural, limit)
+    options = req.get("stream_options")
+    return _Plan(
+        model=req["model"], words=tuple(_VOCAB[b % len(_VOCAB)] for b in (seed * 2)[1 : 1 + n]),
+        finish_reason="length" if n < natural else "stop",
+        prompt_tokens=sum(count_tokens(t) for t in texts), stream=req.get("stream") is True,
+        include_usage=isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def _embedding_inputs(body: bytes) -> tuple[list[str], str, int, bool]:
+    req = _request(body)
+    texts = _texts(req.get("input"), "input")
+    dims = req.get("dimensions", 16)
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 4096:
+        raise _BadRequestError("'dimensions' must be an integer from 1 to 4096", "dimensions")
+    fmt = req.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise _BadRequestError("'encoding_format' must be 'float' or 'base64'",
+                               "encoding_format")
+    return texts, req["model"], dims, fmt == "base64"
+
+
+def embed(text: str, dims: int) -> list[float]:
+    """The built-in engine's vector of ``text``: sha256-derived, unit length, float32
+    values (so base64 and float encodings carry the same numbers)."""
+    raw = b"".join(hashlib.sha256(text.encode() + i.to_bytes(4, "big")).digest()
+                   for i in range((dims * 2 + 31) // 32))
+    values = [int.from_bytes(raw[2 * i: 2 * i + 2], "big") / 32767.5 - 1.0 for i in range(dims)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f",
+                                                      *(v / norm for v in values))))
+
+
 _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
                "te", "upgrade", "proxy-authorization", "accept-encoding"}
 
@@ -246,8 +392,17 @@ class HttpEngine:
         return out
 
     async def chat(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        return await self._post("/chat/completions", body, headers)
+
+    async def completions(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        return await self._post("/completions", body, headers)
+
+    async def embeddings(self, body: bytes, headers: Mapping[str, str]) -> EngineReply:
+        return await self._post("/embeddings", body, headers)
+
+    async def _post(self, path: str, body: bytes, headers: Mapping[str, str]) -> EngineReply:
         req = self._client.build_request(
-            "POST", "/chat/completions", content=body, headers=self._headers(headers)
+            "POST", path, content=body, headers=self._headers(headers)
         )
         try:
             resp = await self._client.send(req, stream=True)
@@ -286,7 +441,7 @@ class HttpEngine:
 
 
 def engine_app(engine: Engine | None = None) -> Any:
-    """The engine alone as an ASGI app (``/v1/chat/completions``, ``/v1/models``): the direct
+    """The engine alone as an ASGI app (chat, legacy completions, embeddings, models): the direct
     baseline for benchmarks and an upstream for tests of ``HttpEngine``."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -303,10 +458,18 @@ def engine_app(engine: Engine | None = None) -> Any:
     async def chat(request: Request) -> Response:
         return _out(await eng.chat(await request.body(), request.headers))
 
+    async def completions(request: Request) -> Response:
+        return _out(await eng.completions(await request.body(), request.headers))
+
+    async def embeddings(request: Request) -> Response:
+        return _out(await eng.embeddings(await request.body(), request.headers))
+
     async def models(request: Request) -> Response:
         return _out(await eng.models())
 
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ])

@@ -4,8 +4,14 @@ hold's bound), where the provider serves it. ``ROUTES`` maps a gateway path to i
 endpoint; a new endpoint is one module here and one line below."""
 
 from teegate.gateway.endpoints.chat import CHAT
+from teegate.gateway.endpoints.completions import COMPLETIONS
+from teegate.gateway.endpoints.embeddings import EMBEDDINGS
 from teegate.gateway.pipeline.endpoint import Endpoint
 
-ROUTES: dict[str, Endpoint] = {"/v1/chat/completions": CHAT}
+ROUTES: dict[str, Endpoint] = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+}
 
-__all__ = ["CHAT", "ROUTES"]
+__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "ROUTES"]
