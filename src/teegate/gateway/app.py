@@ -433,6 +433,9 @@ def create_app(
         await gw.manager.refresh(p)
         return JSONResponse(provider_view(p, gw.clock(), None))  # the operator asked
 
+    from teegate.gateway.responses.endpoint import responses_router
+
+    api.include_router(responses_router(gw, principal))
     if ledger is not None:
         from teegate.ledger.http import wallet_router
 

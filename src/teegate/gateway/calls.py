@@ -32,6 +32,8 @@ class CallRecord:
     signature: dict[str, str] | None = None
     signature_check: str | None = None  # "verified", "failed: ...", "pending", None
     verified_after_delivery: bool = False  # delivered before its endpoint signature verified
+    endpoint: str = "/v1/chat/completions"  # the gateway route the agent called
+    translation: str | None = None  # e.g. "responses->chat.completions" (what the agent got)
     attempts: list[str] = field(default_factory=list)
     hold_id: str | None = None
     cost: int | None = None

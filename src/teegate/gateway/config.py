@@ -62,6 +62,9 @@ class ProviderConfig:
     # before its signature is fetched and checked (the trust header and the receipt say
     # so). Off: nothing of a plain answer, and not the end of a stream, before it verified.
     verify_after_delivery: bool = False
+    # The provider speaks the Responses API (/v1/responses) itself: calls are forwarded with
+    # the client's exact bytes; otherwise they are translated to chat completions.
+    responses_api: bool = False
     # Per model this provider serves: the model's policy (``[models."NAME"]``), applied to its
     # evidence in addition to ``policy``, with this provider's roots of trust.
     model_policies: Mapping[str, Policy] = field(default_factory=dict)
@@ -217,7 +220,7 @@ def _policy(raw: Mapping[str, Any], where: str, base_dir: Path, development: boo
 
 _PROVIDER_FIELDS = {"id", "platform", "base_url", "models", "api_key_env", "prices", "policy",
                     "policy_inline", "development", "trust_cap", "attestation_ttl", "timeout",
-                    "max_tokens_field", "verify_after_delivery"}
+                    "max_tokens_field", "verify_after_delivery", "responses_api"}
 
 
 def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig:
@@ -282,6 +285,7 @@ def _provider(raw: Any, i: int, base_dir: Path, ids: set[str]) -> ProviderConfig
         if cap is not None else None,
         attestation_ttl=ttl, timeout=timeout, max_tokens_field=cap_field,
         verify_after_delivery=after,
+        responses_api=_want(raw.get("responses_api", False), bool, where + ".responses_api"),
     )
 
 

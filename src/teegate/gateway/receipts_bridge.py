@@ -63,6 +63,7 @@ def to_receipt(record: CallRecord, receipt_id: str, *, currency: str) -> Receipt
         cost=max(record.cost or 0, 0), currency=currency,
         transfer_ids=tuple(record.transfer_ids), error=error,
         verified_after_delivery=record.verified_after_delivery,
+        endpoint=record.endpoint, translation=record.translation,
     )
 
 

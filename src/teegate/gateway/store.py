@@ -75,6 +75,11 @@ _SCHEMA = (
         sha256 TEXT PRIMARY KEY, report TEXT NOT NULL, created_at BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS tg_seen_responses (
         response_key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)""",
+    # Stored Responses API answers (store != false), per agent: the response document as
+    # the agent got it and the whole input it answered (previous_response_id chains).
+    """CREATE TABLE IF NOT EXISTS tg_responses (
+        agent TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL,
+        response TEXT NOT NULL, input TEXT NOT NULL, PRIMARY KEY (agent, id))""",
 )
 _PURGE_EVERY = 60.0  # seconds between sweeps of expired replay-window entries
 
@@ -242,6 +247,26 @@ class GatewayStore:
             "WHERE tg_seen_responses.expires_at <= ? RETURNING response_key",
             (key, expires_at, now))
         return bool(rows)
+
+    # ------------------------------------------------------------------ stored responses
+
+    def put_response(self, agent: str, response_id: str, response: str, input_items: str
+                     ) -> None:
+        self._exec("INSERT INTO tg_responses (agent, id, created_at, response, input) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent, id) DO UPDATE SET "
+                   "response = excluded.response, input = excluded.input",
+                   (agent, response_id, int(time.time()), response, input_items))
+
+    def get_response(self, agent: str, response_id: str) -> tuple[str, str] | None:
+        """(the response document, its input items), both JSON text, of ``agent``'s own
+        stored response; None for another agent's or an unknown id."""
+        rows = self._exec("SELECT response, input FROM tg_responses WHERE agent = ? AND id = ?",
+                          (agent, response_id))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def delete_response(self, agent: str, response_id: str) -> bool:
+        return bool(self._exec("DELETE FROM tg_responses WHERE agent = ? AND id = ? "
+                               "RETURNING id", (agent, response_id)))
 
     def close(self) -> None:
         with self._lock:

@@ -200,6 +200,9 @@ class Receipt:
     # Delivered before the provider's (endpoint) signature was checked: an operator's
     # per-provider choice (verify_after_delivery); absent from the document when False.
     verified_after_delivery: bool = False
+    # The gateway translated between the agent's API and the provider's (the provider
+    # signed what it answered, the agent got its translation); absent when None.
+    translation: str | None = None
     endpoint: str = "/v1/chat/completions"
     method: str = "POST"
 
@@ -214,7 +217,7 @@ class Receipt:
         _clean_fields(
             self,
             ("conversation", "platform", "provider", "model", "chat_id", "upstream_model",
-             "error", "endpoint", "method", "currency"),
+             "error", "endpoint", "method", "currency", "translation"),
         )
         object.__setattr__(
             self, "transfer_ids", tuple(clean_text(str(t)) for t in self.transfer_ids)
@@ -300,6 +303,7 @@ class Receipt:
                 "outcome": self.outcome,
                 "error": self.error,
                 **({"verified_after_delivery": True} if self.verified_after_delivery else {}),
+                **({"translation": self.translation} if self.translation else {}),
             }
         )
         if self.provider_signature is not None:

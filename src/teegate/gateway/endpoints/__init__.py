@@ -7,11 +7,8 @@ from teegate.gateway.endpoints.chat import CHAT
 from teegate.gateway.endpoints.completions import COMPLETIONS
 from teegate.gateway.endpoints.embeddings import EMBEDDINGS
 from teegate.gateway.pipeline.endpoint import Endpoint
+from teegate.gateway.responses.endpoint import RESPONSES
 
-ROUTES: dict[str, Endpoint] = {
-    "/v1/chat/completions": CHAT,
-    "/v1/completions": COMPLETIONS,
-    "/v1/embeddings": EMBEDDINGS,
-}
+ROUTES: dict[str, Endpoint] = {e.route: e for e in (CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES)}
 
-__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "ROUTES"]
+__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "RESPONSES", "ROUTES"]

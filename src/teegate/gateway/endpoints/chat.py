@@ -77,5 +77,5 @@ def stream_options(req: dict[str, Any]) -> None:
                              param="stream_options")
 
 
-CHAT = Endpoint("chat", "/chat/completions", parse,
+CHAT = Endpoint("chat", "/chat/completions", "/v1/chat/completions", parse,
                 cap_field=lambda p: p.config.max_tokens_field)

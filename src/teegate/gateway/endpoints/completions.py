@@ -58,5 +58,5 @@ def parse(gw: Gateway, body: bytes, req: Any, trust_header: bytes | None,
                   inject=inject)
 
 
-COMPLETIONS = Endpoint("completions", "/completions", parse,
+COMPLETIONS = Endpoint("completions", "/completions", "/v1/completions", parse,
                        cap_field=lambda p: "max_tokens", default_cap=DEFAULT_MAX_TOKENS)

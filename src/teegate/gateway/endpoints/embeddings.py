@@ -50,4 +50,4 @@ def parse(gw: Gateway, body: bytes, req: Any, trust_header: bytes | None,
     return Parsed(body, req, model, False, required, forward, 0)
 
 
-EMBEDDINGS = Endpoint("embeddings", "/embeddings", parse)
+EMBEDDINGS = Endpoint("embeddings", "/embeddings", "/v1/embeddings", parse)

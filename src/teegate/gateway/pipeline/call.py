@@ -88,12 +88,14 @@ async def _serve(gw: Gateway, endpoint: Endpoint, agent: Agent, body: bytes,
                                  code="invalid_conversation", param="x-teegate-conversation")
         call = endpoint.parse(gw, body, await intake.load_request(body),
                               hdrs.get(TRUST_HEADER), agent)
+        if endpoint.load is not None:
+            await endpoint.load(gw, call, agent)
     except GatewayRefusal as r:  # refused calls get a record (and receipt) too
         gw.redacted(r)  # before its hash goes into the receipt
         bad = CallRecord(agent.id, "", agent.trust.label, time.time(), _sha(body),
                          conversation=conv.decode("latin-1") if conv else None,
                          status=r.status, outcome="refused", error=r.message,
-                         returned_sha256=_sha(r.body()))
+                         returned_sha256=_sha(r.body()), endpoint=endpoint.route)
         if gw.receipts is not None:
             bad.receipt_id = gw.receipts.new_id()
         await settle.finish(gw, bad, t0)
@@ -101,7 +103,7 @@ async def _serve(gw: Gateway, endpoint: Endpoint, agent: Agent, body: bytes,
         raise
     record = CallRecord(agent.id, call.model, call.required.label, time.time(), _sha(body),
                         conversation=conv.decode("latin-1") if conv else None,
-                        stream=call.stream)
+                        stream=call.stream, endpoint=endpoint.route)
     if VOUCHER_HEADER in hdrs:  # paid by an on-chain channel (teegate.chain.accounting)
         record.voucher = hdrs[VOUCHER_HEADER].decode("latin-1")
     record.output_cap = call.output_cap
@@ -118,7 +120,7 @@ async def _serve(gw: Gateway, endpoint: Endpoint, agent: Agent, body: bytes,
         if up.is_sse:
             await relay_stream(gw, up, call, record, headers, send, receive)
         else:
-            await relay_plain(gw, up, record, headers, send)
+            await relay_plain(gw, up, call, record, headers, send)
         return record
     except GatewayRefusal as r:
         gw.redacted(r)  # before its hash goes into the receipt

@@ -21,7 +21,7 @@ from teegate.node.signatures import NONCE_HEADER
 if TYPE_CHECKING:
     from teegate.gateway.attestation import Attested, ProviderRuntime
     from teegate.gateway.calls import CallRecord
-    from teegate.gateway.pipeline.endpoint import Endpoint, Parsed
+    from teegate.gateway.pipeline.endpoint import Endpoint, Parsed, Translation
     from teegate.gateway.state import Gateway
     from teegate.providers.http11 import Http11Response
 
@@ -45,6 +45,8 @@ class Upstream:
     sent: bytes  # the exact bytes the provider was sent
     nonce: str | None  # the nonce it signs with the answer (inline signatures)
     is_sse: bool
+    translation: Translation | None = None  # the agent's API is not the provider's
+    inject: bool = False  # the gateway asked for the usage chunk: strip it
     data: bytes = b""  # a plain answer's whole body
     first: bytes = b""  # a stream's first bytes
     rest: AsyncIterator[bytes] | None = None  # and the rest
@@ -63,8 +65,11 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
             continue
         attested = p.current(now)
         record.attempts.append(p.id)
-        sent = call.forward
-        if call.uncapped and endpoint.cap_field is not None:
+        path, sent, translation, inject = endpoint.path, call.forward, None, call.inject
+        if endpoint.leg is not None:
+            leg = endpoint.leg(gw, p, call)
+            path, sent, translation, inject = leg.path, leg.body, leg.translation, leg.inject
+        elif call.uncapped and endpoint.cap_field is not None:
             sent = _capped(call, endpoint.cap_field(p),
                            endpoint.cap(gw.config.default_max_tokens), capped)
         record.forwarded_sha256 = None if sent is call.body else _sha(sent)
@@ -74,7 +79,7 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
             p.config.platform.signatures == "inline") else None
         t_up = time.perf_counter()
         try:
-            resp = await p.adapter.post(endpoint.path, sent, extra_headers if nonce is None else (
+            resp = await p.adapter.post(path, sent, extra_headers if nonce is None else (
                 extra_headers + _NONCE_LINE + nonce.encode() + b"\r\n"))
         except UpstreamError as e:
             p.health.failure(time.monotonic())
@@ -99,7 +104,7 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
         # that breaks before them is failed over like one that never answered.
         is_sse = call.stream and status == 200 and resp.headers.get(
             "content-type", "").startswith("text/event-stream")
-        up = Upstream(p, attested, resp, sent, nonce, is_sse)
+        up = Upstream(p, attested, resp, sent, nonce, is_sse, translation, inject)
         try:
             if is_sse:
                 up.rest = resp.aiter_raw()
@@ -116,6 +121,7 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
         gw.metrics.upstream_latency.labels(p.id).observe(elapsed)
         p.health.success(elapsed * 1000)
         record.served_trust = level.label
+        record.translation = translation.name if translation is not None else None
         return up
     if limited and len(limited) == len(record.attempts):
         # Every provider tried is rate-limiting: say so, and when to come back, so the

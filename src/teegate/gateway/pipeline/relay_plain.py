@@ -15,6 +15,7 @@ from teegate.gateway.pipeline.respond import RECEIPT_HEADERS, ReceiptLost
 
 if TYPE_CHECKING:
     from teegate.gateway.calls import CallRecord
+    from teegate.gateway.pipeline.endpoint import Parsed
     from teegate.gateway.pipeline.forward import Upstream
     from teegate.gateway.pipeline.intake import Send
     from teegate.gateway.state import Gateway
@@ -24,7 +25,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def relay_plain(gw: Gateway, up: Upstream, record: CallRecord,
+async def relay_plain(gw: Gateway, up: Upstream, call: Parsed, record: CallRecord,
                       headers: list[tuple[bytes, bytes]], send: Send) -> None:
     upstream, data, a = up.response, up.data, up.attested
     await upstream.aclose()
@@ -45,6 +46,8 @@ async def relay_plain(gw: Gateway, up: Upstream, record: CallRecord,
                 if a is not None and mode == "endpoint":
                     record.signature_check = "pending"
         record.outcome = "success"
+        if up.translation is not None:  # the provider's bytes were checked: the agent's
+            data = up.translation.plain(data)
     else:
         record.outcome = "failed"
     record.returned_sha256 = _sha(data)
@@ -66,6 +69,8 @@ async def relay_plain(gw: Gateway, up: Upstream, record: CallRecord,
         record.returned_sha256 = _sha(refusal.body())
         await settle.conclude(gw, record)  # voided (void_if_unverified), receipt written
         raise refusal
+    if call.keep is not None and record.outcome == "success":
+        await call.keep(gw, record, call, data)
     withheld = GatewayRefusal(503, "the call's hold was released before it ended (an "
                               "expiry sweep); nothing was charged and the answer is "
                               "withheld", code="hold_lost")

@@ -39,7 +39,7 @@ async def relay_stream(gw: Gateway, up: Upstream, call: Parsed, record: CallReco
               and not record.verified_after_delivery)
     relay = SseRelay(hashlib.sha256(up.sent).hexdigest(),
                      verify.inline_stream(gw, up, record) if inline else None,
-                     require_signature=inline, strip_usage=call.inject,
+                     require_signature=inline, strip_usage=up.inject,
                      pass_comment=up.sent is call.body, hold_done=before)
     headers.append((b"cache-control", b"no-cache"))
     # uvicorn drops writes to a closed connection silently: watch for http.disconnect.
@@ -50,9 +50,14 @@ async def relay_stream(gw: Gateway, up: Upstream, call: Parsed, record: CallReco
     # is committed, so no client sees the end of an answer whose receipt may not exist.
     held = b""
     lost_cut = False
+    translated = up.translation.stream(lambda: relay.usage) if up.translation else None
 
     async def emit(out: bytes) -> None:
         nonlocal held
+        if translated is not None:
+            out = translated.feed(out)
+            if not out:
+                return
         returned.update(out)
         await send({"type": "http.response.body", "body": held + out[:-1],
                     "more_body": True})
@@ -98,6 +103,9 @@ async def relay_stream(gw: Gateway, up: Upstream, call: Parsed, record: CallReco
             await emit(err.sse_event())
         await upstream.aclose()
         _stream_facts(up, record, relay, returned)
+        final = translated.final if translated is not None else None
+        if call.keep is not None and final is not None and record.outcome == "success":
+            await call.keep(gw, record, call, final)
         if not await settle.conclude(gw, record):
             # the client has the receipt id (a header): cut the answer off visibly
             raise ReceiptLost(f"receipt {record.receipt_id} could not be committed")
