@@ -31,6 +31,7 @@ from teegate.gateway.attestation import Attested, ProviderRuntime
 from teegate.gateway.auth import Principal, bearer
 from teegate.gateway.calls import Accounting, Receipts
 from teegate.gateway.config import GatewayConfig
+from teegate.gateway.cors import Cors
 from teegate.gateway.endpoints import ROUTES
 from teegate.gateway.errors import GatewayRefusal, error_body
 from teegate.gateway.pipeline.call import serve
@@ -59,6 +60,8 @@ class GatewayApp:
         self.gateway = gateway
         self.api = api
         self.authorize = authorize
+        origins = gateway.config.cors_origins
+        self.cors = Cors(origins) if origins else None
 
     async def _refusal(self, scope: Scope) -> GatewayRefusal | None:
         """Why a write request's key may not reach its route (None: it may): checked from
@@ -79,6 +82,14 @@ class GatewayApp:
             # before any route reads a header or body
             await refuse_framing(with_request_id(send), problem)
             return
+        if self.cors is not None and scope["type"] == "http":
+            headers = dict(scope["headers"])
+            if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                await self.cors.preflight(headers, with_request_id(send))
+                return
+            origin = headers.get(b"origin")
+            if origin is not None and self.cors.allowed(origin):
+                send = self.cors.wrap(origin, send)
         if scope["type"] == "http" and scope["method"] == "POST" and (
                 endpoint := ROUTES.get(scope["path"])) is not None:
             await serve(self.gateway, endpoint, scope, receive, send)  # names its own id

@@ -117,6 +117,7 @@ class GatewayConfig:
     # /v1/providers shows base URLs and unredacted status text to anyone (else: admin key).
     public_provider_details: bool = False
     public_metrics: bool = False  # /metrics without the admin key
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (CORS); "*": any
     chain: ChainConfig | None = None  # [chain]: conversation channels on chain (teegate.chain)
     # [models."NAME"] policy = "FILE": the identities that may serve NAME, on every provider
     model_policies: Mapping[str, Policy] = field(default_factory=dict)
@@ -352,7 +353,20 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds",
                    "max_connections", "auth_fail_limit",
                    "auth_fail_window_seconds", "public_provider_details", "public_metrics",
-                   "tee"}
+                   "tee", "cors_origins"}
+
+
+def _cors(value: Any) -> tuple[str, ...]:
+    """Origins as browsers send them (``https://app.example.com``, no path), or ``*``."""
+    origins = _want(value, list, "gateway.cors_origins")
+    for o in origins:
+        ok = isinstance(o, str) and (o == "*" or (
+            o.startswith(("http://", "https://")) and "/" not in o.split("://", 1)[1]
+            and o.isprintable() and " " not in o))
+        if not ok:
+            raise ConfigError(f"gateway.cors_origins: {o!r} is not an origin "
+                              "(scheme://host[:port], no path) or '*'")
+    return tuple(origins)
 
 
 def _durability(value: Any) -> str:
@@ -470,6 +484,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         public_provider_details=_want(gw.get("public_provider_details", False), bool,
                                       "gateway.public_provider_details"),
         public_metrics=_want(gw.get("public_metrics", False), bool, "gateway.public_metrics"),
+        cors_origins=_cors(gw.get("cors_origins", [])),
         model_policies=model_policies,
         chain=_chain(data["chain"]) if "chain" in data else None,
         tee=_gateway_tee(gw.get("tee", "none")),
@@ -537,6 +552,7 @@ prefer = "price"                      # among eligible providers: "price" or "la
 # public_provider_details = false     # /v1/providers: base URLs for anyone, not only the
 #                                     # admin key (verdicts and keys are always public)
 # public_metrics = false              # /metrics without the admin key
+# cors_origins = []                    # browser agents' origins allowed (CORS), or ["*"]
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)
