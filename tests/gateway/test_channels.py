@@ -120,8 +120,14 @@ def test_calls_paid_by_vouchers_are_claimed_once_on_chain(
     log.flush()
     auth = {"authorization": f"Bearer {gw.key}"}
     charged_in_receipts = []
+    cited: list[dict[str, str]] = []
     for rid in receipts:
         doc = httpx.get(f"{gw.server.url}/v1/receipts/{rid}", headers=auth).json()["receipt"]
         settlement = {e["type"]: e for e in doc["event_log"]}["teegate.settlement"]
         charged_in_receipts.append(settlement["cost"])
+        cited.append(settlement["channel"])
     assert charged_in_receipts == costs
+    # each receipt cites the channel and the cumulative ceiling of the voucher that paid
+    ceilings = [str(sum(costs[:i]) + 500) for i in range(len(costs))]
+    assert cited == [{"id": "0x" + cid.hex(), "voucher_cumulative": c} for c in ceilings]
+    assert edge.book.claim_tx_of(cid) == result.tx_hash  # the claim that paid them

@@ -64,6 +64,8 @@ def to_receipt(record: CallRecord, receipt_id: str, *, currency: str) -> Receipt
         transfer_ids=tuple(record.transfer_ids), error=error,
         verified_after_delivery=record.verified_after_delivery,
         endpoint=record.endpoint, translation=record.translation,
+        channel_id=getattr(record, "channel_id", None),
+        voucher_cumulative=getattr(record, "voucher_cumulative", None),
     )
 
 

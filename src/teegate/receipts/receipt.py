@@ -205,6 +205,10 @@ class Receipt:
     translation: str | None = None
     endpoint: str = "/v1/chat/completions"
     method: str = "POST"
+    # Paid on an on-chain conversation channel (teegate.chain): the channel and the cumulative
+    # ceiling of the agent's voucher that covered the call; absent from the document otherwise.
+    channel_id: str | None = None
+    voucher_cumulative: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.receipt_id, str) or not RECEIPT_ID.fullmatch(self.receipt_id):
@@ -229,6 +233,12 @@ class Receipt:
                 raise EvidenceError(f"receipt: trust level {lvl!r} not in {TRUST_LEVELS}")
         _int(self.time_ms, "time_ms")
         _int(self.cost, "cost")
+        if self.channel_id is not None and not (
+                isinstance(self.channel_id, str) and len(self.channel_id) == 66
+                and self.channel_id.startswith("0x")):
+            raise EvidenceError("receipt: channel_id must be a 0x-prefixed bytes32")
+        if self.voucher_cumulative is not None:
+            _int(self.voucher_cumulative, "voucher_cumulative")
         for k, v in self.usage.items():
             if not (isinstance(k, str) and k.isascii()):
                 raise EvidenceError(f"receipt: usage key {k!r} must be an ASCII string")
@@ -319,6 +329,9 @@ class Receipt:
                 "cost": self.cost,
                 "currency": self.currency,
                 "transfer_ids": list(self.transfer_ids),
+                **({"channel": {"id": self.channel_id,
+                                "voucher_cumulative": str(self.voucher_cumulative or 0)}}
+                   if self.channel_id is not None else {}),
             }
         )
         return {
