@@ -34,7 +34,8 @@ def test_starter_is_valid() -> None:
 
 @pytest.mark.parametrize(("over", "field"), [
     ({"platform": "nope"}, "providers[0].platform: unknown platform 'nope'"),
-    ({"platform": "anthropic"}, "providers[0].platform: platform 'anthropic' is not supported"),
+    ({"platform": "amazon-bedrock"},
+     "providers[0].platform: platform 'amazon-bedrock' is not supported"),
     ({"models": []}, "providers[0].models"),
     ({"base_url": "ftp://x"}, "providers[0].base_url"),
     ({"prices": {"other": {"input": 1}}}, "providers[0].prices.other"),

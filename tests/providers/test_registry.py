@@ -29,7 +29,7 @@ def test_unknown_platform_lists_valid_ones() -> None:
     assert all(name in msg for name in PLATFORM_NAMES)
 
 
-@pytest.mark.parametrize("name", ["anthropic", "amazon-bedrock"])
+@pytest.mark.parametrize("name", ["amazon-bedrock"])
 def test_non_openai_platforms_not_supported_yet(name: str) -> None:
     with pytest.raises(ConfigError, match="not supported yet"):
         get_platform(name)

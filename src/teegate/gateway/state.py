@@ -23,7 +23,7 @@ from teegate.gateway.errors import GatewayRefusal
 from teegate.gateway.metrics import Metrics
 from teegate.gateway.store import GatewayStore
 from teegate.gateway.throttle import AuthThrottle
-from teegate.providers.adapter import OpenAIAdapter
+from teegate.providers.translated import adapter_for
 from teegate.redact import Redactor
 from teegate.routing.health import Health
 
@@ -50,8 +50,8 @@ class Gateway:
                                 c.kds_url, c.nvidia_ocsp_url, c.nvidia_rim_url])
         self.providers: list[ProviderRuntime] = []
         for pc in config.providers:
-            adapter = OpenAIAdapter(pc.id, pc.platform, pc.base_url, api_key=pc.api_key,
-                                    timeout=pc.timeout, max_body=config.max_response_bytes)
+            adapter = adapter_for(pc.id, pc.platform, pc.base_url, api_key=pc.api_key,
+                                  timeout=pc.timeout, max_body=config.max_response_bytes)
             self.providers.append(ProviderRuntime(
                 pc, adapter, Health(config.allowed_fails, config.cooldown_s)))
         self.by_id = {p.id: p for p in self.providers}

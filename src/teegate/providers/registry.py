@@ -17,22 +17,27 @@ class Platform:
     provider serves the attestation report API (``"report"``), may do so one day (``"probe"``:
     try, stay at ``claimed`` when it does not answer) or not at all; ``signatures`` is where
     response signatures come from: ``"inline"`` (teegate nodes: headers / SSE comment),
-    ``"endpoint"`` (``GET /v1/signature/{id}``, checked before delivery) or ``"none"``."""
+    ``"endpoint"`` (``GET /v1/signature/{id}``, checked before delivery) or ``"none"``;
+    ``protocol`` is what its API speaks: ``"openai"`` (chat completions, forwarded as bytes)
+    or ``"anthropic-messages"`` (translated both ways, ``providers/anthropic.py``);
+    ``supported`` is false for a known platform teegate cannot call yet."""
 
     name: str
     claimed: TrustLevel
     evidence: str = "none"
     signatures: str = "none"
-    openai_compatible: bool = True
+    protocol: str = "openai"
+    supported: bool = True
     default_base_url: str | None = None
     note: str = ""
 
 
 PLATFORMS: dict[str, Platform] = {p.name: p for p in (
     Platform("open-ai", TrustLevel.STANDARD, default_base_url="https://api.openai.com/v1"),
-    Platform("anthropic", TrustLevel.STANDARD, openai_compatible=False,
-             note="the Anthropic Messages API is not OpenAI-compatible"),
-    Platform("amazon-bedrock", TrustLevel.STANDARD, openai_compatible=False,
+    Platform("anthropic", TrustLevel.STANDARD, protocol="anthropic-messages",
+             default_base_url="https://api.anthropic.com/v1",
+             note="chat completions translated to the Messages API"),
+    Platform("amazon-bedrock", TrustLevel.STANDARD, supported=False,
              note="Bedrock needs AWS SigV4 and its own request shapes"),
     Platform("x", TrustLevel.STANDARD, default_base_url="https://api.x.ai/v1"),
     Platform("mistral", TrustLevel.STANDARD, default_base_url="https://api.mistral.ai/v1"),
@@ -58,7 +63,7 @@ def get_platform(name: str, *, field: str = "platform") -> Platform:
     if platform is None:
         raise ConfigError(f"{field}: unknown platform {name!r}; valid platforms: "
                           f"{', '.join(PLATFORM_NAMES)}")
-    if not platform.openai_compatible:
+    if not platform.supported:
         raise ConfigError(f"{field}: platform {name!r} is not supported yet ({platform.note}); "
                           "use an OpenAI-compatible endpoint for it instead")
     return platform
