@@ -117,3 +117,15 @@ def test_anthropic_plain_stream_and_429(make_gateway: GatewayFactory, ledger: Le
         client.chat.completions.create(model="claude-x",
                                        messages=[{"role": "user", "content": "limit"}])
     assert e.value.response.headers["retry-after"] == "7"
+
+
+def test_an_attested_call_never_reaches_anthropic(make_gateway: GatewayFactory,
+                                                   upstream: Server) -> None:
+    gw = make_gateway([{"id": "a", "platform": "anthropic", "base_url": upstream.url + "/v1",
+                        "models": ["claude-x"]}])
+    before = len(SEEN)
+    client = openai.OpenAI(base_url=gw.url, api_key=gw.key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="claude-x@attested",
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert len(SEEN) == before
