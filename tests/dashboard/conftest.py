@@ -108,13 +108,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         mp.undo()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync_playwright() is open it keeps an asyncio loop running
+# on the main thread, and every later asyncio test in the run would fail to start its own.
+@pytest.fixture(scope="module")
 def playwright_() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: scripts/setup installs Debian's chromium "
