@@ -110,12 +110,7 @@ class _Plan:
 
 
 def _plan(body: bytes) -> _Plan:
-    try:
-        req = safejson.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _BadRequestError("request body is not valid JSON") from None
-    if not isinstance(req, dict):
-        raise _BadRequestError("request body must be a JSON object")
+    req = _json_object(body)
     messages = req.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _BadRequestError("'messages' must be a non-empty array", "messages")
@@ -281,13 +276,19 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
-def _request(body: bytes) -> dict[str, Any]:
+def _json_object(body: bytes) -> dict[str, Any]:
+    """Every route's body: one JSON object, or the OpenAI-shaped 400 naming what is wrong."""
     try:
         req = safejson.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _BadRequestError("request body is not valid JSON") from None
     if not isinstance(req, dict):
         raise _BadRequestError("request body must be a JSON object")
+    return req
+
+
+def _request(body: bytes) -> dict[str, Any]:
+    req = _json_object(body)
     model = req.get("model")
     if not isinstance(model, str) or not model:
         raise _BadRequestError("'model' is required", "model")
