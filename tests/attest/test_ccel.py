@@ -118,3 +118,32 @@ def test_a_ccel_is_bounded_in_records_and_bytes() -> None:
     text = ccel_json(widest)
     assert len(text) < MAX_EVENT_LOG_BYTES
     assert len(parse_event_log(text)) == 44
+
+
+def test_an_event_log_file_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 (bench): ``--event-log`` parsed the CCEL to check it, then the verifier parsed
+    it again; the checked events travel with the bytes now and replay to the same RTMRs."""
+    from teegate.attest import ccel
+
+    data = read(CCEL)
+    checked = ccel.event_log_input(data, "--event-log x")
+    assert isinstance(checked, ccel.ParsedCcel)
+    assert bytes(checked) == data
+
+    def no_second_parse(_: bytes) -> list[object]:
+        raise AssertionError("parsed a second time")
+
+    monkeypatch.setattr(ccel, "parse_ccel", no_second_parse)
+    events = parse_event_log(checked)
+    td = parse_quote(read(QUOTE)).td_report
+    assert td is not None
+    assert replay_rtmrs(events) == td.rtmrs
+    with pytest.raises(AssertionError, match="second time"):  # plain bytes are still parsed
+        parse_event_log(data)
+
+
+def test_a_malformed_event_log_file_is_named() -> None:
+    from teegate.attest.ccel import event_log_input
+
+    with pytest.raises(EvidenceError, match=r"^--event-log x: CCEL truncated"):
+        event_log_input(_unpadded()[:-10], "--event-log x")

@@ -23,7 +23,8 @@ import struct
 from teegate.attest.eventlog import MAX_EVENTS, Event
 from teegate.errors import EvidenceError
 
-__all__ = ["SPEC_ID_SIGNATURE", "ccel_json", "event_log_text", "is_ccel", "parse_ccel"]
+__all__ = ["SPEC_ID_SIGNATURE", "ParsedCcel", "ccel_json", "event_log_input", "event_log_text",
+           "is_ccel", "parse_ccel"]
 
 SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
 EV_NO_ACTION = 0x3
@@ -31,6 +32,23 @@ TPM_ALG_SHA384 = 0x000C
 # A real log area is 64 KiB (QEMU/OVMF) or 256 KiB (GCP); anything far larger is not a CCEL.
 # 2 MiB keeps the JSON form (payloads in hex) within eventlog.MAX_EVENT_LOG_BYTES.
 MAX_CCEL_SIZE = 2 << 20
+
+
+_EVENT2_HEAD = struct.Struct("<III")  # MR index, event type, digest count
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+class ParsedCcel(bytes):
+    """A binary CCEL that was already parsed and checked: its bytes (for the JSON form and
+    for hashing) with the events kept, so ``parse_event_log`` does not parse it again."""
+
+    events: tuple[Event, ...]
+
+    def __new__(cls, data: bytes, events: list[Event]) -> ParsedCcel:
+        self = super().__new__(cls, data)
+        self.events = tuple(events)
+        return self
 
 
 def is_ccel(data: bytes) -> bool:
@@ -87,7 +105,7 @@ def parse_ccel(data: bytes) -> list[Event]:
                 raise EvidenceError(f"CCEL has data after the padding at offset {pos}")
             break
         _take(data, pos, 12, f"event #{n} header")
-        index, event_type, count = struct.unpack_from("<III", data, pos)
+        index, event_type, count = _EVENT2_HEAD.unpack_from(data, pos)
         if index == 0xFFFFFFFF:
             break
         pos += 12
@@ -97,7 +115,7 @@ def parse_ccel(data: bytes) -> list[Event]:
         digest = b""
         for _ in range(count):
             _take(data, pos, 2, f"event #{n} digest algorithm")
-            (alg,) = struct.unpack_from("<H", data, pos)
+            (alg,) = _U16.unpack_from(data, pos)
             if alg not in sizes:
                 raise EvidenceError(f"CCEL event #{n} uses undeclared algorithm {alg:#06x}")
             start = pos + 2
@@ -105,7 +123,7 @@ def parse_ccel(data: bytes) -> list[Event]:
             if alg == TPM_ALG_SHA384:
                 digest = data[start:pos]
         _take(data, pos, 4, f"event #{n} size")
-        (size,) = struct.unpack_from("<I", data, pos)
+        (size,) = _U32.unpack_from(data, pos)
         start = pos + 4
         pos = _take(data, start, size, f"event #{n} data")
         n += 1
@@ -155,8 +173,7 @@ def event_log_input(data: bytes, where: str = "event log") -> str | bytes:
     data = data.removeprefix(b"\xef\xbb\xbf")
     if is_ccel(data):
         try:
-            parse_ccel(data)
+            return ParsedCcel(data, parse_ccel(data))
         except EvidenceError as e:
             raise EvidenceError(f"{where}: {e}") from None
-        return data
     return event_log_text(data, where)

@@ -118,8 +118,10 @@ def parse_event_log(data: str | bytes | list[Any]) -> list[Event]:
     """Parse the dstack JSON event log (a JSON text or an already-decoded list), or a binary
     CCEL (``teegate.attest.ccel``), whose boot events explain RTMR0-2."""
     if isinstance(data, (bytes, bytearray)) and data[4:8] == b"\x03\0\0\0":
-        from teegate.attest.ccel import is_ccel, parse_ccel
+        from teegate.attest.ccel import ParsedCcel, is_ccel, parse_ccel
 
+        if isinstance(data, ParsedCcel):  # parsed and checked when the file was read
+            return list(data.events)
         if is_ccel(bytes(data)):
             return parse_ccel(bytes(data))
     items: Any = data
