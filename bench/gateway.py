@@ -22,6 +22,13 @@ paths slower than they are. CPU per request is the gateway process tree's user +
 from /proc over the measured run.
 
     .venv/bin/python bench/gateway.py [--secs 5] [--pg URL] [--no-portkey] [--no-litellm]
+        [--baseline REV]
+
+``--baseline REV`` adds teegate's defaults at an older commit (checked out into a temporary
+git worktree, run from its ``src`` with this environment's packages) to the same run, so a
+change's cost is measured against the code before it on the same machine in the same hour:
+issue 11 compares its hardening (replay protection, verify-before-delivery) with the commit
+before it this way.
 """
 
 from __future__ import annotations
@@ -340,6 +347,11 @@ def stop(target: subprocess.Popen[bytes] | Gateway) -> None:
         proc.wait()
 
 
+KEY_SCRIPT = """
+import sys
+from teegate.gateway import GatewayStore
+print(GatewayStore(sys.argv[1]).create_key("bench", trust="standard"))
+"""
 GATEWAY_SCRIPT = """
 import sys, uvicorn
 from teegate.gateway import load_config
@@ -392,15 +404,18 @@ prices.teegate-builtin = {{ input = 100, output = 300 }}
 
 
 def start_teegate(home: Path, name: str, slug: str, db: str, mock: str, node: str, *,
-                  money: bool, cpus: set[int] | None) -> Gateway:
-    from teegate.gateway import GatewayStore
-
+                  money: bool, cpus: set[int] | None, src: Path | None = None) -> Gateway:
+    """teegate as this checkout has it, or from another checkout's ``src`` (``--baseline``):
+    its own code creates the database and the key, so its schema is its own."""
     port = free_port()
     cfg = teegate_config(home, slug, db, mock, node, port, money=money)
-    key = GatewayStore(db).create_key("bench", trust="standard")
     # TEEGATE_HOME is the node's, so the gateway trusts the node's development PKI.
-    proc = spawn([PY, "-c", GATEWAY_SCRIPT, str(cfg)], cpus,
-                 env={**os.environ, "TEEGATE_HOME": str(home)}, quiet=False)
+    env = {**os.environ, "TEEGATE_HOME": str(home)}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    key = subprocess.run([PY, "-c", KEY_SCRIPT, db], env=env, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    proc = spawn([PY, "-c", GATEWAY_SCRIPT, str(cfg)], cpus, env=env, quiet=False)
     gw = Gateway(name, f"http://{HOST}:{port}", [("Authorization", f"Bearer {key}")], proc,
                  {"plain": "mock-model", "attested": "teegate-builtin"})
     if not wait_http(gw.url + "/readyz"):
@@ -585,6 +600,9 @@ def main() -> None:
     ap.add_argument("--no-portkey", action="store_true")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--python-load", action="store_true", help="the asyncio loader, not wrk")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also run teegate's defaults at this git revision (e.g. the commit "
+                    "before a change) in the same run")
     ap.add_argument("--stream-writes", choices=("event", "one"), default="event",
                     help="the mock writes each SSE event on its own (as engines do) or the "
                     "whole stream at once")
@@ -642,8 +660,14 @@ def main() -> None:
         pg = fresh_pg_database(args.pg) if args.pg else None
         if pg:
             teegates.append(("teegate, defaults, PostgreSQL", "postgres", pg, True))
-        for name, slug, db, money in teegates:
-            gw = start_teegate(tmp, name, slug, db, mock, node, money=money, cpus=gateway_core)
+        baseline = checkout(args.baseline, tmp) if args.baseline else None
+        runs: list[tuple[str, str, str, bool, Path | None]] = [(*t, None) for t in teegates]
+        if baseline is not None:
+            runs.append((baseline_name(args.baseline), "baseline",
+                         f"sqlite:///{tmp / 'baseline.db'}", True, baseline / "src"))
+        for name, slug, db, money, src in runs:
+            gw = start_teegate(tmp, name, slug, db, mock, node, money=money, cpus=gateway_core,
+                               src=src)
             try:
                 bench.run(gw)
             finally:
@@ -661,18 +685,36 @@ def main() -> None:
                 bench.run(ll)
             finally:
                 stop(ll)
-        summary(bench, [n for n, _, _, _ in teegates])
+        summary(bench, [n for n, _, _, _ in teegates],
+                baseline_name(args.baseline) if baseline is not None else None)
     finally:
         for p in background:
             stop(p)
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(tmp / "baseline-src")], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def baseline_name(rev: str) -> str:
+    return f"teegate @{rev[:12]}, defaults"
+
+
+def checkout(rev: str, tmp: Path) -> Path:
+    """A detached worktree of ``rev`` (the repository's own history, no network)."""
+    where = tmp / "baseline-src"
+    done = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where),
+                           rev], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"--baseline {rev}: {done.stderr.strip()}")
+    return where
 
 
 def _fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def summary(b: Bench, teegates: list[str]) -> None:
+def summary(b: Bench, teegates: list[str], baseline: str | None = None) -> None:
     base_plain = b.get("direct upstream", "plain", False, 1, "p50")
     base_node = b.get("direct node", "attested", False, 1, "p50")
 
@@ -681,7 +723,7 @@ def summary(b: Bench, teegates: list[str]) -> None:
         p50 = b.get(name, route, False, 1, "p50")
         return None if p50 is None or base is None else p50 - base
 
-    rows = [*teegates, "Portkey (warm)", "LiteLLM, 1 worker"]
+    rows = [*teegates, *([baseline] if baseline else []), "Portkey (warm)", "LiteLLM, 1 worker"]
     print("\n| gateway | c=1 added p50 plain / attested | c=64 plain req/s | c=64 stream req/s "
           "| CPU ms/req plain / stream |")
     print("|---|---|---|---|---|")
@@ -728,6 +770,17 @@ def summary(b: Bench, teegates: list[str]) -> None:
     cost = None if a_on is None or a_off is None else a_on - a_off
     checks.append(("issue 12: ledger + durable receipts, attested c=1 p50 cost", cost, -0.3,
                    "ms"))
+    if baseline is not None:
+        for route in ("plain", "attested"):
+            now, then = added(tg, route), added(baseline, route)
+            checks.append((f"issue 11: c=1 added p50 {route}, this vs baseline",
+                           None if now is None or then is None or then <= 0 else now / then,
+                           -1.1, "x"))
+            for stream in (False, True):
+                mode = "stream" if stream else "plain"
+                checks.append((f"issue 11: c=64 {route} {mode} req/s, this vs baseline",
+                               ratio(b.get(tg, route, stream, 64, "rps"),
+                                     b.get(baseline, route, stream, 64, "rps")), 0.9, "x"))
     print("\ngoals (negative goal: at most; positive: at least):")
     for label, value, goal, unit in checks:
         if value is None:
