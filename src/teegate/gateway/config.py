@@ -27,6 +27,7 @@ from teegate.serving import ServerLimits
 
 if TYPE_CHECKING:
     from teegate.chain.config import ChainConfig
+    from teegate.x402.config import X402Config
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class GatewayConfig:
     public_metrics: bool = False  # /metrics without the admin key
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (CORS); "*": any
     chain: ChainConfig | None = None  # [chain]: conversation channels on chain (teegate.chain)
+    x402: X402Config | None = None  # [x402]: keyless calls paid by x402 (teegate.x402)
     # [models."NAME"] policy = "FILE": the identities that may serve NAME, on every provider
     model_policies: Mapping[str, Policy] = field(default_factory=dict)
     # gateway.tee: where the gateway's own evidence comes from (gateway/self_attestation.py)
@@ -399,7 +401,8 @@ def _collateral(raw: dict[str, Any], base: Path) -> CollateralConfig:
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GatewayConfig:
     """Build a GatewayConfig from parsed TOML; ConfigError naming the field otherwise."""
     base = base_dir or Path.cwd()
-    _only(data, {"gateway", "providers", "agents", "collateral", "models", "chain"}, "config")
+    _only(data, {"gateway", "providers", "agents", "collateral", "models", "chain", "x402"},
+          "config")
     gw = _want(data.get("gateway", {}), dict, "gateway")
     _only(gw, _GATEWAY_FIELDS, "gateway")
     listen = _want(gw.get("listen", "127.0.0.1:8080"), str, "gateway.listen")
@@ -487,6 +490,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
         cors_origins=_cors(gw.get("cors_origins", [])),
         model_policies=model_policies,
         chain=_chain(data["chain"]) if "chain" in data else None,
+        x402=_x402(data),
         tee=_gateway_tee(gw.get("tee", "none")),
     )
 
@@ -498,6 +502,17 @@ def _gateway_tee(value: Any) -> str:
     if text not in GATEWAY_TEES:
         raise ConfigError(f"gateway.tee: one of {', '.join(GATEWAY_TEES)}, not {text!r}")
     return text
+
+
+def _x402(data: Mapping[str, Any]) -> X402Config | None:
+    """[x402], which needs [chain] (its chain, token and receiver)."""
+    if "x402" not in data:
+        return None
+    if "chain" not in data:
+        raise ConfigError("x402: needs a [chain] section (chain id, token, receiver)")
+    from teegate.x402.config import parse_x402
+
+    return parse_x402(_want(data["x402"], dict, "x402"))
 
 
 def _chain(raw: Any) -> ChainConfig:

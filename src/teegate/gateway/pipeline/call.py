@@ -29,6 +29,7 @@ from teegate.gateway.pipeline.relay_plain import relay_plain
 from teegate.gateway.pipeline.relay_stream import relay_stream
 from teegate.gateway.pipeline.respond import ReceiptLost, response_headers, send_error
 from teegate.gateway.pipeline.route import route
+from teegate.x402 import gate as x402_gate
 
 if TYPE_CHECKING:
     from teegate.gateway.auth import Agent
@@ -51,6 +52,11 @@ async def serve(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive,
     counted = False  # _serve records (and counts) every call it sees
     try:
         auth = hdrs.get(b"authorization")
+        if x402_gate.wants_challenge(gw, scope, auth):
+            counted = True
+            gw.metrics.requests.labels("", "payment_required").inc()
+            await x402_gate.challenge(gw, endpoint, scope, receive, send, hdrs)
+            return
         client = scope.get("client")
         agent = await gw.authenticate(auth.decode("latin-1") if auth else None,
                                       client[0] if client else None)
