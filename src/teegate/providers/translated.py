@@ -5,6 +5,7 @@ answered. The wire work is the same keep-alive pool; the translation is pure
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,28 +22,47 @@ _SSE_TYPE = "text/event-stream"
 _RATE_NAMES = {f"anthropic-ratelimit-{kind}-{what}": f"x-ratelimit-{what}-{kind}"
                for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")}
 _DROPPED = frozenset({"content-length", "transfer-encoding", "content-type", "connection"})
+ANTHROPIC = "chat.completions->anthropic.messages"
+"""The translation's name in receipts (the agent's API -> the provider's)."""
 
 
 class TranslatedResponse(Http11Response):
     """A provider's answer as chat completions: status and headers at once, the body
     translated as it is read. ``body`` is a ready answer (errors, refusals); otherwise the
-    provider's own response ``source`` is read and translated, whole or event by event."""
+    provider's own response ``source`` is read and translated, whole or event by event.
+
+    Receipts cite both sides: ``sent_sha256`` is the hash of the request bytes the provider
+    was sent, ``received_sha256()`` the hash of the bytes it answered (before translation);
+    the pipeline hashes what the agent got."""
 
     def __init__(self, status: int, headers: dict[str, str], *, body: bytes | None = None,
                  source: Http11Response | None = None,
-                 stream: anthropic.StreamTranslator | None = None) -> None:
+                 stream: anthropic.StreamTranslator | None = None,
+                 sent_sha256: str | None = None, received: bytes | None = None,
+                 name: str = ANTHROPIC) -> None:
         # Not backed by a connection of its own: ``source`` owns it (no super().__init__).
         self.status_code = status
         self.headers = headers
+        self.name = name
+        self.sent_sha256 = sent_sha256  # None: nothing was sent (refused here)
         self._body = body
         self._source = source
         self._stream = stream
+        self._received = hashlib.sha256()
+        self._got = received is not None or source is not None
+        if received is not None:
+            self._received.update(received)
+
+    def received_sha256(self) -> str | None:
+        """The hash of the provider's own bytes read so far (None: it was never called)."""
+        return self._received.hexdigest() if self._got else None
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         if self._source is None or self._stream is None:
             yield await self.aread()
             return
         async for chunk in self._source.aiter_raw():
+            self._received.update(chunk)
             out = self._stream.feed(chunk) if not self._stream.done else b""
             if out:
                 yield out
@@ -52,6 +72,7 @@ class TranslatedResponse(Http11Response):
             return self._body
         assert self._source is not None
         data = await self._source.aread()
+        self._received.update(data)
         try:
             msg = await safejson.aloads(data)
         except (ValueError, UnicodeDecodeError):
@@ -119,8 +140,10 @@ class AnthropicAdapter(OpenAIAdapter):
         except (ValueError, UnicodeDecodeError) as e:  # TranslationError is a ValueError
             return _refusal(400, f"{self.provider_id}: {e}", "untranslatable_request",
                             getattr(e, "param", None))
+        sent = anthropic.encode(messages)
+        sent_sha = hashlib.sha256(sent).hexdigest()
         try:
-            resp = await self.pool.post("/messages", anthropic.encode(messages), extra_headers)
+            resp = await self.pool.post("/messages", sent, extra_headers)
         except UpstreamError as e:
             raise UpstreamError(f"{self.provider_id}: {e}") from None
         status = resp.status_code
@@ -131,14 +154,17 @@ class AnthropicAdapter(OpenAIAdapter):
                 data = b""
             status = 503 if status == anthropic.OVERLOADED else status
             return TranslatedResponse(status, _headers(resp, JSON_TYPE),
-                                      body=anthropic.error_body(resp.status_code, data))
+                                      body=anthropic.error_body(resp.status_code, data),
+                                      sent_sha256=sent_sha, received=data)
         if resp.headers.get("content-type", "").startswith(_SSE_TYPE):
             opts = req.get("stream_options")
             include = isinstance(opts, dict) and opts.get("include_usage") is True
             return TranslatedResponse(200, _headers(resp, _SSE_TYPE), source=resp,
                                       stream=anthropic.StreamTranslator(
-                                          int(time.time()), include_usage=include))
-        return TranslatedResponse(200, _headers(resp, JSON_TYPE), source=resp)
+                                          int(time.time()), include_usage=include),
+                                      sent_sha256=sent_sha)
+        return TranslatedResponse(200, _headers(resp, JSON_TYPE), source=resp,
+                                  sent_sha256=sent_sha)
 
 
 def adapter_for(provider_id: str, platform: Platform, base_url: str, *,

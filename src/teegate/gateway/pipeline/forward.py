@@ -17,6 +17,7 @@ from teegate.errors import UpstreamError
 from teegate.gateway import forwarding
 from teegate.gateway.errors import GatewayRefusal
 from teegate.node.signatures import NONCE_HEADER
+from teegate.providers.translated import TranslatedResponse
 
 if TYPE_CHECKING:
     from teegate.gateway.attestation import Attested, ProviderRuntime
@@ -86,6 +87,9 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
             gw.metrics.failovers.labels(p.id, "connect").inc()
             errors.append(str(e))
             continue
+        native = resp if isinstance(resp, TranslatedResponse) else None
+        if native is not None and native.sent_sha256 is not None:
+            record.forwarded_sha256 = native.sent_sha256  # what the provider itself got
         status = resp.status_code
         if status in _RETRYABLE or status in _PROVIDER_AUTH:
             if status == 429:
@@ -121,7 +125,8 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
         gw.metrics.upstream_latency.labels(p.id).observe(elapsed)
         p.health.success(elapsed * 1000)
         record.served_trust = level.label
-        record.translation = translation.name if translation is not None else None
+        record.translation = _named(translation.name if translation is not None else None,
+                                    native.name if native is not None else None)
         return up
     if limited and len(limited) == len(record.attempts):
         # Every provider tried is rate-limiting: say so, and when to come back, so the
@@ -134,6 +139,16 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
     record.error = "; ".join(errors)
     raise GatewayRefusal(502, "every eligible provider failed: " + "; ".join(errors),
                          code="upstream_unavailable")
+
+
+def _named(endpoint: str | None, adapter: str | None) -> str | None:
+    """The whole translation, agent's API first: the endpoint's (e.g. responses -> chat)
+    then the adapter's (chat -> the provider's own API), joined where they meet."""
+    if endpoint is None or adapter is None:
+        return endpoint or adapter
+    middle = endpoint.rsplit("->", 1)[-1]
+    return endpoint + adapter[len(middle):] if adapter.startswith(middle + "->") else (
+        f"{endpoint}, {adapter}")
 
 
 def _sha(data: bytes) -> str:

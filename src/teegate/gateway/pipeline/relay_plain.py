@@ -12,6 +12,7 @@ from teegate import safejson
 from teegate.gateway.errors import GatewayRefusal
 from teegate.gateway.pipeline import settle, verify
 from teegate.gateway.pipeline.respond import RECEIPT_HEADERS, ReceiptLost
+from teegate.providers.translated import TranslatedResponse
 
 if TYPE_CHECKING:
     from teegate.gateway.calls import CallRecord
@@ -30,6 +31,8 @@ async def relay_plain(gw: Gateway, up: Upstream, call: Parsed, record: CallRecor
     upstream, data, a = up.response, up.data, up.attested
     await upstream.aclose()
     record.response_sha256 = record.returned_sha256 = _sha(data)
+    if isinstance(upstream, TranslatedResponse):  # the provider's own bytes, not ours
+        record.response_sha256 = upstream.received_sha256() or record.response_sha256
     mode = up.provider.config.platform.signatures
     if a is not None and mode == "inline":
         verify.inline_plain(gw, up, record, headers)

@@ -16,6 +16,7 @@ from teegate.gateway.errors import GatewayRefusal
 from teegate.gateway.pipeline import settle, verify
 from teegate.gateway.pipeline.respond import ReceiptLost
 from teegate.gateway.streaming import SseRelay, StreamFailure
+from teegate.providers.translated import TranslatedResponse
 
 if TYPE_CHECKING:
     from teegate.gateway.calls import CallRecord
@@ -125,7 +126,10 @@ async def relay_stream(gw: Gateway, up: Upstream, call: Parsed, record: CallReco
 
 def _stream_facts(up: Upstream, record: CallRecord, relay: SseRelay, returned: Any) -> None:
     record.usage = relay.usage
-    record.response_sha256 = relay.hasher.hexdigest()
+    native = up.response if isinstance(up.response, TranslatedResponse) else None
+    # A translated provider's own bytes (what it answered), else what the relay saw.
+    record.response_sha256 = (native.received_sha256() if native is not None else None
+                              ) or relay.hasher.hexdigest()
     record.returned_sha256 = returned.hexdigest()
     record.content_events = relay.content_events
     if relay.chat_id:
