@@ -57,6 +57,7 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
                   providers: list[ProviderRuntime], extra_headers: bytes) -> Upstream:
     errors: list[str] = []
     limited: list[list[tuple[bytes, bytes]]] = []  # rate-limit headers of each 429
+    busy: list[list[tuple[bytes, bytes]]] = []  # and of each 503 (overloaded: Anthropic's 529)
     capped: dict[str, bytes] = {}  # the bytes sent, per token-limit field name
     for p in providers:
         now = gw.clock()
@@ -94,6 +95,8 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
         if status in _RETRYABLE or status in _PROVIDER_AUTH:
             if status == 429:
                 limited.append(_rate_limit(resp))
+            elif status == 503:
+                busy.append(_rate_limit(resp))
             await resp.aclose()
             p.health.failure(time.monotonic())
             gw.metrics.failovers.labels(p.id, str(status)).inc()
@@ -135,6 +138,14 @@ async def forward(gw: Gateway, endpoint: Endpoint, record: CallRecord, call: Par
         record.error = "; ".join(errors)
         raise GatewayRefusal(429, "every eligible provider is rate-limiting this gateway: "
                              + "; ".join(errors), code="rate_limited", headers=_soonest(limited))
+    if busy and len(limited) + len(busy) == len(record.attempts):
+        # Every provider tried is overloaded (or rate-limiting): a retry later may succeed,
+        # which a 502 does not say.
+        record.outcome, record.status = "failed", 503
+        record.error = "; ".join(errors)
+        raise GatewayRefusal(503, "every eligible provider is overloaded: " + "; ".join(errors),
+                             code="upstream_overloaded", retry=True,
+                             headers=_soonest(limited + busy))
     record.outcome, record.status = "failed", 502
     record.error = "; ".join(errors)
     raise GatewayRefusal(502, "every eligible provider failed: " + "; ".join(errors),
