@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,50 +22,24 @@ from web3.exceptions import ContractCustomError
 from teegate.chain.artifacts import load_artifact
 from teegate.chain.book import ChannelBook
 from teegate.chain.config import ChainConfig
-from teegate.chain.devnet import ERC3009_COLLECTOR, anvil_binary, dev_key, start_anvil
+from teegate.chain.devnet import ERC3009_COLLECTOR, dev_key
 from teegate.chain.edge import ChainEdge
 from teegate.chain.scheme import ChannelConfig, Domain, sign_digest, voucher_digest
 from teegate.chain.vouchers import Voucher, check_voucher
 from teegate.cli import app
-from teegate.errors import ChainError
 from teegate.ledger.db import open_backend
+from tests.chain.anvil import anvil, deployed, free_port, needs_anvil
 
-try:
-    anvil_binary()
-    HAVE_ANVIL = True
-except ChainError:
-    HAVE_ANVIL = False
-
-pytestmark = pytest.mark.skipif(not HAVE_ANVIL, reason="anvil not installed (scripts/setup)")
+pytestmark = needs_anvil
 SHAPE = {"rpc_url", "chain_id", "token", "contracts", "agent", "owner", "gateway", "facilitator",
          "_comment"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["anvil", "deployed"]  # fixtures
 
 
 @pytest.fixture(scope="module")
-def anvil() -> Iterator[str]:
-    port = free_port()
-    proc: subprocess.Popen[bytes] = start_anvil(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def devnet(anvil: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    home = tmp_path_factory.mktemp("home")
+def devnet(deployed: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    home, data = deployed
     runner = CliRunner()
-    res = runner.invoke(app, ["chain", "deploy", "--rpc-url", anvil],
-                        env={"TEEGATE_HOME": str(home)})
-    assert res.exit_code == 0, res.output
-    data: dict[str, Any] = json.loads((home / "devnet.json").read_text())
     assert (home / "devnet.json").stat().st_mode & 0o777 == 0o600
     res = runner.invoke(app, ["chain", "status", "--json", "--devnet", str(home / "devnet.json")])
     assert res.exit_code == 0, res.output

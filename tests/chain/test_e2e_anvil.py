@@ -33,7 +33,7 @@ from teegate.chain.vouchers import Voucher
 from teegate.gateway import GatewayStore
 from teegate.ledger.db import open_backend
 from teegate.node import BuiltinEngine, engine_app
-from tests.chain.test_devnet import HAVE_ANVIL, free_port
+from tests.chain.anvil import HAVE_ANVIL, free_port
 from tests.gateway.loopback import Server, serving
 
 pytestmark = pytest.mark.skipif(not HAVE_ANVIL, reason="anvil not installed (scripts/setup)")

@@ -13,6 +13,7 @@ app = typer.Typer(
 )
 
 # Sub-commands: one line each; keep the order stable.
+from teegate.cli import agent as _agent  # noqa: E402
 from teegate.cli import audit as _audit  # noqa: E402
 from teegate.cli import chain as _chain  # noqa: E402
 from teegate.cli import collateral as _collateral  # noqa: E402
@@ -22,6 +23,7 @@ from teegate.cli import policy as _policy  # noqa: E402
 from teegate.cli import serve as _serve  # noqa: E402
 from teegate.cli import verify as _verify  # noqa: E402
 
+_agent.register(app)
 _audit.register(app)
 _chain.register(app)
 _collateral.register(app)
