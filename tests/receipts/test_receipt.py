@@ -138,8 +138,19 @@ def test_refused_and_standard_receipts() -> None:
     assert up["required"] is True
     std = s.sign(make_receipt(7, trust_level="standard", trust_required="standard")).document
     up = next(e for e in std["event_log"] if e["type"] == "upstream.verified")
-    assert up["result"] == "failed"
+    assert up["result"] == "not_applicable"  # routed to a plain provider: nothing failed
+    assert up["routed"] is True
     assert up["required"] is False
+    tee = s.sign(make_receipt(8, trust_level="tee", trust_required="standard",
+                              attestation=None)).document
+    up = next(e for e in tee["event_log"] if e["type"] == "upstream.verified")
+    assert up["result"] == "not_applicable"
+    assert "routed" not in up
+    # an attested level claimed without a verdict is a failure, whatever was required
+    bad = s.sign(make_receipt(9, trust_level="attested", trust_required="standard",
+                              attestation=None)).document
+    up = next(e for e in bad["event_log"] if e["type"] == "upstream.verified")
+    assert up["result"] == "failed"
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,7 @@ class Receipts(Protocol):
     ledger shares the log's database (``shared``), else by ``commit``."""
 
     shared: bool
+    keyset_digest: str  # the ACI workload keyset every receipt names (X-ACI-Keyset-Digest)
 
     def new_id(self) -> str: ...
     def attach(self, tx: Any, record: CallRecord, receipt_id: str) -> None: ...

@@ -14,11 +14,12 @@ Send = Callable[[Message], Awaitable[None]]
 
 EXPOSED = (b"x-request-id, x-should-retry, retry-after, x-teegate-provider, "
            b"x-teegate-platform, x-teegate-trust, x-teegate-verdict, x-teegate-development, "
-           b"x-teegate-receipt, x-receipt-id, x-teegate-signature, x-teegate-signing-address, "
-           b"x-teegate-signing-algo, x-teegate-text, x-ratelimit-limit-requests, "
-           b"x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, "
-           b"x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, "
-           b"x-ratelimit-reset-tokens")
+           b"x-teegate-receipt, x-receipt-id, x-aci-version, x-aci-keyset-digest, "
+           b"x-teegate-upstream-verified, x-teegate-routed, x-teegate-signature, "
+           b"x-teegate-signing-address, x-teegate-signing-algo, x-teegate-text, "
+           b"x-ratelimit-limit-requests, x-ratelimit-limit-tokens, "
+           b"x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens, "
+           b"x-ratelimit-reset-requests, x-ratelimit-reset-tokens")
 _METHODS = b"GET, POST, DELETE, OPTIONS"
 
 

@@ -77,6 +77,7 @@ class ReceiptBridge:
         self.log = log
         self.currency = currency
         self.shared = ledger is not None and same_database(ledger, log)
+        self.keyset_digest = log.signer.keyset_digest
         if self.shared:
             assert ledger is not None
             log.use_writer(ledger.backend.run)

@@ -36,6 +36,8 @@ _SIG_HEX = re.compile(r"[0-9a-f]{128}")
 RECEIPT_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,200}")
 
 Outcome = Literal["success", "failed", "voided", "refused"]
+UpstreamResult = Literal["verified", "failed", "not_applicable"]
+UPSTREAM_RESULTS = ("verified", "failed", "not_applicable")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -254,10 +256,30 @@ class Receipt:
 
     # -- document ---------------------------------------------------------------------
 
+    def upstream_claim(self) -> UpstreamResult:
+        """The tri-state ACI claim (§7.5): ``verified`` on a verdict; ``failed`` when
+        verification was required, or an attested level was claimed, without one;
+        ``not_applicable`` when the call was served (or refused) at a level that asks for
+        none. Before this split every unverified call read ``failed``, which a routed call
+        to a plain API never was."""
+        attested = self.trust_level in ("attested", "attested+gpu")
+        if self.attestation is not None and attested:
+            return "verified"
+        if attested or self.trust_required in ("attested", "attested+gpu"):
+            return "failed"
+        return "not_applicable"
+
+    @property
+    def routed(self) -> bool:
+        """Served by a plain (non-TEE) provider: routed, nothing to attest."""
+        return self.trust_level == "standard"
+
     def _upstream_event(self) -> dict[str, Any]:
         required = self.trust_required in ("attested", "attested+gpu")
         model_id = self.upstream_model or self.model or ""
-        if self.attestation is not None and self.trust_level in ("attested", "attested+gpu"):
+        result = self.upstream_claim()
+        if result == "verified":
+            assert self.attestation is not None
             return {
                 "type": "upstream.verified",
                 "result": "verified",
@@ -265,14 +287,24 @@ class Receipt:
                 "model_id": model_id,
                 "session_id": self.attestation.verdict_digest,
             }
+        if result == "failed":
+            reason = self.error or (
+                f"no verified attestation (trust level {self.trust_level or 'none'})")
+        elif self.routed:
+            reason = "routed: a plain (non-TEE) provider, nothing to attest"
+        elif self.trust_level == "tee":
+            reason = "served at trust level tee: the provider's TEE is not verified at it"
+        else:
+            reason = self.error or "no upstream served the call"
         ev: dict[str, Any] = {
             "type": "upstream.verified",
-            "result": "failed",
+            "result": result,
             "required": required,
             "model_id": model_id,
-            "reason": self.error
-            or f"no verified attestation (trust level {self.trust_level or 'none'})",
+            "reason": reason,
         }
+        if self.routed:
+            ev["routed"] = True
         if self.provider:
             ev["upstream_name"] = self.provider
         return ev

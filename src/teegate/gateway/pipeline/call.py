@@ -67,7 +67,8 @@ async def serve(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive,
     except GatewayRefusal as r:
         if not counted:
             gw.metrics.requests.labels("", "refused").inc()
-        await send_error(send, gw.redacted(r))
+        await send_error(send, gw.redacted(r),
+                         gw.receipts.keyset_digest if gw.receipts is not None else None)
     except Disconnected:
         return
     except ReceiptLost as e:  # the response is left incomplete on purpose

@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     from teegate.providers.http11 import Http11Response
 
 RECEIPT_HEADERS = frozenset({b"x-teegate-receipt", b"x-receipt-id"})
+ACI_VERSION_HEADER = (b"x-aci-version", b"aci/1")
+
+
+def receipt_headers(receipt_id: str, keyset_digest: str) -> list[tuple[bytes, bytes]]:
+    """ACI §7: a paid answer names its receipt and the keyset that signs it (the digest the
+    gateway's ``/v1/aci/attestation`` binds), so the agent can tie the two together."""
+    rid = receipt_id.encode()
+    return [(b"x-teegate-receipt", rid), (b"x-receipt-id", rid), ACI_VERSION_HEADER,
+            (b"x-aci-keyset-digest", keyset_digest.encode())]
 
 
 class ReceiptLost(Exception):  # noqa: N818 - an outcome
@@ -58,12 +67,19 @@ def response_headers(gw: Gateway, p: ProviderRuntime, a: Attested | None, record
          (b"x-teegate-verdict", (a.digest if a is not None else "none").encode())]
     if a is not None and a.development:
         h.append((b"x-teegate-development", b"true"))
+    # The receipt's tri-state upstream.verified claim, said where the agent sees it; a
+    # plain (non-TEE) provider is marked routed, never "failed".
+    if a is not None:
+        h.append((b"x-teegate-upstream-verified", b"verified"))
+    else:
+        h.append((b"x-teegate-upstream-verified", b"not_applicable"))
+        if record.served_trust == "standard":
+            h.append((b"x-teegate-routed", b"true"))
     h += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers.items()
           if k.startswith("x-ratelimit-")]  # the provider's budget, as OpenAI sends it
     if gw.receipts is not None:
         record.receipt_id = gw.receipts.new_id()
-        rid = record.receipt_id.encode()
-        h += [(b"x-teegate-receipt", rid), (b"x-receipt-id", rid)]  # the second: ACI's
+        h += receipt_headers(record.receipt_id, gw.receipts.keyset_digest)
     return h
 
 
@@ -73,13 +89,16 @@ def after_delivery(p: ProviderRuntime) -> bool:
     return p.config.verify_after_delivery and p.config.platform.signatures == "endpoint"
 
 
-async def send_error(send: Send, r: GatewayRefusal) -> None:
+async def send_error(send: Send, r: GatewayRefusal, keyset_digest: str | None = None) -> None:
     body = r.body()
     headers = [JSON_CT, (b"content-length", str(len(body)).encode()),
                (b"x-should-retry", b"true" if r.retry else b"false"), request_id(),
                *r.headers]
     if r.receipt_id is not None:
-        rid = r.receipt_id.encode()
-        headers += [(b"x-teegate-receipt", rid), (b"x-receipt-id", rid)]
+        if keyset_digest is not None:
+            headers += receipt_headers(r.receipt_id, keyset_digest)
+        else:
+            rid = r.receipt_id.encode()
+            headers += [(b"x-teegate-receipt", rid), (b"x-receipt-id", rid)]
     await send({"type": "http.response.start", "status": r.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
