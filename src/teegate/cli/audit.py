@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +29,7 @@ from teegate.receipts.checkpoint import open_checkpoint
 from teegate.receipts.note import NoteVerifier, parse_vkey
 from teegate.receipts.receipt import public_keys_from_hex
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _out = Console()
 _err = Console(stderr=True)
 TOKEN_ENV = "TEEGATE_LOG_TOKEN"  # bearer token for --log
@@ -92,6 +95,36 @@ def _read_bytes(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise EvidenceError(f"{what} {path}: cannot read: {e}") from None
+
+
+def _gateway_attestation(where: str, nonce: str | None) -> tuple[dict[str, Any], str | None]:
+    """The gateway's ACI report and the nonce it answers: fetched fresh from a URL, or read
+    from a file (with the nonce it was fetched with, if any)."""
+    if nonce is not None and not _HEX64.fullmatch(nonce):
+        raise EvidenceError("--gateway-nonce must be 64 lower-case hex digits")
+    if where.startswith(("http://", "https://")):
+        import httpx
+
+        nonce = secrets.token_hex(32)
+        url = where.rstrip("/")
+        if not url.endswith("/v1/aci/attestation"):
+            url += "/v1/aci/attestation"
+        try:
+            r = httpx.get(url, params={"nonce": nonce}, timeout=30.0)
+        except httpx.HTTPError as e:
+            raise LogError(f"--gateway-attestation {url}: {e}") from None
+        if r.status_code != 200:
+            raise LogError(f"--gateway-attestation {url}: HTTP {r.status_code}: {r.text[:200]}")
+        text = r.text
+    else:
+        text = _read(Path(where), "--gateway-attestation")
+    try:
+        obj = safejson.loads(text)
+    except ValueError as e:
+        raise EvidenceError(f"--gateway-attestation: not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise EvidenceError("--gateway-attestation: not a JSON object")
+    return obj, nonce
 
 
 def _verifiers(vkeys: list[str]) -> list[NoteVerifier]:
@@ -266,6 +299,19 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[
             Path | None, typer.Option(help="Attestation policy for re-verifying evidence.")
         ] = None,
+        gateway_attestation: Annotated[
+            str | None,
+            typer.Option(
+                "--gateway-attestation",
+                help="The gateway's ACI attestation: its URL (GET /v1/aci/attestation is "
+                "fetched with a fresh nonce) or a file holding the report; checks that the "
+                "receipt's key is the one the gateway's TEE evidence binds.",
+            ),
+        ] = None,
+        gateway_nonce: Annotated[
+            str | None,
+            typer.Option(help="The 64-hex nonce a --gateway-attestation file was fetched with."),
+        ] = None,
         allow_skipped: Annotated[
             bool,
             typer.Option(
@@ -309,6 +355,8 @@ def register(app: typer.Typer) -> None:
             pol = load_policy(policy) if policy is not None else None
             req = _read_bytes(request, "--request") if request else None
             resp = _read_bytes(response, "--response") if response else None
+            gw_report, gw_nonce = (_gateway_attestation(gateway_attestation, gateway_nonce)
+                                   if gateway_attestation else (None, None))
             reports = []
             for path in inputs:
                 try:
@@ -329,6 +377,8 @@ def register(app: typer.Typer) -> None:
                         policy=pol,
                         request_bytes=req,
                         response_bytes=resp,
+                        gateway_attestation=gw_report,
+                        gateway_nonce=gw_nonce,
                     )
                 )
         except typer.Exit:

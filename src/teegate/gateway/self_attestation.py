@@ -27,7 +27,6 @@ else generated in memory at start; ``info.key_custody`` says which.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from teegate.node.signatures import SIGNING_ALGOS
 from teegate.node.signer import NodeKeys, SignedText
 from teegate.node.sources import Evidence, QuoteSource, quote_tcb_info
 from teegate.node.store import SignatureStore
+from teegate.receipts.aci import aci_report_data
 
 if TYPE_CHECKING:
     from teegate.gateway.app import GatewayApp
@@ -148,13 +148,6 @@ def build_gateway_tee(tee: str) -> GatewayTee | None:
 
 _PROVENANCE_UNKNOWN = {"repo_url": None, "repo_commit": None, "image_digest": None,
                        "image_provenance": None}
-
-
-def aci_statement(keyset_digest: str, nonce: str | None) -> bytes:
-    """ACI §3.2: the exact statement whose sha256 is ``report_data`` (its own JCS form)."""
-    n = "null" if nonce is None else '"' + nonce + '"'
-    return (b'{"keyset_digest":"' + keyset_digest.encode() + b'","nonce":' + n.encode()
-            + b',"purpose":"aci.report_data.v1"}')
 
 
 def aci_report(tee: GatewayTee, evidence: Evidence, keyset: dict[str, Any], digest: str,
@@ -274,7 +267,7 @@ def mount_self_attestation(app: GatewayApp, tee: GatewayTee, receipt_log: Any = 
             return _error(404, "this gateway writes no receipts, so it has no ACI keyset",
                           "not_found")
         keyset, digest = receipt_log.signer.keyset, receipt_log.signer.keyset_digest
-        rd = hashlib.sha256(aci_statement(digest, nonce)).digest().ljust(64, b"\0")
+        rd = aci_report_data(digest, nonce)
         try:
             evidence = await anyio.to_thread.run_sync(tee.source.get_evidence, rd)
         except TeegateError as e:

@@ -24,6 +24,7 @@ from teegate.errors import TeegateError
 from teegate.receipts import merkle
 from teegate.receipts.bundle import Bundle
 from teegate.receipts.checkpoint import Checkpoint, open_checkpoint
+from teegate.receipts.gateway_audit import GatewayEvidenceVerifier, audit_gateway
 from teegate.receipts.note import NoteVerifier
 from teegate.receipts.receipt import SignedReceipt, body_hashes, jcs
 
@@ -143,7 +144,13 @@ def audit_bundle(
     evidence_verifier: EvidenceVerifier | None = None,
     request_bytes: bytes | None = None,
     response_bytes: bytes | None = None,
+    gateway_attestation: Mapping[str, Any] | None = None,
+    gateway_nonce: str | None = None,
+    gateway_verifier: GatewayEvidenceVerifier | None = None,
 ) -> AuditReport:
+    """Every check of one receipt. With ``gateway_attestation`` (the gateway's ACI report,
+    fetched with ``gateway_nonce``) also the ``gateway.*`` checks: the receipt's key is the
+    one the gateway's own TEE evidence binds (``teegate.receipts.gateway_audit``)."""
     rep = AuditReport(source)
     # 1. the receipt itself
     try:
@@ -195,6 +202,10 @@ def audit_bundle(
                 rep.add("checkpoint.consistency", status, detail)
     # 5. attestation evidence the receipt relied on
     _audit_evidence(rep, receipt, bundle, now, policy, evidence_verifier)
+    # 6. the gateway's own attestation binds the key that signed the receipt
+    if gateway_attestation is not None:
+        audit_gateway(rep, receipt, gateway_attestation, nonce=gateway_nonce, policy=policy,
+                      now=now, verifier=gateway_verifier)
     return rep
 
 
