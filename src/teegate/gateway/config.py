@@ -119,6 +119,9 @@ class GatewayConfig:
     public_provider_details: bool = False
     public_metrics: bool = False  # /metrics without the admin key
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (CORS); "*": any
+    # Stored Responses API answers (store != false) are kept this long, then 404 and purged
+    # (OpenAI keeps them 30 days too); an agent's history should not grow without bound.
+    responses_retention_s: int = 30 * 86400
     chain: ChainConfig | None = None  # [chain]: conversation channels on chain (teegate.chain)
     x402: X402Config | None = None  # [x402]: keyless calls paid by x402 (teegate.x402)
     # [models."NAME"] policy = "FILE": the identities that may serve NAME, on every provider
@@ -355,7 +358,7 @@ _GATEWAY_FIELDS = {"listen", "database_url", "data_dir", "admin_key_env", "defau
                    "header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds",
                    "max_connections", "auth_fail_limit",
                    "auth_fail_window_seconds", "public_provider_details", "public_metrics",
-                   "tee", "cors_origins"}
+                   "tee", "cors_origins", "responses_retention_seconds"}
 
 
 def _cors(value: Any) -> tuple[str, ...]:
@@ -488,6 +491,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ga
                                       "gateway.public_provider_details"),
         public_metrics=_want(gw.get("public_metrics", False), bool, "gateway.public_metrics"),
         cors_origins=_cors(gw.get("cors_origins", [])),
+        responses_retention_s=num("responses_retention_seconds", 30 * 86400),
         model_policies=model_policies,
         chain=_chain(data["chain"]) if "chain" in data else None,
         x402=_x402(data),
@@ -568,6 +572,7 @@ prefer = "price"                      # among eligible providers: "price" or "la
 #                                     # admin key (verdicts and keys are always public)
 # public_metrics = false              # /metrics without the admin key
 # cors_origins = []                    # browser agents' origins allowed (CORS), or ["*"]
+# responses_retention_seconds = 2592000  # stored /v1/responses answers: 404 and purged after
 # log_origin = "teegate.example.com/log"  # receipt log name (signed checkpoints)
 # receipts = true                      # a signed receipt of every call in the log
 # ledger = true                        # charge every call to the agent's wallet (holds)

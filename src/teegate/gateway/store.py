@@ -91,6 +91,7 @@ class GatewayStore:
         self.url = url
         self._lock = threading.Lock()
         self._purged = 0.0
+        self._responses_purged = 0.0  # the last sweep of expired stored responses
         self._pg = url.startswith(("postgresql://", "postgres://"))
         try:
             if self._pg:
@@ -250,23 +251,40 @@ class GatewayStore:
 
     # ------------------------------------------------------------------ stored responses
 
-    def put_response(self, agent: str, response_id: str, response: str, input_items: str
-                     ) -> None:
+    # Every stored response is kept ``retention`` seconds after it was stored: older ones
+    # are not found (whether or not the sweep has deleted them yet) and are purged at most
+    # every _PURGE_EVERY seconds, by whichever call comes.
+
+    def put_response(self, agent: str, response_id: str, response: str, input_items: str,
+                     *, now: float, retention: int) -> None:
+        self._purge_responses(now, retention)
         self._exec("INSERT INTO tg_responses (agent, id, created_at, response, input) "
                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent, id) DO UPDATE SET "
+                   "created_at = excluded.created_at, "
                    "response = excluded.response, input = excluded.input",
-                   (agent, response_id, int(time.time()), response, input_items))
+                   (agent, response_id, int(now), response, input_items))
 
-    def get_response(self, agent: str, response_id: str) -> tuple[str, str] | None:
+    def get_response(self, agent: str, response_id: str, *, now: float, retention: int
+                     ) -> tuple[str, str] | None:
         """(the response document, its input items), both JSON text, of ``agent``'s own
-        stored response; None for another agent's or an unknown id."""
-        rows = self._exec("SELECT response, input FROM tg_responses WHERE agent = ? AND id = ?",
-                          (agent, response_id))
+        stored response; None for another agent's, an expired or an unknown id."""
+        self._purge_responses(now, retention)
+        rows = self._exec("SELECT response, input FROM tg_responses WHERE agent = ? AND id = ? "
+                          "AND created_at > ?", (agent, response_id, int(now) - retention))
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def delete_response(self, agent: str, response_id: str) -> bool:
+    def delete_response(self, agent: str, response_id: str, *, now: float, retention: int
+                        ) -> bool:
+        """Whether ``agent`` had that response (an expired one is gone already)."""
         return bool(self._exec("DELETE FROM tg_responses WHERE agent = ? AND id = ? "
-                               "RETURNING id", (agent, response_id)))
+                               "AND created_at > ? RETURNING id",
+                               (agent, response_id, int(now) - retention)))
+
+    def _purge_responses(self, now: float, retention: int) -> None:
+        if now - self._responses_purged < _PURGE_EVERY:
+            return
+        self._responses_purged = now
+        self._exec("DELETE FROM tg_responses WHERE created_at <= ?", (int(now) - retention,))
 
     def close(self) -> None:
         with self._lock:

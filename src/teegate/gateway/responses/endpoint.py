@@ -15,6 +15,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -88,10 +89,10 @@ async def load(gw: Gateway, call: Parsed, agent: Agent) -> None:
     prev = state.req.get("previous_response_id")
     if prev is None:
         return
-    row = await anyio.to_thread.run_sync(gw.store.get_response, agent.id, prev)
+    row = await anyio.to_thread.run_sync(_get, gw, agent.id, prev)
     if row is None:
         raise GatewayRefusal(404, f"previous response {prev!r} not found (unknown, deleted, "
-                             "stored with store=false, or another agent's)",
+                             "expired, stored with store=false, or another agent's)",
                              code="previous_response_not_found",
                              param="previous_response_id")
     doc, items = json.loads(row[0]), json.loads(row[1])
@@ -126,8 +127,14 @@ async def _keep(gw: Gateway, record: CallRecord, call: Parsed, doc: bytes) -> No
     if not isinstance(rid, str):
         return
     state: _State = call.extra
-    await anyio.to_thread.run_sync(gw.store.put_response, record.agent, rid, doc.decode(),
-                                   json.dumps(state.items))
+    await anyio.to_thread.run_sync(partial(
+        gw.store.put_response, record.agent, rid, doc.decode(), json.dumps(state.items),
+        now=gw.clock(), retention=gw.config.responses_retention_s))
+
+
+def _get(gw: Gateway, agent: str, rid: str) -> tuple[str, str] | None:
+    return gw.store.get_response(agent, rid, now=gw.clock(),
+                                 retention=gw.config.responses_retention_s)
 
 
 class _Native:
@@ -180,16 +187,16 @@ def responses_router(gw: Gateway, principal: Callable[[Request], Any]) -> APIRou
 
     @router.get("/v1/responses/{response_id}")
     async def get(response_id: str, request: Request) -> Response:
-        row = await anyio.to_thread.run_sync(gw.store.get_response,
-                                             await agent_of(request), response_id)
+        row = await anyio.to_thread.run_sync(_get, gw, await agent_of(request), response_id)
         if row is None:
             return missing(response_id)
         return Response(row[0].encode(), media_type="application/json")
 
     @router.delete("/v1/responses/{response_id}")
     async def delete(response_id: str, request: Request) -> Response:
-        ok = await anyio.to_thread.run_sync(gw.store.delete_response,
-                                            await agent_of(request), response_id)
+        ok = await anyio.to_thread.run_sync(partial(
+            gw.store.delete_response, await agent_of(request), response_id, now=gw.clock(),
+            retention=gw.config.responses_retention_s))
         if not ok:
             return missing(response_id)
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
