@@ -26,15 +26,17 @@ from web3 import Web3
 from teegate.chain.artifacts import load_artifact
 from teegate.chain.book import ChannelBook
 from teegate.chain.config import ChainConfig
-from teegate.chain.devnet import ERC3009_COLLECTOR, deploy_devnet, dev_key, start_anvil
+from teegate.chain.devnet import ERC3009_COLLECTOR, deploy_devnet, dev_key
 from teegate.chain.edge import ChainEdge
 from teegate.chain.scheme import ChannelConfig, Domain, sign_digest, voucher_digest
 from teegate.chain.vouchers import Voucher
 from teegate.gateway import GatewayStore
 from teegate.ledger.db import open_backend
 from teegate.node import BuiltinEngine, engine_app
-from tests.chain.anvil import HAVE_ANVIL, free_port
+from tests.chain.anvil import HAVE_ANVIL, anvil, free_port
 from tests.gateway.loopback import Server, serving
+
+__all__ = ["anvil"]  # the shared module-scoped fixture
 
 pytestmark = pytest.mark.skipif(not HAVE_ANVIL, reason="anvil not installed (scripts/setup)")
 EXE = Path(sys.executable).parent / "teegate"
@@ -76,17 +78,6 @@ class Serve:
                 self.proc.kill()
                 self.proc.wait()
         assert "Traceback" not in self.log.read_text(), self.log.read_text()
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[str]:
-    port = free_port()
-    proc = start_anvil(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,10 @@ naming what failed (no chain, unknown agent, short of funds, the contract's reve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,33 +137,34 @@ class AgentChain:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address),
                                     abi=load_artifact(name).abi)
 
-    def _read(self, what: str, call: Any) -> Any:
+    @contextlib.contextmanager
+    def _rpc(self, what: str, refused: str | None) -> Iterator[None]:
+        """web3's failures as the error tree: a revert with its reason, a refusal (``refused``
+        says how, else the exception's name), no answer."""
         try:
-            return call.call()
+            yield
         except ContractLogicError as e:
             raise revert_error(what, e) from None
         except Web3Exception as e:
-            raise ChainError(f"{what}: {type(e).__name__}: {e}") from None
+            how = refused if refused is not None else f"{type(e).__name__}: "
+            raise ChainError(f"{what}: {how}{e}") from None
         except OSError as e:
             raise ChainUnreachableError(f"{what}: no answer from {self.dep.rpc_url}: "
-                                   f"{type(e).__name__}") from None
+                                        f"{type(e).__name__}") from None
+
+    def _read(self, what: str, call: Any) -> Any:
+        with self._rpc(what, None):
+            return call.call()
 
     def send(self, what: str, call: Any, acct: LocalAccount) -> Any:
         """Estimates (a revert surfaces here with its reason), signs locally, sends, waits."""
-        try:
+        with self._rpc(what, "the node refused: "):
             tx = call.build_transaction({
                 "from": acct.address, "chainId": self.dep.chain_id,
                 "nonce": self.w3.eth.get_transaction_count(acct.address, "pending"),
                 "gasPrice": self.w3.eth.gas_price})
             sent = self.w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(sent, timeout=60)
-        except ContractLogicError as e:
-            raise revert_error(what, e) from None
-        except Web3Exception as e:
-            raise ChainError(f"{what}: the node refused: {e}") from None
-        except OSError as e:
-            raise ChainUnreachableError(f"{what}: no answer from {self.dep.rpc_url}: "
-                                   f"{type(e).__name__}") from None
         if receipt["status"] != 1:
             raise ChainError(f"{what}: transaction 0x{bytes(sent).hex()} reverted")
         return receipt
